@@ -1,0 +1,3 @@
+from galvatron.cli import main
+
+raise SystemExit(main())
