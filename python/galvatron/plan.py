@@ -20,6 +20,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from galvatron._io import atomic_write_text as _atomic_write
+from galvatron._io import read_json
+
 PLAN_FORMAT_VERSION = 1
 
 
@@ -498,7 +501,7 @@ class Plan:
             rows.append(row(str(stage), rng, s))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         if self.predicted:
             p = self.predicted
             bits = []
@@ -515,39 +518,3 @@ class Plan:
 
 def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
-
-
-def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file; errors name the file (and line/column for syntax errors)."""
-    p = os.fspath(path)
-    try:
-        with open(p, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise ValueError(f"{p}: file not found") from None
-    except OSError as e:
-        raise ValueError(f"{p}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not a UTF-8 text file") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-
-
-def _atomic_write(path: str | os.PathLike[str], text: str) -> None:
-    p = os.fspath(path)
-    tmp = f"{p}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise ValueError(f"{p}: cannot write: {e.strerror or e}") from None
-

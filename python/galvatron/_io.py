@@ -1,0 +1,43 @@
+"""Small file helpers shared by plans and profiles: JSON reading with clear errors, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Read a JSON file; errors name the file (and line/column for syntax errors)."""
+    p = os.fspath(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ValueError(f"{p}: file not found") from None
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not a UTF-8 text file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    p = os.fspath(path)
+    tmp = f"{p}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise ValueError(f"{p}: cannot write: {e.strerror or e}") from None
+

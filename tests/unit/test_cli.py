@@ -1,0 +1,61 @@
+"""The galvatron command line: plan show / convert / validate, help, error reporting."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from galvatron import LayerStrategy, Plan
+from galvatron.cli import main
+from tests.unit.test_galvatron_format import G2_PLAN
+
+
+@pytest.fixture
+def g2_file(tmp_path):
+    path = tmp_path / "galvatron_config_x_1nodes_8gpus_per_node_36GB_bf16.json"
+    path.write_text(json.dumps(G2_PLAN))
+    return path
+
+
+def test_plan_show_prints_a_grouped_table(g2_file, capsys):
+    assert main(["plan", "show", str(g2_file)]) == 0
+    out = capsys.readouterr().out
+    assert "world_size=8  pp=2  schedule=gpipe" in out
+    assert "stage  layers      tp" in out
+    assert "4 ulysses" in out and "zero3" in out
+
+
+def test_plan_convert_both_ways_round_trips(g2_file, tmp_path, capsys):
+    ours = tmp_path / "ours.json"
+    back = tmp_path / "back.json"
+    assert main(["plan", "convert", str(g2_file), str(ours)]) == 0
+    assert json.loads(ours.read_text())["version"] == 1
+    assert main(["plan", "convert", str(ours), str(back)]) == 0
+    assert {k: json.loads(back.read_text())[k] for k in G2_PLAN} == G2_PLAN
+    assert "Galvatron-2 format" in capsys.readouterr().out
+
+
+def test_plan_validate_and_errors_exit_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "plan.json"
+    Plan(world_size=4, layers=(LayerStrategy(tp=2),) * 3, global_batch_size=4).save(path)
+    assert main(["plan", "validate", str(path), "--num-layers", "3"]) == 0
+    assert main(["plan", "validate", str(path), "--world-size", "8"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("galvatron: error:") and "plan is for 4 devices but the job has 8" in err
+    assert "Traceback" not in err
+
+
+def test_unimplemented_subcommands_say_so(capsys):
+    assert main(["visualize"]) == 2
+    assert "not implemented yet" in capsys.readouterr().err
+
+
+def test_module_entry_point_and_help():
+    out = subprocess.run([sys.executable, "-m", "galvatron", "plan", "convert", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "--world-size" in out and "Galvatron-2" in out
+    out = subprocess.run([sys.executable, "-m", "galvatron", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    for cmd in ("search", "profile", "train", "visualize", "plan"):
+        assert cmd in out

@@ -1,0 +1,129 @@
+"""Galvatron-2 plan files: import, export, round trips, world-size resolution, errors."""
+
+import json
+
+import pytest
+
+from galvatron import DpType, LayerStrategy, Plan, Schedule, SpKind
+
+# A plan in Galvatron-2's format, written for this test (4 layers, 8 devices, pp=2).
+G2_PLAN = {
+    "pp_deg": 2,
+    "tp_sizes_enc": "2,2,4,1",
+    "tp_consecutive_flags": "1,0,1,1",
+    "dp_types_enc": "0,1,0,1",
+    "use_sp": "0,0,1,0",
+    "checkpoint": "1,0,0,1",
+    "global_bsz": 32,
+    "chunks": 4,
+    "pp_division": "1,3",
+    "pipeline_type": "gpipe",
+    "default_dp_type": "zero2",
+    "vtp": 4,
+    "vsp": 0,
+    "embed_sdp": 1,
+}
+
+
+def write(tmp_path, d, name="galvatron_config_test_2nodes_4gpus_per_node_24GB_fp16.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(d))
+    return path
+
+
+def test_import_maps_every_field(tmp_path):
+    plan = Plan.from_galvatron_json(write(tmp_path, G2_PLAN))
+    assert plan.world_size == 8  # from the file name: 2 nodes x 4 GPUs
+    assert plan.pp == 2 and plan.stage_layers == (1, 3) and plan.schedule is Schedule.GPIPE
+    assert plan.num_microbatches == 4 and plan.global_batch_size == 32
+    assert plan.precision.value == "fp16"
+    assert plan.layers[0] == LayerStrategy(tp=2, dp_type="zero2", checkpoint=True)
+    assert plan.layers[1] == LayerStrategy(tp=2, dp_type="zero3", tp_consecutive=False)
+    assert plan.layers[2] == LayerStrategy(sp=4, sp_kind="ulysses", dp_type="zero2")
+    assert plan.layers[3] == LayerStrategy(dp_type="zero3", checkpoint=True)
+    assert plan.embedding == LayerStrategy(tp=4, dp_type="zero3")
+    assert [plan.dp_degree(s) for s in plan.layers] == [2, 2, 1, 4]
+
+
+def test_export_then_import_is_lossless(tmp_path):
+    layers = (
+        LayerStrategy(tp=2, sp_kind="megatron", dp_type="ddp", checkpoint=True),
+        LayerStrategy(sp=2, sp_kind="ulysses", dp_type="zero3", tp_consecutive=False),
+        LayerStrategy(tp=4, sp_kind="megatron", dp_type="ddp"),
+    )
+    plan = Plan(world_size=8, layers=layers, pp=2, stage_layers=(2, 1), schedule="1f1b",
+                num_microbatches=2, global_batch_size=8,
+                embedding=LayerStrategy(sp=2, sp_kind="ulysses", dp_type="zero3"))
+    path = tmp_path / "g2.json"
+    d = plan.to_galvatron_json(path)
+    assert d["pipeline_type"] == "pipedream_flush" and d["default_dp_type"] == "ddp"
+    assert d["sequence_parallel"] == 1 and d["vsp"] == 1 and d["vtp"] == 2
+    assert Plan.from_galvatron_json(path) == plan
+
+
+def test_import_then_export_reproduces_the_file(tmp_path):
+    plan = Plan.from_galvatron_json(write(tmp_path, G2_PLAN))
+    out = plan.to_galvatron_json()
+    assert {k: out[k] for k in G2_PLAN} == G2_PLAN
+    assert out["world_size"] == 8
+
+
+def test_world_size_argument_then_key_then_file_name(tmp_path):
+    assert Plan.from_galvatron_json(write(tmp_path, G2_PLAN), world_size=16).world_size == 16
+    keyed = write(tmp_path, {**G2_PLAN, "world_size": 8}, name="keyed_2nodes_8gpus_per_node.json")
+    assert Plan.from_galvatron_json(keyed).world_size == 8
+    anonymous = write(tmp_path, G2_PLAN, name="plan.json")
+    with pytest.raises(ValueError, match="plan.json: the world size is unknown.*world_size=N"):
+        Plan.from_galvatron_json(anonymous)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(pipeline_type="zb"), "pipeline_type: 'zb' is not accepted; accepted: 'gpipe', 'pipedream_flush'"),
+        (dict(default_dp_type="zero1"), "default_dp_type: 'zero1' is not accepted"),
+        (dict(checkpoint="1,0"), "checkpoint has 2 entries but tp_sizes_enc has 4"),
+        (dict(dp_types_enc="0,2,0,1"), "dp_types_enc\\[1\\]: expected 0 or 1, got 2"),
+        (dict(tp_sizes_enc="2,x,4,1"), "tp_sizes_enc: expected a comma-joined string of integers"),
+        (dict(chunks="many"), "chunks: expected an integer"),
+        (dict(pp_division="2,3"), "stage_layers sums to 5 but the plan has 4 layers"),
+        (dict(tp_sizes_enc="2,2,8,1"), "layers\\[2\\]: tp\\*sp=8 does not divide the 4 devices"),
+    ],
+)
+def test_bad_galvatron_files_give_clear_errors(tmp_path, changes, message):
+    path = write(tmp_path, {**G2_PLAN, **changes})
+    with pytest.raises(ValueError, match=message) as info:
+        Plan.from_galvatron_json(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_keys_are_listed(tmp_path):
+    d = dict(G2_PLAN)
+    del d["chunks"], d["pp_deg"]
+    with pytest.raises(ValueError, match="missing Galvatron-2 plan keys: pp_deg, chunks"):
+        Plan.from_galvatron_json(write(tmp_path, d))
+
+
+@pytest.mark.parametrize(
+    "plan, message",
+    [
+        (Plan.uniform(8, 4, pp=2, schedule="interleaved_1f1b", virtual_stages=2, num_microbatches=2),
+         "interleaved_1f1b' cannot be expressed"),
+        (Plan.uniform(8, 4, dp_type="zero1"), "'zero1' cannot be expressed"),
+        (Plan(world_size=4, layers=(LayerStrategy(), LayerStrategy(dp_type="zero2")), global_batch_size=4),
+         "mixes ddp and zero2"),
+        (Plan(world_size=4, layers=(LayerStrategy(tp=2, sp=2, sp_kind="ulysses"),), global_batch_size=4),
+         "tp=2 with Ulysses sp=2 cannot be expressed"),
+        (Plan(world_size=4, layers=(LayerStrategy(tp=2, sp_kind="megatron"), LayerStrategy(tp=2)),
+              global_batch_size=4), "Megatron-SP switch"),
+    ],
+)
+def test_export_refuses_what_the_format_cannot_express(plan, message):
+    with pytest.raises(ValueError, match=message):
+        plan.to_galvatron_json()
+
+
+def test_megatron_sp_flag_applies_to_tp_layers_only(tmp_path):
+    plan = Plan.from_galvatron_json(write(tmp_path, G2_PLAN), megatron_sp=True)
+    assert [s.sp_kind for s in plan.layers] == [SpKind.MEGATRON, SpKind.MEGATRON, SpKind.ULYSSES, SpKind.NONE]
+    assert plan.layers[3].dp_type is DpType.ZERO3
