@@ -1,0 +1,147 @@
+// Time and memory of one layer (or the embedding/head) under one strategy.
+// The terms are listed, with their reasons, in docs/cost_model.md.
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "search/cost_model.h"
+
+namespace galvatron {
+
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+double at(const std::vector<double>& table, int idx, const char* what) {
+  if (idx < 0 || idx >= static_cast<int>(table.size())) {
+    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
+  }
+  return table[idx];
+}
+
+int64_t at(const std::vector<int64_t>& table, int idx, const char* what) {
+  if (idx < 0 || idx >= static_cast<int>(table.size())) {
+    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
+  }
+  return table[idx];
+}
+
+// Model-state bytes and data-parallel communication of `param_count` parameters (before tp
+// sharding) under strategy `s`; fills the param/grad/optimizer/dp fields of `c`.
+void add_model_states(const ModelTables& model, const CommModel& comm, const Strategy& s,
+                      const LayerGroups& g, int64_t param_count, LayerCost& c) {
+  const int64_t p_local = ceil_div(param_count, s.tp);         // this device's tp shard
+  const int64_t p_shard = ceil_div(p_local, g.weight_group);   // its ZeRO shard
+  const int64_t cb = model.compute_bytes;
+  const bool sharded_grads = s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3;
+  const bool sharded_params = sharded_grads;
+  // fp32 master parameters (sharded for ZeRO-2/3), plus a compute-dtype copy: always with mixed
+  // precision for DDP/ZeRO-1, and the unsharded copy that ZeRO-2 keeps from forward to backward.
+  c.param_bytes += 4 * (sharded_params ? p_shard : p_local);
+  if ((model.mixed_precision && !sharded_params) || s.dp_type == DpType::kZero2) {
+    c.param_bytes += cb * p_local;
+  }
+  c.grad_bytes += 4 * (sharded_grads ? p_shard : p_local);
+  c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * cb * p_local;  // 2 gathered + 1 grad
+
+  const int32_t n = g.weight_group;
+  const Placement pl = g.weight_placement;
+  const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
+  const double gather_bytes = static_cast<double>(cb * p_local);
+  switch (s.dp_type) {
+    case DpType::kDdp:
+      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes)) - c.bwd_ms;
+      break;
+    case DpType::kZero1:
+      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes)) - c.bwd_ms;
+      c.optimizer_ms += comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
+      break;
+    case DpType::kZero2: {
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, rs) - c.bwd_ms;
+      break;
+    }
+    case DpType::kZero3: {
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, ag + rs) - c.bwd_ms;
+      break;
+    }
+  }
+  c.optimizer_ms += comm.hw().optimizer_ms_per_param *
+                    static_cast<double>(s.dp_type == DpType::kDdp ? p_local : p_shard);
+}
+
+}  // namespace
+
+LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const CommModel& comm,
+                     const Strategy& s, int32_t stage_first, int32_t stage_size,
+                     int32_t micro_batch) {
+  LayerCost c;
+  const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
+  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t lb = micro_batch / g.dp;  // samples on this device
+  const double lbd = static_cast<double>(lb);
+  c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  if (s.checkpoint) c.bwd_ms += c.fwd_ms;  // recomputation
+  const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
+
+  const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
+  if (s.tp > 1) {
+    const double one = s.sp_kind == SpKind::kMegatron
+                           ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes) +
+                                 comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes)
+                           : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+    c.tp_comm_ms = passes * lt.tp_collectives * one;
+  }
+  if (s.sp_kind == SpKind::kUlysses) {
+    const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
+    c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
+  }
+  add_model_states(model, comm, s, g, lt.param_count, c);
+
+  const int kind = static_cast<int>(s.sp_kind);
+  const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
+  if (s.checkpoint) {
+    const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
+    c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
+    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
+  } else {
+    c.act_bytes = act;
+  }
+  return c;
+}
+
+LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const Strategy& s,
+                         int32_t stage_first, int32_t stage_size, int32_t micro_batch, bool head,
+                         bool tied_copy) {
+  const EmbeddingProfile& e = model.embedding;
+  LayerCost c;
+  const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
+  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t lb = micro_batch / g.dp;
+  const double lbd = static_cast<double>(lb);
+  c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  const double act_full_bytes = static_cast<double>(e.carry_bytes_per_sample) * lbd;
+  if (s.tp > 1) {  // vocab-parallel embedding output / column-parallel head input
+    const bool msp = s.sp_kind == SpKind::kMegatron;
+    if (!head) {
+      c.tp_comm_ms = comm.time_ms(msp ? Op::kReduceScatter : Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+    } else {
+      c.tp_comm_ms = (msp ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes) : 0.0) +
+                     comm.time_ms(msp ? Op::kReduceScatter : Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+    }
+  }
+  const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
+                              : e.embed_param_count + e.tied_param_count;
+  add_model_states(model, comm, s, g, params, c);
+  c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
+                   "act_bytes_per_sample") * lb;
+  return c;
+}
+
+}  // namespace galvatron

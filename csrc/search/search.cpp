@@ -1,0 +1,205 @@
+// Outer loops of the search: tasks (pp, schedule, virtual stages, batch, micro-batches), run in
+// parallel; the per-task solver lives in task_solver.cpp.
+#include "search/search.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "search/task_solver.h"
+
+namespace galvatron {
+
+namespace {
+
+[[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
+
+std::vector<int32_t> divisors(int32_t n) {
+  std::vector<int32_t> d;
+  for (int32_t i = 1; i <= n; ++i) {
+    if (n % i == 0) d.push_back(i);
+  }
+  return d;
+}
+
+std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt) {
+  const int32_t layers = static_cast<int32_t>(model.layer_type_of.size());
+  std::vector<int32_t> pps = opt.pp_degrees;
+  if (pps.empty()) {
+    for (int32_t p : divisors(opt.world_size)) {
+      if (p <= opt.max_pp && log2_exact(p) >= 0) pps.push_back(p);
+    }
+  }
+  std::vector<Task> tasks;
+  // Without a pipeline the schedule does not matter: one task, labelled with the first
+  // non-interleaved schedule asked for.
+  Schedule single = Schedule::k1F1B;
+  for (Schedule sch : opt.schedules) {
+    if (sch != Schedule::kInterleaved1F1B) {
+      single = sch;
+      break;
+    }
+  }
+  for (int32_t pp : pps) {
+    const std::vector<Schedule> schedules = pp == 1 ? std::vector<Schedule>{single} : opt.schedules;
+    for (Schedule sch : schedules) {
+      const std::vector<int32_t> vs = sch == Schedule::kInterleaved1F1B ? opt.virtual_stages : std::vector<int32_t>{1};
+      for (int32_t v : vs) {
+        if (int64_t{pp} * v > layers) continue;
+        for (int32_t B : opt.global_batch_sizes) {
+          const std::vector<int32_t> ms = opt.num_microbatches.empty() ? divisors(B) : opt.num_microbatches;
+          for (int32_t m : ms) {
+            if (B % m != 0) continue;
+            if (sch == Schedule::kInterleaved1F1B && m % pp != 0) continue;
+            tasks.push_back(Task{pp, v, B, m, sch});
+          }
+        }
+      }
+    }
+  }
+  return tasks;
+}
+
+}  // namespace
+
+std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t stage_size, bool embedding) {
+  std::vector<Strategy> out;
+  for (int32_t tp = 1; tp <= stage_size && tp <= opt.max_tp; tp *= 2) {
+    std::vector<std::pair<SpKind, int32_t>> kinds{{SpKind::kNone, 1}};
+    if (tp > 1 && opt.allow_megatron_sp) kinds.push_back({SpKind::kMegatron, 1});
+    if (tp == 1 && opt.allow_ulysses) {
+      for (int32_t sp = 2; sp <= opt.max_sp && sp <= stage_size; sp *= 2) kinds.push_back({SpKind::kUlysses, sp});
+    }
+    for (auto [kind, sp] : kinds) {
+      if (stage_size % (tp * sp) != 0) continue;
+      const int32_t dp = stage_size / (tp * sp);
+      std::vector<DpType> dps = opt.dp_types;
+      if (dp * sp == 1) dps = {DpType::kDdp};  // one replica: every dp_type is the same plan
+      const bool strided_differs = opt.allow_strided && tp * sp > 1 && dp > 1;
+      for (int consec = 1; consec >= (strided_differs ? 0 : 1); --consec) {
+        for (DpType d : dps) {
+          for (int ck = 0; ck <= ((opt.allow_checkpoint && !embedding) ? 1 : 0); ++ck) {
+            Strategy s;
+            s.tp = tp;
+            s.sp = sp;
+            s.sp_kind = kind;
+            s.dp_type = d;
+            s.checkpoint = ck == 1;
+            s.tp_consecutive = consec == 1;
+            out.push_back(s);
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
+void validate_options(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt) {
+  validate_model(model);
+  validate_hardware(hw);
+  if (opt.world_size < 1) fail("world_size must be >= 1");
+  if (int64_t{hw.num_nodes} * hw.gpus_per_node != opt.world_size) {
+    fail("world_size=" + std::to_string(opt.world_size) + " does not match the hardware profile (" +
+         std::to_string(hw.num_nodes) + " nodes x " + std::to_string(hw.gpus_per_node) + " devices)");
+  }
+  if (opt.memory_budget_bytes <= 0) fail("memory_gb: the per-device memory budget must be > 0");
+  if (opt.global_batch_sizes.empty()) fail("global_batch_size: at least one value is needed");
+  for (int32_t b : opt.global_batch_sizes) {
+    if (b < 1) fail("global_batch_size values must be >= 1");
+  }
+  for (int32_t m : opt.num_microbatches) {
+    if (m < 1) fail("num_microbatches values must be >= 1");
+  }
+  for (int32_t p : opt.pp_degrees) {
+    if (p < 1 || opt.world_size % p != 0) fail("pp_degrees: " + std::to_string(p) + " does not divide world_size");
+  }
+  for (int32_t v : opt.virtual_stages) {
+    if (v < 2) fail("virtual_stages values must be >= 2");
+  }
+  if (opt.max_tp < 1 || opt.max_sp < 1 || opt.max_pp < 1) fail("max_tp, max_sp and max_pp must be >= 1");
+  if (opt.dp_types.empty()) fail("dp_types: at least one is needed");
+  if (opt.schedules.empty()) fail("schedules: at least one is needed");
+  if (opt.num_threads < 0) fail("num_threads must be >= 0 (0: all cores)");
+}
+
+namespace {
+
+bool better(const TaskResult& a, const TaskResult& b) {  // higher throughput; ties keep b
+  return a.found && (!b.found || a.samples_per_s > b.samples_per_s);
+}
+
+std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
+                                  const std::vector<Task>& tasks, bool min_memory) {
+  std::vector<TaskResult> results(tasks.size());
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::atomic<bool> failed{false};
+  auto worker = [&]() {
+    try {
+      for (size_t i = next++; i < tasks.size() && !failed; i = next++) {
+        results[i] = solve_task(model, hw, opt, tasks[i], min_memory);
+      }
+    } catch (...) {
+      if (!failed.exchange(true)) error = std::current_exception();
+    }
+  };
+  int32_t threads = opt.num_threads == 0 ? static_cast<int32_t>(std::thread::hardware_concurrency()) : opt.num_threads;
+  threads = std::max<int32_t>(1, std::min<int32_t>(threads, static_cast<int32_t>(tasks.size())));
+  if (threads == 1) {
+    worker();
+  } else {
+    std::vector<std::thread> pool;
+    for (int32_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (auto& th : pool) th.join();
+  }
+  if (error) std::rethrow_exception(error);
+  return results;
+}
+
+}  // namespace
+
+SearchOutput search(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt) {
+  validate_options(model, hw, opt);
+  const std::vector<Task> tasks = make_tasks(model, opt);
+  SearchOutput out;
+  out.stats.tasks = static_cast<int64_t>(tasks.size());
+  if (tasks.empty()) return out;
+  std::vector<TaskResult> results = run_tasks(model, hw, opt, tasks, false);
+  TaskResult best;
+  for (const auto& r : results) {
+    out.stats.dp_sweeps += r.sweeps;
+    out.stats.frontier_entries += r.entries;
+    out.stats.plans_evaluated += r.evaluated;
+    out.stats.strategies = std::max(out.stats.strategies, r.strategies);
+    if (better(r, best)) best = r;
+  }
+  if (best.found) {
+    out.found = true;
+    out.plan = best.plan;
+    out.samples_per_s = best.samples_per_s;
+    out.prediction = evaluate_plan(model, hw, best.plan);
+    const double rel = std::abs(out.prediction.step_time_ms - best.step_ms) / std::max(1e-12, best.step_ms);
+    if (rel > 1e-6) {
+      throw std::logic_error("internal error: the searched plan's evaluated step time " +
+                             std::to_string(out.prediction.step_time_ms) + " ms differs from the search objective " +
+                             std::to_string(best.step_ms) + " ms");
+    }
+    return out;
+  }
+  // Nothing fits: find the plan with the smallest per-device peak (GPipe/1F1B tasks).
+  std::vector<TaskResult> mins = run_tasks(model, hw, opt, tasks, true);
+  for (const auto& r : mins) {
+    if (r.min_mem_bytes >= 0 && (out.min_feasible_bytes < 0 || r.min_mem_bytes < out.min_feasible_bytes)) {
+      out.min_feasible_bytes = r.min_mem_bytes;
+      out.min_memory_plan = r.plan;
+    }
+  }
+  return out;
+}
+
+}  // namespace galvatron

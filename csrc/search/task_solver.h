@@ -1,0 +1,30 @@
+// Exact solver of one search task: fixed pp, schedule, virtual stages, global batch and
+// micro-batch count; free layer split, per-layer strategies and embedding/head strategy.
+#pragma once
+#include <cstdint>
+#include <limits>
+
+#include "search/problem.h"
+
+namespace galvatron {
+
+struct Task {
+  int32_t pp = 1, v = 1, global_batch = 1, m = 1;
+  Schedule schedule = Schedule::k1F1B;
+};
+
+struct TaskResult {
+  bool found = false;
+  double step_ms = std::numeric_limits<double>::infinity();
+  double samples_per_s = 0;
+  PlanSpec plan;               // best plan, or the smallest-memory plan in min-memory mode
+  int64_t min_mem_bytes = -1;  // min-memory mode: smallest per-device peak over the task
+  int64_t sweeps = 0, entries = 0, evaluated = 0, strategies = 0;
+};
+
+// Best plan of the task under the memory budget; with `min_memory`, the plan of the task with
+// the smallest per-device peak memory instead (used to explain infeasible budgets).
+TaskResult solve_task(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
+                      const Task& task, bool min_memory);
+
+}  // namespace galvatron
