@@ -125,6 +125,7 @@ def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.Lay
         S.linear_input_saved("lm_head.input", h),
         S.SavedTensor("loss.log_softmax", per_token=vocab, elem=S.Elem.FP32),
         S.SavedTensor("loss.labels", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
+        S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE),
     ]
     return S.LayerTypeSpec(name, params, h, matmul_params=vocab * h, saved=tuple(saved))
 
@@ -148,7 +149,7 @@ def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params
     return S.LayerTypeSpec(
         name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,
         input_per_token=h, saved=tuple(pre + sdpa + mask + post),
-        saved_math=tuple(pre + math + mask + post),
+        saved_math=tuple(pre + math + post),  # the math path adds the mask: nothing saved
     )
 
 

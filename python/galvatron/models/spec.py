@@ -74,13 +74,14 @@ def _elem_bytes(elem: Elem, dtype_bytes: int) -> int:
 @dataclass(frozen=True)
 class SavedTensor:
     """One tensor saved for backward: ``per_token*b*s + per_token_seq*b*s*s + per_seq*s +
-    per_seq_seq*s*s`` elements (``s`` = tokens of this layer)."""
+    per_seq_seq*s*s + fixed`` elements (``s`` = tokens of this layer)."""
 
     name: str
     per_token: int = 0
     per_token_seq: int = 0
     per_seq: int = 0
     per_seq_seq: int = 0
+    fixed: int = 0
     elem: Elem = Elem.ACT
     shard: Shard = Shard.TP
     sp_split: bool = True  # divided by the Ulysses degree
@@ -89,7 +90,7 @@ class SavedTensor:
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
-                + self.per_seq * seq + self.per_seq_seq * seq * seq)
+                + self.per_seq * seq + self.per_seq_seq * seq * seq + self.fixed)
 
 
 @dataclass(frozen=True)
@@ -240,3 +241,23 @@ def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, kv_tokens_
     math = common + [SavedTensor(f"{prefix}.probs", per_token_seq=heads),
                      SavedTensor(f"{prefix}.kv_repeat", per_token=2 * rep)]
     return sdpa, math
+
+
+def measure_saved_bytes(fn, *args, exclude=(), **kwargs):  # noqa: ANN001, ANN201 - any callable
+    """Run ``fn(*args, **kwargs)`` and return ``(output, bytes)``: the bytes of the unique
+    storages autograd saves for backward, leaving out those of ``exclude`` tensors (pass the
+    parameters). This is the measurement the spec is tested against."""
+    import torch
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t):  # noqa: ANN001, ANN202
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip and st.nbytes() > 0:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args, **kwargs)
+    return out, sum(seen.values())
