@@ -6,7 +6,7 @@ import galvatron.models as M
 import pytest
 import torch
 
-DEBUG = ["gpt2-debug", "llama-debug"]
+DEBUG = ["gpt2-debug", "llama-debug", "bert-debug"]
 
 
 def test_list_has_debug_and_real_flavours():
@@ -45,7 +45,8 @@ def test_invalid_config_names_the_field(name, overrides, field):
     # published sizes (tied embeddings counted once)
     [("gpt2", 124_439_808), ("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080),
      ("gpt2-xl", 1_557_611_200), ("llama2-7b", 6_738_415_616), ("llama2-13b", 13_015_864_320),
-     ("llama2-70b", 68_976_648_192), ("llama3-8b", 8_030_261_248)],
+     ("llama2-70b", 68_976_648_192), ("llama3-8b", 8_030_261_248),
+     ("bert-base", 109_514_298), ("bert-large", 335_174_458)],
 )
 def test_real_flavours_have_published_parameter_counts_without_allocating(name, params):
     assert M.spec(name).param_count() == params

@@ -31,6 +31,7 @@ def lm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 CASES = {
     "gpt2-debug": (lm_inputs, lm_labels),
     "llama-debug": (lm_inputs, lm_labels),
+    "bert-debug": (lm_inputs, lm_labels),
 }
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 

@@ -136,8 +136,16 @@ def to_hf(model: nn.Module) -> nn.Module:
     hf_model = getattr(transformers, hf_config.architectures[0])(hf_config)
     ours = model.state_dict()
     sd = hf_model.state_dict()
-    for rule in fam.hf.rules(model.config):
+    storage_owner = {}
+    rules = fam.hf.rules(model.config)
+    for rule in rules:
+        storage_owner[sd[rule.hf].untyped_storage().data_ptr()] = rule.hf
         sd[rule.hf] = rule.to_hf(*(ours[n] for n in rule.ours)).clone()
+    covered = {r.hf for r in rules}
+    for key, value in list(sd.items()):  # HF-side ties (e.g. the LM head): same new value
+        owner = storage_owner.get(value.untyped_storage().data_ptr())
+        if key not in covered and owner is not None:
+            sd[key] = sd[owner]
     hf_model.load_state_dict(sd, strict=True)
     return hf_model.train(model.training)
 
