@@ -46,7 +46,8 @@ def test_invalid_config_names_the_field(name, overrides, field):
     [("gpt2", 124_439_808), ("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080),
      ("gpt2-xl", 1_557_611_200), ("llama2-7b", 6_738_415_616), ("llama2-13b", 13_015_864_320),
      ("llama2-70b", 68_976_648_192), ("llama3-8b", 8_030_261_248),
-     ("bert-base", 109_514_298), ("bert-large", 335_174_458)],
+     ("bert-base", 109_514_298), ("bert-large", 335_174_458), ("vit-base", 86_567_656),
+     ("vit-large", 304_326_632), ("vit-huge", 632_045_800)],
 )
 def test_real_flavours_have_published_parameter_counts_without_allocating(name, params):
     assert M.spec(name).param_count() == params

@@ -28,10 +28,22 @@ def lm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return inputs["input_ids"]
 
 
+def image_inputs(size: int):
+    def make(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(b)
+        return {"pixel_values": torch.randn(b, 3, size, size, generator=g)}
+    return make
+
+
+def class_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.arange(inputs["pixel_values"].shape[0]) % 10
+
+
 CASES = {
     "gpt2-debug": (lm_inputs, lm_labels),
     "llama-debug": (lm_inputs, lm_labels),
     "bert-debug": (lm_inputs, lm_labels),
+    "vit-debug": (image_inputs(32), class_labels),
 }
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 

@@ -26,7 +26,7 @@ from galvatron.models.base import (
     check_divides,
     check_positive,
 )
-from galvatron.models.hf import HFAdapter, Rule, same
+from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
 from galvatron.models.layers import MLP, Activation, Attention, dropout
 
 
@@ -199,28 +199,23 @@ def _config_to_hf(c: BertConfig) -> Any:
     )
 
 
-def _wb(ours: str, hf: str) -> list[Rule]:
-    """weight + bias (linears and LayerNorms)."""
-    return [same(f"{ours}.weight", f"{hf}.weight"), same(f"{ours}.bias", f"{hf}.bias")]
-
-
 def _rules(c: BertConfig) -> list[Rule]:
     e = "bert.embeddings."
     r = [same("embed.word.weight", f"{e}word_embeddings.weight"),
          same("embed.position.weight", f"{e}position_embeddings.weight"),
          same("embed.token_type.weight", f"{e}token_type_embeddings.weight"),
-         *_wb("embed.norm", f"{e}LayerNorm")]
+         *weight_bias("embed.norm", f"{e}LayerNorm")]
     for i in range(c.num_layers):
         o, t = f"layers.{i}.", f"bert.encoder.layer.{i}."
         for ours, hf in (("q_proj", "self.query"), ("k_proj", "self.key"),
                          ("v_proj", "self.value"), ("o_proj", "output.dense")):
-            r += _wb(f"{o}attn.{ours}", f"{t}attention.{hf}")
-        r += _wb(f"{o}norm1", f"{t}attention.output.LayerNorm")
-        r += _wb(f"{o}mlp.fc_in", f"{t}intermediate.dense")
-        r += _wb(f"{o}mlp.fc_out", f"{t}output.dense")
-        r += _wb(f"{o}norm2", f"{t}output.LayerNorm")
+            r += weight_bias(f"{o}attn.{ours}", f"{t}attention.{hf}")
+        r += weight_bias(f"{o}norm1", f"{t}attention.output.LayerNorm")
+        r += weight_bias(f"{o}mlp.fc_in", f"{t}intermediate.dense")
+        r += weight_bias(f"{o}mlp.fc_out", f"{t}output.dense")
+        r += weight_bias(f"{o}norm2", f"{t}output.LayerNorm")
     p = "cls.predictions."
-    r += [*_wb("head.dense", f"{p}transform.dense"), *_wb("head.norm", f"{p}transform.LayerNorm"),
+    r += [*weight_bias("head.dense", f"{p}transform.dense"), *weight_bias("head.norm", f"{p}transform.LayerNorm"),
           same("head.decoder.bias", f"{p}bias")]
     if not c.tie_word_embeddings:
         r.append(same("head.decoder.weight", f"{p}decoder.weight"))

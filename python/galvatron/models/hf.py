@@ -33,6 +33,11 @@ def same(ours: str, hf: str) -> Rule:
     return Rule((ours,), hf)
 
 
+def weight_bias(ours: str, hf: str) -> list[Rule]:
+    """``.weight`` and ``.bias`` of a linear / norm / conv under both prefixes."""
+    return [same(f"{ours}.weight", f"{hf}.weight"), same(f"{ours}.bias", f"{hf}.bias")]
+
+
 def transposed(ours: str, hf: str) -> Rule:
     """HF ``Conv1D`` (GPT-2) stores linear weights as ``[in, out]``."""
     return Rule((ours,), hf, lambda t: (t.t().contiguous(),), lambda t: t.t().contiguous())

@@ -73,12 +73,13 @@ def _elem_bytes(elem: Elem, dtype_bytes: int) -> int:
 
 @dataclass(frozen=True)
 class SavedTensor:
-    """One tensor saved for backward: ``per_token*b*s + per_token_seq*b*s*s + per_seq*s +
-    per_seq_seq*s*s + fixed`` elements (``s`` = tokens of this layer)."""
+    """One tensor saved for backward: ``per_token*b*s + per_token_seq*b*s*s + per_sample*b +
+    per_seq*s + per_seq_seq*s*s + fixed`` elements (``s`` = tokens of this layer)."""
 
     name: str
     per_token: int = 0
     per_token_seq: int = 0
+    per_sample: int = 0
     per_seq: int = 0
     per_seq_seq: int = 0
     fixed: int = 0
@@ -90,6 +91,7 @@ class SavedTensor:
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
+                + self.per_sample * batch
                 + self.per_seq * seq + self.per_seq_seq * seq * seq + self.fixed)
 
 
