@@ -1,0 +1,94 @@
+"""Model zoo: GPT-2, LLaMA, BERT, T5, ViT, Swin as embed -> typed layers -> head.
+
+Public API::
+
+    galvatron.models.list() -> list[str]                      # flavour names
+    galvatron.models.get_config(name, **overrides) -> config  # no allocation
+    galvatron.models.build(name, seed=None, device=None, **overrides) -> model
+    galvatron.models.spec(name_or_config, **overrides) -> ModelSpec
+    galvatron.models.from_hf(hf_model) / to_hf(model)         # extra "hf"
+    galvatron.models.load_hf_checkpoint(dir, layer_indices=None, include_embedding=True,
+                                        include_head=True, device="cpu")
+
+Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention, MLPs, masks, RoPE),
+``spec.py`` (ModelSpec), ``hf.py`` (Hugging Face mapping machinery), one file per family.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+import torch
+
+from galvatron.models import bert, gpt2, llama, vit
+from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
+from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
+from galvatron.models.layers import Activation, AttnBackend
+from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY, vit.FAMILY)}
+_FLAVOURS: dict[str, Family] = {n: f for f in FAMILIES.values() for n in f.flavours}
+
+
+def list() -> builtins.list[str]:  # noqa: A001 - the requested public name
+    """Names of every flavour, e.g. ``gpt2-debug``, ``llama2-7b``."""
+    return builtins.list(_FLAVOURS)
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """The config of flavour ``name`` with ``overrides`` applied (validated, nothing built)."""
+    if name not in _FLAVOURS:
+        raise ValueError(f"model name {name!r} is unknown; accepted: {list()}")
+    cfg = _FLAVOURS[name].flavours[name]
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def build(
+    name_or_config: str | ModelConfig,
+    seed: int | None = None,
+    device: str | torch.device | None = None,
+    **overrides: Any,
+) -> GalvatronModel:
+    """Build a model. Weights come from :meth:`GalvatronModel.init_weights` with ``seed``
+    (default: one number drawn from torch's global generator, so ``torch.manual_seed``
+    makes builds repeatable). ``device="meta"`` builds without allocating."""
+    cfg = _as_config(name_or_config, overrides)
+    with torch.device(device or "cpu"):
+        model = FAMILIES[cfg.family].model_cls(cfg)
+    if seed is None:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+    model.init_weights(seed)
+    return model
+
+
+def spec(name_or_config: str | ModelConfig, **overrides: Any) -> ModelSpec:
+    """The analytic :class:`ModelSpec` (parameters, FLOPs, activation bytes per layer type)."""
+    cfg = _as_config(name_or_config, overrides)
+    return FAMILIES[cfg.family].spec(cfg)
+
+
+def _as_config(name_or_config: str | ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config.replace(**overrides) if overrides else name_or_config
+    return get_config(name_or_config, **overrides)
+
+
+__all__ = [
+    "Activation",
+    "AttnBackend",
+    "Carry",
+    "FAMILIES",
+    "GalvatronModel",
+    "LayerTypeSpec",
+    "ModelConfig",
+    "ModelSpec",
+    "SavedTensor",
+    "build",
+    "from_hf",
+    "get_config",
+    "list",
+    "load_hf_checkpoint",
+    "spec",
+    "to_hf",
+]

@@ -1,0 +1,242 @@
+"""Hugging Face interop: weights in and out of ``transformers`` models and checkpoints.
+
+Each family describes its mapping as a list of :class:`Rule` (one Hugging Face tensor <->
+one or more of our parameters, with a conversion each way) plus config converters, gathered
+in an :class:`HFAdapter`. ``transformers`` is imported lazily (the ``hf`` extra); checkpoint
+loading reads only ``*.safetensors`` (never pickles).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Rule:
+    """HF tensor ``hf`` <-> our parameters ``ours`` (names in our state dict)."""
+
+    ours: tuple[str, ...]
+    hf: str
+    to_ours: Callable[[Tensor], tuple[Tensor, ...]] = lambda t: (t,)
+    to_hf: Callable[..., Tensor] = lambda t: t
+
+
+def same(ours: str, hf: str) -> Rule:
+    return Rule((ours,), hf)
+
+
+def weight_bias(ours: str, hf: str) -> list[Rule]:
+    """``.weight`` and ``.bias`` of a linear / norm / conv under both prefixes."""
+    return [same(f"{ours}.weight", f"{hf}.weight"), same(f"{ours}.bias", f"{hf}.bias")]
+
+
+def transposed(ours: str, hf: str) -> Rule:
+    """HF ``Conv1D`` (GPT-2) stores linear weights as ``[in, out]``."""
+    return Rule((ours,), hf, lambda t: (t.t().contiguous(),), lambda t: t.t().contiguous())
+
+
+def split(ours: tuple[str, ...], hf: str, dim: int, transpose: bool = False) -> Rule:
+    """One fused HF tensor split in equal parts along ``dim`` (then transposed if asked)."""
+
+    def to_ours(t: Tensor) -> tuple[Tensor, ...]:
+        parts = t.chunk(len(ours), dim=dim)
+        return tuple((p.t() if transpose else p).contiguous() for p in parts)
+
+    def to_hf(*ts: Tensor) -> Tensor:
+        return torch.cat([t.t() if transpose else t for t in ts], dim=dim).contiguous()
+
+    return Rule(ours, hf, to_ours, to_hf)
+
+
+@dataclass(frozen=True)
+class HFAdapter:
+    """How one family maps to ``transformers``.
+
+    ``ignore``: regexes of HF state-dict keys with no counterpart here (buffers HF recomputes,
+    tied duplicates); they are neither loaded nor reported as unexpected.
+    """
+
+    architectures: tuple[str, ...]
+    config_from_hf: Callable[[Any], Any]
+    config_to_hf: Callable[[Any], Any]
+    rules: Callable[[Any], list[Rule]]
+    ignore: tuple[str, ...] = ()
+
+    def ignored(self, key: str) -> bool:
+        return any(re.fullmatch(p, key) for p in self.ignore)
+
+
+def _registry() -> dict[str, Any]:
+    from galvatron.models import FAMILIES
+
+    return FAMILIES
+
+
+def _family_of_hf(archs: list[str]) -> Any:
+    known = []
+    for fam in _registry().values():
+        if fam.hf is None:
+            continue
+        known += list(fam.hf.architectures)
+        if any(a in fam.hf.architectures for a in archs):
+            return fam
+    raise ValueError(f"architectures: {archs!r} is not supported; accepted: {sorted(known)}")
+
+
+def _load_rules(model: nn.Module, rules: Iterable[Rule], get: Callable[[str], Tensor]) -> None:
+    params = dict(model.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for rule in rules:
+            values = rule.to_ours(get(rule.hf))
+            for name, value in zip(rule.ours, values, strict=True):
+                p = params[name]
+                if p.shape != value.shape:
+                    raise ValueError(
+                        f"{rule.hf}: shape {tuple(value.shape)} does not fit {name} "
+                        f"{tuple(p.shape)}"
+                    )
+                p.copy_(value.to(p.dtype))
+
+
+def _check_keys(adapter: HFAdapter, rules: list[Rule], available: Iterable[str], family: str) -> None:
+    available = set(available)
+    wanted = {r.hf for r in rules}
+    missing = sorted(wanted - available)
+    unexpected = sorted(k for k in available - wanted if not adapter.ignored(k))
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint does not match the {family} architecture: missing keys {missing}; "
+            f"unexpected keys {unexpected}"
+        )
+
+
+def from_hf(hf_model: nn.Module) -> nn.Module:
+    """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
+    fam = _family_of_hf([type(hf_model).__name__])
+    cfg = fam.hf.config_from_hf(hf_model.config)
+    model = fam.model_cls(cfg)
+    sd = hf_model.state_dict()
+    rules = fam.hf.rules(cfg)
+    _check_keys(fam.hf, rules, sd.keys(), fam.name)
+    _load_rules(model, rules, sd.__getitem__)
+    return model.train(hf_model.training)
+
+
+def to_hf(model: nn.Module) -> nn.Module:
+    """A ``transformers`` model with our weights (built on CPU from the converted config)."""
+    import transformers
+
+    from galvatron.models import FAMILIES
+
+    fam = FAMILIES[model.config.family]
+    hf_config = fam.hf.config_to_hf(model.config)
+    hf_model = getattr(transformers, hf_config.architectures[0])(hf_config)
+    ours = model.state_dict()
+    sd = hf_model.state_dict()
+    storage_owner = {}
+    rules = fam.hf.rules(model.config)
+    for rule in rules:
+        storage_owner[sd[rule.hf].untyped_storage().data_ptr()] = rule.hf
+        sd[rule.hf] = rule.to_hf(*(ours[n] for n in rule.ours)).clone()
+    covered = {r.hf for r in rules}
+    for key, value in list(sd.items()):  # HF-side ties (e.g. the LM head): same new value
+        owner = storage_owner.get(value.untyped_storage().data_ptr())
+        if key not in covered and owner is not None:
+            sd[key] = sd[owner]
+    hf_model.load_state_dict(sd, strict=True)
+    return hf_model.train(model.training)
+
+
+def _retie(model: nn.Module, ties: list[tuple[str, str]]) -> None:
+    """``to_empty`` on one part replaces a shared parameter there only; share it again (the
+    materialised copy wins)."""
+    for owner, alias in ties:
+        a, b = model.get_parameter(owner), model.get_parameter(alias)
+        keep = b if a.is_meta else a
+        for name in (owner, alias):
+            mod_name, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(mod_name), leaf, keep)
+
+
+def _safetensors_index(path: str) -> dict[str, str]:
+    """HF key -> safetensors file, from ``model.safetensors.index.json`` or the files."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index, encoding="utf-8") as f:
+            weight_map = json.load(f)["weight_map"]
+        return {k: os.path.join(path, v) for k, v in weight_map.items()}
+    from safetensors import safe_open
+
+    files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+    if not files:
+        raise ValueError(f"{path}: no *.safetensors file (pickled checkpoints are not loaded)")
+    out: dict[str, str] = {}
+    for name in files:
+        with safe_open(os.path.join(path, name), framework="pt") as f:
+            out.update(dict.fromkeys(f.keys(), os.path.join(path, name)))
+    return out
+
+
+def load_hf_checkpoint(
+    path: str | os.PathLike[str],
+    layer_indices: Iterable[int] | None = None,
+    include_embedding: bool = True,
+    include_head: bool = True,
+    device: str | torch.device = "cpu",
+) -> nn.Module:
+    """Build our model from a local HF directory (``config.json`` + ``*.safetensors``).
+
+    With ``layer_indices`` (and/or ``include_embedding``/``include_head`` False) only those
+    parts are materialised on ``device`` and only their tensors are read (``safe_open``,
+    key by key); every other part stays on the ``meta`` device. Parameters tied across parts
+    (e.g. GPT-2's head and embedding) are materialised if any requested part uses them.
+    """
+    import transformers
+    from safetensors import safe_open
+
+    path = os.fspath(path)
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise ValueError(f"{path}: no config.json")
+    hf_config = transformers.AutoConfig.from_pretrained(path)
+    fam = _family_of_hf(list(getattr(hf_config, "architectures", None) or []))
+    cfg = fam.hf.config_from_hf(hf_config)
+    with torch.device("meta"):
+        model = fam.model_cls(cfg)
+    n = len(model.layers)
+    indices = list(range(n)) if layer_indices is None else sorted(set(layer_indices))
+    bad = [i for i in indices if not 0 <= i < n]
+    if bad:
+        raise ValueError(f"layer_indices {bad} out of range; the model has {n} layers")
+    parts = [model.layers[i] for i in indices]
+    parts += [model.embed] if include_embedding else []
+    parts += [model.head] if include_head else []
+    ties = model.tied_parameters()
+    for part in parts:
+        part.to_empty(device=device)
+    _retie(model, ties)
+    wanted = {id(p) for part in parts for p in part.parameters()}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    all_rules = fam.hf.rules(cfg)
+    index = _safetensors_index(path)
+    _check_keys(fam.hf, all_rules, index.keys(), fam.name)
+    rules = [r for r in all_rules if any(id(params[o]) in wanted for o in r.ours)]
+    handles: dict[str, Any] = {}
+    try:
+        def get(key: str) -> Tensor:
+            file = index[key]
+            if file not in handles:
+                handles[file] = safe_open(file, framework="pt", device="cpu")
+            return handles[file].get_tensor(key)
+
+        _load_rules(model, rules, get)
+    finally:
+        handles.clear()
+    return model.eval()

@@ -1,0 +1,265 @@
+"""Analytic model spec: parameters, forward FLOPs and activation bytes per layer type.
+
+This is the input of the analytic cost model. For each layer type a :class:`LayerTypeSpec`
+lists the tensors autograd saves for backward (:class:`SavedTensor`), each with its size as a
+function of (batch, seq), its element type and how it is sharded. Activation bytes under any
+(tp, sp kind, checkpointing) follow from that list; nothing is a fitted constant.
+
+Sources:
+
+- Activation bytes: Korthikanti et al. 2022, "Reducing Activation Recomputation in Large
+  Transformer Models" (arXiv:2205.05198), Sec. 4: a GPT layer in fp16 without flash attention
+  saves ``s*b*h*34 + 5*a*s^2*b`` bytes; with tensor parallel ``s*b*h*(10 + 24/t) + 5*a*s^2*b/t``;
+  with sequence parallel ``(34*s*b*h + 5*a*s^2*b)/t``; with full recomputation only the layer
+  input ``2*s*b*h``.
+- FLOPs: Kaplan et al. 2020 (``2*N`` per token for the matmuls) and Narayanan et al. 2021
+  (``24*b*s*h^2 + 4*b*s^2*h`` per GPT layer forward: the matmuls plus ``QK^T`` and ``AV``).
+  Attention is counted over the full ``s x s`` score matrix even when causal (as Narayanan);
+  element-wise ops, norms and softmax are not counted.
+
+What we model (and what differs from Korthikanti): our layers run attention through
+``scaled_dot_product_attention``; on CPU fp32 (and on CUDA with flash/efficient kernels) it
+saves q, k, v, the output and a float32 log-sum-exp per head and token -- no ``s^2`` term. We
+count exactly the tensors our modules save on that path, element by element (the test
+``test_models_spec.py`` measures them with ``saved_tensors_hooks``): e.g. a GPT-2 layer saves 16
+``s*b*h``-sized tensors (no dropout: our flavours train with dropout 0, so Korthikanti's 2 mask
+bytes per element are absent), plus float32 norm statistics and log-sum-exp. ``attn_math=True``
+in :meth:`LayerTypeSpec.act_bytes` models the explicit-softmax path instead (softmax output
+``a*s^2*b`` saved instead of the log-sum-exp, as Korthikanti without dropout).
+
+Sharding (``tp`` = Megatron tensor parallel): q/k/v, attention output, MLP hidden tensors and
+the log-sum-exp are split over heads/columns (``Shard.TP``). Norm inputs/outputs are replicated
+under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``) but the input
+of a column-parallel linear is the all-gathered full sequence, which torch DTensor's
+``SequenceParallel`` keeps for backward (``Shard.GATHERED``, not divided) -- Megatron-LM instead
+re-gathers it in backward, which is Korthikanti's ``34/t``. Ulysses (``sp``): every tensor is
+split by ``sp`` (sequence outside attention, heads inside). Checkpointing keeps only the layer
+input (``input_per_token`` elements per token, split like ``Shard.SEQ``); the recomputation
+peak of one layer is the cost model's business.
+
+Vision models: ``seq`` is the number of tokens entering the first layer (ViT: patches + 1;
+Swin: patches); a layer working on fewer tokens has ``token_div`` > 1 (Swin stage i: 4**i).
+T5: encoder and decoder sequences both have length ``seq``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from galvatron.plan import SpKind
+
+
+class Elem(str, enum.Enum):
+    """Element type of a saved tensor."""
+
+    ACT = "act"  # the activation dtype: dtype_bytes
+    FP32 = "fp32"  # statistics kept in float32 (norm mean/rstd, log-sum-exp)
+    INT64 = "int64"  # indices (embedding lookups, labels, T5 position buckets)
+
+
+class Shard(str, enum.Enum):
+    """How a saved tensor is split under tensor parallelism (see module docstring)."""
+
+    TP = "tp"
+    SEQ = "seq"
+    GATHERED = "gathered"
+    NONE = "none"
+
+
+def _elem_bytes(elem: Elem, dtype_bytes: int) -> int:
+    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8}[elem]
+
+
+@dataclass(frozen=True)
+class SavedTensor:
+    """One tensor saved for backward: ``per_token*b*s + per_token_seq*b*s*s + per_sample*b +
+    per_seq*s + per_seq_seq*s*s + fixed`` elements (``s`` = tokens of this layer)."""
+
+    name: str
+    per_token: int = 0
+    per_token_seq: int = 0
+    per_sample: int = 0
+    per_seq: int = 0
+    per_seq_seq: int = 0
+    fixed: int = 0
+    elem: Elem = Elem.ACT
+    shard: Shard = Shard.TP
+    sp_split: bool = True  # divided by the Ulysses degree
+    padded_only: bool = False  # only present when a padding mask is given
+    unpadded_only: bool = False  # only present without a padding mask
+
+    def elements(self, batch: int, seq: int) -> int:
+        return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
+                + self.per_sample * batch
+                + self.per_seq * seq + self.per_seq_seq * seq * seq + self.fixed)
+
+
+@dataclass(frozen=True)
+class LayerTypeSpec:
+    """Spec of one layer type (or of the embedding / head part).
+
+    ``matmul_params``: weight elements multiplied per token (2 FLOPs each). ``attn_ops``:
+    number of attention products per layer (T5 decoder: self + cross = 2); ``attn_span``:
+    keys per query (None = the whole sequence; Swin: window tokens).
+    """
+
+    name: str
+    param_count: int
+    hidden_size: int
+    num_heads: int = 0
+    num_kv_heads: int = 0
+    head_dim: int = 0
+    ffn_hidden: int = 0
+    matmul_params: int = 0
+    attn_ops: int = 0
+    attn_span: int | None = None
+    token_div: int = 1
+    input_per_token: int = 0
+    saved: tuple[SavedTensor, ...] = ()
+    saved_math: tuple[SavedTensor, ...] | None = field(default=None, repr=False)
+
+    def tokens(self, seq: int) -> int:
+        return seq // self.token_div
+
+    def flops_fwd(self, batch: int, seq: int) -> int:
+        """Forward FLOPs (multiply-add = 2) for ``batch`` sequences of ``seq`` tokens."""
+        s = self.tokens(seq)
+        span = s if self.attn_span is None else self.attn_span
+        attn = 4 * batch * s * span * self.num_heads * self.head_dim * self.attn_ops
+        return 2 * batch * s * self.matmul_params + attn
+
+    def act_bytes(
+        self,
+        batch: int,
+        seq: int,
+        dtype_bytes: int = 2,
+        tp: int = 1,
+        sp: int = 1,
+        sp_kind: SpKind | str = SpKind.NONE,
+        checkpoint: bool = False,
+        padded: bool = False,
+        attn_math: bool = False,
+    ) -> int:
+        """Bytes saved for backward by one layer on one device, for a micro-batch of
+        ``batch`` sequences of ``seq`` tokens. ``padded``: a padding mask is given.
+        ``attn_math``: the explicit-softmax attention path (``saved_math``, when the layer has
+        attention; see module docstring)."""
+        sp_kind = SpKind(sp_kind)
+        msp = sp_kind is SpKind.MEGATRON
+        usp = sp if sp_kind is SpKind.ULYSSES else 1
+        s = self.tokens(seq)
+        if checkpoint:
+            return -(-self.input_per_token * batch * s * dtype_bytes // ((tp if msp else 1) * usp))
+        total = 0.0
+        tensors = self.saved_math if attn_math and self.saved_math is not None else self.saved
+        for t in tensors:
+            if (t.padded_only and not padded) or (t.unpadded_only and padded):
+                continue
+            div = usp if t.sp_split else 1
+            if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
+                div *= tp
+            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes) / div
+        return int(-(-total // 1))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the cost model needs to know about one model.
+
+    ``layer_types[i]`` names the type of layer ``i`` (a key of ``layer_specs``). ``embed`` and
+    ``head`` are the input part and the output part; ``head`` includes the loss (the float32
+    log-softmax that cross-entropy saves). ``tied_param_count`` parameters are counted both in
+    ``embed`` and ``head`` (tied embeddings: the last stage holds its own copy).
+    """
+
+    name: str
+    family: str
+    embed: LayerTypeSpec
+    head: LayerTypeSpec
+    layer_specs: dict[str, LayerTypeSpec]
+    layer_types: tuple[str, ...]
+    seq_len: int
+    tied_param_count: int = 0
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_types)
+
+    def layer(self, i: int) -> LayerTypeSpec:
+        return self.layer_specs[self.layer_types[i]]
+
+    def param_count(self) -> int:
+        """Unique parameters of the whole model (tied ones once)."""
+        layers = sum(self.layer(i).param_count for i in range(self.num_layers))
+        return self.embed.param_count + layers + self.head.param_count - self.tied_param_count
+
+    def flops_fwd(self, batch: int, seq: int | None = None) -> int:
+        seq = self.seq_len if seq is None else seq
+        parts = [self.embed, self.head] + [self.layer(i) for i in range(self.num_layers)]
+        return sum(p.flops_fwd(batch, seq) for p in parts)
+
+
+# ---------------------------------------------------------------------------- builders
+# Small helpers the family files compose their saved-tensor lists from.
+
+
+def norm_saved(prefix: str, hidden: int, rms: bool) -> list[SavedTensor]:
+    """A norm saves its input and float32 statistics (LayerNorm: mean and rstd). Our RMSNorm
+    (``torch.nn.RMSNorm``, composite on CPU) also saves the normalised tensor before the
+    weight multiply."""
+    out = [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
+           SavedTensor(f"{prefix}.stats", per_token=1 if rms else 2, elem=Elem.FP32,
+                       shard=Shard.SEQ)]
+    if rms:
+        out.append(SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ))
+    return out
+
+
+def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
+    """The input a linear keeps for its weight gradient. Input of a column-parallel linear
+    (q/k/v, fc_in): replicated (``Shard.GATHERED``); of a row-parallel one: ``Shard.TP``."""
+    return SavedTensor(name, per_token=width, shard=Shard.GATHERED if column_parallel else Shard.TP)
+
+
+def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, kv_tokens_per_token: int = 1,
+               rope: bool = False) -> tuple[list[SavedTensor], list[SavedTensor]]:
+    """What attention saves. SDPA (flash-style kernels): q, k, v, output, float32 log-sum-exp.
+    The output is also the o_proj input (the CPU kernel returns it in ``[b, s, h, d]`` memory
+    order, so the reshape is a view). Returns (sdpa list, math list): the math path saves the
+    softmax output ``heads*s*s*b`` instead of the log-sum-exp (and a copy of the output for
+    o_proj; GQA k/v are repeated there -- both counted)."""
+    common = [
+        SavedTensor(f"{prefix}.q", per_token=heads * head_dim),
+        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim * kv_tokens_per_token),
+        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim * kv_tokens_per_token),
+        SavedTensor(f"{prefix}.out", per_token=heads * head_dim),
+    ]
+    if rope:
+        common.append(SavedTensor(f"{prefix}.rope_cos_sin", per_seq=2 * head_dim,
+                                  shard=Shard.NONE, sp_split=False))
+    sdpa = common + [SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32)]
+    rep = (heads - kv_heads) * head_dim * kv_tokens_per_token
+    math = common + [SavedTensor(f"{prefix}.probs", per_token_seq=heads),
+                     SavedTensor(f"{prefix}.kv_repeat", per_token=2 * rep)]
+    return sdpa, math
+
+
+def measure_saved_bytes(fn, *args, exclude=(), **kwargs):  # noqa: ANN001, ANN201 - any callable
+    """Run ``fn(*args, **kwargs)`` and return ``(output, bytes)``: the bytes of the unique
+    storages autograd saves for backward, leaving out those of ``exclude`` tensors (pass the
+    parameters). This is the measurement the spec is tested against."""
+    import torch
+
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
+    seen: dict[int, int] = {}
+
+    def pack(t):  # noqa: ANN001, ANN202
+        st = t.untyped_storage()
+        if st.data_ptr() not in skip and st.nbytes() > 0:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*args, **kwargs)
+    return out, sum(seen.values())

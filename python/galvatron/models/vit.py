@@ -1,0 +1,208 @@
+"""ViT (Dosovitskiy et al. 2021): patch embedding + [CLS] + learned positions, pre-LN encoder,
+classification from the [CLS] token.
+
+Carry: ``Carry(hidden [b, 1 + num_patches, h])``, no mask. Input ``pixel_values``
+``[b, channels, image_size, image_size]`` (the configured size only: no position
+interpolation). The head normalises the [CLS] token (LayerNorm is per token, so this equals
+normalising all tokens first, as Hugging Face does) and classifies it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from galvatron.models import spec as S
+from galvatron.models.base import (
+    Carry,
+    Family,
+    GalvatronModel,
+    ModelConfig,
+    PreNormBlock,
+    check_divides,
+    check_positive,
+)
+from galvatron.models.gpt2 import gelu_mlp_saved
+from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
+from galvatron.models.layers import MLP, Activation, Attention, dropout
+
+
+@dataclass(frozen=True)
+class ViTConfig(ModelConfig):
+    family = "vit"
+    name: str = "vit-debug"
+    image_size: int = 32
+    patch_size: int = 8
+    num_channels: int = 3
+    num_labels: int = 10
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    ffn_hidden: int = 128
+    layer_norm_eps: float = 1e-12
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive(self, "image_size", "patch_size", "num_channels", "num_labels",
+                       "hidden_size", "num_layers", "num_heads", "ffn_hidden")
+        check_divides(self, "patch_size", "image_size")
+        check_divides(self, "num_heads", "hidden_size")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def num_patches(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+
+def _flavour(name: str, h: int, layers: int, heads: int, patch: int = 16) -> ViTConfig:
+    return ViTConfig(name=name, image_size=224, patch_size=patch, num_labels=1000, hidden_size=h,
+                     num_layers=layers, num_heads=heads, ffn_hidden=4 * h)
+
+
+FLAVOURS = {
+    "vit-debug": ViTConfig(),
+    "vit-base": _flavour("vit-base", 768, 12, 12),
+    "vit-large": _flavour("vit-large", 1024, 24, 16),
+    "vit-huge": _flavour("vit-huge", 1280, 32, 16, patch=14),
+}
+
+
+class ViTEmbed(nn.Module):
+    def __init__(self, c: ViTConfig) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(c.num_channels, c.hidden_size, c.patch_size, stride=c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.hidden_size))
+        self.position = nn.Parameter(torch.zeros(1, c.num_patches + 1, c.hidden_size))
+        self.image_size = c.image_size
+        self.dropout = c.dropout
+
+    def forward(self, batch: dict[str, Tensor]) -> Carry:
+        pixels = batch["pixel_values"]
+        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(f"pixel_values: images must be {self.image_size}x{self.image_size}, "
+                             f"got {tuple(pixels.shape[-2:])}")
+        x = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
+        return Carry(dropout(x, self.dropout, self.training))
+
+
+class ClsHead(nn.Module):
+    def __init__(self, c: ViTConfig) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.classifier = nn.Linear(c.hidden_size, c.num_labels)
+
+    def forward(self, carry: Carry) -> Tensor:
+        return self.classifier(self.norm(carry.hidden[:, 0]))
+
+
+class ViTModel(GalvatronModel):
+    input_names = ("pixel_values",)
+
+    def __init__(self, config: ViTConfig) -> None:
+        super().__init__(config)
+        c = config
+        self.embed = ViTEmbed(c)
+        self.layers = nn.ModuleList(
+            PreNormBlock(
+                "vit",
+                nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
+                Attention(c.hidden_size, c.num_heads, backend=c.attn_backend),
+                nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
+                MLP(c.hidden_size, c.ffn_hidden, Activation.GELU),
+                c.dropout,
+            )
+            for _ in range(c.num_layers)
+        )
+        self.head = ClsHead(c)
+
+    def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
+        """Cross-entropy of the class logits ``[b, num_labels]`` against ``labels`` ``[b]``."""
+        return F.cross_entropy(logits.float(), batch["labels"])
+
+
+# ---------------------------------------------------------------------------- spec
+
+
+def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
+    """Classification head + loss: per-sample tensors (independent of the sequence). The
+    norm keeps a view of the last hidden states, i.e. their whole storage (per token)."""
+    return (S.SavedTensor("norm.input_storage", per_token=h, shard=S.Shard.SEQ),
+            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.FP32, shard=S.Shard.NONE),
+            S.SavedTensor("classifier.input", per_sample=h, shard=S.Shard.NONE),
+            S.SavedTensor("loss.log_softmax", per_sample=labels, elem=S.Elem.FP32,
+                          shard=S.Shard.NONE),
+            S.SavedTensor("loss.labels", per_sample=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
+            S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE))
+
+
+def vit_spec(c: ViTConfig) -> S.ModelSpec:
+    h, f, a, p = c.hidden_size, c.ffn_hidden, c.num_heads, c.patch_size
+    saved_pre = S.norm_saved("norm1", h, False) + [S.linear_input_saved("attn.input", h)]
+    sdpa, math = S.sdpa_saved("attn", a, a, c.head_dim)
+    post = S.norm_saved("norm2", h, False) + gelu_mlp_saved(h, f)
+    matmul = 4 * h * h + 2 * h * f
+    layer = S.LayerTypeSpec("vit", 4 * h + matmul + 4 * h + f + h, h, a, a, c.head_dim, f,
+                            matmul_params=matmul, attn_ops=1, input_per_token=h,
+                            saved=tuple(saved_pre + sdpa + post),
+                            saved_math=tuple(saved_pre + math + post))
+    patch_params = c.num_channels * p * p * h
+    embed = S.LayerTypeSpec(
+        "vit_embed", patch_params + 2 * h + (c.num_patches + 1) * h, h,
+        matmul_params=patch_params,
+        saved=(S.SavedTensor("pixel_values", per_sample=c.num_channels * c.image_size ** 2,
+                             shard=S.Shard.NONE),))
+    head = S.LayerTypeSpec("vit_head", 2 * h + h * c.num_labels + c.num_labels, h,
+                           saved=cls_head_saved(h, c.num_labels))
+    return S.ModelSpec(c.name, c.family, embed, head, {"vit": layer}, ("vit",) * c.num_layers,
+                       c.num_patches + 1)
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+
+
+def _config_from_hf(hc: Any) -> ViTConfig:
+    if hc.hidden_act != "gelu" or not hc.qkv_bias:
+        raise ValueError("hidden_act/qkv_bias: only 'gelu' with qkv_bias=True is supported")
+    return ViTConfig(name=getattr(hc, "name_or_path", "") or "vit-hf", image_size=hc.image_size,
+                     patch_size=hc.patch_size, num_channels=hc.num_channels,
+                     num_labels=hc.num_labels, hidden_size=hc.hidden_size,
+                     num_layers=hc.num_hidden_layers, num_heads=hc.num_attention_heads,
+                     ffn_hidden=hc.intermediate_size, layer_norm_eps=hc.layer_norm_eps,
+                     dropout=hc.hidden_dropout_prob)
+
+
+def _config_to_hf(c: ViTConfig) -> Any:
+    import transformers
+
+    return transformers.ViTConfig(
+        image_size=c.image_size, patch_size=c.patch_size, num_channels=c.num_channels,
+        num_labels=c.num_labels, hidden_size=c.hidden_size, num_hidden_layers=c.num_layers,
+        num_attention_heads=c.num_heads, intermediate_size=c.ffn_hidden,
+        layer_norm_eps=c.layer_norm_eps, hidden_dropout_prob=c.dropout,
+        attention_probs_dropout_prob=0.0, architectures=["ViTForImageClassification"],
+    )
+
+
+def _rules(c: ViTConfig) -> list[Rule]:
+    e = "vit.embeddings."
+    r = [same("embed.cls_token", f"{e}cls_token"), same("embed.position", f"{e}position_embeddings"),
+         *weight_bias("embed.patch", f"{e}patch_embeddings.projection")]
+    for i in range(c.num_layers):
+        o, t = f"layers.{i}.", f"vit.layers.{i}."
+        r += [*weight_bias(f"{o}norm1", f"{t}layernorm_before"), *weight_bias(f"{o}norm2", f"{t}layernorm_after"),
+              *weight_bias(f"{o}mlp.fc_in", f"{t}mlp.fc1"), *weight_bias(f"{o}mlp.fc_out", f"{t}mlp.fc2")]
+        for p in "qkvo":
+            r += weight_bias(f"{o}attn.{p}_proj", f"{t}attention.{p}_proj")
+    return r + [*weight_bias("head.norm", "vit.layernorm"), *weight_bias("head.classifier", "classifier")]
+
+
+HF = HFAdapter(("ViTForImageClassification",), _config_from_hf, _config_to_hf, _rules)
+FAMILY = Family("vit", ViTConfig, ViTModel, FLAVOURS, vit_spec, HF)

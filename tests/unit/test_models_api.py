@@ -1,0 +1,105 @@
+"""Model-zoo API: names, configs, overrides, validation, deterministic init, the contract."""
+
+from __future__ import annotations
+
+import galvatron.models as M
+import pytest
+import torch
+
+DEBUG = ["gpt2-debug", "llama-debug", "bert-debug"]
+
+
+def test_list_has_debug_and_real_flavours():
+    names = M.list()
+    for n in DEBUG + ["gpt2", "gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "llama2-7b",
+                      "llama2-13b", "llama2-70b", "llama3-8b"]:
+        assert n in names
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="gpt2-debug") as e:
+        M.get_config("gpt5-huge")
+    assert "gpt5-huge" in str(e.value)
+
+
+def test_unknown_override_lists_fields():
+    with pytest.raises(ValueError, match="num_layers"):
+        M.build("gpt2-debug", num_layerz=3)
+
+
+@pytest.mark.parametrize(
+    "name,overrides,field",
+    [("gpt2-debug", {"num_heads": 5}, "num_heads"),
+     ("llama-debug", {"num_kv_heads": 3}, "num_kv_heads"),
+     ("llama-debug", {"hidden_size": 0}, "hidden_size"),
+     ("gpt2-debug", {"attn_backend": "cudnn"}, "attn_backend"),
+     ("gpt2-debug", {"dropout": 1.5}, "dropout")],
+)
+def test_invalid_config_names_the_field(name, overrides, field):
+    with pytest.raises(ValueError, match=field):
+        M.get_config(name, **overrides)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    # published sizes (tied embeddings counted once)
+    [("gpt2", 124_439_808), ("gpt2-medium", 354_823_168), ("gpt2-large", 774_030_080),
+     ("gpt2-xl", 1_557_611_200), ("llama2-7b", 6_738_415_616), ("llama2-13b", 13_015_864_320),
+     ("llama2-70b", 68_976_648_192), ("llama3-8b", 8_030_261_248),
+     ("bert-base", 109_514_298), ("bert-large", 335_174_458), ("vit-base", 86_567_656),
+     ("vit-large", 304_326_632), ("vit-huge", 632_045_800)],
+)
+def test_real_flavours_have_published_parameter_counts_without_allocating(name, params):
+    assert M.spec(name).param_count() == params
+    meta = M.build(name, device="meta") if name == "gpt2" else None
+    if meta is not None:
+        assert meta.num_params() == params
+
+
+@pytest.mark.parametrize("name", DEBUG)
+def test_build_is_deterministic_by_seed_and_by_manual_seed(name):
+    a, b = M.build(name, seed=7), M.build(name, seed=7)
+    torch.manual_seed(3)
+    c = M.build(name)
+    torch.manual_seed(3)
+    d = M.build(name)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+        assert torch.equal(c.state_dict()[k], d.state_dict()[k])
+    assert not torch.equal(a.layers[0].norm1.weight + a.layers[0].mlp.fc_in.weight.sum()
+                           if name == "gpt2-debug" else a.layers[0].attn.q_proj.weight,
+                           c.layers[0].norm1.weight + c.layers[0].mlp.fc_in.weight.sum()
+                           if name == "gpt2-debug" else c.layers[0].attn.q_proj.weight)
+
+
+@pytest.mark.parametrize("name", DEBUG)
+def test_init_weights_of_one_layer_matches_full_build(name):
+    """A rank that materialises only layer 1 gets the same weights as a full build."""
+    full = M.build(name, seed=11)
+    part = M.build(name, device="meta")
+    part.layers[1].to_empty(device="cpu")
+    part.init_weights(11)
+    for k, v in part.layers[1].state_dict().items():
+        assert torch.equal(v, full.layers[1].state_dict()[k]), k
+    assert part.layers[0].attn.q_proj.weight.is_meta
+
+
+@pytest.mark.parametrize("name", DEBUG)
+def test_contract_embed_layers_head(name):
+    model = M.build(name, seed=0).eval()
+    x = torch.randint(0, 512, (2, 8))
+    carry = model.embed({"input_ids": x})
+    assert isinstance(carry, M.Carry) and carry.hidden.shape == (2, 8, 64)
+    for layer in model.layers:
+        assert isinstance(layer.layer_type, str)
+        carry = M.Carry.from_tuple(layer(carry).to_tuple())  # survives a pipeline send
+    with torch.no_grad():
+        assert torch.equal(model.head(carry), model(input_ids=x))
+    assert model.layer_types() == [model.layers[0].layer_type] * len(model.layers)
+    assert model.layer_types() == list(M.spec(name).layer_types)
+
+
+def test_unknown_forward_input_is_rejected():
+    model = M.build("gpt2-debug", seed=0)
+    with pytest.raises(ValueError, match="pixel_values"):
+        model(input_ids=torch.zeros(1, 4, dtype=torch.long), pixel_values=torch.zeros(1))

@@ -1,0 +1,72 @@
+"""GPT-2: same logits/loss as transformers for the same weights, exact export, backends."""
+
+from __future__ import annotations
+
+import galvatron.models as M
+import pytest
+import torch
+from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+
+transformers = pytest.importorskip("transformers")
+
+
+def tiny_hf_gpt2(**kw):
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=64,
+                                  bos_token_id=None, eos_token_id=None, **kw)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gpt2_logits_match_transformers(masked):
+    hf = tiny_hf_gpt2()
+    ours = M.from_hf(hf)
+    inputs = {"input_ids": ids()}
+    if masked:
+        inputs["attention_mask"] = right_padding_mask()
+    assert max_logit_diff(hf, ours, **inputs) < ATOL
+
+
+def test_gpt2_loss_matches_transformers():
+    hf = tiny_hf_gpt2()
+    ours = M.from_hf(hf)
+    x = ids()
+    labels = x.clone()
+    labels[0, :3] = -100
+    with torch.no_grad():
+        ref = hf(input_ids=x, labels=labels).loss
+        got = ours.loss(ours(input_ids=x), {"labels": labels})
+    assert abs(ref.item() - got.item()) < ATOL
+
+
+def test_gpt2_to_hf_roundtrip_is_exact_and_splits_fused_qkv():
+    hf = tiny_hf_gpt2()
+    assert_roundtrip_exact(hf)
+    ours = M.from_hf(hf)
+    c_attn = hf.transformer.h[0].attn.c_attn.weight  # Conv1D: [in, 3*out]
+    assert torch.equal(ours.layers[0].attn.k_proj.weight, c_attn[:, 64:128].t())
+
+
+def test_gpt2_perturbed_weight_breaks_the_comparison():
+    hf = tiny_hf_gpt2()
+    ours = M.from_hf(hf)
+    with torch.no_grad():
+        ours.layers[1].mlp.fc_out.weight[0, 0] += 1e-2
+    assert max_logit_diff(hf, ours, input_ids=ids()) > 10 * ATOL
+
+
+def test_gpt2_head_is_tied_to_the_embedding():
+    model = M.build("gpt2-debug", seed=0)
+    assert model.head.lm_head.weight is model.embed.wte.weight
+    assert model.tied_parameters() == [("embed.wte.weight", "head.lm_head.weight")]
+    untied = M.build("gpt2-debug", seed=0, tie_word_embeddings=False)
+    assert untied.tied_parameters() == []
+
+
+def test_gpt2_math_backend_equals_sdpa():
+    model = M.build("gpt2-debug", seed=1).eval()
+    math = M.build("gpt2-debug", seed=1, attn_backend="math").eval()
+    x, mask = ids(), right_padding_mask()
+    with torch.no_grad():
+        for kw in ({"input_ids": x}, {"input_ids": x, "attention_mask": mask}):
+            assert (model(**kw) - math(**kw)).abs().max().item() < ATOL
