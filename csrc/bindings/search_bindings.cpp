@@ -165,6 +165,8 @@ void register_search(py::module_& m) {
   bind_enums(m);
   bind_inputs(m);
   bind_outputs(m);
+  m.def("validate_hardware", &validate_hardware, py::arg("hardware"));
+  m.def("validate_model", &validate_model, py::arg("model"));
   m.def("evaluate_plan", &evaluate_plan, py::arg("model"), py::arg("hardware"), py::arg("plan"),
         py::call_guard<py::gil_scoped_release>(), "Predicted time and memory of a plan");
   m.def("search", &search, py::arg("model"), py::arg("hardware"), py::arg("options"),

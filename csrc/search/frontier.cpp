@@ -1,10 +1,80 @@
 #include "search/frontier.h"
 
 #include <algorithm>
-#include <iterator>
-#include <map>
 
 namespace galvatron {
+
+namespace {
+
+// Staircase of kept points as (mem ascending, eff = mem + spike strictly descending). A new
+// entry is dominated when a kept one (no slower) has mem <= and eff <=: for any spike S still
+// to come, mem + max(spike, S) = max(eff, mem + S) is then no larger.
+class Stair {
+ public:
+  bool dominated(int64_t mem, int64_t eff) const {
+    auto it = std::upper_bound(p_.begin(), p_.end(), mem,
+                               [](int64_t m, const std::pair<int64_t, int64_t>& q) { return m < q.first; });
+    return it != p_.begin() && std::prev(it)->second <= eff;
+  }
+  void insert(int64_t mem, int64_t eff) {
+    auto pos = std::upper_bound(p_.begin(), p_.end(), mem,
+                                [](int64_t m, const std::pair<int64_t, int64_t>& q) { return m < q.first; });
+    if (pos != p_.begin() && std::prev(pos)->first == mem) {
+      --pos;
+      pos->second = eff;
+    } else {
+      pos = p_.insert(pos, {mem, eff});
+    }
+    auto next = std::next(pos);
+    auto last = next;
+    while (last != p_.end() && last->second >= eff) ++last;
+    p_.erase(next, last);
+  }
+
+ private:
+  std::vector<std::pair<int64_t, int64_t>> p_;
+};
+
+}  // namespace
+
+void merge_prune(const std::vector<Source>& sources, int64_t cap, double time_bound, Front& out) {
+  out.clear();
+  const size_t k = sources.size();
+  std::vector<size_t> head(k, 0);
+  Stair stair;
+  auto time_of = [&](size_t s) { return sources[s].data[head[s]].time + sources[s].dt; };
+  // Small k: pick the minimum head by a linear scan (ties: lowest source index).
+  while (true) {
+    size_t best = k;
+    double bt = 0;
+    for (size_t s = 0; s < k; ++s) {
+      if (head[s] >= sources[s].size) continue;
+      const double t = time_of(s);
+      if (best == k || t < bt) {
+        best = s;
+        bt = t;
+      }
+    }
+    if (best == k || bt > time_bound) break;
+    const Source& src = sources[best];
+    const size_t idx = head[best]++;
+    const Entry& in = src.data[idx];
+    const int64_t mem = in.mem + src.dm;
+    const int64_t spike = std::max(in.spike, src.spike_floor);
+    if (mem + spike > cap || stair.dominated(mem, mem + spike)) continue;
+    stair.insert(mem, mem + spike);
+    Entry e = in;
+    e.time = bt;
+    e.mem = mem;
+    e.spike = spike;
+    if (src.link_class >= 0) {
+      e.prev_class = src.link_class;
+      e.prev_idx = static_cast<int32_t>(idx);
+    }
+    if (src.set_option >= 0) e.option = src.set_option;
+    out.push_back(e);
+  }
+}
 
 void prune(Front& f) {
   if (f.size() <= 1) return;
@@ -13,20 +83,13 @@ void prune(Front& f) {
     if (a.mem != b.mem) return a.mem < b.mem;
     return a.spike < b.spike;
   });
-  // Staircase of kept entries: spike -> smallest mem among kept entries with that spike or less
-  // (mem strictly decreasing as spike grows). An entry is dominated when some kept entry (with
-  // time <= its time, since we go in time order) has spike <= and mem <=.
-  std::map<int64_t, int64_t> stair;
+  Stair stair;
   size_t out = 0;
   for (size_t i = 0; i < f.size(); ++i) {
     const Entry& e = f[i];
-    auto it = stair.upper_bound(e.spike);
-    if (it != stair.begin() && std::prev(it)->second <= e.mem) continue;  // dominated
+    if (stair.dominated(e.mem, e.mem + e.spike)) continue;
+    stair.insert(e.mem, e.mem + e.spike);
     f[out++] = e;
-    // Insert (spike, mem) and drop staircase points it now dominates.
-    auto pos = stair.insert_or_assign(e.spike, e.mem).first;
-    auto next = std::next(pos);
-    while (next != stair.end() && next->second >= e.mem) next = stair.erase(next);
   }
   f.resize(out);
 }

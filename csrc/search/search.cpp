@@ -136,13 +136,14 @@ bool better(const TaskResult& a, const TaskResult& b) {  // higher throughput; t
 std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
                                   const std::vector<Task>& tasks, bool min_memory) {
   std::vector<TaskResult> results(tasks.size());
+  std::atomic<double> best{0.0};
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::atomic<bool> failed{false};
   auto worker = [&]() {
     try {
       for (size_t i = next++; i < tasks.size() && !failed; i = next++) {
-        results[i] = solve_task(model, hw, opt, tasks[i], min_memory);
+        results[i] = solve_task(model, hw, opt, tasks[i], min_memory, &best);
       }
     } catch (...) {
       if (!failed.exchange(true)) error = std::current_exception();

@@ -45,6 +45,8 @@ struct SweepInput {
   int32_t start = 0, max_len = 0;
   int32_t start_class = 0;
   int64_t cap_bytes = 0;                            // entries above this (mem + spike) are dropped
+  double time_bound = 0;                            // entries slower than this are dropped
+  bool fixed_len = false;  // only the full max_len matters: prune with the rest's lower bounds
   const std::vector<std::vector<Option>>* options;  // per layer type
 };
 

@@ -48,9 +48,11 @@ class Solver {
     result_.strategies = static_cast<int64_t>(strategies_.size());
   }
 
-  TaskResult run(bool min_memory);
+  TaskResult run(bool min_memory, std::atomic<double>* shared_best);
 
  private:
+  double uniform_bound(const EmbChoice& e, size_t ei);  // objective of the best uniform even plan
+  double step_bound() const;  // objective a plan must beat (with slack), from all sources
   bool fits_batch(const Strategy& s) const;
   bool valid_for(const Strategy& s, const LayerTypeProfile* lt) const;
   bool setup(int32_t uniform);  // false when no strategy is valid
@@ -74,6 +76,8 @@ class Solver {
   const StageContext ctx_;
   const int32_t layers_;
   bool homogeneous_ = false, min_memory_ = false;
+  double own_bound_ = kInf;  // best objective known inside this task
+  std::atomic<double>* shared_best_ = nullptr;
   std::vector<Strategy> strategies_, emb_strategies_;
   std::vector<EmbChoice> embs_;
   std::vector<Chunk> chunks_;
@@ -190,6 +194,10 @@ const Sweep& Solver::sweep(int32_t c, int32_t start, int32_t start_cls, int32_t 
   in.max_len = std::max(len, layers_ - start - later);
   in.start_class = start_cls;
   in.cap_bytes = base_budget();
+  // Every chunk's time X_r satisfies m * X_r <= objective, so X_r <= bound / m.
+  in.time_bound = step_bound() / task_.m;
+  in.fixed_len = task_.pp == 1 && task_.v == 1;
+  if (in.fixed_len) in.max_len = len;
   in.options = &ch.options;
   ++result_.sweeps;
   Sweep sw = run_sweep(in, *ch.tr, &result_.entries);
@@ -230,6 +238,65 @@ void Solver::reconstruct(int32_t c, int32_t start, int32_t start_cls, int32_t le
     cls = e.prev_class;
     idx = e.prev_idx;
   }
+}
+
+double Solver::step_bound() const {
+  if (min_memory_) return kInf;
+  double b = own_bound_;
+  if (shared_best_ != nullptr) {
+    const double best = shared_best_->load();
+    if (best > 0) b = std::min(b, task_.global_batch / best * 1000.0);
+  }
+  return b < kInf ? b * (1.0 + 1e-9) + 1e-9 : kInf;
+}
+
+// A quick feasible plan: every layer the same option (by strategy), even split.
+double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
+  if (task_.v > 1 || min_memory_) return kInf;
+  const std::vector<int32_t> bounds = even_bounds(layers_, task_.pp);
+  const double tied = tied_sync_ms(ctx_, emb_strategies_[e.strategy]);
+  double best = kInf;
+  for (const Option& probe : chunks_[0].options[model_.layer_type_of[0]]) {
+    std::vector<double> x(task_.pp, 0.0);
+    bool ok = true;
+    for (int32_t r = 0; r < task_.pp && ok; ++r) {
+      Chunk& ch = chunks_[r];
+      int64_t mem = 0, spike = 0;
+      double t = 0;
+      int32_t prev = r == 0 ? ch.emb_cls[ei] : ch.boundary_cls;
+      for (int32_t l = bounds[r]; l < bounds[r + 1] && ok; ++l) {
+        const auto& opts = ch.options[model_.layer_type_of[l]];
+        auto it = std::find_if(opts.begin(), opts.end(), [&](const Option& o) { return o.strategy == probe.strategy; });
+        if (it == opts.end()) {
+          ok = false;
+          break;
+        }
+        t += it->time + ch.tr->ms(prev, it->cls, model_.layer_types[model_.layer_type_of[l]].carry_bytes_per_sample);
+        mem += it->mem;
+        spike = std::max(spike, it->spike);
+        prev = it->cls;
+      }
+      if (!ok) break;
+      const bool last = r == task_.pp - 1;
+      t += ch.tr->ms(prev, last ? ch.emb_cls[ei] : ch.boundary_cls, layer_out_carry(model_, bounds[r + 1] - 1));
+      t += chunk_edge_ms(ctx_, r, model_.layer_types[model_.layer_type_of[bounds[r]]].carry_bytes_per_sample,
+                         layer_out_carry(model_, bounds[r + 1] - 1));
+      if (r == 0) {
+        mem += e.embed.param_bytes + e.embed.grad_bytes + e.embed.optimizer_bytes + e.embed.act_bytes * ch.inflight;
+        spike = std::max(spike, e.embed.spike_bytes);
+        t += e.embed.microbatch_ms() + ctx_.kappa * (e.embed.step_ms() + tied);
+      }
+      if (last) {
+        mem += e.head.param_bytes + e.head.grad_bytes + e.head.optimizer_bytes + e.head.act_bytes * ch.inflight;
+        spike = std::max(spike, e.head.spike_bytes);
+        t += e.head.microbatch_ms() + ctx_.kappa * (e.head.step_ms() + (task_.pp > 1 ? tied : 0.0));
+      }
+      ok = mem + spike <= base_budget();
+      x[r] = t;
+    }
+    if (ok) best = std::min(best, pipeline_step_ms(x, 1, task_.m));
+  }
+  return best;
 }
 
 // Cells of the split tables for one embedding choice: per rank, per (start, end), the best
@@ -307,6 +374,7 @@ void Solver::solve_v1(const EmbChoice& e, size_t ei) {
     result_.found = true;
     result_.step_ms = step;
     result_.plan = plan;
+    own_bound_ = std::min(own_bound_, step);
   }
 }
 
@@ -391,14 +459,17 @@ void Solver::solve_interleaved(const EmbChoice& e, size_t ei) {
   result_.found = true;
   result_.step_ms = step;
   result_.plan = plan;
+  own_bound_ = std::min(own_bound_, step);
 }
 
-TaskResult Solver::run(bool min_memory) {
+TaskResult Solver::run(bool min_memory, std::atomic<double>* shared_best) {
   min_memory_ = min_memory;
+  shared_best_ = shared_best;
   if (min_memory && task_.v > 1) return result_;
   const int32_t nuniform = opt_.uniform_only ? static_cast<int32_t>(strategies_.size()) : 1;
   for (int32_t u = 0; u < nuniform; ++u) {
     if (!setup(opt_.uniform_only ? u : -1)) continue;
+    for (size_t ei = 0; ei < embs_.size(); ++ei) own_bound_ = std::min(own_bound_, uniform_bound(embs_[ei], ei));
     for (size_t ei = 0; ei < embs_.size(); ++ei) {
       if (task_.v > 1) {
         solve_interleaved(embs_[ei], ei);
@@ -409,6 +480,11 @@ TaskResult Solver::run(bool min_memory) {
   }
   if (result_.found) {
     result_.samples_per_s = task_.global_batch / (result_.step_ms / 1000.0);
+    if (shared_best_ != nullptr) {
+      double cur = shared_best_->load();
+      while (result_.samples_per_s > cur && !shared_best_->compare_exchange_weak(cur, result_.samples_per_s)) {
+      }
+    }
   }
   return result_;
 }
@@ -416,9 +492,9 @@ TaskResult Solver::run(bool min_memory) {
 }  // namespace
 
 TaskResult solve_task(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
-                      const Task& task, bool min_memory) {
+                      const Task& task, bool min_memory, std::atomic<double>* best_samples_per_s) {
   Solver s(model, hw, opt, task);
-  return s.run(min_memory);
+  return s.run(min_memory, best_samples_per_s);
 }
 
 }  // namespace galvatron

@@ -1,6 +1,7 @@
 // Exact solver of one search task: fixed pp, schedule, virtual stages, global batch and
 // micro-batch count; free layer split, per-layer strategies and embedding/head strategy.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <limits>
 
@@ -24,7 +25,9 @@ struct TaskResult {
 
 // Best plan of the task under the memory budget; with `min_memory`, the plan of the task with
 // the smallest per-device peak memory instead (used to explain infeasible budgets).
+// `best_samples_per_s` (may be null) is the best throughput found by any task so far; it only
+// prunes work (entries strictly slower than it), never changes the answer.
 TaskResult solve_task(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
-                      const Task& task, bool min_memory);
+                      const Task& task, bool min_memory, std::atomic<double>* best_samples_per_s = nullptr);
 
 }  // namespace galvatron

@@ -1,0 +1,19 @@
+"""Hardware and model profiles: measured, analytic (presets / model specs) or imported."""
+
+from galvatron.profiles.analytic import model_profile
+from galvatron.profiles.hardware import Collective, HardwareProfile, Op, Placement
+from galvatron.profiles.model import EmbeddingProfile, LayerTypeProfile, ModelProfile
+from galvatron.profiles.presets import hardware_preset, preset_names
+
+__all__ = [
+    "Collective",
+    "EmbeddingProfile",
+    "HardwareProfile",
+    "LayerTypeProfile",
+    "ModelProfile",
+    "Op",
+    "Placement",
+    "hardware_preset",
+    "model_profile",
+    "preset_names",
+]

@@ -1,0 +1,193 @@
+"""Hardware profiles: collective costs (alpha-beta), overlap, memory, compute peaks.
+
+A :class:`HardwareProfile` is measured by ``galvatron profile hardware``, built from public
+specifications by :func:`hardware_preset`, or imported from Galvatron-2's profile files by
+:meth:`HardwareProfile.from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
+where ``bytes`` is the message size: the full tensor for all-reduce, the gathered output for
+all-gather, the full input for reduce-scatter, what one rank sends in total for all-to-all,
+the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from galvatron import _C
+from galvatron._io import atomic_write_text, read_json
+
+HARDWARE_FORMAT_VERSION = 1
+
+
+class Op(str, enum.Enum):
+    ALL_REDUCE = "all_reduce"
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
+    ALL_TO_ALL = "all_to_all"
+    P2P = "p2p"
+
+
+class Placement(str, enum.Enum):
+    CONSECUTIVE = "consecutive"  # adjacent ranks of one node
+    STRIDED = "strided"  # non-adjacent ranks of one node
+    INTER_NODE = "inter_node"  # ranks on several nodes
+
+
+_OP_C = {Op.ALL_REDUCE: _C.Op.ALL_REDUCE, Op.ALL_GATHER: _C.Op.ALL_GATHER,
+         Op.REDUCE_SCATTER: _C.Op.REDUCE_SCATTER, Op.ALL_TO_ALL: _C.Op.ALL_TO_ALL, Op.P2P: _C.Op.P2P}
+_PLACEMENT_C = {Placement.CONSECUTIVE: _C.Placement.CONSECUTIVE, Placement.STRIDED: _C.Placement.STRIDED,
+                Placement.INTER_NODE: _C.Placement.INTER_NODE}
+
+
+@dataclass(frozen=True)
+class Collective:
+    """Fitted cost of one collective on one kind of group; ``points`` keeps the raw
+    measurements as ``[bytes, ms]`` pairs when the profile was measured."""
+
+    op: Op
+    group_size: int
+    placement: Placement
+    alpha_ms: float
+    bandwidth_gbps: float
+    points: tuple[tuple[float, float], ...] = ()
+
+    def time_ms(self, nbytes: float) -> float:
+        return self.alpha_ms + nbytes / (self.bandwidth_gbps * 1e6)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"op": self.op.value, "group_size": self.group_size,
+                             "placement": self.placement.value, "alpha_ms": self.alpha_ms,
+                             "bandwidth_gbps": self.bandwidth_gbps}
+        if self.points:
+            d["points"] = [list(p) for p in self.points]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> Collective:
+        if not isinstance(d, dict):
+            raise ValueError(f"{where} must be a JSON object")
+        try:
+            return cls(op=Op(d["op"]), group_size=int(d["group_size"]),
+                       placement=Placement(d.get("placement", "consecutive")),
+                       alpha_ms=float(d["alpha_ms"]), bandwidth_gbps=float(d["bandwidth_gbps"]),
+                       points=tuple((float(b), float(t)) for b, t in d.get("points", ())))
+        except KeyError as e:
+            raise ValueError(f"{where}: missing key {e.args[0]!r}") from None
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{where}: {e}") from None
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """What the cost model needs to know about a cluster."""
+
+    num_nodes: int
+    gpus_per_node: int
+    device_memory_bytes: int
+    collectives: tuple[Collective, ...]
+    name: str = "custom"
+    backend: str = "nccl"
+    overlap_slowdown: float = 1.0
+    optimizer_ms_per_param: float = 0.0
+    framework_overhead_bytes: int = 0
+    comm_buffer_bytes: int = 0
+    peak_tflops: dict[str, float] = field(default_factory=dict)  # per dtype: bf16, fp16, fp32
+    matmul_efficiency: float = 0.6  # achieved / peak for the analytic model profile
+    source: str = "preset"
+
+    @property
+    def world_size(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    def collective(self, op: Op | str, group_size: int, placement: Placement | str) -> Collective | None:
+        op, placement = Op(op), Placement(placement)
+        for c in self.collectives:
+            if c.op is op and c.group_size == group_size and c.placement is placement:
+                return c
+        return None
+
+    def validate(self) -> HardwareProfile:
+        for name in ("num_nodes", "gpus_per_node", "device_memory_bytes"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.overlap_slowdown >= 1.0:
+            raise ValueError(f"overlap_slowdown must be >= 1, got {self.overlap_slowdown}")
+        _C.validate_hardware(self.to_tables())
+        return self
+
+    def to_tables(self) -> Any:
+        t = _C.HardwareTables()
+        t.num_nodes, t.gpus_per_node = self.num_nodes, self.gpus_per_node
+        entries = []
+        for c in self.collectives:
+            e = _C.CollectiveEntry()
+            e.op, e.group_size, e.placement = _OP_C[c.op], c.group_size, _PLACEMENT_C[c.placement]
+            e.alpha_ms, e.bandwidth_gbps = c.alpha_ms, c.bandwidth_gbps
+            entries.append(e)
+        t.collectives = entries
+        t.overlap_slowdown = self.overlap_slowdown
+        t.optimizer_ms_per_param = self.optimizer_ms_per_param
+        t.framework_overhead_bytes = self.framework_overhead_bytes
+        t.comm_buffer_bytes = self.comm_buffer_bytes
+        return t
+
+    # ---------------------------------------------------------------- JSON
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "collectives"}
+        d["collectives"] = [c.to_dict() for c in self.collectives]
+        return {"version": HARDWARE_FORMAT_VERSION, "kind": "hardware", **d}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> HardwareProfile:
+        if not isinstance(d, dict):
+            raise ValueError("a hardware profile must be a JSON object")
+        if d.get("kind") != "hardware":
+            raise ValueError(f"kind: expected 'hardware', got {d.get('kind')!r}")
+        if d.get("version") != HARDWARE_FORMAT_VERSION:
+            raise ValueError(f"version: {d.get('version')!r} is not supported; accepted: {HARDWARE_FORMAT_VERSION}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known - {"version", "kind"})
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; accepted: {sorted(known)}")
+        for key in ("num_nodes", "gpus_per_node", "device_memory_bytes", "collectives"):
+            if key not in d:
+                raise ValueError(f"{key}: missing")
+        if not isinstance(d["collectives"], list):
+            raise ValueError("collectives must be a list")
+        kwargs = {k: v for k, v in d.items() if k in known and k != "collectives"}
+        colls = tuple(Collective.from_dict(c, f"collectives[{i}]") for i, c in enumerate(d["collectives"]))
+        return cls(collectives=colls, **kwargs).validate()
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        import json
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> HardwareProfile:
+        try:
+            return cls.from_dict(read_json(path))
+        except ValueError as e:
+            if str(e).startswith(os.fspath(path)):
+                raise
+            raise ValueError(f"{os.fspath(path)}: invalid hardware profile: {e}") from None
+
+    @classmethod
+    def from_galvatron(cls, path: str | os.PathLike[str], num_nodes: int = 1, gpus_per_node: int = 8,
+                       device_memory_gb: float = 80.0) -> HardwareProfile:
+        """Import Galvatron-2's hardware profile files from a directory (or a list of files)."""
+        from galvatron.profiles.galvatron_import import hardware_from_galvatron
+
+        return hardware_from_galvatron(path, num_nodes, gpus_per_node, device_memory_gb)
+
+    def summary(self) -> str:
+        lines = [f"{self.name}: {self.num_nodes} node(s) x {self.gpus_per_node} devices, "
+                 f"{self.device_memory_bytes / 2**30:.1f} GiB each, backend {self.backend} ({self.source})"]
+        for c in sorted(self.collectives, key=lambda c: (c.op.value, c.placement.value, c.group_size)):
+            lines.append(f"  {c.op.value:<15} n={c.group_size:<5} {c.placement.value:<12} "
+                         f"alpha {c.alpha_ms * 1e3:8.1f} us  {c.bandwidth_gbps:9.2f} GB/s")
+        return "\n".join(lines)
