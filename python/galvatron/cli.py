@@ -54,6 +54,122 @@ def _cmd_plan_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_list(text: str | None, name: str) -> list[int] | None:
+    """'64', '16,32,64' or '16:128:16' (start:stop:step, stop included) -> list of ints."""
+    if text is None:
+        return None
+    try:
+        if ":" in text:
+            a, b, *c = (int(x) for x in text.split(":"))
+            return list(range(a, b + 1, c[0] if c else 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--{name}: expected N, N,M,... or START:STOP[:STEP], got {text!r}") from None
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    import galvatron
+    from galvatron.profiles import HardwareProfile, ModelProfile, hardware_preset, model_profile
+
+    if args.hardware and args.galvatron_profiles:
+        raise ValueError("--hardware and --galvatron-profiles are exclusive")
+    if args.hardware:
+        hw = HardwareProfile.load(args.hardware)
+    elif args.galvatron_profiles:
+        hw = HardwareProfile.from_galvatron(args.galvatron_profiles, num_nodes=args.nodes,
+                                            gpus_per_node=args.gpus_per_node,
+                                            device_memory_gb=args.memory_gb or 80.0)
+    else:
+        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+    if args.model_profile:
+        mp = ModelProfile.load(args.model_profile)
+    elif args.galvatron_profiles:
+        mp = _galvatron_model(args)
+    else:
+        if not args.model:
+            raise ValueError("--model (or --model-profile) is required")
+        mp = model_profile(args.model, seq_len=args.seq_len, hardware=hw, precision=args.precision)
+    space = {"max_tp": args.max_tp, "max_pp": args.max_pp, "max_sp": args.max_sp,
+             "dp_types": args.dp_types.split(","), "allow_ulysses": not args.no_ulysses,
+             "allow_checkpoint": not args.no_checkpoint, "schedules": args.schedules.split(","),
+             "pp_split": args.pp_split, "num_threads": args.threads}
+    mbs = _parse_list(args.num_microbatches, "num-microbatches")
+    if mbs:
+        space["num_microbatches"] = mbs
+    print(f"searching {mp.model} (seq {mp.seq_len}, {mp.precision}, {mp.num_layers} layers) on "
+          f"{hw.num_nodes}x{hw.gpus_per_node} {hw.name} ...", flush=True)
+    res = galvatron.search(mp, hw, memory_gb=args.memory_gb,
+                           global_batch_size=_parse_list(args.global_batch_size, "global-batch-size"),
+                           memory_headroom_gb=args.memory_headroom_gb, **space)
+    print(res.plan.summary())
+    print(res.predicted.summary())
+    if res.best_uniform is not None:
+        print(f"best uniform plan: {res.best_uniform.predicted.samples_per_s:.2f} samples/s "
+              f"(speed-up of the searched plan: {res.speedup_over_uniform:.3f}x)")
+        print("  " + res.best_uniform.plan.summary().replace("\n", "\n  "))
+    st = res.stats
+    print(f"search time {res.search_time_s:.3f} s ({st['tasks']} tasks, {st['strategies']} strategies, "
+          f"{st['dp_sweeps']} DP sweeps, {st['frontier_entries']} frontier entries)")
+    if args.out:
+        res.plan.save(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _galvatron_model(args: argparse.Namespace):
+    import glob
+    import os
+
+    from galvatron.profiles import ModelProfile
+
+    d = args.galvatron_profiles
+    comp = sorted(glob.glob(os.path.join(d, "computation_profiling_*.json")))
+    mem = sorted(glob.glob(os.path.join(d, "memory_profiling_*.json")))
+    if not comp or not mem:
+        raise ValueError(f"--galvatron-profiles {d}: no computation_profiling_*.json / memory_profiling_*.json; "
+                         "pass --model to use the analytic model profile with these hardware files")
+    if not args.num_layers:
+        raise ValueError("--num-layers is required with Galvatron-2 model profiles")
+    return ModelProfile.from_galvatron(comp[0], mem[0], seq_len=args.seq_len or 2048,
+                                      model=args.model or "galvatron-model", num_layers=args.num_layers,
+                                      num_heads=args.num_heads, hidden_size=args.hidden_size)
+
+
+def _add_search_command(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="search the fastest plan that fits in memory",
+                       description="Search the hybrid-parallel plan with the highest predicted throughput "
+                                   "that fits the per-device memory budget, and print it with its "
+                                   "predicted time and memory breakdown.")
+    p.add_argument("--model", help="model name (galvatron.models.list()) for the analytic model profile")
+    p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
+    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
+    p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--memory-gb", type=float, default=None, help="per-device budget in GiB (default: device memory)")
+    p.add_argument("--memory-headroom-gb", type=float, default=0.0, help="GiB kept free on top of the model")
+    p.add_argument("--global-batch-size", default="8", help="N, N,M,... or START:STOP[:STEP]")
+    p.add_argument("--num-microbatches", default=None, help="fixed value(s); default: every divisor of the batch")
+    p.add_argument("--hardware", help="a measured hardware profile JSON")
+    p.add_argument("--hardware-preset", default="a100-80g-sxm",
+                   help="analytic hardware preset (a100-40g-sxm, a100-80g-sxm, h100-sxm, h200, cpu-gloo)")
+    p.add_argument("--galvatron-profiles", help="directory of Galvatron-2 profile JSON files")
+    p.add_argument("--num-layers", type=int, default=None, help="layer count (Galvatron-2 model profiles)")
+    p.add_argument("--num-heads", type=int, default=None, help="attention heads (Galvatron-2 model profiles)")
+    p.add_argument("--hidden-size", type=int, default=None, help="hidden size (Galvatron-2 model profiles)")
+    p.add_argument("--max-tp", type=int, default=8)
+    p.add_argument("--max-pp", type=int, default=64)
+    p.add_argument("--max-sp", type=int, default=8)
+    p.add_argument("--dp-types", default="ddp,zero1,zero2,zero3")
+    p.add_argument("--schedules", default="1f1b", help="comma list of gpipe, 1f1b, interleaved_1f1b")
+    p.add_argument("--pp-split", default="searched", choices=("searched", "even"))
+    p.add_argument("--no-ulysses", action="store_true")
+    p.add_argument("--no-checkpoint", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="search threads (0: all cores)")
+    p.add_argument("--out", help="write the plan JSON here")
+    p.set_defaults(func=_cmd_search)
+
+
 def _not_implemented(name: str):
     def run(args: argparse.Namespace) -> int:
         print(f"galvatron {name}: not implemented yet in this version", file=sys.stderr)
@@ -106,8 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan}")
     sub.required = True
+    _add_search_command(sub)
     for name, text in (
-        ("search", "search the fastest plan that fits in memory"),
         ("profile", "profile the hardware or a model"),
         ("train", "train a model under a plan"),
         ("visualize", "render a plan's predicted memory and time"),
