@@ -39,32 +39,35 @@ class Stair {
 
 void merge_prune(const std::vector<Source>& sources, int64_t cap, double time_bound, Front& out) {
   out.clear();
-  const size_t k = sources.size();
-  std::vector<size_t> head(k, 0);
+  // Min-heap of (time, source) over the source heads; ties: lowest source index first.
+  using Head = std::pair<double, size_t>;
+  std::vector<Head> heap;
+  std::vector<size_t> pos(sources.size(), 0);
+  for (size_t s = 0; s < sources.size(); ++s) {
+    if (sources[s].size > 0) heap.push_back({sources[s].data[0].time + sources[s].dt, s});
+  }
+  auto later = [](const Head& a, const Head& b) { return a.first > b.first || (a.first == b.first && a.second > b.second); };
+  std::make_heap(heap.begin(), heap.end(), later);
   Stair stair;
-  auto time_of = [&](size_t s) { return sources[s].data[head[s]].time + sources[s].dt; };
-  // Small k: pick the minimum head by a linear scan (ties: lowest source index).
-  while (true) {
-    size_t best = k;
-    double bt = 0;
-    for (size_t s = 0; s < k; ++s) {
-      if (head[s] >= sources[s].size) continue;
-      const double t = time_of(s);
-      if (best == k || t < bt) {
-        best = s;
-        bt = t;
-      }
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), later);
+    const auto [t, s] = heap.back();
+    if (t > time_bound) break;  // every remaining head is at least as slow
+    const Source& src = sources[s];
+    const size_t idx = pos[s]++;
+    if (pos[s] < src.size) {
+      heap.back() = {src.data[pos[s]].time + src.dt, s};
+      std::push_heap(heap.begin(), heap.end(), later);
+    } else {
+      heap.pop_back();
     }
-    if (best == k || bt > time_bound) break;
-    const Source& src = sources[best];
-    const size_t idx = head[best]++;
     const Entry& in = src.data[idx];
     const int64_t mem = in.mem + src.dm;
     const int64_t spike = std::max(in.spike, src.spike_floor);
     if (mem + spike > cap || stair.dominated(mem, mem + spike)) continue;
     stair.insert(mem, mem + spike);
     Entry e = in;
-    e.time = bt;
+    e.time = t;
     e.mem = mem;
     e.spike = spike;
     if (src.link_class >= 0) {

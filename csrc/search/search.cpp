@@ -133,24 +133,21 @@ bool better(const TaskResult& a, const TaskResult& b) {  // higher throughput; t
   return a.found && (!b.found || a.samples_per_s > b.samples_per_s);
 }
 
-std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
-                                  const std::vector<Task>& tasks, bool min_memory) {
-  std::vector<TaskResult> results(tasks.size());
-  std::atomic<double> best{0.0};
+// Runs fn(i) for every i in `order` on opt.num_threads threads; rethrows the first error.
+template <typename Fn>
+void parallel_for(const SearchOptions& opt, const std::vector<size_t>& order, Fn fn) {
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::atomic<bool> failed{false};
   auto worker = [&]() {
     try {
-      for (size_t i = next++; i < tasks.size() && !failed; i = next++) {
-        results[i] = solve_task(model, hw, opt, tasks[i], min_memory, &best);
-      }
+      for (size_t k = next++; k < order.size() && !failed; k = next++) fn(order[k]);
     } catch (...) {
       if (!failed.exchange(true)) error = std::current_exception();
     }
   };
   int32_t threads = opt.num_threads == 0 ? static_cast<int32_t>(std::thread::hardware_concurrency()) : opt.num_threads;
-  threads = std::max<int32_t>(1, std::min<int32_t>(threads, static_cast<int32_t>(tasks.size())));
+  threads = std::max<int32_t>(1, std::min<int32_t>(threads, static_cast<int32_t>(order.size())));
   if (threads == 1) {
     worker();
   } else {
@@ -159,6 +156,24 @@ std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables
     for (auto& th : pool) th.join();
   }
   if (error) std::rethrow_exception(error);
+}
+
+// Solves every task. A cheap pre-pass (best uniform, evenly split plan of each task) seeds the
+// bound shared by all tasks and orders them most promising first; both only prune work, and the
+// winner is chosen in task order afterwards, so the answer does not depend on them.
+std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
+                                  const std::vector<Task>& tasks, bool min_memory) {
+  std::vector<size_t> order(tasks.size());
+  for (size_t i = 0; i < tasks.size(); ++i) order[i] = i;
+  std::atomic<double> best{0.0};
+  if (!min_memory) {
+    std::vector<double> quick(tasks.size(), 0.0);
+    parallel_for(opt, order, [&](size_t i) { quick[i] = task_uniform_throughput(model, hw, opt, tasks[i]); });
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return quick[a] > quick[b]; });
+    best = *std::max_element(quick.begin(), quick.end());
+  }
+  std::vector<TaskResult> results(tasks.size());
+  parallel_for(opt, order, [&](size_t i) { results[i] = solve_task(model, hw, opt, tasks[i], min_memory, &best); });
   return results;
 }
 

@@ -5,7 +5,7 @@
 namespace galvatron {
 
 SplitTables::SplitTables(int32_t pp, int32_t layers, bool even_only)
-    : pp_(pp), layers_(layers), width_(layers - pp + 1), even_only_(even_only) {
+    : pp_(pp), layers_(layers), width_(layers - pp + 1), even_only_(even_only), even_(even_bounds(layers, pp)) {
   cells_.resize(static_cast<size_t>(pp) * width_ * width_);
 }
 
@@ -20,11 +20,8 @@ bool SplitTables::allowed(int32_t r, int32_t a, int32_t b) const {
   if (a < r || b <= a || layers_ - b < pp_ - 1 - r) return false;
   if (r == 0 && a != 0) return false;
   if (r == pp_ - 1 && b != layers_) return false;
-  if (even_only_) {
-    const auto eb = even_bounds(layers_, pp_);
-    return eb[r] == a && eb[r + 1] == b;
-  }
-  return true;
+  if (b - a > width_) return false;
+  return !even_only_ || (even_[r] == a && even_[r + 1] == b);
 }
 
 namespace {
@@ -37,12 +34,11 @@ double min_sum(const SplitTables& t, double tau, std::vector<int32_t>* bounds) {
   std::vector<double> f(static_cast<size_t>(pp) * (L + 1), kInf);
   std::vector<int32_t> arg(f.size(), -1);
   for (int32_t r = 0; r < pp; ++r) {
-    for (int32_t b = r + 1; b <= L - (pp - 1 - r); ++b) {
+    for (int32_t b = t.first_end(r); b <= t.last_end(r); ++b) {
       double best = kInf;
       int32_t best_a = -1;
-      for (int32_t a = (r == 0 ? 0 : r); a < b && (r > 0 || a == 0); ++a) {
-        if (!t.allowed(r, a, b)) continue;
-        const double x = t.at(r, a, b).x;
+      for (int32_t a = t.first_start(r, b); a <= t.last_start(r, b); ++a) {
+        const double x = t.at(r, a, b).x;  // inf unless allowed and filled
         if (!(x <= tau)) continue;
         const double prev = r == 0 ? 0.0 : f[static_cast<size_t>(r - 1) * (L + 1) + a];
         if (prev + x < best) {
@@ -90,9 +86,9 @@ SplitChoice best_split(const SplitTables& t, int32_t m, int64_t* evaluated) {
   // The max term: enumerate its value tau over all chunk times, smallest first.
   std::vector<double> taus;
   for (int32_t r = 0; r < t.pp(); ++r) {
-    for (int32_t a = r; a < t.layers(); ++a) {
-      for (int32_t b = a + 1; b <= t.layers(); ++b) {
-        if (t.allowed(r, a, b) && t.at(r, a, b).x < kInf) taus.push_back(t.at(r, a, b).x);
+    for (int32_t b = t.first_end(r); b <= t.last_end(r); ++b) {
+      for (int32_t a = t.first_start(r, b); a <= t.last_start(r, b); ++a) {
+        if (t.at(r, a, b).x < kInf) taus.push_back(t.at(r, a, b).x);
       }
     }
   }
@@ -123,9 +119,9 @@ SplitChoice min_max_memory_split(const SplitTables& t) {
   std::vector<int64_t> g(static_cast<size_t>(pp) * (L + 1), kBig);
   std::vector<int32_t> arg(g.size(), -1);
   for (int32_t r = 0; r < pp; ++r) {
-    for (int32_t b = r + 1; b <= L; ++b) {
-      for (int32_t a = r; a < b; ++a) {
-        if (!t.allowed(r, a, b) || !(t.at(r, a, b).x < kInf)) continue;
+    for (int32_t b = t.first_end(r); b <= t.last_end(r); ++b) {
+      for (int32_t a = t.first_start(r, b); a <= t.last_start(r, b); ++a) {
+        if (!(t.at(r, a, b).x < kInf)) continue;
         const int64_t prev = r == 0 ? 0 : g[static_cast<size_t>(r - 1) * (L + 1) + a];
         if (prev == kBig) continue;
         const int64_t v = std::max(prev, t.at(r, a, b).mem);

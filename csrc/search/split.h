@@ -2,6 +2,7 @@
 // chunk times: minimise  sum_r X_r + (m - 1) * max_r X_r  exactly.
 #pragma once
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <vector>
@@ -24,6 +25,11 @@ class SplitTables {
   const Cell& at(int32_t r, int32_t a, int32_t b) const { return cells_[index(r, a, b)]; }
   int32_t pp() const { return pp_; }
   int32_t layers() const { return layers_; }
+  // Range of chunk starts a for rank r ending at b (empty when lo > hi).
+  int32_t first_start(int32_t r, int32_t b) const { return r == 0 ? 0 : std::max(r, b - width_); }
+  int32_t last_start(int32_t r, int32_t b) const { return r == 0 ? 0 : b - 1; }
+  int32_t first_end(int32_t r) const { return r + 1; }
+  int32_t last_end(int32_t r) const { return layers_ - (pp_ - 1 - r); }
 
  private:
   size_t index(int32_t r, int32_t a, int32_t b) const {
@@ -31,6 +37,7 @@ class SplitTables {
   }
   int32_t pp_, layers_, width_;
   bool even_only_;
+  std::vector<int32_t> even_;  // even split bounds
   std::vector<Cell> cells_;
 };
 

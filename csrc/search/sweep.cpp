@@ -1,6 +1,7 @@
 #include "search/sweep.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace galvatron {
@@ -13,13 +14,29 @@ int32_t Transitions::class_of(const Layout& l) {
   return static_cast<int32_t>(layouts_.size() - 1);
 }
 
+int32_t Transitions::free_class() {
+  if (free_ < 0) {
+    layouts_.push_back(Layout{0, 0, 0, true});  // matches no real layout
+    free_ = static_cast<int32_t>(layouts_.size() - 1);
+  }
+  return free_;
+}
+
 double Transitions::ms(int32_t from, int32_t to, int64_t carry_bytes) {
-  if (from == to) return 0.0;
-  const auto key = std::make_tuple(from, to, carry_bytes);
-  auto it = cache_.find(key);
-  if (it != cache_.end()) return it->second;
-  const double t = redistribution_ms(comm_, layouts_[from], layouts_[to], first_, size_, mb_, carry_bytes);
-  cache_.emplace(key, t);
+  if (from == to || from == free_ || to == free_) return 0.0;
+  if (dim_ != num_classes()) {  // classes were added: start the caches afresh
+    dim_ = num_classes();
+    carries_.clear();
+    cache_.clear();
+  }
+  size_t c = 0;
+  while (c < carries_.size() && carries_[c] != carry_bytes) ++c;
+  if (c == carries_.size()) {
+    carries_.push_back(carry_bytes);
+    cache_.emplace_back(static_cast<size_t>(dim_) * dim_, std::numeric_limits<double>::quiet_NaN());
+  }
+  double& t = cache_[c][static_cast<size_t>(from) * dim_ + to];
+  if (std::isnan(t)) t = redistribution_ms(comm_, layouts_[from], layouts_[to], first_, size_, mb_, carry_bytes);
   return t;
 }
 
@@ -115,7 +132,14 @@ Sweep run_sweep(const SweepInput& in, Transitions& tr, int64_t* entries_counter)
         src.link_class = pc;
         sources.push_back(src);
       }
-      merge_prune(sources, kNoCap, kNoBound, incoming);
+      // Incoming entries that no option of this class can keep within the bounds are dropped.
+      int64_t min_mem = kNoCap;
+      double min_time = kNoBound;
+      for (size_t o = o0; o < o1; ++o) {
+        min_mem = std::min(min_mem, opts[o].mem);
+        min_time = std::min(min_time, opts[o].time);
+      }
+      merge_prune(sources, cap - min_mem, tbound - min_time, incoming);
       sources.clear();
       for (size_t o = o0; o < o1; ++o) {
         Source src;

@@ -4,7 +4,6 @@
 #pragma once
 #include <cstdint>
 #include <map>
-#include <tuple>
 #include <vector>
 
 #include "search/cost_model.h"
@@ -26,6 +25,8 @@ class Transitions {
   Transitions(const CommModel& comm, int32_t stage_first, int32_t stage_size, int32_t micro_batch)
       : comm_(comm), first_(stage_first), size_(stage_size), mb_(micro_batch) {}
   int32_t class_of(const Layout& l);  // adds the layout when new
+  // A class that moves to and from every class for free (for lower bounds).
+  int32_t free_class();
   double ms(int32_t from, int32_t to, int64_t carry_bytes);
   int32_t num_classes() const { return static_cast<int32_t>(layouts_.size()); }
 
@@ -33,7 +34,11 @@ class Transitions {
   const CommModel& comm_;
   int32_t first_, size_, mb_;
   std::vector<Layout> layouts_;
-  std::map<std::tuple<int32_t, int32_t, int64_t>, double> cache_;
+  int32_t free_ = -1;
+  // Dense caches per carry size: [from * classes + to], NaN until computed.
+  int32_t dim_ = 0;
+  std::vector<int64_t> carries_;
+  std::vector<std::vector<double>> cache_;
 };
 
 struct Sweep {

@@ -27,8 +27,10 @@ struct EmbChoice {
 struct Chunk {
   int32_t rank = 0, stage_first = 0, inflight = 1;
   std::unique_ptr<Transitions> tr;
-  std::vector<std::vector<Option>> options;  // per layer type, sorted by class
-  int32_t boundary_cls = 0;
+  std::vector<std::vector<Option>> options;  // active options per layer type, sorted by class
+  std::vector<std::vector<Option>> pruned;   // without options dominated inside their class
+  std::vector<std::vector<Option>> all;      // every valid strategy (for uniform plans)
+  int32_t boundary_cls = 0, free_cls = 0;
   std::vector<int32_t> emb_cls;              // per embedding choice
   std::map<std::pair<int32_t, int32_t>, Sweep> sweeps;  // (start, start class)
   std::map<std::tuple<int32_t, int32_t, int32_t, int32_t, int64_t>, Front> reads;
@@ -49,20 +51,30 @@ class Solver {
   }
 
   TaskResult run(bool min_memory, std::atomic<double>* shared_best);
+  double uniform_throughput() {
+    if (task_.v > 1 || !setup()) return 0.0;
+    double best = kInf;
+    for (size_t ei = 0; ei < embs_.size(); ++ei) best = std::min(best, uniform_bound(embs_[ei], ei));
+    return best < kInf ? task_.global_batch / (best / 1000.0) : 0.0;
+  }
 
  private:
   double uniform_bound(const EmbChoice& e, size_t ei);  // objective of the best uniform even plan
   double step_bound() const;  // objective a plan must beat (with slack), from all sources
   bool fits_batch(const Strategy& s) const;
   bool valid_for(const Strategy& s, const LayerTypeProfile* lt) const;
-  bool setup(int32_t uniform);  // false when no strategy is valid
+  bool setup();                 // false when no strategy is valid
+  void activate(int32_t uniform);  // options: all (pruned) or only strategy `uniform`; clears caches
   const Sweep& sweep(int32_t c, int32_t start, int32_t start_cls, int32_t len);
   const Front& reading(int32_t c, int32_t start, int32_t start_cls, int32_t len, int32_t end_cls,
                        int64_t floor, bool collapse);
   int64_t base_budget() const {
     return min_memory_ ? kNoCap : opt_.memory_budget_bytes - hw_.framework_overhead_bytes - hw_.comm_buffer_bytes;
   }
-  void fill_cells(const EmbChoice& e, size_t ei, SplitTables& t);
+  // free_ends: the first rank starts and the last rank ends in the free class (a lower bound).
+  void fill_cells(const EmbChoice& e, size_t ei, SplitTables& t, bool ends_only, bool free_ends = false);
+  double lower_bound_v1(const EmbChoice& e, size_t ei);
+  double uniform_lower_bound(int32_t u) const;  // no plan with every layer on strategy u does better
   void solve_v1(const EmbChoice& e, size_t ei);
   void solve_interleaved(const EmbChoice& e, size_t ei);
   void reconstruct(int32_t c, int32_t start, int32_t start_cls, int32_t len, const Entry& read, PlanSpec& plan);
@@ -81,6 +93,7 @@ class Solver {
   std::vector<Strategy> strategies_, emb_strategies_;
   std::vector<EmbChoice> embs_;
   std::vector<Chunk> chunks_;
+  std::unique_ptr<SplitTables> tables_;  // middle ranks filled once, first/last rank per embedding
   TaskResult result_;
 };
 
@@ -107,8 +120,27 @@ bool Solver::valid_for(const Strategy& s, const LayerTypeProfile* lt) const {
          lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() >= need;
 }
 
-bool Solver::setup(int32_t uniform) {
+void Solver::activate(int32_t uniform) {
+  tables_.reset();
+  for (Chunk& ch : chunks_) {
+    ch.sweeps.clear();
+    ch.reads.clear();
+    if (uniform < 0) {
+      ch.options = ch.pruned;
+      continue;
+    }
+    for (size_t t = 0; t < ch.all.size(); ++t) {
+      ch.options[t].clear();
+      for (const Option& o : ch.all[t]) {
+        if (o.strategy == uniform) ch.options[t].push_back(o);
+      }
+    }
+  }
+}
+
+bool Solver::setup() {
   chunks_.clear();
+  tables_.reset();
   embs_.clear();
   const int32_t nchunks = task_.pp * task_.v;
   const int32_t last = nchunks - 1;
@@ -130,14 +162,16 @@ bool Solver::setup(int32_t uniform) {
     ch.inflight = inflight_microbatches(task_.schedule, task_.pp, task_.v, task_.m, c);
     ch.tr = std::make_unique<Transitions>(comm_, ch.stage_first, ctx_.stage_size, ctx_.micro_batch);
     ch.boundary_cls = ch.tr->class_of(ctx_.boundary);
+    ch.free_cls = ch.tr->free_class();
     for (const auto& e : embs_) ch.emb_cls.push_back(ch.tr->class_of(layout_of(emb_strategies_[e.strategy], ctx_.stage_size)));
     ch.options.resize(model_.layer_types.size());
+    ch.pruned.resize(model_.layer_types.size());
+    ch.all.resize(model_.layer_types.size());
     for (size_t t = 0; t < model_.layer_types.size(); ++t) {
       const auto& lt = model_.layer_types[t];
       Front per_option;  // reuse the Pareto pruning for options of one class
       std::vector<Option> opts;
       for (size_t k = 0; k < strategies_.size(); ++k) {
-        if (uniform >= 0 && static_cast<int32_t>(k) != uniform) continue;
         const Strategy& s = strategies_[k];
         if (!valid_for(s, &lt)) continue;
         const LayerCost cost = layer_cost(model_, lt, comm_, s, ch.stage_first, ctx_.stage_size, ctx_.micro_batch);
@@ -155,6 +189,7 @@ bool Solver::setup(int32_t uniform) {
       }
       // Drop options dominated by another option of the same class.
       std::stable_sort(opts.begin(), opts.end(), [](const Option& a, const Option& b) { return a.cls < b.cls; });
+      ch.all[t] = opts;
       std::vector<Option> kept;
       for (size_t i = 0; i < opts.size();) {
         size_t j = i;
@@ -173,6 +208,7 @@ bool Solver::setup(int32_t uniform) {
         for (const Entry& e : f) kept.push_back(opts[e.option]);
         i = j;
       }
+      ch.pruned[t] = kept;
       ch.options[t] = kept;
     }
     chunks_.push_back(std::move(ch));
@@ -301,12 +337,13 @@ double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
 
 // Cells of the split tables for one embedding choice: per rank, per (start, end), the best
 // chunk time (or, in min-memory mode, the smallest memory) and the reading entry behind it.
-void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t) {
+void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t, bool ends_only, bool free_ends) {
   const int32_t pp = task_.pp;
   const double tied = tied_sync_ms(ctx_, emb_strategies_[e.strategy]);
   for (int32_t r = 0; r < pp; ++r) {
     Chunk& ch = chunks_[r];
     const bool first = r == 0, last = r == pp - 1;
+    if (ends_only && !first && !last) continue;
     int64_t const_mem = 0, floor = 0;
     double const_ms = 0;
     if (first) {
@@ -319,8 +356,9 @@ void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t) {
       floor = std::max(floor, e.head.spike_bytes);
       const_ms += e.head.microbatch_ms() + ctx_.kappa * (e.head.step_ms() + (pp > 1 ? tied : 0.0));
     }
-    const int32_t start_cls = first ? ch.emb_cls[ei] : ch.boundary_cls;
-    const int32_t end_cls = last ? ch.emb_cls[ei] : ch.boundary_cls;
+    const int32_t emb_cls = free_ends ? ch.free_cls : ch.emb_cls[ei];
+    const int32_t start_cls = first ? emb_cls : ch.boundary_cls;
+    const int32_t end_cls = last ? emb_cls : ch.boundary_cls;
     const int64_t budget = base_budget() - const_mem;
     for (int32_t a = first ? 0 : r; a < (first ? 1 : layers_ - (pp - 1 - r)); ++a) {
       for (int32_t b = a + 1; b <= (last ? layers_ : layers_ - (pp - 1 - r)); ++b) {
@@ -328,6 +366,7 @@ void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t) {
         if (!t.allowed(r, a, b)) continue;
         const Front& f = reading(r, a, start_cls, b - a, end_cls, floor, true);
         Cell& cell = t.at(r, a, b);
+        cell = Cell{};
         if (f.empty()) continue;
         if (min_memory_) {
           cell.mem = f.front().mem + const_mem;
@@ -348,9 +387,44 @@ void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t) {
   }
 }
 
+// Transitions free, work spread perfectly: sum_r X_r >= W and max_r X_r >= W / pp, where W is
+// the layers' time plus the cheapest embedding and head.
+double Solver::uniform_lower_bound(int32_t u) const {
+  double work = 0;
+  for (int32_t l = 0; l < layers_; ++l) {
+    double t = kInf;
+    for (const Chunk& ch : chunks_) {
+      for (const Option& o : ch.all[model_.layer_type_of[l]]) {
+        if (o.strategy == u) t = std::min(t, o.time);
+      }
+    }
+    work += t;
+  }
+  double ends = kInf;
+  for (const EmbChoice& e : embs_) {
+    ends = std::min(ends, e.embed.microbatch_ms() + e.head.microbatch_ms() +
+                              ctx_.kappa * (e.embed.step_ms() + e.head.step_ms()));
+  }
+  work += ends;
+  const double v = task_.v;
+  return work / v + (task_.m - 1.0 / v) * work / task_.pp;
+}
+
+// Objective with the embedding/head layout transitions made free: no plan with embedding
+// choice `e` can do better. Shares one first-rank sweep across all embedding choices.
+double Solver::lower_bound_v1(const EmbChoice& e, size_t ei) {
+  const bool fresh = tables_ == nullptr;
+  if (fresh) tables_ = std::make_unique<SplitTables>(task_.pp, layers_, !opt_.search_pp_split);
+  fill_cells(e, ei, *tables_, !fresh, true);
+  const SplitChoice c = best_split(*tables_, task_.m, nullptr);
+  return c.feasible ? c.value_ms : kInf;
+}
+
 void Solver::solve_v1(const EmbChoice& e, size_t ei) {
-  SplitTables t(task_.pp, layers_, !opt_.search_pp_split);
-  fill_cells(e, ei, t);
+  const bool fresh = tables_ == nullptr;
+  if (fresh) tables_ = std::make_unique<SplitTables>(task_.pp, layers_, !opt_.search_pp_split);
+  SplitTables& t = *tables_;
+  fill_cells(e, ei, t, !fresh);
   SplitChoice choice = min_memory_ ? min_max_memory_split(t) : best_split(t, task_.m, &result_.evaluated);
   if (!choice.feasible) return;
   PlanSpec plan = base_plan(e.strategy);
@@ -466,16 +540,32 @@ TaskResult Solver::run(bool min_memory, std::atomic<double>* shared_best) {
   min_memory_ = min_memory;
   shared_best_ = shared_best;
   if (min_memory && task_.v > 1) return result_;
+  if (!setup()) return result_;
   const int32_t nuniform = opt_.uniform_only ? static_cast<int32_t>(strategies_.size()) : 1;
   for (int32_t u = 0; u < nuniform; ++u) {
-    if (!setup(opt_.uniform_only ? u : -1)) continue;
+    if (opt_.uniform_only) {
+      if (!(uniform_lower_bound(u) <= step_bound())) continue;
+      activate(u);
+      bool usable = true;  // every layer type must accept the strategy
+      for (int32_t t : model_.layer_type_of) usable = usable && !chunks_[0].options[t].empty();
+      if (!usable) continue;
+    }
     for (size_t ei = 0; ei < embs_.size(); ++ei) own_bound_ = std::min(own_bound_, uniform_bound(embs_[ei], ei));
-    for (size_t ei = 0; ei < embs_.size(); ++ei) {
-      if (task_.v > 1) {
-        solve_interleaved(embs_[ei], ei);
-      } else {
-        solve_v1(embs_[ei], ei);
-      }
+    if (task_.v > 1) {
+      for (size_t ei = 0; ei < embs_.size(); ++ei) solve_interleaved(embs_[ei], ei);
+      continue;
+    }
+    if (min_memory_) {
+      for (size_t ei = 0; ei < embs_.size(); ++ei) solve_v1(embs_[ei], ei);
+      continue;
+    }
+    // Most promising embedding choices first; skip those whose lower bound cannot win.
+    std::vector<std::pair<double, size_t>> order;
+    for (size_t ei = 0; ei < embs_.size(); ++ei) order.push_back({lower_bound_v1(embs_[ei], ei), ei});
+    std::sort(order.begin(), order.end());
+    for (const auto& [lb, ei] : order) {
+      if (!(lb <= step_bound())) break;
+      solve_v1(embs_[ei], ei);
     }
   }
   if (result_.found) {
@@ -490,6 +580,12 @@ TaskResult Solver::run(bool min_memory, std::atomic<double>* shared_best) {
 }
 
 }  // namespace
+
+double task_uniform_throughput(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
+                               const Task& task) {
+  Solver s(model, hw, opt, task);
+  return s.uniform_throughput();
+}
 
 TaskResult solve_task(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
                       const Task& task, bool min_memory, std::atomic<double>* best_samples_per_s) {

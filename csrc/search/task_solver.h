@@ -25,6 +25,11 @@ struct TaskResult {
 
 // Best plan of the task under the memory budget; with `min_memory`, the plan of the task with
 // the smallest per-device peak memory instead (used to explain infeasible budgets).
+// Throughput of the best plan of the task whose layers all share one strategy and whose
+// layers are split evenly (0 when none fits): a cheap lower bound of the task's optimum.
+double task_uniform_throughput(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
+                               const Task& task);
+
 // `best_samples_per_s` (may be null) is the best throughput found by any task so far; it only
 // prunes work (entries strictly slower than it), never changes the answer.
 TaskResult solve_task(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt,
