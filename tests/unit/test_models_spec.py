@@ -44,6 +44,7 @@ CASES = {
     "llama-debug": (lm_inputs, lm_labels),
     "bert-debug": (lm_inputs, lm_labels),
     "vit-debug": (image_inputs(32), class_labels),
+    "swin-debug": (image_inputs(32), class_labels),
 }
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 

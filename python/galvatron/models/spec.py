@@ -222,26 +222,35 @@ def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> S
     return SavedTensor(name, per_token=width, shard=Shard.GATHERED if column_parallel else Shard.TP)
 
 
-def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, kv_tokens_per_token: int = 1,
-               rope: bool = False) -> tuple[list[SavedTensor], list[SavedTensor]]:
-    """What attention saves. SDPA (flash-style kernels): q, k, v, output, float32 log-sum-exp.
-    The output is also the o_proj input (the CPU kernel returns it in ``[b, s, h, d]`` memory
-    order, so the reshape is a view). Returns (sdpa list, math list): the math path saves the
-    softmax output ``heads*s*s*b`` instead of the log-sum-exp (and a copy of the output for
-    o_proj; GQA k/v are repeated there -- both counted)."""
+def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,
+               span: int | None = None) -> tuple[list[SavedTensor], list[SavedTensor]]:
+    """What attention saves. Returns (flash-style list, math list).
+
+    Flash-style SDPA kernels (the CPU default without a trainable bias): q, k, v, the output
+    and a float32 log-sum-exp. The output is also the o_proj input (the CPU kernel returns it
+    in ``[b, s, h, d]`` memory order, so the reshape is a view).
+
+    Math path (``AttnBackend.MATH``, and what SDPA itself falls back to on CPU when the
+    attention bias requires grad -- T5, Swin): q, k, v, the softmax output ``heads*s*s*b``
+    (``heads*span`` per token with windows of ``span`` keys), and a copy of the output for
+    o_proj; GQA k/v are repeated there (counted as ``kv_repeat``). No log-sum-exp, and the
+    additive mask/bias is not kept.
+    """
     common = [
         SavedTensor(f"{prefix}.q", per_token=heads * head_dim),
-        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim * kv_tokens_per_token),
-        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim * kv_tokens_per_token),
+        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim),
+        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim),
         SavedTensor(f"{prefix}.out", per_token=heads * head_dim),
     ]
     if rope:
         common.append(SavedTensor(f"{prefix}.rope_cos_sin", per_seq=2 * head_dim,
                                   shard=Shard.NONE, sp_split=False))
     sdpa = common + [SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32)]
-    rep = (heads - kv_heads) * head_dim * kv_tokens_per_token
-    math = common + [SavedTensor(f"{prefix}.probs", per_token_seq=heads),
-                     SavedTensor(f"{prefix}.kv_repeat", per_token=2 * rep)]
+    probs = (SavedTensor(f"{prefix}.probs", per_token_seq=heads) if span is None
+             else SavedTensor(f"{prefix}.probs", per_token=heads * span))
+    math = common + [probs]
+    if kv_heads != heads:
+        math.append(SavedTensor(f"{prefix}.kv_repeat", per_token=2 * (heads - kv_heads) * head_dim))
     return sdpa, math
 
 
