@@ -48,7 +48,8 @@ def test_invalid_config_names_the_field(name, overrides, field):
      ("llama2-70b", 68_976_648_192), ("llama3-8b", 8_030_261_248),
      ("bert-base", 109_514_298), ("bert-large", 335_174_458), ("vit-base", 86_567_656),
      ("vit-large", 304_326_632), ("vit-huge", 632_045_800), ("swin-tiny", 28_288_354),
-     ("swin-small", 49_606_258), ("swin-base", 87_768_224), ("swin-large", 196_532_476)],
+     ("swin-small", 49_606_258), ("swin-base", 87_768_224), ("swin-large", 196_532_476),
+     ("t5-small", 60_506_624), ("t5-base", 222_903_552), ("t5-large", 737_668_096)],
 )
 def test_real_flavours_have_published_parameter_counts_without_allocating(name, params):
     assert M.spec(name).param_count() == params

@@ -28,6 +28,18 @@ def lm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
     return inputs["input_ids"]
 
 
+def seq2seq_inputs(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
+    out = lm_inputs(b, s, padded)
+    out["decoder_input_ids"] = torch.randint(0, VOCAB, (b, s), generator=torch.Generator())
+    if padded:
+        out["decoder_attention_mask"] = out["attention_mask"].flip(0)
+    return out
+
+
+def seq2seq_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    return inputs["decoder_input_ids"]
+
+
 def image_inputs(size: int):
     def make(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed(b)
@@ -45,6 +57,7 @@ CASES = {
     "bert-debug": (lm_inputs, lm_labels),
     "vit-debug": (image_inputs(32), class_labels),
     "swin-debug": (image_inputs(32), class_labels),
+    "t5-debug": (seq2seq_inputs, seq2seq_labels),
 }
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 

@@ -21,14 +21,14 @@ from typing import Any
 
 import torch
 
-from galvatron.models import bert, gpt2, llama, swin, vit
+from galvatron.models import bert, gpt2, llama, swin, t5, vit
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
 from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
 from galvatron.models.layers import Activation, AttnBackend
 from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY, vit.FAMILY,
-                                              swin.FAMILY)}
+                                              swin.FAMILY, t5.FAMILY)}
 _FLAVOURS: dict[str, Family] = {n: f for f in FAMILIES.values() for n in f.flavours}
 
 

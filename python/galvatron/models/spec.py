@@ -88,6 +88,7 @@ class SavedTensor:
     sp_split: bool = True  # divided by the Ulysses degree
     padded_only: bool = False  # only present when a padding mask is given
     unpadded_only: bool = False  # only present without a padding mask
+    shared: bool = False  # one storage for every layer of this type on a stage (T5 memory)
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
@@ -140,21 +141,27 @@ class LayerTypeSpec:
         checkpoint: bool = False,
         padded: bool = False,
         attn_math: bool = False,
+        include_shared: bool = True,
     ) -> int:
         """Bytes saved for backward by one layer on one device, for a micro-batch of
         ``batch`` sequences of ``seq`` tokens. ``padded``: a padding mask is given.
         ``attn_math``: the explicit-softmax attention path (``saved_math``, when the layer has
-        attention; see module docstring)."""
+        attention; see module docstring). ``include_shared=False`` leaves out tensors that
+        are one storage for all layers of the type on a stage (``SavedTensor.shared``; count
+        them once per stage); they are kept under checkpointing too."""
         sp_kind = SpKind(sp_kind)
         msp = sp_kind is SpKind.MEGATRON
         usp = sp if sp_kind is SpKind.ULYSSES else 1
         s = self.tokens(seq)
-        if checkpoint:
-            return -(-self.input_per_token * batch * s * dtype_bytes // ((tp if msp else 1) * usp))
-        total = 0.0
         tensors = self.saved_math if attn_math and self.saved_math is not None else self.saved
+        total = 0.0
+        if checkpoint:
+            total = self.input_per_token * batch * s * dtype_bytes / ((tp if msp else 1) * usp)
+            tensors = tuple(t for t in tensors if t.shared)
         for t in tensors:
             if (t.padded_only and not padded) or (t.unpadded_only and padded):
+                continue
+            if t.shared and not include_shared:
                 continue
             div = usp if t.sp_split else 1
             if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
