@@ -5,16 +5,18 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+from models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    ids,
+    max_logit_diff,
+    right_padding_mask,
+    tiny_hf_gpt2,
+)
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_gpt2(**kw):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=64,
-                                  bos_token_id=None, eos_token_id=None, **kw)
-    return transformers.GPT2LMHeadModel(cfg).eval()
 
 
 @pytest.mark.parametrize("masked", [False, True])

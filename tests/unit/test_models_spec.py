@@ -9,56 +9,8 @@ import galvatron.models as M
 import pytest
 import torch
 from galvatron.models.spec import measure_saved_bytes
+from models_hf_util import DEBUG, debug_batch, debug_labels
 
-# debug flavour -> (batch builder (batch, seq, padded) -> inputs, labels builder)
-VOCAB = 512
-
-
-def lm_inputs(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(b * 100 + s)
-    out = {"input_ids": torch.randint(0, VOCAB, (b, s), generator=g)}
-    if padded:
-        mask = torch.ones(b, s, dtype=torch.long)
-        mask[0, -2:] = 0
-        out["attention_mask"] = mask
-    return out
-
-
-def lm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return inputs["input_ids"]
-
-
-def seq2seq_inputs(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
-    out = lm_inputs(b, s, padded)
-    out["decoder_input_ids"] = torch.randint(0, VOCAB, (b, s), generator=torch.Generator())
-    if padded:
-        out["decoder_attention_mask"] = out["attention_mask"].flip(0)
-    return out
-
-
-def seq2seq_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return inputs["decoder_input_ids"]
-
-
-def image_inputs(size: int):
-    def make(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(b)
-        return {"pixel_values": torch.randn(b, 3, size, size, generator=g)}
-    return make
-
-
-def class_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.arange(inputs["pixel_values"].shape[0]) % 10
-
-
-CASES = {
-    "gpt2-debug": (lm_inputs, lm_labels),
-    "llama-debug": (lm_inputs, lm_labels),
-    "bert-debug": (lm_inputs, lm_labels),
-    "vit-debug": (image_inputs(32), class_labels),
-    "swin-debug": (image_inputs(32), class_labels),
-    "t5-debug": (seq2seq_inputs, seq2seq_labels),
-}
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 
 
@@ -82,7 +34,7 @@ def measured_parts(model, inputs, labels):
     return embed, layers, head
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", DEBUG)
 def test_spec_param_counts_equal_the_built_model(name):
     model = M.build(name, seed=0)
     spec = M.spec(name)
@@ -95,15 +47,14 @@ def test_spec_param_counts_equal_the_built_model(name):
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "math"])
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", DEBUG)
 def test_spec_activation_bytes_equal_measured_saved_tensors(name, backend):
     """Exact (0 bytes error) on the default CPU SDPA path and on the math path."""
-    make_inputs, make_labels = CASES[name]
     model = M.build(name, seed=0, attn_backend=backend).train()
     spec = M.spec(model.config)
     for b, s, padded in SHAPES:
-        inputs = make_inputs(b, s, padded)
-        embed, layers, head = measured_parts(model, inputs, make_labels(inputs))
+        inputs = debug_batch(name, b, s, padded)
+        embed, layers, head = measured_parts(model, inputs, debug_labels(name, inputs))
         seq = spec.seq_len if spec.family in ("vit", "swin") else s
         kw = dict(dtype_bytes=4, padded=padded, attn_math=backend == "math")
         assert embed == spec.embed.act_bytes(b, seq, **kw)

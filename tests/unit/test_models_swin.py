@@ -6,25 +6,13 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff
+from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff, pixels, tiny_hf_swin
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_swin():
-    torch.manual_seed(0)
-    cfg = transformers.SwinConfig(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2, 2],
-                                  num_heads=[2, 2, 4], window_size=4, num_labels=10)
-    hf = transformers.SwinForImageClassification(cfg).eval()
-    with torch.no_grad():  # non-trivial relative position biases
-        for name, p in hf.named_parameters():
-            if "relative_position_bias_table" in name:
-                p.normal_()
-    return hf
 
 
-def pixels(batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 def test_swin_logits_match_transformers():

@@ -6,19 +6,18 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+from models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    ids,
+    max_logit_diff,
+    right_padding_mask,
+    tiny_hf_t5,
+)
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_t5(**kw):
-    torch.manual_seed(0)
-    cfg = transformers.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
-                                vocab_size=512, decoder_start_token_id=0, **kw)
-    hf = transformers.T5ForConditionalGeneration(cfg).eval()
-    with torch.no_grad():  # HF's N(0, 1) embeddings give unscaled logits ~1e2; keep them O(1)
-        hf.shared.weight.mul_(0.05)
-    return hf
 
 
 V11 = {"feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}

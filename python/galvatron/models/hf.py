@@ -8,6 +8,7 @@ loading reads only ``*.safetensors`` (never pickles).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,7 +62,9 @@ class HFAdapter:
     """How one family maps to ``transformers``.
 
     ``ignore``: regexes of HF state-dict keys with no counterpart here (buffers HF recomputes,
-    tied duplicates); they are neither loaded nor reported as unexpected.
+    tied duplicates); they are neither loaded nor reported as unexpected. ``disk_renames``:
+    ``(regex, replacement)`` pairs from the in-memory names of transformers 5 to the names its
+    ``save_pretrained`` writes (and the Hub uses) where the two differ (ViT, Swin).
     """
 
     architectures: tuple[str, ...]
@@ -69,9 +72,22 @@ class HFAdapter:
     config_to_hf: Callable[[Any], Any]
     rules: Callable[[Any], list[Rule]]
     ignore: tuple[str, ...] = ()
+    disk_renames: tuple[tuple[str, str], ...] = ()
 
     def ignored(self, key: str) -> bool:
         return any(re.fullmatch(p, key) for p in self.ignore)
+
+    def disk_rules(self, cfg: Any, available: set[str]) -> list[Rule]:
+        """Rules whose HF key is the name found in a checkpoint file: the in-memory name if
+        present, else its renamed (serialised) form."""
+        out = []
+        for rule in self.rules(cfg):
+            key = rule.hf
+            if key not in available:
+                for pattern, repl in self.disk_renames:
+                    key = re.sub(pattern, repl, key)
+            out.append(dataclasses.replace(rule, hf=key))
+        return out
 
 
 def _registry() -> dict[str, Any]:
@@ -224,8 +240,8 @@ def load_hf_checkpoint(
     _retie(model, ties)
     wanted = {id(p) for part in parts for p in part.parameters()}
     params = dict(model.named_parameters(remove_duplicate=False))
-    all_rules = fam.hf.rules(cfg)
     index = _safetensors_index(path)
+    all_rules = fam.hf.disk_rules(cfg, set(index))
     _check_keys(fam.hf, all_rules, index.keys(), fam.name)
     rules = [r for r in all_rules if any(id(params[o]) in wanted for o in r.ours)]
     handles: dict[str, Any] = {}

@@ -344,6 +344,15 @@ def _rules(c: SwinConfig) -> list[Rule]:
                 *weight_bias("head.classifier", "classifier")]
 
 
+_DISK = (
+    (r"attention\.q_proj", "attention.self.query"),
+    (r"attention\.k_proj", "attention.self.key"),
+    (r"attention\.v_proj", "attention.self.value"),
+    (r"attention\.o_proj", "attention.output.dense"),
+    (r"attention\.relative_position_bias\.", "attention.self."),
+    (r"mlp\.fc1", "intermediate.dense"),
+    (r"mlp\.fc2", "output.dense"),
+)
 HF = HFAdapter(("SwinForImageClassification",), _config_from_hf, _config_to_hf, _rules,
-               ignore=(r".*relative_position_index",))
+               ignore=(r".*relative_position_index",), disk_renames=_DISK)
 FAMILY = Family("swin", SwinConfig, SwinModel, FLAVOURS, swin_spec, HF)

@@ -204,5 +204,15 @@ def _rules(c: ViTConfig) -> list[Rule]:
     return r + [*weight_bias("head.norm", "vit.layernorm"), *weight_bias("head.classifier", "classifier")]
 
 
-HF = HFAdapter(("ViTForImageClassification",), _config_from_hf, _config_to_hf, _rules)
+_DISK = (
+    (r"^vit\.layers\.(\d+)\.", r"vit.encoder.layer.\1."),
+    (r"attention\.q_proj", "attention.attention.query"),
+    (r"attention\.k_proj", "attention.attention.key"),
+    (r"attention\.v_proj", "attention.attention.value"),
+    (r"attention\.o_proj", "attention.output.dense"),
+    (r"mlp\.fc1", "intermediate.dense"),
+    (r"mlp\.fc2", "output.dense"),
+)
+HF = HFAdapter(("ViTForImageClassification",), _config_from_hf, _config_to_hf, _rules,
+               disk_renames=_DISK)
 FAMILY = Family("vit", ViTConfig, ViTModel, FLAVOURS, vit_spec, HF)
