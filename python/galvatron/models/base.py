@@ -57,7 +57,7 @@ class ModelConfig:
 
     family: ClassVar[str] = ""
     name: str = "custom"
-    attn_backend: AttnBackend = AttnBackend.SDPA
+    attn_backend: AttnBackend = AttnBackend.AUTO
     initializer_range: float = 0.02
     dropout: float = 0.0
 

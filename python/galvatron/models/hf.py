@@ -64,7 +64,8 @@ class HFAdapter:
     ``ignore``: regexes of HF state-dict keys with no counterpart here (buffers HF recomputes,
     tied duplicates); they are neither loaded nor reported as unexpected. ``disk_renames``:
     ``(regex, replacement)`` pairs from the in-memory names of transformers 5 to the names its
-    ``save_pretrained`` writes (and the Hub uses) where the two differ (ViT, Swin).
+    ``save_pretrained`` writes (and the Hub uses) where the two differ (ViT, Swin); they are
+    used wherever a name is not found as is.
     """
 
     architectures: tuple[str, ...]
@@ -140,7 +141,7 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     cfg = fam.hf.config_from_hf(hf_model.config)
     model = fam.model_cls(cfg)
     sd = hf_model.state_dict()
-    rules = fam.hf.rules(cfg)
+    rules = fam.hf.disk_rules(cfg, set(sd))
     _check_keys(fam.hf, rules, sd.keys(), fam.name)
     _load_rules(model, rules, sd.__getitem__)
     return model.train(hf_model.training)
@@ -158,7 +159,7 @@ def to_hf(model: nn.Module) -> nn.Module:
     ours = model.state_dict()
     sd = hf_model.state_dict()
     storage_owner = {}
-    rules = fam.hf.rules(model.config)
+    rules = fam.hf.disk_rules(model.config, set(sd))
     for rule in rules:
         storage_owner[sd[rule.hf].untyped_storage().data_ptr()] = rule.hf
         sd[rule.hf] = rule.to_hf(*(ours[n] for n in rule.ours)).clone()

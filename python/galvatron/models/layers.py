@@ -109,7 +109,7 @@ def attention(
     v: Tensor,
     mask: Tensor | None = None,
     is_causal: bool = False,
-    backend: AttnBackend = AttnBackend.SDPA,
+    backend: AttnBackend = AttnBackend.AUTO,
     scale: float | None = None,
 ) -> Tensor:
     """Scaled dot-product attention in ``[batch, seq, heads, head_dim]`` layout.
@@ -184,7 +184,7 @@ class Attention(nn.Module):
         head_dim: int | None = None,
         bias: bool = True,
         causal: bool = False,
-        backend: AttnBackend = AttnBackend.SDPA,
+        backend: AttnBackend = AttnBackend.AUTO,
         rope_theta: float | None = None,
         sliding_window: int | None = None,
         scale: float | None = None,
