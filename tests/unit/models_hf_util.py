@@ -114,6 +114,8 @@ def tiny_hf_t5(**kw):
     hf = t.T5ForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # HF's N(0, 1) embeddings give unscaled logits ~1e2; keep them O(1)
         hf.shared.weight.mul_(0.05)
+        if hf.lm_head.weight is not hf.shared.weight:  # transformers 4 unties T5 v1.1
+            hf.lm_head.weight.mul_(0.05)
     return hf
 
 

@@ -169,6 +169,11 @@ def to_hf(model: nn.Module) -> nn.Module:
         if key not in covered and owner is not None:
             sd[key] = sd[owner]
     hf_model.load_state_dict(sd, strict=True)
+    after = hf_model.state_dict()
+    lost = sorted(k for k in covered if not torch.equal(after[k], sd[k]))
+    if lost:  # e.g. a tie the installed transformers imposes that our config does not have
+        raise ValueError(f"this transformers version cannot hold these weights: {lost} are tied "
+                         f"to other tensors there (check tie_word_embeddings)")
     return hf_model.train(model.training)
 
 

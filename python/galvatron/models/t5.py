@@ -10,8 +10,9 @@ final RMSNorm) swaps the two streams: afterwards ``hidden`` is the decoder strea
 Relative position bias: one table per stack (encoder: bidirectional buckets, decoder: causal),
 shared by all layers of the stack (``tied_parameters`` lists the aliases) and applied inside
 ``attn.core`` for the heads ``head_start .. head_start + local heads``. No ``1/sqrt(d)``
-scaling (T5). Embeddings are shared by encoder, decoder and the LM head (always tied, as in
-transformers 5); the decoder output is scaled by ``d_model**-0.5`` (``scale_decoder_outputs``).
+scaling (T5). The embedding is shared by encoder and decoder, and by the LM head when
+``tie_word_embeddings`` (transformers 5 always ties; transformers 4 unties T5 v1.1); the
+decoder output is scaled by ``d_model**-0.5`` when ``scale_decoder_outputs``.
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class T5Config(ModelConfig):
     num_buckets: int = 32
     max_distance: int = 128
     layer_norm_eps: float = 1e-6
-    scale_decoder_outputs: bool = True
+    tie_word_embeddings: bool = True  # LM head = the shared embedding
+    scale_decoder_outputs: bool = True  # multiply the decoder output by hidden_size**-0.5
     decoder_start_token_id: int = 0
 
     def validate(self) -> None:
@@ -215,7 +217,8 @@ class T5Model(GalvatronModel):
         dec = [T5DecoderLayer(c, dec_bias) for _ in range(c.num_layers)]
         self.layers = nn.ModuleList(enc + dec)
         self.head = T5Head(c)
-        self.head.lm_head.weight = self.embed.tok.weight
+        if c.tie_word_embeddings:
+            self.head.lm_head.weight = self.embed.tok.weight
 
 
 # ---------------------------------------------------------------------------- spec
@@ -279,7 +282,7 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     head = S.LayerTypeSpec("t5_head", h + v * h, h, matmul_params=v * h, saved=tuple(head_saved))
     n = c.num_layers
     types = ("t5_encoder",) * (n - 1) + ("t5_encoder_last",) + ("t5_decoder",) * n
-    tied = v * h + 2 * (n - 1) * table  # head = embedding; one bias table per stack
+    tied = 2 * (n - 1) * table + (v * h if c.tie_word_embeddings else 0)  # one table per stack
     return S.ModelSpec(c.name, c.family, embed, head,
                        {"t5_encoder": enc, "t5_encoder_last": last, "t5_decoder": dec}, types,
                        c.max_seq_len, tied_param_count=tied)
@@ -302,7 +305,11 @@ def _config_from_hf(hc: Any) -> T5Config:
                     num_buckets=hc.relative_attention_num_buckets,
                     max_distance=hc.relative_attention_max_distance,
                     layer_norm_eps=hc.layer_norm_epsilon, dropout=hc.dropout_rate,
-                    scale_decoder_outputs=getattr(hc, "scale_decoder_outputs", True),
+                    # transformers 5 always ties and keeps the old flag as "scale outputs";
+                    # transformers 4 unties and does not scale when it is False
+                    tie_word_embeddings=hc.tie_word_embeddings,
+                    scale_decoder_outputs=getattr(hc, "scale_decoder_outputs",
+                                                  hc.tie_word_embeddings),
                     decoder_start_token_id=getattr(hc, "decoder_start_token_id", None) or 0)
 
 
@@ -316,7 +323,7 @@ def _config_to_hf(c: T5Config) -> Any:
         relative_attention_num_buckets=c.num_buckets,
         relative_attention_max_distance=c.max_distance, layer_norm_epsilon=c.layer_norm_eps,
         dropout_rate=c.dropout, decoder_start_token_id=c.decoder_start_token_id,
-        tie_word_embeddings=c.scale_decoder_outputs,  # transformers 5: means "scale outputs"
+        tie_word_embeddings=c.scale_decoder_outputs,  # transformers 5: "scale"; 4: both
         architectures=["T5ForConditionalGeneration"],
     )
 
@@ -349,6 +356,8 @@ def _rules(c: T5Config) -> list[Rule]:
           same(f"layers.{n}.attn.rel_bias.weight", f"decoder.{bias}"),
           same(f"layers.{n - 1}.final_norm.weight", "encoder.final_layer_norm.weight"),
           same("head.norm.weight", "decoder.final_layer_norm.weight")]
+    if not c.tie_word_embeddings:
+        r.append(same("head.lm_head.weight", "lm_head.weight"))
     return r
 
 
