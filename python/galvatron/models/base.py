@@ -13,7 +13,6 @@ The model code knows nothing about parallelism.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,25 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galvatron.models.layers import AttnBackend, dropout
+from galvatron.plan import _enum_value, _positive_int
 
 # ---------------------------------------------------------------------------- config
 
 
-def enum_field(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        accepted = ", ".join(repr(m.value) for m in enum_cls)  # type: ignore[attr-defined]
-        raise ValueError(f"{field_name}: {value!r} is not accepted; accepted: {accepted}") from None
-
-
 def check_positive(cfg: Any, *names: str) -> None:
+    """Each named config field must be an integer >= 1 (ValueError naming the field)."""
     for n in names:
-        v = getattr(cfg, n)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{n} must be an integer >= 1, got {v!r}")
+        _positive_int(getattr(cfg, n), n)
 
 
 def check_divides(cfg: Any, divisor: str, dividend: str) -> None:
@@ -63,7 +52,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "attn_backend", enum_field(AttnBackend, self.attn_backend, "attn_backend")
+            self, "attn_backend", _enum_value(AttnBackend, self.attn_backend, "attn_backend")
         )
         self.validate()
 

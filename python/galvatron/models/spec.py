@@ -18,14 +18,19 @@ Sources:
   element-wise ops, norms and softmax are not counted.
 
 What we model (and what differs from Korthikanti): our layers run attention through
-``scaled_dot_product_attention``; on CPU fp32 (and on CUDA with flash/efficient kernels) it
-saves q, k, v, the output and a float32 log-sum-exp per head and token -- no ``s^2`` term. We
-count exactly the tensors our modules save on that path, element by element (the test
-``test_models_spec.py`` measures them with ``saved_tensors_hooks``): e.g. a GPT-2 layer saves 16
-``s*b*h``-sized tensors (no dropout: our flavours train with dropout 0, so Korthikanti's 2 mask
-bytes per element are absent), plus float32 norm statistics and log-sum-exp. ``attn_math=True``
-in :meth:`LayerTypeSpec.act_bytes` models the explicit-softmax path instead (softmax output
-``a*s^2*b`` saved instead of the log-sum-exp, as Korthikanti without dropout).
+``scaled_dot_product_attention``. On CPU (the flash-for-CPU kernel) it saves q, k, v, the
+output and a float32 log-sum-exp per head and token -- no ``s^2`` term; CUDA flash/efficient
+kernels keep the same set plus a few bytes of RNG state (not measured here: no GPU). Where the
+attention bias is trainable (T5, Swin) CPU SDPA falls back to its math path and keeps the
+softmax output (``a*s^2*b``, Swin: per window) instead; a CUDA efficient kernel would keep the
+bias instead -- not modelled. We count exactly the tensors our modules save, element by
+element (``test_models_spec.py`` measures every debug model with ``saved_tensors_hooks``:
+0 bytes error): e.g. a GPT-2 layer saves 16 ``s*b*h``-sized tensors (no dropout: our flavours
+train with dropout 0, so Korthikanti's 2 mask bytes per element are absent; with dropout > 0
+the masks are not modelled), plus float32 norm statistics and log-sum-exp. ``attn_math=True``
+in :meth:`LayerTypeSpec.act_bytes` models the explicit-softmax path (``AttnBackend.MATH``).
+Masks: causal models are modelled without padding unless ``padded=True`` (SDPA then keeps a
+float copy of the ``[b, 1, s, s]`` mask: an ``s^2`` term per layer).
 
 Sharding (``tp`` = Megatron tensor parallel): q/k/v, attention output, MLP hidden tensors and
 the log-sum-exp are split over heads/columns (``Shard.TP``). Norm inputs/outputs are replicated
@@ -176,8 +181,9 @@ class ModelSpec:
 
     ``layer_types[i]`` names the type of layer ``i`` (a key of ``layer_specs``). ``embed`` and
     ``head`` are the input part and the output part; ``head`` includes the loss (the float32
-    log-softmax that cross-entropy saves). ``tied_param_count`` parameters are counted both in
-    ``embed`` and ``head`` (tied embeddings: the last stage holds its own copy).
+    log-softmax that cross-entropy saves). ``tied_param_count`` parameters are counted more than
+    once in the parts (tied embeddings in ``embed`` and ``head``; T5's per-stack relative-bias
+    table in every layer of the stack): a pipeline stage holding a part holds its own copy.
     """
 
     name: str
