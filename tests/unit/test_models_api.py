@@ -85,6 +85,20 @@ def test_init_weights_of_one_layer_matches_full_build(name):
     assert part.layers[0].attn.q_proj.weight.is_meta
 
 
+@pytest.mark.parametrize("name,owner", [("gpt2-debug", "embed.wte.weight"),
+                                        ("t5-debug", "embed.tok.weight")])
+def test_init_weights_of_a_lone_tied_head_uses_the_embedding_values(name, owner):
+    """The last pipeline stage materialises the head without the embedding: the tie is broken
+    by ``to_empty`` but is still reported, and the head gets the embedding's initial values."""
+    full = M.build(name, seed=5)
+    part = M.build(name, device="meta")
+    part.head.to_empty(device="cpu")
+    part.init_weights(5)
+    assert (owner, "head.lm_head.weight") in part.tied_parameters()
+    assert torch.equal(part.head.lm_head.weight, full.get_parameter(owner))
+    assert part.get_parameter(owner).is_meta
+
+
 @pytest.mark.parametrize("name", DEBUG)
 def test_contract_embed_layers_head(name):
     """model(**batch) == head(layers(embed(batch))), carries survive a flat tensor send, layer

@@ -150,11 +150,16 @@ class GalvatronModel(nn.Module):
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
         )
 
+    def record_ties(self) -> None:
+        """Remember which parameters are shared; families call it at the end of ``__init__``,
+        so the ties stay known after ``to_empty`` on a part has broken them."""
+        self._ties = tied_names(self)
+
     def tied_parameters(self) -> list[tuple[str, str]]:
-        """Pairs ``(owner, alias)`` of parameter names that are one tensor. The owner is the
-        name used for initialisation and checkpoints; a runtime that places the two on
-        different ranks must keep them equal (sum their gradients)."""
-        return tied_names(self)
+        """Pairs ``(owner, alias)`` of parameter names that are one tensor in the built model.
+        The owner is the name used for initialisation and checkpoints; a runtime that places
+        the two on different ranks must keep them equal (sum their gradients)."""
+        return list(self._ties)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -168,11 +173,14 @@ class GalvatronModel(nn.Module):
         N(0, initializer_range) -- families may refine via :meth:`_init_param`.
         """
         alias_to_owner = {alias: owner for owner, alias in self.tied_parameters()}
+        done: set[int] = set()
         for name, p in self.named_parameters(remove_duplicate=False):
-            if p.is_meta or name in alias_to_owner:
+            if p.is_meta or id(p) in done:
                 continue
-            gen = torch.Generator().manual_seed(_param_seed(seed, name))
-            value = self._init_param(name, tuple(p.shape), gen)
+            done.add(id(p))
+            key = alias_to_owner.get(name, name)  # a tie broken by to_empty: owner's values
+            gen = torch.Generator().manual_seed(_param_seed(seed, key))
+            value = self._init_param(key, tuple(p.shape), gen)
             p.copy_(value.to(dtype=p.dtype, device=p.device))
 
     def _init_param(self, name: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:

@@ -125,6 +125,7 @@ class BertModel(GalvatronModel):
         self.head = BertMLMHead(config)
         if config.tie_word_embeddings:
             self.head.decoder.weight = self.embed.word.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec

@@ -114,6 +114,7 @@ class GPT2Model(GalvatronModel):
                            c.vocab_size)
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.wte.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec

@@ -120,6 +120,7 @@ class LlamaModel(GalvatronModel):
                            c.vocab_size)
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.tok.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec

@@ -233,6 +233,7 @@ class SwinModel(GalvatronModel):
             layers += [SwinBlock(config, stage, j) for j in range(depth)]
         self.layers = nn.ModuleList(layers)
         self.head = PoolHead(config)
+        self.record_ties()
 
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return F.cross_entropy(logits.float(), batch["labels"])

@@ -219,6 +219,7 @@ class T5Model(GalvatronModel):
         self.head = T5Head(c)
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.tok.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec

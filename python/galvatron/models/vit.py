@@ -122,6 +122,7 @@ class ViTModel(GalvatronModel):
             for _ in range(c.num_layers)
         )
         self.head = ClsHead(c)
+        self.record_ties()
 
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Cross-entropy of the class logits ``[b, num_labels]`` against ``labels`` ``[b]``."""
