@@ -110,8 +110,9 @@ def test_spec_gpt_layer_matches_korthikanti_without_dropout():
     # Megatron-SP divides all but the gathered inputs of the column-parallel linears
     msp = layer.act_bytes(b, s, 2, tp=t, sp_kind="megatron")
     assert msp == s * b * h * (4 // 1 + (4 + 24) // t) + (2 * 2 * 4 * b * s + 4 * a * b * s) // t
-    # Ulysses divides everything
-    assert layer.act_bytes(b, s, 2, sp=t, sp_kind="ulysses") == layer.act_bytes(b, s, 2) // t
+    # Ulysses divides everything, and o_proj keeps the all-to-all output (one more s*b*h/t)
+    ulysses = layer.act_bytes(b, s, 2, sp=t, sp_kind="ulysses")
+    assert ulysses == (layer.act_bytes(b, s, 2) + 2 * s * b * h) // t
 
 
 def test_spec_flops_follow_narayanan():
@@ -128,3 +129,62 @@ def test_spec_of_70b_needs_no_allocation_and_scales_with_tp():
     full = layer.act_bytes(1, 4096, 2)
     assert layer.act_bytes(1, 4096, 2, tp=8) < full / 2
     assert layer.act_bytes(1, 4096, 2, checkpoint=True) == 2 * 4096 * 8192
+
+
+def _shard_block(layer, tp: int):
+    """Rank 0's Megatron shard of a pre-norm block: q/k/v and fc_in/gate/up column-split,
+    o_proj and fc_out/down row-split."""
+    for n in ("q_proj", "k_proj", "v_proj"):
+        setattr(layer.attn, n, _shard_linear(getattr(layer.attn, n), tp, 0))
+    layer.attn.o_proj = _shard_linear(layer.attn.o_proj, tp, 1)
+    cols = ("fc_in",) if hasattr(layer.mlp, "fc_in") else ("gate_proj", "up_proj")
+    for n in cols:
+        setattr(layer.mlp, n, _shard_linear(getattr(layer.mlp, n), tp, 0))
+    row = "fc_out" if hasattr(layer.mlp, "fc_out") else "down_proj"
+    setattr(layer.mlp, row, _shard_linear(getattr(layer.mlp, row), tp, 1))
+
+
+def _gather_seq(t):  # all-gather along the sequence (rank 0's part first); saves nothing
+    return torch.cat([t, torch.randn(t.shape).to(t.dtype)], dim=1)
+
+
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+def test_spec_megatron_sp_activation_bytes_equal_a_simulated_rank(name):
+    """Rank 0 of tp=2 with Megatron-SP, collectives replaced by shape-equivalent local ops
+    (all-gather = concat with other ranks' data, reduce-scatter = slice), as DTensor's
+    SequenceParallel + Colwise/Rowwise run it: norms on s/2 tokens, the gathered full-sequence
+    input kept by the column-parallel linears."""
+    tp, b, s = 2, 2, 16
+    layer = M.build(name, seed=0).train().layers[0]
+    _shard_block(layer, tp)
+
+    def forward(x):
+        a = layer.attn(_gather_seq(layer.norm1(x)))[:, : s // tp]  # reduce-scatter
+        x = x + a
+        return x + layer.mlp(_gather_seq(layer.norm2(x)))[:, : s // tp]
+
+    x = torch.randn(b, s // tp, 64, requires_grad=True)
+    _, got = measure_saved_bytes(forward, x, exclude=list(layer.parameters()))
+    assert got == M.spec(name).layer(0).act_bytes(b, s, 4, tp=tp, sp_kind="megatron")
+
+
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+def test_spec_ulysses_activation_bytes_equal_a_simulated_rank(name):
+    """Rank 0 of Ulysses sp=2: the layer runs on s/2 tokens and ``attn.core`` is wrapped with
+    (simulated) all-to-alls: full sequence and half the heads inside core."""
+    sp, b, s = 2, 2, 16
+    layer = M.build(name, seed=0).train().layers[0]
+    core = layer.attn.core
+
+    def ulysses_core(q, k, v, mask):
+        def seq_to_heads(t):  # [b, s/sp, h, d] -> [b, s, h/sp, d]
+            mine = t[:, :, : t.shape[2] // sp]
+            return torch.cat([mine, torch.randn(mine.shape)], dim=1)
+        out = core(seq_to_heads(q), seq_to_heads(k), seq_to_heads(v), mask)
+        mine = out[:, : s // sp]  # heads -> sequence
+        return torch.cat([mine, torch.randn(mine.shape)], dim=2)
+
+    layer.attn.core = ulysses_core
+    x = torch.randn(b, s // sp, 64, requires_grad=True)
+    _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
+    assert got == M.spec(name).layer(0).act_bytes(b, s, 4, sp=sp, sp_kind="ulysses")

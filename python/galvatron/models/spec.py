@@ -38,7 +38,10 @@ under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``)
 of a column-parallel linear is the all-gathered full sequence, which torch DTensor's
 ``SequenceParallel`` keeps for backward (``Shard.GATHERED``, not divided) -- Megatron-LM instead
 re-gathers it in backward, which is Korthikanti's ``34/t``. Ulysses (``sp``): every tensor is
-split by ``sp`` (sequence outside attention, heads inside). Checkpointing keeps only the layer
+split by ``sp`` (sequence outside attention, heads inside), and with flash-style attention
+o_proj keeps the all-to-all output besides SDPA's own output (one more ``b*s*a*d/sp``).
+Megatron-SP and Ulysses are checked against simulated ranks in ``test_models_spec.py``
+(collectives replaced by shape-equivalent local ops). Checkpointing keeps only the layer
 input (``input_per_token`` elements per token, split like ``Shard.SEQ``); the recomputation
 peak of one layer is the cost model's business.
 
@@ -94,6 +97,7 @@ class SavedTensor:
     padded_only: bool = False  # only present when a padding mask is given
     unpadded_only: bool = False  # only present without a padding mask
     shared: bool = False  # one storage for every layer of this type on a stage (T5 memory)
+    ulysses_only: bool = False  # only present under Ulysses (the all-to-all output copy)
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
@@ -166,7 +170,7 @@ class LayerTypeSpec:
         for t in tensors:
             if (t.padded_only and not padded) or (t.unpadded_only and padded):
                 continue
-            if t.shared and not include_shared:
+            if (t.shared and not include_shared) or (t.ulysses_only and usp == 1):
                 continue
             div = usp if t.sp_split else 1
             if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
@@ -258,7 +262,11 @@ def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool
     if rope:
         common.append(SavedTensor(f"{prefix}.rope_cos_sin", per_seq=2 * head_dim,
                                   shard=Shard.NONE, sp_split=False))
-    sdpa = common + [SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32)]
+    sdpa = common + [
+        SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32),
+        # under Ulysses o_proj keeps the all-to-all output, a second copy of the output
+        SavedTensor(f"{prefix}.out_a2a", per_token=heads * head_dim, ulysses_only=True),
+    ]
     probs = (SavedTensor(f"{prefix}.probs", per_token_seq=heads) if span is None
              else SavedTensor(f"{prefix}.probs", per_token=heads * span))
     math = common + [probs]
