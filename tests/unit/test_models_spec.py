@@ -21,8 +21,10 @@ def _leaf(carry: M.Carry) -> M.Carry:
 
 
 def measured_parts(model, inputs, labels):
-    """Measured saved bytes of embed, each layer, and head+loss (fp32, train mode)."""
+    """Measured saved bytes of embed, each layer, and head+loss (train mode)."""
     params = [*model.parameters(), *model.buffers()]
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     carry, embed = measure_saved_bytes(model.embed, inputs, exclude=params)
     layers = []
     for layer in model.layers:
@@ -60,6 +62,23 @@ def test_spec_activation_bytes_equal_measured_saved_tensors(name, backend):
         assert embed == spec.embed.act_bytes(b, seq, **kw)
         assert layers == [spec.layer(i).act_bytes(b, seq, **kw) for i in range(len(layers))]
         assert head == spec.head.act_bytes(b, seq, **kw)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("name", DEBUG)
+def test_spec_activation_bytes_in_bf16_equal_measured(name, backend):
+    """bf16 on CPU, exact: float32 RMSNorm internals and SDPA's float32 fallback for trainable
+    biases included; LayerNorm's mean/rstd are bf16 on CPU (``ln_stats_bytes=2``)."""
+    model = M.build(name, seed=0, attn_backend=backend).to(torch.bfloat16).train()
+    spec = M.spec(model.config)
+    b, s = 2, 16
+    inputs = debug_batch(name, b, s)
+    embed, layers, head = measured_parts(model, inputs, debug_labels(name, inputs))
+    seq = spec.seq_len if spec.family in ("vit", "swin") else s
+    kw = dict(dtype_bytes=2, attn_math=backend == "math", ln_stats_bytes=2)
+    predicted = [spec.embed.act_bytes(b, seq, **kw), head := spec.head.act_bytes(b, seq, **kw)]
+    predicted += [spec.layer(i).act_bytes(b, seq, **kw) for i in range(len(layers))]
+    assert [embed, head, *layers] == predicted
 
 
 def _shard_linear(lin: torch.nn.Linear, tp: int, dim: int) -> torch.nn.Linear:

@@ -64,6 +64,7 @@ class Elem(str, enum.Enum):
     ACT = "act"  # the activation dtype: dtype_bytes
     FP32 = "fp32"  # statistics kept in float32 (norm mean/rstd, log-sum-exp)
     INT64 = "int64"  # indices (embedding lookups, labels, T5 position buckets)
+    LN_STATS = "ln_stats"  # LayerNorm mean/rstd: float32 on CUDA, the input dtype on CPU
 
 
 class Shard(str, enum.Enum):
@@ -75,8 +76,8 @@ class Shard(str, enum.Enum):
     NONE = "none"
 
 
-def _elem_bytes(elem: Elem, dtype_bytes: int) -> int:
-    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8}[elem]
+def _elem_bytes(elem: Elem, dtype_bytes: int, ln_stats_bytes: int) -> int:
+    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8, Elem.LN_STATS: ln_stats_bytes}[elem]
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,15 @@ class LayerTypeSpec:
         padded: bool = False,
         attn_math: bool = False,
         include_shared: bool = True,
+        ln_stats_bytes: int = 4,
     ) -> int:
         """Bytes saved for backward by one layer on one device, for a micro-batch of
         ``batch`` sequences of ``seq`` tokens. ``padded``: a padding mask is given.
         ``attn_math``: the explicit-softmax attention path (``saved_math``, when the layer has
         attention; see module docstring). ``include_shared=False`` leaves out tensors that
         are one storage for all layers of the type on a stage (``SavedTensor.shared``; count
-        them once per stage); they are kept under checkpointing too."""
+        them once per stage); they are kept under checkpointing too. ``ln_stats_bytes``: bytes
+        of a LayerNorm mean/rstd element (4 on CUDA; on CPU the activation dtype's)."""
         sp_kind = SpKind(sp_kind)
         msp = sp_kind is SpKind.MEGATRON
         usp = sp if sp_kind is SpKind.ULYSSES else 1
@@ -175,7 +178,7 @@ class LayerTypeSpec:
             div = usp if t.sp_split else 1
             if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
                 div *= tp
-            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes) / div
+            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes, ln_stats_bytes) / div
         return int(-(-total // 1))
 
 
@@ -222,15 +225,16 @@ class ModelSpec:
 
 
 def norm_saved(prefix: str, hidden: int, rms: bool) -> list[SavedTensor]:
-    """A norm saves its input and float32 statistics (LayerNorm: mean and rstd). Our RMSNorm
-    (``torch.nn.RMSNorm``, composite on CPU) also saves the normalised tensor before the
-    weight multiply."""
-    out = [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
-           SavedTensor(f"{prefix}.stats", per_token=1 if rms else 2, elem=Elem.FP32,
-                       shard=Shard.SEQ)]
+    """LayerNorm saves its input and its mean and rstd (``Elem.LN_STATS``: float32 on CUDA, the
+    input dtype on CPU). Our RMSNorm (``layers.RMSNorm``) saves its input cast to float32, the
+    float32 rstd and the normalised tensor."""
     if rms:
-        out.append(SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ))
-    return out
+        return [SavedTensor(f"{prefix}.input_fp32", per_token=hidden, elem=Elem.FP32,
+                            shard=Shard.SEQ),
+                SavedTensor(f"{prefix}.rstd", per_token=1, elem=Elem.FP32, shard=Shard.SEQ),
+                SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ)]
+    return [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
+            SavedTensor(f"{prefix}.stats", per_token=2, elem=Elem.LN_STATS, shard=Shard.SEQ)]
 
 
 def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
@@ -240,7 +244,8 @@ def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> S
 
 
 def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,
-               span: int | None = None) -> tuple[list[SavedTensor], list[SavedTensor]]:
+               span: int | None = None, fp32: bool = False,
+               ) -> tuple[list[SavedTensor], list[SavedTensor]]:
     """What attention saves. Returns (flash-style list, math list).
 
     Flash-style SDPA kernels (the CPU default without a trainable bias): q, k, v, the output
@@ -251,12 +256,14 @@ def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool
     attention bias requires grad -- T5, Swin): q, k, v, the softmax output ``heads*s*s*b``
     (``heads*span`` per token with windows of ``span`` keys), and a copy of the output for
     o_proj; GQA k/v are repeated there (counted as ``kv_repeat``). No log-sum-exp, and the
-    additive mask/bias is not kept.
+    additive mask/bias is not kept. ``fp32``: SDPA's own CPU fallback, which computes (and
+    keeps) q, k, v and the softmax output in float32 for bf16/fp16 inputs.
     """
+    qkv = Elem.FP32 if fp32 else Elem.ACT
     common = [
-        SavedTensor(f"{prefix}.q", per_token=heads * head_dim),
-        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim),
-        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim),
+        SavedTensor(f"{prefix}.q", per_token=heads * head_dim, elem=qkv),
+        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim, elem=qkv),
+        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim, elem=qkv),
         SavedTensor(f"{prefix}.out", per_token=heads * head_dim),
     ]
     if rope:
@@ -267,8 +274,8 @@ def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool
         # under Ulysses o_proj keeps the all-to-all output, a second copy of the output
         SavedTensor(f"{prefix}.out_a2a", per_token=heads * head_dim, ulysses_only=True),
     ]
-    probs = (SavedTensor(f"{prefix}.probs", per_token_seq=heads) if span is None
-             else SavedTensor(f"{prefix}.probs", per_token=heads * span))
+    probs = (SavedTensor(f"{prefix}.probs", per_token_seq=heads, elem=qkv) if span is None
+             else SavedTensor(f"{prefix}.probs", per_token=heads * span, elem=qkv))
     math = common + [probs]
     if kv_heads != heads:
         math.append(SavedTensor(f"{prefix}.kv_repeat", per_token=2 * (heads - kv_heads) * head_dim))

@@ -243,21 +243,22 @@ class SwinModel(GalvatronModel):
 
 
 def _block_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
-    """A Swin block. The relative bias is trainable, so on CPU SDPA takes its math path (the
-    softmax output, ``heads * N`` per token with ``N = window**2``, is kept; the bias and the
-    shift mask are not). Shifted and plain blocks save the same."""
+    """A Swin block. The relative bias is trainable, so on CPU SDPA takes its (float32) math
+    fallback (the softmax output, ``heads * N`` per token with ``N = window**2``, is kept; the
+    bias and the shift mask are not). Shifted and plain blocks save the same."""
     dim, heads, ws = c.dim(stage), c.num_heads[stage], c.window_size
     f, n, d = int(c.mlp_ratio * dim), ws * ws, dim // heads
+    pre = S.norm_saved("norm1", dim, False) + [S.linear_input_saved("attn.windows", dim)]
+    post = [S.SavedTensor("attn.rel_index", fixed=n * n, elem=S.Elem.INT64, shard=S.Shard.NONE,
+                          sp_split=False)] + S.norm_saved("norm2", dim, False) + gelu_mlp_saved(dim, f)
+    _, fallback = S.sdpa_saved("attn", heads, heads, d, span=n, fp32=True)
     _, math = S.sdpa_saved("attn", heads, heads, d, span=n)
-    saved = (S.norm_saved("norm1", dim, False) + [S.linear_input_saved("attn.windows", dim)]
-             + math + [S.SavedTensor("attn.rel_index", fixed=n * n, elem=S.Elem.INT64,
-                                     shard=S.Shard.NONE, sp_split=False)]
-             + S.norm_saved("norm2", dim, False) + gelu_mlp_saved(dim, f))
     matmul = 4 * dim * dim + 2 * dim * f
     params = 4 * dim + matmul + 4 * dim + f + dim + (2 * ws - 1) ** 2 * heads
     return S.LayerTypeSpec(f"swin_stage{stage}", params, dim, heads, heads, d, f,
                            matmul_params=matmul, attn_ops=1, attn_span=n, token_div=4 ** stage,
-                           input_per_token=dim, saved=tuple(saved), saved_math=tuple(saved))
+                           input_per_token=dim, saved=tuple(pre + fallback + post),
+                           saved_math=tuple(pre + math + post))
 
 
 def _merge_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
@@ -285,7 +286,7 @@ def swin_spec(c: SwinConfig) -> S.ModelSpec:
                              shard=S.Shard.NONE), *S.norm_saved("norm", e, False)))
     last = len(c.depths) - 1
     head_saved = cls_head_saved(h, c.num_labels)
-    head_saved = (*head_saved[:1], S.SavedTensor("norm.stats", per_token=2, elem=S.Elem.FP32,
+    head_saved = (*head_saved[:1], S.SavedTensor("norm.stats", per_token=2, elem=S.Elem.LN_STATS,
                                                  shard=S.Shard.SEQ), *head_saved[2:])
     head = S.LayerTypeSpec("swin_head", 2 * h + h * c.num_labels + c.num_labels, h,
                            token_div=4 ** last, saved=head_saved)

@@ -33,6 +33,7 @@ from galvatron.models.layers import (
     Activation,
     Attention,
     GatedMLP,
+    RMSNorm,
     additive_mask,
     attention,
     build_attn_mask,
@@ -135,11 +136,11 @@ class T5EncoderLayer(nn.Module):
     def __init__(self, c: T5Config, rel_bias: nn.Embedding, last: bool) -> None:
         super().__init__()
         self.layer_type = "t5_encoder_last" if last else "t5_encoder"
-        self.norm1 = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm1 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.attn = T5Attention(c, causal=False, rel_bias=rel_bias)
-        self.norm2 = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm2 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.mlp = _mlp(c)
-        self.final_norm = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps) if last else None
+        self.final_norm = RMSNorm(c.hidden_size, eps=c.layer_norm_eps) if last else None
         self.dropout = c.dropout
 
     def forward(self, carry: Carry) -> Carry:
@@ -157,11 +158,11 @@ class T5DecoderLayer(nn.Module):
 
     def __init__(self, c: T5Config, rel_bias: nn.Embedding) -> None:
         super().__init__()
-        self.norm1 = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm1 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.attn = T5Attention(c, causal=True, rel_bias=rel_bias)
-        self.norm_cross = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm_cross = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.cross_attn = T5Attention(c, causal=False, rel_bias=None)
-        self.norm2 = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm2 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.mlp = _mlp(c)
         self.dropout = c.dropout
 
@@ -195,7 +196,7 @@ class T5Embed(nn.Module):
 class T5Head(nn.Module):
     def __init__(self, c: T5Config) -> None:
         super().__init__()
-        self.norm = nn.RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.norm = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.lm_head = nn.Linear(c.hidden_size, c.vocab_size, bias=False)
         self.scale = c.hidden_size ** -0.5 if c.scale_decoder_outputs else None
 
@@ -236,10 +237,10 @@ def _mlp_saved(c: T5Config) -> list[S.SavedTensor]:
             S.linear_input_saved("mlp.relu_out", f, column_parallel=False)]
 
 
-def _self_attn_saved(c: T5Config, prefix: str) -> list[S.SavedTensor]:
-    """Self-attention with the trainable relative bias: SDPA's math path on CPU (see spec.py),
-    plus the int64 bucket indices the bias lookup keeps."""
-    _, math = S.sdpa_saved(prefix, c.num_heads, c.num_heads, c.head_dim)
+def _self_attn_saved(c: T5Config, prefix: str, sdpa: bool) -> list[S.SavedTensor]:
+    """Self-attention with the trainable relative bias: SDPA's float32 math fallback on CPU
+    (``sdpa``) or our math path, plus the int64 bucket indices the bias lookup keeps."""
+    _, math = S.sdpa_saved(prefix, c.num_heads, c.num_heads, c.head_dim, fp32=sdpa)
     return ([S.linear_input_saved(f"{prefix}.input", c.hidden_size)] + math
             + [S.SavedTensor(f"{prefix}.buckets", per_seq_seq=1, elem=S.Elem.INT64,
                              shard=S.Shard.NONE, sp_split=False)])
@@ -250,14 +251,17 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     inner, table = a * d, c.num_buckets * a
     mlp_params = (3 if c.gated_gelu else 2) * h * f
     attn_params = 4 * h * inner
-    base = S.norm_saved("norm1", h, True) + _self_attn_saved(c, "attn")
+    base = S.norm_saved("norm1", h, True) + _self_attn_saved(c, "attn", sdpa=True)
+    base_math = S.norm_saved("norm1", h, True) + _self_attn_saved(c, "attn", sdpa=False)
     post = S.norm_saved("norm2", h, True) + _mlp_saved(c)
     enc_kw = dict(hidden_size=h, num_heads=a, num_kv_heads=a, head_dim=d, ffn_hidden=f,
                   matmul_params=attn_params + mlp_params, attn_ops=1, input_per_token=h)
+    final = S.norm_saved("final_norm", h, True)
     enc = S.LayerTypeSpec("t5_encoder", 2 * h + attn_params + mlp_params + table,
-                          saved=tuple(base + post), **enc_kw)
+                          saved=tuple(base + post), saved_math=tuple(base_math + post), **enc_kw)
     last = S.LayerTypeSpec("t5_encoder_last", 3 * h + attn_params + mlp_params + table,
-                           saved=tuple(base + post + S.norm_saved("final_norm", h, True)), **enc_kw)
+                           saved=tuple(base + post + final),
+                           saved_math=tuple(base_math + post + final), **enc_kw)
     cross_sdpa, cross_math = S.sdpa_saved("cross_attn", a, a, d)
     cross = S.norm_saved("norm_cross", h, True) + [
         S.linear_input_saved("cross_attn.input", h),
@@ -268,7 +272,7 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     dec = S.LayerTypeSpec("t5_decoder", 3 * h + 2 * attn_params + mlp_params + table, h, a, a, d,
                           f, matmul_params=2 * attn_params + mlp_params, attn_ops=2,
                           input_per_token=h, saved=tuple(base + cross + cross_sdpa + mask + post),
-                          saved_math=tuple(base + cross + cross_math + post))
+                          saved_math=tuple(base_math + cross + cross_math + post))
     ids = dict(elem=S.Elem.INT64, shard=S.Shard.NONE)
     embed = S.LayerTypeSpec("t5_embed", v * h, h, saved=(
         S.SavedTensor("input_ids", per_token=1, **ids),

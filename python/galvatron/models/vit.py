@@ -136,7 +136,7 @@ def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
     """Classification head + loss: per-sample tensors (independent of the sequence). The
     norm keeps a view of the last hidden states, i.e. their whole storage (per token)."""
     return (S.SavedTensor("norm.input_storage", per_token=h, shard=S.Shard.SEQ),
-            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.FP32, shard=S.Shard.NONE),
+            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.LN_STATS, shard=S.Shard.NONE),
             S.SavedTensor("classifier.input", per_sample=h, shard=S.Shard.NONE),
             S.SavedTensor("loss.log_softmax", per_sample=labels, elem=S.Elem.FP32,
                           shard=S.Shard.NONE),
