@@ -124,9 +124,7 @@ def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.Lay
     """Final norm + LM head + the loss (float32 log-softmax of the logits, int64 labels)."""
     saved = S.norm_saved("norm", h, rms) + [
         S.linear_input_saved("lm_head.input", h),
-        S.SavedTensor("loss.log_softmax", per_token=vocab, elem=S.Elem.FP32),
-        S.SavedTensor("loss.labels", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
-        S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE),
+        *S.loss_saved(vocab),
     ]
     return S.LayerTypeSpec(name, params, h, matmul_params=vocab * h, saved=tuple(saved))
 

@@ -237,6 +237,20 @@ def norm_saved(prefix: str, hidden: int, rms: bool) -> list[SavedTensor]:
             SavedTensor(f"{prefix}.stats", per_token=2, elem=Elem.LN_STATS, shard=Shard.SEQ)]
 
 
+def loss_saved(classes: int, per_sample: bool = False) -> list[SavedTensor]:
+    """Cross-entropy over ``classes`` logits: the float32 log-softmax (split over tp: vocab
+    parallel), the int64 labels and a float32 scalar. Per token (LMs) or per sample
+    (classifiers, ``per_sample``; not split)."""
+    if per_sample:
+        return [SavedTensor("loss.log_softmax", per_sample=classes, elem=Elem.FP32,
+                            shard=Shard.NONE),
+                SavedTensor("loss.labels", per_sample=1, elem=Elem.INT64, shard=Shard.NONE),
+                SavedTensor("loss.total_weight", fixed=1, elem=Elem.FP32, shard=Shard.NONE)]
+    return [SavedTensor("loss.log_softmax", per_token=classes, elem=Elem.FP32),
+            SavedTensor("loss.labels", per_token=1, elem=Elem.INT64, shard=Shard.NONE),
+            SavedTensor("loss.total_weight", fixed=1, elem=Elem.FP32, shard=Shard.NONE)]
+
+
 def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
     """The input a linear keeps for its weight gradient. Input of a column-parallel linear
     (q/k/v, fc_in): replicated (``Shard.GATHERED``); of a row-parallel one: ``Shard.TP``."""

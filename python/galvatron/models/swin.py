@@ -25,7 +25,7 @@ from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig, ch
 from galvatron.models.gpt2 import gelu_mlp_saved
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
 from galvatron.models.layers import MLP, Activation, Attention, attention, dropout
-from galvatron.models.vit import cls_head_saved
+from galvatron.models.vit import cls_head_saved, patchify
 
 
 @dataclass(frozen=True)
@@ -202,11 +202,7 @@ class SwinEmbed(nn.Module):
         self.image_size, self.dropout = c.image_size, c.dropout
 
     def forward(self, batch: dict[str, Tensor]) -> Carry:
-        pixels = batch["pixel_values"]
-        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"pixel_values: images must be {self.image_size}x{self.image_size}, "
-                             f"got {tuple(pixels.shape[-2:])}")
-        x = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)
+        x = patchify(self.patch, batch["pixel_values"], self.image_size)
         return Carry(dropout(self.norm(x), self.dropout, self.training))
 
 

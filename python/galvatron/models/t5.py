@@ -279,9 +279,7 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
         S.SavedTensor("decoder_input_ids", per_token=1, **ids)))
     head_saved = S.norm_saved("norm", h, True) + [
         S.linear_input_saved("lm_head.input", h),
-        S.SavedTensor("loss.log_softmax", per_token=v, elem=S.Elem.FP32),
-        S.SavedTensor("loss.labels", per_token=1, **ids),
-        S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE)]
+        *S.loss_saved(v)]
     if not c.scale_decoder_outputs:  # the norm output itself feeds lm_head
         head_saved = [t for t in head_saved if t.name != "lm_head.input"]
     head = S.LayerTypeSpec("t5_head", h + v * h, h, matmul_params=v * h, saved=tuple(head_saved))

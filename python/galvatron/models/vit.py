@@ -74,6 +74,14 @@ FLAVOURS = {
 }
 
 
+def patchify(conv: nn.Conv2d, pixels: Tensor, image_size: int) -> Tensor:
+    """``[b, c, H, W]`` images (the configured size only) -> ``[b, patches, hidden]``."""
+    if tuple(pixels.shape[-2:]) != (image_size, image_size):
+        raise ValueError(f"pixel_values: images must be {image_size}x{image_size}, "
+                         f"got {tuple(pixels.shape[-2:])}")
+    return conv(pixels.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
+
+
 class ViTEmbed(nn.Module):
     def __init__(self, c: ViTConfig) -> None:
         super().__init__()
@@ -84,11 +92,7 @@ class ViTEmbed(nn.Module):
         self.dropout = c.dropout
 
     def forward(self, batch: dict[str, Tensor]) -> Carry:
-        pixels = batch["pixel_values"]
-        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"pixel_values: images must be {self.image_size}x{self.image_size}, "
-                             f"got {tuple(pixels.shape[-2:])}")
-        x = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)
+        x = patchify(self.patch, batch["pixel_values"], self.image_size)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
         return Carry(dropout(x, self.dropout, self.training))
 
@@ -138,10 +142,7 @@ def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
     return (S.SavedTensor("norm.input_storage", per_token=h, shard=S.Shard.SEQ),
             S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.LN_STATS, shard=S.Shard.NONE),
             S.SavedTensor("classifier.input", per_sample=h, shard=S.Shard.NONE),
-            S.SavedTensor("loss.log_softmax", per_sample=labels, elem=S.Elem.FP32,
-                          shard=S.Shard.NONE),
-            S.SavedTensor("loss.labels", per_sample=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
-            S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE))
+            *S.loss_saved(labels, per_sample=True))
 
 
 def vit_spec(c: ViTConfig) -> S.ModelSpec:
