@@ -81,6 +81,15 @@ def test_spec_activation_bytes_in_bf16_equal_measured(name, backend):
     assert [embed, head, *layers] == predicted
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_spec_sliding_window_mask_bytes_equal_measured(padded):
+    model = M.build("llama-debug", seed=0, sliding_window=4).train()
+    spec = M.spec(model.config)
+    inputs = debug_batch("llama-debug", 2, 16, padded)
+    _, layers, _ = measured_parts(model, inputs, debug_labels("llama-debug", inputs))
+    assert layers == [spec.layer(i).act_bytes(2, 16, 4, padded=padded) for i in range(2)]
+
+
 def _shard_linear(lin: torch.nn.Linear, tp: int, dim: int) -> torch.nn.Linear:
     n_out, n_in = lin.weight.shape
     shape = (n_out // tp, n_in) if dim == 0 else (n_out, n_in // tp)

@@ -131,15 +131,16 @@ def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.Lay
 
 def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params: int,
                        matmul: int, rms: bool, rope: bool, kv_heads: int, head_dim: int,
-                       mask_always: bool = False) -> S.LayerTypeSpec:
-    """A pre-norm block (GPT-2, LLaMA): norm1, causal attention, norm2, MLP."""
+                       mask_always: bool = False, padding: bool = True) -> S.LayerTypeSpec:
+    """A pre-norm block (GPT-2, LLaMA, ViT): norm1, attention, norm2, MLP."""
     h, a, d = c.hidden_size, c.num_heads, head_dim
     sdpa, math = S.sdpa_saved("attn", a, kv_heads, d, rope=rope)
     # causal + padding builds a [b, 1, s, s] mask (a sliding window a [1, 1, s, s] one, or
     # [b, 1, s, s] with padding); SDPA keeps a float copy of it. Not split by Ulysses: the
-    # all-to-all happens before core, which sees the full sequence.
+    # all-to-all happens before core, which sees the full sequence. ``padding``: the model
+    # takes a padding mask at all (ViT does not).
     mask = [S.SavedTensor("attn.mask", per_token_seq=1, shard=S.Shard.NONE, sp_split=False,
-                          padded_only=True)]
+                          padded_only=True)] if padding else []
     if mask_always:
         mask.append(S.SavedTensor("attn.window_mask", per_seq_seq=1, shard=S.Shard.NONE,
                                   sp_split=False, unpadded_only=True))

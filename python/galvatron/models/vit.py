@@ -26,7 +26,7 @@ from galvatron.models.base import (
     check_divides,
     check_positive,
 )
-from galvatron.models.gpt2 import gelu_mlp_saved
+from galvatron.models.gpt2 import gelu_mlp_saved, prenorm_layer_spec
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
 from galvatron.models.layers import MLP, Activation, Attention, dropout
 
@@ -147,14 +147,10 @@ def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
 
 def vit_spec(c: ViTConfig) -> S.ModelSpec:
     h, f, a, p = c.hidden_size, c.ffn_hidden, c.num_heads, c.patch_size
-    saved_pre = S.norm_saved("norm1", h, False) + [S.linear_input_saved("attn.input", h)]
-    sdpa, math = S.sdpa_saved("attn", a, a, c.head_dim)
-    post = S.norm_saved("norm2", h, False) + gelu_mlp_saved(h, f)
     matmul = 4 * h * h + 2 * h * f
-    layer = S.LayerTypeSpec("vit", 4 * h + matmul + 4 * h + f + h, h, a, a, c.head_dim, f,
-                            matmul_params=matmul, attn_ops=1, input_per_token=h,
-                            saved=tuple(saved_pre + sdpa + post),
-                            saved_math=tuple(saved_pre + math + post))
+    layer = prenorm_layer_spec("vit", c, gelu_mlp_saved(h, f), 4 * h + matmul + 4 * h + f + h,
+                               matmul, rms=False, rope=False, kv_heads=a, head_dim=c.head_dim,
+                               padding=False)
     patch_params = c.num_channels * p * p * h
     embed = S.LayerTypeSpec(
         "vit_embed", patch_params + 2 * h + (c.num_patches + 1) * h, h,
