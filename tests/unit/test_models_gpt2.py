@@ -60,6 +60,11 @@ def test_gpt2_perturbed_weight_breaks_the_comparison():
 def test_gpt2_head_is_tied_to_the_embedding():
     model = M.build("gpt2-debug", seed=0)
     assert model.head.lm_head.weight is model.embed.wte.weight
+    imported = M.from_hf(tiny_hf_gpt2())
+    assert imported.head.lm_head.weight is imported.embed.wte.weight
+    empty = M.build("gpt2-debug", device="meta").to_empty(device="cpu")
+    empty.retie()  # to_empty gives each module its own tensor
+    assert empty.head.lm_head.weight is empty.embed.wte.weight
     assert model.tied_parameters() == [("embed.wte.weight", "head.lm_head.weight")]
     untied = M.build("gpt2-debug", seed=0, tie_word_embeddings=False)
     assert untied.tied_parameters() == []

@@ -155,6 +155,16 @@ class GalvatronModel(nn.Module):
         so the ties stay known after ``to_empty`` on a part has broken them."""
         self._ties = tied_names(self)
 
+    def retie(self) -> None:
+        """Share tied parameters again after ``to_empty`` (which gives every module its own
+        tensor). Where only one side was materialised, that side is shared."""
+        for owner, alias in self._ties:
+            a, b = self.get_parameter(owner), self.get_parameter(alias)
+            keep = b if a.is_meta else a
+            for name in (owner, alias):
+                mod_name, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(mod_name), leaf, keep)
+
     def tied_parameters(self) -> list[tuple[str, str]]:
         """Pairs ``(owner, alias)`` of parameter names that are one tensor in the built model.
         The owner is the name used for initialisation and checkpoints; a runtime that places

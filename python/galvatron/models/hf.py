@@ -109,7 +109,10 @@ def _family_of_hf(archs: list[str]) -> Any:
 
 
 def _load_rules(model: nn.Module, rules: Iterable[Rule], get: Callable[[str], Tensor]) -> None:
+    """Copy the tensors of ``rules`` into ``model``; every materialised parameter must get one
+    (the model may have been built with uninitialised memory)."""
     params = dict(model.named_parameters(remove_duplicate=False))
+    loaded: set[int] = set()
     with torch.no_grad():
         for rule in rules:
             values = rule.to_ours(get(rule.hf))
@@ -121,6 +124,9 @@ def _load_rules(model: nn.Module, rules: Iterable[Rule], get: Callable[[str], Te
                         f"{tuple(p.shape)}"
                     )
                 p.copy_(value.to(p.dtype))
+                loaded.add(id(p))
+    left = [n for n, p in model.named_parameters() if not p.is_meta and id(p) not in loaded]
+    assert not left, f"no Hugging Face tensor maps to {left}"  # a gap in a family's rules
 
 
 def _check_keys(adapter: HFAdapter, rules: list[Rule], available: Iterable[str], family: str) -> None:
@@ -139,7 +145,10 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
     fam = _family_of_hf([type(hf_model).__name__])
     cfg = fam.hf.config_from_hf(hf_model.config)
-    model = fam.model_cls(cfg)
+    with torch.device("meta"):  # no initialisation work: every tensor is copied below
+        model = fam.model_cls(cfg)
+    model.to_empty(device="cpu")
+    model.retie()
     sd = hf_model.state_dict()
     rules = fam.hf.disk_rules(cfg, set(sd))
     _check_keys(fam.hf, rules, sd.keys(), fam.name)
@@ -175,17 +184,6 @@ def to_hf(model: nn.Module) -> nn.Module:
         raise ValueError(f"this transformers version cannot hold these weights: {lost} are tied "
                          f"to other tensors there (check tie_word_embeddings)")
     return hf_model.train(model.training)
-
-
-def _retie(model: nn.Module, ties: list[tuple[str, str]]) -> None:
-    """``to_empty`` on one part replaces a shared parameter there only; share it again (the
-    materialised copy wins)."""
-    for owner, alias in ties:
-        a, b = model.get_parameter(owner), model.get_parameter(alias)
-        keep = b if a.is_meta else a
-        for name in (owner, alias):
-            mod_name, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(mod_name), leaf, keep)
 
 
 def _safetensors_index(path: str) -> dict[str, str]:
@@ -240,10 +238,9 @@ def load_hf_checkpoint(
     parts = [model.layers[i] for i in indices]
     parts += [model.embed] if include_embedding else []
     parts += [model.head] if include_head else []
-    ties = model.tied_parameters()
     for part in parts:
         part.to_empty(device=device)
-    _retie(model, ties)
+    model.retie()
     wanted = {id(p) for part in parts for p in part.parameters()}
     params = dict(model.named_parameters(remove_duplicate=False))
     index = _safetensors_index(path)
