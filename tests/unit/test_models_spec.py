@@ -150,6 +150,15 @@ def test_spec_flops_follow_narayanan():
     assert layer.flops_fwd(b, s) == 24 * b * s * h * h + 4 * b * s * s * h
 
 
+def test_spec_model_flops_follow_kaplan_for_llama2_7b():
+    """Forward FLOPs = 2 * (matmul parameters) per token + 4*s*h per token per layer for
+    attention (Kaplan et al. 2020: C_fwd = 2N + 2 n_layer n_ctx d_attn, QK^T and AV)."""
+    spec, s = M.spec("llama2-7b"), 4096
+    h, layers, vocab = 4096, 32, 32000
+    matmul = spec.param_count() - vocab * h - (2 * layers + 1) * h  # no lookup, no norms
+    assert spec.flops_fwd(1, s) == 2 * s * matmul + layers * 4 * s * s * h
+
+
 def test_spec_of_70b_needs_no_allocation_and_scales_with_tp():
     spec = M.spec("llama2-70b")
     layer = spec.layer(0)
