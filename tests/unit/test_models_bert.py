@@ -5,17 +5,18 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+from models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    ids,
+    max_logit_diff,
+    right_padding_mask,
+    tiny_hf_bert,
+)
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_bert(**kw):
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=128, vocab_size=512,
-                                  max_position_embeddings=64, **kw)
-    return transformers.BertForMaskedLM(cfg).eval()
 
 
 @pytest.mark.parametrize("masked", [False, True])

@@ -5,16 +5,18 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+from models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    ids,
+    max_logit_diff,
+    right_padding_mask,
+    tiny_hf_gpt2,
+)
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_gpt2(**kw):
-    torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=512, n_positions=64,
-                                  bos_token_id=None, eos_token_id=None, **kw)
-    return transformers.GPT2LMHeadModel(cfg).eval()
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -58,6 +60,11 @@ def test_gpt2_perturbed_weight_breaks_the_comparison():
 def test_gpt2_head_is_tied_to_the_embedding():
     model = M.build("gpt2-debug", seed=0)
     assert model.head.lm_head.weight is model.embed.wte.weight
+    imported = M.from_hf(tiny_hf_gpt2())
+    assert imported.head.lm_head.weight is imported.embed.wte.weight
+    empty = M.build("gpt2-debug", device="meta").to_empty(device="cpu")
+    empty.retie()  # to_empty gives each module its own tensor
+    assert empty.head.lm_head.weight is empty.embed.wte.weight
     assert model.tied_parameters() == [("embed.wte.weight", "head.lm_head.weight")]
     untied = M.build("gpt2-debug", seed=0, tie_word_embeddings=False)
     assert untied.tied_parameters() == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, ids, max_logit_diff
+from models_hf_util import ATOL, TINY_HF, max_logit_diff, tiny_hf_t5
 
 transformers = pytest.importorskip("transformers")
 safetensors = pytest.importorskip("safetensors")
@@ -26,13 +26,14 @@ def tiny_gpt2():
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
-@pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
-def test_load_hf_checkpoint_gives_same_logits(tmp_path, make):
+@pytest.mark.parametrize("family", list(TINY_HF))
+def test_load_hf_checkpoint_gives_same_logits(tmp_path, family):
+    make, inputs = TINY_HF[family]
     hf = make()
     hf.save_pretrained(tmp_path, safe_serialization=True)
     assert not list(tmp_path.glob("*.bin"))
     ours = M.load_hf_checkpoint(tmp_path)
-    assert max_logit_diff(hf, ours, input_ids=ids()) < ATOL
+    assert max_logit_diff(hf, ours, **inputs()) < ATOL
 
 
 class _Spy:
@@ -89,6 +90,22 @@ def test_partial_load_of_tied_head_reads_the_embedding_tensor(tmp_path, monkeypa
     assert "transformer.wte.weight" in spy.read and "transformer.wpe.weight" not in spy.read
     assert not any(k.startswith(("transformer.h.0.", "transformer.h.1.")) for k in spy.read)
     assert torch.equal(model.head.lm_head.weight, hf.lm_head.weight)
+
+
+def test_partial_load_of_a_t5_decoder_layer_reads_the_shared_bias_table(tmp_path, monkeypatch):
+    hf = tiny_hf_t5()
+    hf.save_pretrained(tmp_path, safe_serialization=True)
+    spy = _Spy(safetensors.safe_open)
+    monkeypatch.setattr(safetensors, "safe_open", spy)
+    model = M.load_hf_checkpoint(tmp_path, layer_indices=[3], include_embedding=False,
+                                 include_head=False)
+    bias = "decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    assert bias in spy.read
+    assert all(k.startswith("decoder.block.1.") or k == bias for k in spy.read)
+    full = M.from_hf(hf)
+    carry = M.Carry(torch.randn(2, 5, 64), None, torch.randn(2, 7, 64), None)
+    with torch.no_grad():
+        assert torch.equal(model.layers[3](carry).hidden, full.layers[3](carry).hidden)
 
 
 def test_mismatched_checkpoint_names_missing_and_unexpected_keys(tmp_path):

@@ -5,21 +5,20 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, ids, max_logit_diff, right_padding_mask
+from models_hf_util import (
+    ATOL,
+    LLAMA_TINY,
+    assert_roundtrip_exact,
+    ids,
+    max_logit_diff,
+    right_padding_mask,
+    tiny_hf_llama,
+)
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=512, max_position_embeddings=64,
-            bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
-def tiny_hf(kind: str = "llama", **kw):
-    torch.manual_seed(0)
-    if kind == "mistral":
-        cfg = transformers.MistralConfig(**{**TINY, "sliding_window": 3, **kw})
-        return transformers.MistralForCausalLM(cfg).eval()
-    return transformers.LlamaForCausalLM(transformers.LlamaConfig(**{**TINY, **kw})).eval()
 
 
 @pytest.mark.parametrize("masked", [False, True])
@@ -30,7 +29,7 @@ def tiny_hf(kind: str = "llama", **kw):
     ids=["gqa", "mha-llama3-theta", "tied", "mistral-sliding-window"],
 )
 def test_llama_logits_match_transformers(kind, kw, masked):
-    hf = tiny_hf(kind, **kw)
+    hf = tiny_hf_llama(kind, **kw)
     ours = M.from_hf(hf)
     inputs = {"input_ids": ids()}
     if masked:
@@ -40,11 +39,11 @@ def test_llama_logits_match_transformers(kind, kw, masked):
 
 @pytest.mark.parametrize("kind", ["llama", "mistral"])
 def test_llama_to_hf_roundtrip_is_exact(kind):
-    assert_roundtrip_exact(tiny_hf(kind))
+    assert_roundtrip_exact(tiny_hf_llama(kind))
 
 
 def test_llama_rope_scaling_is_rejected_by_name():
-    hf_cfg = transformers.LlamaConfig(**TINY)
+    hf_cfg = transformers.LlamaConfig(**LLAMA_TINY)
     hf_cfg.rope_parameters = {"rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}
     with pytest.raises(ValueError, match="rope_type"):
         M.FAMILIES["llama"].hf.config_from_hf(hf_cfg)

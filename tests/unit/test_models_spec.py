@@ -9,42 +9,8 @@ import galvatron.models as M
 import pytest
 import torch
 from galvatron.models.spec import measure_saved_bytes
+from models_hf_util import DEBUG, debug_batch, debug_labels
 
-# debug flavour -> (batch builder (batch, seq, padded) -> inputs, labels builder)
-VOCAB = 512
-
-
-def lm_inputs(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(b * 100 + s)
-    out = {"input_ids": torch.randint(0, VOCAB, (b, s), generator=g)}
-    if padded:
-        mask = torch.ones(b, s, dtype=torch.long)
-        mask[0, -2:] = 0
-        out["attention_mask"] = mask
-    return out
-
-
-def lm_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return inputs["input_ids"]
-
-
-def image_inputs(size: int):
-    def make(b: int, s: int, padded: bool) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(b)
-        return {"pixel_values": torch.randn(b, 3, size, size, generator=g)}
-    return make
-
-
-def class_labels(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return torch.arange(inputs["pixel_values"].shape[0]) % 10
-
-
-CASES = {
-    "gpt2-debug": (lm_inputs, lm_labels),
-    "llama-debug": (lm_inputs, lm_labels),
-    "bert-debug": (lm_inputs, lm_labels),
-    "vit-debug": (image_inputs(32), class_labels),
-}
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 
 
@@ -55,8 +21,10 @@ def _leaf(carry: M.Carry) -> M.Carry:
 
 
 def measured_parts(model, inputs, labels):
-    """Measured saved bytes of embed, each layer, and head+loss (fp32, train mode)."""
+    """Measured saved bytes of embed, each layer, and head+loss (train mode)."""
     params = [*model.parameters(), *model.buffers()]
+    dtype = next(model.parameters()).dtype
+    inputs = {k: v.to(dtype) if v.is_floating_point() else v for k, v in inputs.items()}
     carry, embed = measure_saved_bytes(model.embed, inputs, exclude=params)
     layers = []
     for layer in model.layers:
@@ -68,7 +36,7 @@ def measured_parts(model, inputs, labels):
     return embed, layers, head
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", DEBUG)
 def test_spec_param_counts_equal_the_built_model(name):
     model = M.build(name, seed=0)
     spec = M.spec(name)
@@ -81,20 +49,45 @@ def test_spec_param_counts_equal_the_built_model(name):
 
 
 @pytest.mark.parametrize("backend", ["sdpa", "math"])
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", DEBUG)
 def test_spec_activation_bytes_equal_measured_saved_tensors(name, backend):
     """Exact (0 bytes error) on the default CPU SDPA path and on the math path."""
-    make_inputs, make_labels = CASES[name]
     model = M.build(name, seed=0, attn_backend=backend).train()
     spec = M.spec(model.config)
     for b, s, padded in SHAPES:
-        inputs = make_inputs(b, s, padded)
-        embed, layers, head = measured_parts(model, inputs, make_labels(inputs))
+        inputs = debug_batch(name, b, s, padded)
+        embed, layers, head = measured_parts(model, inputs, debug_labels(name, inputs))
         seq = spec.seq_len if spec.family in ("vit", "swin") else s
         kw = dict(dtype_bytes=4, padded=padded, attn_math=backend == "math")
         assert embed == spec.embed.act_bytes(b, seq, **kw)
         assert layers == [spec.layer(i).act_bytes(b, seq, **kw) for i in range(len(layers))]
         assert head == spec.head.act_bytes(b, seq, **kw)
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("name", DEBUG)
+def test_spec_activation_bytes_in_bf16_equal_measured(name, backend):
+    """bf16 on CPU, exact: float32 RMSNorm internals and SDPA's float32 fallback for trainable
+    biases included; LayerNorm's mean/rstd are bf16 on CPU (``ln_stats_bytes=2``)."""
+    model = M.build(name, seed=0, attn_backend=backend).to(torch.bfloat16).train()
+    spec = M.spec(model.config)
+    b, s = 2, 16
+    inputs = debug_batch(name, b, s)
+    embed, layers, head = measured_parts(model, inputs, debug_labels(name, inputs))
+    seq = spec.seq_len if spec.family in ("vit", "swin") else s
+    kw = dict(dtype_bytes=2, attn_math=backend == "math", ln_stats_bytes=2)
+    predicted = [spec.embed.act_bytes(b, seq, **kw), head := spec.head.act_bytes(b, seq, **kw)]
+    predicted += [spec.layer(i).act_bytes(b, seq, **kw) for i in range(len(layers))]
+    assert [embed, head, *layers] == predicted
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_spec_sliding_window_mask_bytes_equal_measured(padded):
+    model = M.build("llama-debug", seed=0, sliding_window=4).train()
+    spec = M.spec(model.config)
+    inputs = debug_batch("llama-debug", 2, 16, padded)
+    _, layers, _ = measured_parts(model, inputs, debug_labels("llama-debug", inputs))
+    assert layers == [spec.layer(i).act_bytes(2, 16, 4, padded=padded) for i in range(2)]
 
 
 def _shard_linear(lin: torch.nn.Linear, tp: int, dim: int) -> torch.nn.Linear:
@@ -145,8 +138,9 @@ def test_spec_gpt_layer_matches_korthikanti_without_dropout():
     # Megatron-SP divides all but the gathered inputs of the column-parallel linears
     msp = layer.act_bytes(b, s, 2, tp=t, sp_kind="megatron")
     assert msp == s * b * h * (4 // 1 + (4 + 24) // t) + (2 * 2 * 4 * b * s + 4 * a * b * s) // t
-    # Ulysses divides everything
-    assert layer.act_bytes(b, s, 2, sp=t, sp_kind="ulysses") == layer.act_bytes(b, s, 2) // t
+    # Ulysses divides everything, and o_proj keeps the all-to-all output (one more s*b*h/t)
+    ulysses = layer.act_bytes(b, s, 2, sp=t, sp_kind="ulysses")
+    assert ulysses == (layer.act_bytes(b, s, 2) + 2 * s * b * h) // t
 
 
 def test_spec_flops_follow_narayanan():
@@ -156,6 +150,15 @@ def test_spec_flops_follow_narayanan():
     assert layer.flops_fwd(b, s) == 24 * b * s * h * h + 4 * b * s * s * h
 
 
+def test_spec_model_flops_follow_kaplan_for_llama2_7b():
+    """Forward FLOPs = 2 * (matmul parameters) per token + 4*s*h per token per layer for
+    attention (Kaplan et al. 2020: C_fwd = 2N + 2 n_layer n_ctx d_attn, QK^T and AV)."""
+    spec, s = M.spec("llama2-7b"), 4096
+    h, layers, vocab = 4096, 32, 32000
+    matmul = spec.param_count() - vocab * h - (2 * layers + 1) * h  # no lookup, no norms
+    assert spec.flops_fwd(1, s) == 2 * s * matmul + layers * 4 * s * s * h
+
+
 def test_spec_of_70b_needs_no_allocation_and_scales_with_tp():
     spec = M.spec("llama2-70b")
     layer = spec.layer(0)
@@ -163,3 +166,62 @@ def test_spec_of_70b_needs_no_allocation_and_scales_with_tp():
     full = layer.act_bytes(1, 4096, 2)
     assert layer.act_bytes(1, 4096, 2, tp=8) < full / 2
     assert layer.act_bytes(1, 4096, 2, checkpoint=True) == 2 * 4096 * 8192
+
+
+def _shard_block(layer, tp: int):
+    """Rank 0's Megatron shard of a pre-norm block: q/k/v and fc_in/gate/up column-split,
+    o_proj and fc_out/down row-split."""
+    for n in ("q_proj", "k_proj", "v_proj"):
+        setattr(layer.attn, n, _shard_linear(getattr(layer.attn, n), tp, 0))
+    layer.attn.o_proj = _shard_linear(layer.attn.o_proj, tp, 1)
+    cols = ("fc_in",) if hasattr(layer.mlp, "fc_in") else ("gate_proj", "up_proj")
+    for n in cols:
+        setattr(layer.mlp, n, _shard_linear(getattr(layer.mlp, n), tp, 0))
+    row = "fc_out" if hasattr(layer.mlp, "fc_out") else "down_proj"
+    setattr(layer.mlp, row, _shard_linear(getattr(layer.mlp, row), tp, 1))
+
+
+def _gather_seq(t):  # all-gather along the sequence (rank 0's part first); saves nothing
+    return torch.cat([t, torch.randn(t.shape).to(t.dtype)], dim=1)
+
+
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+def test_spec_megatron_sp_activation_bytes_equal_a_simulated_rank(name):
+    """Rank 0 of tp=2 with Megatron-SP, collectives replaced by shape-equivalent local ops
+    (all-gather = concat with other ranks' data, reduce-scatter = slice), as DTensor's
+    SequenceParallel + Colwise/Rowwise run it: norms on s/2 tokens, the gathered full-sequence
+    input kept by the column-parallel linears."""
+    tp, b, s = 2, 2, 16
+    layer = M.build(name, seed=0).train().layers[0]
+    _shard_block(layer, tp)
+
+    def forward(x):
+        a = layer.attn(_gather_seq(layer.norm1(x)))[:, : s // tp]  # reduce-scatter
+        x = x + a
+        return x + layer.mlp(_gather_seq(layer.norm2(x)))[:, : s // tp]
+
+    x = torch.randn(b, s // tp, 64, requires_grad=True)
+    _, got = measure_saved_bytes(forward, x, exclude=list(layer.parameters()))
+    assert got == M.spec(name).layer(0).act_bytes(b, s, 4, tp=tp, sp_kind="megatron")
+
+
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+def test_spec_ulysses_activation_bytes_equal_a_simulated_rank(name):
+    """Rank 0 of Ulysses sp=2: the layer runs on s/2 tokens and ``attn.core`` is wrapped with
+    (simulated) all-to-alls: full sequence and half the heads inside core."""
+    sp, b, s = 2, 2, 16
+    layer = M.build(name, seed=0).train().layers[0]
+    core = layer.attn.core
+
+    def ulysses_core(q, k, v, mask):
+        def seq_to_heads(t):  # [b, s/sp, h, d] -> [b, s, h/sp, d]
+            mine = t[:, :, : t.shape[2] // sp]
+            return torch.cat([mine, torch.randn(mine.shape)], dim=1)
+        out = core(seq_to_heads(q), seq_to_heads(k), seq_to_heads(v), mask)
+        mine = out[:, : s // sp]  # heads -> sequence
+        return torch.cat([mine, torch.randn(mine.shape)], dim=2)
+
+    layer.attn.core = ulysses_core
+    x = torch.randn(b, s // sp, 64, requires_grad=True)
+    _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
+    assert got == M.spec(name).layer(0).act_bytes(b, s, 4, sp=sp, sp_kind="ulysses")

@@ -5,20 +5,13 @@ from __future__ import annotations
 import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff
+from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff, pixels, tiny_hf_vit
 
 transformers = pytest.importorskip("transformers")
 
 
-def tiny_hf_vit():
-    torch.manual_seed(0)
-    cfg = transformers.ViTConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                 intermediate_size=128, image_size=32, patch_size=8, num_labels=10)
-    return transformers.ViTForImageClassification(cfg).eval()
 
 
-def pixels(batch: int = 2, size: int = 32) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
 def test_vit_logits_match_transformers():

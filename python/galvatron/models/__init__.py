@@ -1,17 +1,24 @@
-"""Model zoo: GPT-2, LLaMA, BERT, T5, ViT, Swin as embed -> typed layers -> head.
+"""Model zoo: GPT-2, LLaMA/Mistral, BERT, T5, ViT, Swin as embed -> typed layers -> head.
 
 Public API::
 
     galvatron.models.list() -> list[str]                      # flavour names
     galvatron.models.get_config(name, **overrides) -> config  # no allocation
-    galvatron.models.build(name, seed=None, device=None, **overrides) -> model
+    galvatron.models.build(name_or_config, seed=None, device=None, **overrides) -> model
     galvatron.models.spec(name_or_config, **overrides) -> ModelSpec
     galvatron.models.from_hf(hf_model) / to_hf(model)         # extra "hf"
     galvatron.models.load_hf_checkpoint(dir, layer_indices=None, include_embedding=True,
                                         include_head=True, device="cpu")
 
-Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention, MLPs, masks, RoPE),
-``spec.py`` (ModelSpec), ``hf.py`` (Hugging Face mapping machinery), one file per family.
+Every model (``GalvatronModel``): ``embed(batch) -> Carry``, ``layers`` (each with
+``layer_type``, ``Carry -> Carry``), ``head(carry) -> logits``, ``forward(**hf_inputs)``,
+``layer_types()``, ``loss(logits, batch)``, ``tied_parameters()``, ``retie()``,
+``init_weights(seed)``. The carry per family is documented in each family's module docstring.
+
+Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention with ``core``, MLPs,
+RMSNorm, masks, RoPE), ``spec.py`` (ModelSpec: params, FLOPs, activation bytes),
+``hf.py`` (Hugging Face mapping machinery), one file per family: ``gpt2.py``, ``llama.py``,
+``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
 """
 
 from __future__ import annotations
@@ -21,13 +28,14 @@ from typing import Any
 
 import torch
 
-from galvatron.models import bert, gpt2, llama, vit
+from galvatron.models import bert, gpt2, llama, swin, t5, vit
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
 from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
 from galvatron.models.layers import Activation, AttnBackend
 from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY, vit.FAMILY)}
+FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY, vit.FAMILY,
+                                              swin.FAMILY, t5.FAMILY)}
 _FLAVOURS: dict[str, Family] = {n: f for f in FAMILIES.values() for n in f.flavours}
 
 

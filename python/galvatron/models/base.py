@@ -13,7 +13,6 @@ The model code knows nothing about parallelism.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -23,25 +22,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galvatron.models.layers import AttnBackend, dropout
+from galvatron.plan import _enum_value, _positive_int
 
 # ---------------------------------------------------------------------------- config
 
 
-def enum_field(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
-    if isinstance(value, enum_cls):
-        return value
-    try:
-        return enum_cls(value)
-    except ValueError:
-        accepted = ", ".join(repr(m.value) for m in enum_cls)  # type: ignore[attr-defined]
-        raise ValueError(f"{field_name}: {value!r} is not accepted; accepted: {accepted}") from None
-
-
 def check_positive(cfg: Any, *names: str) -> None:
+    """Each named config field must be an integer >= 1 (ValueError naming the field)."""
     for n in names:
-        v = getattr(cfg, n)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{n} must be an integer >= 1, got {v!r}")
+        _positive_int(getattr(cfg, n), n)
 
 
 def check_divides(cfg: Any, divisor: str, dividend: str) -> None:
@@ -57,13 +46,13 @@ class ModelConfig:
 
     family: ClassVar[str] = ""
     name: str = "custom"
-    attn_backend: AttnBackend = AttnBackend.SDPA
+    attn_backend: AttnBackend = AttnBackend.AUTO
     initializer_range: float = 0.02
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(
-            self, "attn_backend", enum_field(AttnBackend, self.attn_backend, "attn_backend")
+            self, "attn_backend", _enum_value(AttnBackend, self.attn_backend, "attn_backend")
         )
         self.validate()
 
@@ -161,11 +150,26 @@ class GalvatronModel(nn.Module):
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100
         )
 
+    def record_ties(self) -> None:
+        """Remember which parameters are shared; families call it at the end of ``__init__``,
+        so the ties stay known after ``to_empty`` on a part has broken them."""
+        self._ties = tied_names(self)
+
+    def retie(self) -> None:
+        """Share tied parameters again after ``to_empty`` (which gives every module its own
+        tensor). Where only one side was materialised, that side is shared."""
+        for owner, alias in self._ties:
+            a, b = self.get_parameter(owner), self.get_parameter(alias)
+            keep = b if a.is_meta else a
+            for name in (owner, alias):
+                mod_name, _, leaf = name.rpartition(".")
+                setattr(self.get_submodule(mod_name), leaf, keep)
+
     def tied_parameters(self) -> list[tuple[str, str]]:
-        """Pairs ``(owner, alias)`` of parameter names that are one tensor. The owner is the
-        name used for initialisation and checkpoints; a runtime that places the two on
-        different ranks must keep them equal (sum their gradients)."""
-        return tied_names(self)
+        """Pairs ``(owner, alias)`` of parameter names that are one tensor in the built model.
+        The owner is the name used for initialisation and checkpoints; a runtime that places
+        the two on different ranks must keep them equal (sum their gradients)."""
+        return list(self._ties)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -179,11 +183,14 @@ class GalvatronModel(nn.Module):
         N(0, initializer_range) -- families may refine via :meth:`_init_param`.
         """
         alias_to_owner = {alias: owner for owner, alias in self.tied_parameters()}
+        done: set[int] = set()
         for name, p in self.named_parameters(remove_duplicate=False):
-            if p.is_meta or name in alias_to_owner:
+            if p.is_meta or id(p) in done:
                 continue
-            gen = torch.Generator().manual_seed(_param_seed(seed, name))
-            value = self._init_param(name, tuple(p.shape), gen)
+            done.add(id(p))
+            key = alias_to_owner.get(name, name)  # a tie broken by to_empty: owner's values
+            gen = torch.Generator().manual_seed(_param_seed(seed, key))
+            value = self._init_param(key, tuple(p.shape), gen)
             p.copy_(value.to(dtype=p.dtype, device=p.device))
 
     def _init_param(self, name: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor:

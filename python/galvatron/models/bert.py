@@ -125,6 +125,7 @@ class BertModel(GalvatronModel):
         self.head = BertMLMHead(config)
         if config.tie_word_embeddings:
             self.head.decoder.weight = self.embed.word.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec
@@ -159,9 +160,7 @@ def bert_spec(c: BertConfig) -> S.ModelSpec:
                *S.norm_saved("norm", h, False)))
     head_saved = [S.linear_input_saved("dense.input", h), S.SavedTensor("act.input", per_token=h),
                   *S.norm_saved("norm", h, False), S.linear_input_saved("decoder.input", h),
-                  S.SavedTensor("loss.log_softmax", per_token=v, elem=S.Elem.FP32),
-                  S.SavedTensor("loss.labels", per_token=1, **ids),
-                  S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE)]
+                  *S.loss_saved(v)]
     head = S.LayerTypeSpec("bert_head", h * h + 3 * h + v * h + v, h,
                            matmul_params=h * h + v * h, saved=tuple(head_saved))
     return S.ModelSpec(c.name, c.family, embed, head, {"bert": postnorm_layer_spec("bert", c)},

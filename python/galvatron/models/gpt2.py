@@ -114,6 +114,7 @@ class GPT2Model(GalvatronModel):
                            c.vocab_size)
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.wte.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec
@@ -123,24 +124,23 @@ def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.Lay
     """Final norm + LM head + the loss (float32 log-softmax of the logits, int64 labels)."""
     saved = S.norm_saved("norm", h, rms) + [
         S.linear_input_saved("lm_head.input", h),
-        S.SavedTensor("loss.log_softmax", per_token=vocab, elem=S.Elem.FP32),
-        S.SavedTensor("loss.labels", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
-        S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE),
+        *S.loss_saved(vocab),
     ]
     return S.LayerTypeSpec(name, params, h, matmul_params=vocab * h, saved=tuple(saved))
 
 
 def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params: int,
                        matmul: int, rms: bool, rope: bool, kv_heads: int, head_dim: int,
-                       mask_always: bool = False) -> S.LayerTypeSpec:
-    """A pre-norm block (GPT-2, LLaMA): norm1, causal attention, norm2, MLP."""
+                       mask_always: bool = False, padding: bool = True) -> S.LayerTypeSpec:
+    """A pre-norm block (GPT-2, LLaMA, ViT): norm1, attention, norm2, MLP."""
     h, a, d = c.hidden_size, c.num_heads, head_dim
     sdpa, math = S.sdpa_saved("attn", a, kv_heads, d, rope=rope)
     # causal + padding builds a [b, 1, s, s] mask (a sliding window a [1, 1, s, s] one, or
     # [b, 1, s, s] with padding); SDPA keeps a float copy of it. Not split by Ulysses: the
-    # all-to-all happens before core, which sees the full sequence.
+    # all-to-all happens before core, which sees the full sequence. ``padding``: the model
+    # takes a padding mask at all (ViT does not).
     mask = [S.SavedTensor("attn.mask", per_token_seq=1, shard=S.Shard.NONE, sp_split=False,
-                          padded_only=True)]
+                          padded_only=True)] if padding else []
     if mask_always:
         mask.append(S.SavedTensor("attn.window_mask", per_seq_seq=1, shard=S.Shard.NONE,
                                   sp_split=False, unpadded_only=True))

@@ -8,6 +8,7 @@ loading reads only ``*.safetensors`` (never pickles).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -61,7 +62,10 @@ class HFAdapter:
     """How one family maps to ``transformers``.
 
     ``ignore``: regexes of HF state-dict keys with no counterpart here (buffers HF recomputes,
-    tied duplicates); they are neither loaded nor reported as unexpected.
+    tied duplicates); they are neither loaded nor reported as unexpected. ``disk_renames``:
+    ``(regex, replacement)`` pairs from the in-memory names of transformers 5 to the names its
+    ``save_pretrained`` writes (and the Hub uses) where the two differ (ViT, Swin); they are
+    used wherever a name is not found as is.
     """
 
     architectures: tuple[str, ...]
@@ -69,9 +73,22 @@ class HFAdapter:
     config_to_hf: Callable[[Any], Any]
     rules: Callable[[Any], list[Rule]]
     ignore: tuple[str, ...] = ()
+    disk_renames: tuple[tuple[str, str], ...] = ()
 
     def ignored(self, key: str) -> bool:
         return any(re.fullmatch(p, key) for p in self.ignore)
+
+    def disk_rules(self, cfg: Any, available: set[str]) -> list[Rule]:
+        """Rules whose HF key is the name found in a checkpoint file: the in-memory name if
+        present, else its renamed (serialised) form."""
+        out = []
+        for rule in self.rules(cfg):
+            key = rule.hf
+            if key not in available:
+                for pattern, repl in self.disk_renames:
+                    key = re.sub(pattern, repl, key)
+            out.append(dataclasses.replace(rule, hf=key))
+        return out
 
 
 def _registry() -> dict[str, Any]:
@@ -92,7 +109,10 @@ def _family_of_hf(archs: list[str]) -> Any:
 
 
 def _load_rules(model: nn.Module, rules: Iterable[Rule], get: Callable[[str], Tensor]) -> None:
+    """Copy the tensors of ``rules`` into ``model``; every materialised parameter must get one
+    (the model may have been built with uninitialised memory)."""
     params = dict(model.named_parameters(remove_duplicate=False))
+    loaded: set[int] = set()
     with torch.no_grad():
         for rule in rules:
             values = rule.to_ours(get(rule.hf))
@@ -104,6 +124,9 @@ def _load_rules(model: nn.Module, rules: Iterable[Rule], get: Callable[[str], Te
                         f"{tuple(p.shape)}"
                     )
                 p.copy_(value.to(p.dtype))
+                loaded.add(id(p))
+    left = [n for n, p in model.named_parameters() if not p.is_meta and id(p) not in loaded]
+    assert not left, f"no Hugging Face tensor maps to {left}"  # a gap in a family's rules
 
 
 def _check_keys(adapter: HFAdapter, rules: list[Rule], available: Iterable[str], family: str) -> None:
@@ -122,9 +145,12 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
     fam = _family_of_hf([type(hf_model).__name__])
     cfg = fam.hf.config_from_hf(hf_model.config)
-    model = fam.model_cls(cfg)
+    with torch.device("meta"):  # no initialisation work: every tensor is copied below
+        model = fam.model_cls(cfg)
+    model.to_empty(device="cpu")
+    model.retie()
     sd = hf_model.state_dict()
-    rules = fam.hf.rules(cfg)
+    rules = fam.hf.disk_rules(cfg, set(sd))
     _check_keys(fam.hf, rules, sd.keys(), fam.name)
     _load_rules(model, rules, sd.__getitem__)
     return model.train(hf_model.training)
@@ -142,7 +168,7 @@ def to_hf(model: nn.Module) -> nn.Module:
     ours = model.state_dict()
     sd = hf_model.state_dict()
     storage_owner = {}
-    rules = fam.hf.rules(model.config)
+    rules = fam.hf.disk_rules(model.config, set(sd))
     for rule in rules:
         storage_owner[sd[rule.hf].untyped_storage().data_ptr()] = rule.hf
         sd[rule.hf] = rule.to_hf(*(ours[n] for n in rule.ours)).clone()
@@ -152,18 +178,12 @@ def to_hf(model: nn.Module) -> nn.Module:
         if key not in covered and owner is not None:
             sd[key] = sd[owner]
     hf_model.load_state_dict(sd, strict=True)
+    after = hf_model.state_dict()
+    lost = sorted(k for k in covered if not torch.equal(after[k], sd[k]))
+    if lost:  # e.g. a tie the installed transformers imposes that our config does not have
+        raise ValueError(f"this transformers version cannot hold these weights: {lost} are tied "
+                         f"to other tensors there (check tie_word_embeddings)")
     return hf_model.train(model.training)
-
-
-def _retie(model: nn.Module, ties: list[tuple[str, str]]) -> None:
-    """``to_empty`` on one part replaces a shared parameter there only; share it again (the
-    materialised copy wins)."""
-    for owner, alias in ties:
-        a, b = model.get_parameter(owner), model.get_parameter(alias)
-        keep = b if a.is_meta else a
-        for name in (owner, alias):
-            mod_name, _, leaf = name.rpartition(".")
-            setattr(model.get_submodule(mod_name), leaf, keep)
 
 
 def _safetensors_index(path: str) -> dict[str, str]:
@@ -218,14 +238,13 @@ def load_hf_checkpoint(
     parts = [model.layers[i] for i in indices]
     parts += [model.embed] if include_embedding else []
     parts += [model.head] if include_head else []
-    ties = model.tied_parameters()
     for part in parts:
         part.to_empty(device=device)
-    _retie(model, ties)
+    model.retie()
     wanted = {id(p) for part in parts for p in part.parameters()}
     params = dict(model.named_parameters(remove_duplicate=False))
-    all_rules = fam.hf.rules(cfg)
     index = _safetensors_index(path)
+    all_rules = fam.hf.disk_rules(cfg, set(index))
     _check_keys(fam.hf, all_rules, index.keys(), fam.name)
     rules = [r for r in all_rules if any(id(params[o]) in wanted for o in r.ours)]
     handles: dict[str, Any] = {}

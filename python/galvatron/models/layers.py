@@ -109,7 +109,7 @@ def attention(
     v: Tensor,
     mask: Tensor | None = None,
     is_causal: bool = False,
-    backend: AttnBackend = AttnBackend.SDPA,
+    backend: AttnBackend = AttnBackend.AUTO,
     scale: float | None = None,
 ) -> Tensor:
     """Scaled dot-product attention in ``[batch, seq, heads, head_dim]`` layout.
@@ -184,7 +184,7 @@ class Attention(nn.Module):
         head_dim: int | None = None,
         bias: bool = True,
         causal: bool = False,
-        backend: AttnBackend = AttnBackend.SDPA,
+        backend: AttnBackend = AttnBackend.AUTO,
         rope_theta: float | None = None,
         sliding_window: int | None = None,
         scale: float | None = None,
@@ -229,6 +229,22 @@ class Attention(nn.Module):
             mask, q.shape[1], k.shape[1], self.causal, self.sliding_window, q.device
         )
         return attention(q, k, v, attn_mask, is_causal, self.backend, self.scale)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019), computed in float32 and cast back before
+    the weight multiply, exactly as Hugging Face LLaMA/T5 (so bf16 results match them too).
+    Saves the float32 input, the float32 rstd and the normalised tensor in the input dtype."""
+
+    def __init__(self, hidden: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
 
 
 class MLP(nn.Module):

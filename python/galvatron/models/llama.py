@@ -25,7 +25,7 @@ from galvatron.models.base import (
 )
 from galvatron.models.gpt2 import LMHead, lm_head_spec, prenorm_layer_spec
 from galvatron.models.hf import HFAdapter, Rule, same
-from galvatron.models.layers import Activation, Attention, GatedMLP, dropout
+from galvatron.models.layers import Activation, Attention, GatedMLP, RMSNorm, dropout
 
 
 @dataclass(frozen=True)
@@ -106,20 +106,21 @@ class LlamaModel(GalvatronModel):
         self.layers = nn.ModuleList(
             PreNormBlock(
                 "llama",
-                nn.RMSNorm(c.hidden_size, eps=c.rms_norm_eps),
+                RMSNorm(c.hidden_size, eps=c.rms_norm_eps),
                 Attention(c.hidden_size, c.num_heads, c.num_kv_heads, c.dim, bias=False,
                           causal=True, backend=c.attn_backend, rope_theta=c.rope_theta,
                           sliding_window=c.sliding_window),
-                nn.RMSNorm(c.hidden_size, eps=c.rms_norm_eps),
+                RMSNorm(c.hidden_size, eps=c.rms_norm_eps),
                 GatedMLP(c.hidden_size, c.ffn_hidden, Activation.SILU),
                 c.dropout,
             )
             for _ in range(c.num_layers)
         )
-        self.head = LMHead(nn.RMSNorm(c.hidden_size, eps=c.rms_norm_eps), c.hidden_size,
+        self.head = LMHead(RMSNorm(c.hidden_size, eps=c.rms_norm_eps), c.hidden_size,
                            c.vocab_size)
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.tok.weight
+        self.record_ties()
 
 
 # ---------------------------------------------------------------------------- spec

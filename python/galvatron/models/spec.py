@@ -18,14 +18,19 @@ Sources:
   element-wise ops, norms and softmax are not counted.
 
 What we model (and what differs from Korthikanti): our layers run attention through
-``scaled_dot_product_attention``; on CPU fp32 (and on CUDA with flash/efficient kernels) it
-saves q, k, v, the output and a float32 log-sum-exp per head and token -- no ``s^2`` term. We
-count exactly the tensors our modules save on that path, element by element (the test
-``test_models_spec.py`` measures them with ``saved_tensors_hooks``): e.g. a GPT-2 layer saves 16
-``s*b*h``-sized tensors (no dropout: our flavours train with dropout 0, so Korthikanti's 2 mask
-bytes per element are absent), plus float32 norm statistics and log-sum-exp. ``attn_math=True``
-in :meth:`LayerTypeSpec.act_bytes` models the explicit-softmax path instead (softmax output
-``a*s^2*b`` saved instead of the log-sum-exp, as Korthikanti without dropout).
+``scaled_dot_product_attention``. On CPU (the flash-for-CPU kernel) it saves q, k, v, the
+output and a float32 log-sum-exp per head and token -- no ``s^2`` term; CUDA flash/efficient
+kernels keep the same set plus a few bytes of RNG state (not measured here: no GPU). Where the
+attention bias is trainable (T5, Swin) CPU SDPA falls back to its math path and keeps the
+softmax output (``a*s^2*b``, Swin: per window) instead; a CUDA efficient kernel would keep the
+bias instead -- not modelled. We count exactly the tensors our modules save, element by
+element (``test_models_spec.py`` measures every debug model with ``saved_tensors_hooks``:
+0 bytes error): e.g. a GPT-2 layer saves 16 ``s*b*h``-sized tensors (no dropout: our flavours
+train with dropout 0, so Korthikanti's 2 mask bytes per element are absent; with dropout > 0
+the masks are not modelled), plus float32 norm statistics and log-sum-exp. ``attn_math=True``
+in :meth:`LayerTypeSpec.act_bytes` models the explicit-softmax path (``AttnBackend.MATH``).
+Masks: causal models are modelled without padding unless ``padded=True`` (SDPA then keeps a
+float copy of the ``[b, 1, s, s]`` mask: an ``s^2`` term per layer).
 
 Sharding (``tp`` = Megatron tensor parallel): q/k/v, attention output, MLP hidden tensors and
 the log-sum-exp are split over heads/columns (``Shard.TP``). Norm inputs/outputs are replicated
@@ -33,7 +38,10 @@ under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``)
 of a column-parallel linear is the all-gathered full sequence, which torch DTensor's
 ``SequenceParallel`` keeps for backward (``Shard.GATHERED``, not divided) -- Megatron-LM instead
 re-gathers it in backward, which is Korthikanti's ``34/t``. Ulysses (``sp``): every tensor is
-split by ``sp`` (sequence outside attention, heads inside). Checkpointing keeps only the layer
+split by ``sp`` (sequence outside attention, heads inside), and with flash-style attention
+o_proj keeps the all-to-all output besides SDPA's own output (one more ``b*s*a*d/sp``).
+Megatron-SP and Ulysses are checked against simulated ranks in ``test_models_spec.py``
+(collectives replaced by shape-equivalent local ops). Checkpointing keeps only the layer
 input (``input_per_token`` elements per token, split like ``Shard.SEQ``); the recomputation
 peak of one layer is the cost model's business.
 
@@ -56,6 +64,7 @@ class Elem(str, enum.Enum):
     ACT = "act"  # the activation dtype: dtype_bytes
     FP32 = "fp32"  # statistics kept in float32 (norm mean/rstd, log-sum-exp)
     INT64 = "int64"  # indices (embedding lookups, labels, T5 position buckets)
+    LN_STATS = "ln_stats"  # LayerNorm mean/rstd: float32 on CUDA, the input dtype on CPU
 
 
 class Shard(str, enum.Enum):
@@ -67,8 +76,8 @@ class Shard(str, enum.Enum):
     NONE = "none"
 
 
-def _elem_bytes(elem: Elem, dtype_bytes: int) -> int:
-    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8}[elem]
+def _elem_bytes(elem: Elem, dtype_bytes: int, ln_stats_bytes: int) -> int:
+    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8, Elem.LN_STATS: ln_stats_bytes}[elem]
 
 
 @dataclass(frozen=True)
@@ -88,6 +97,8 @@ class SavedTensor:
     sp_split: bool = True  # divided by the Ulysses degree
     padded_only: bool = False  # only present when a padding mask is given
     unpadded_only: bool = False  # only present without a padding mask
+    shared: bool = False  # one storage for every layer of this type on a stage (T5 memory)
+    ulysses_only: bool = False  # only present under Ulysses (the all-to-all output copy)
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
@@ -140,26 +151,34 @@ class LayerTypeSpec:
         checkpoint: bool = False,
         padded: bool = False,
         attn_math: bool = False,
+        include_shared: bool = True,
+        ln_stats_bytes: int = 4,
     ) -> int:
         """Bytes saved for backward by one layer on one device, for a micro-batch of
         ``batch`` sequences of ``seq`` tokens. ``padded``: a padding mask is given.
         ``attn_math``: the explicit-softmax attention path (``saved_math``, when the layer has
-        attention; see module docstring)."""
+        attention; see module docstring). ``include_shared=False`` leaves out tensors that
+        are one storage for all layers of the type on a stage (``SavedTensor.shared``; count
+        them once per stage); they are kept under checkpointing too. ``ln_stats_bytes``: bytes
+        of a LayerNorm mean/rstd element (4 on CUDA; on CPU the activation dtype's)."""
         sp_kind = SpKind(sp_kind)
         msp = sp_kind is SpKind.MEGATRON
         usp = sp if sp_kind is SpKind.ULYSSES else 1
         s = self.tokens(seq)
-        if checkpoint:
-            return -(-self.input_per_token * batch * s * dtype_bytes // ((tp if msp else 1) * usp))
-        total = 0.0
         tensors = self.saved_math if attn_math and self.saved_math is not None else self.saved
+        total = 0.0
+        if checkpoint:
+            total = self.input_per_token * batch * s * dtype_bytes / ((tp if msp else 1) * usp)
+            tensors = tuple(t for t in tensors if t.shared)
         for t in tensors:
             if (t.padded_only and not padded) or (t.unpadded_only and padded):
+                continue
+            if (t.shared and not include_shared) or (t.ulysses_only and usp == 1):
                 continue
             div = usp if t.sp_split else 1
             if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
                 div *= tp
-            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes) / div
+            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes, ln_stats_bytes) / div
         return int(-(-total // 1))
 
 
@@ -169,8 +188,9 @@ class ModelSpec:
 
     ``layer_types[i]`` names the type of layer ``i`` (a key of ``layer_specs``). ``embed`` and
     ``head`` are the input part and the output part; ``head`` includes the loss (the float32
-    log-softmax that cross-entropy saves). ``tied_param_count`` parameters are counted both in
-    ``embed`` and ``head`` (tied embeddings: the last stage holds its own copy).
+    log-softmax that cross-entropy saves). ``tied_param_count`` parameters are counted more than
+    once in the parts (tied embeddings in ``embed`` and ``head``; T5's per-stack relative-bias
+    table in every layer of the stack): a pipeline stage holding a part holds its own copy.
     """
 
     name: str
@@ -205,15 +225,30 @@ class ModelSpec:
 
 
 def norm_saved(prefix: str, hidden: int, rms: bool) -> list[SavedTensor]:
-    """A norm saves its input and float32 statistics (LayerNorm: mean and rstd). Our RMSNorm
-    (``torch.nn.RMSNorm``, composite on CPU) also saves the normalised tensor before the
-    weight multiply."""
-    out = [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
-           SavedTensor(f"{prefix}.stats", per_token=1 if rms else 2, elem=Elem.FP32,
-                       shard=Shard.SEQ)]
+    """LayerNorm saves its input and its mean and rstd (``Elem.LN_STATS``: float32 on CUDA, the
+    input dtype on CPU). Our RMSNorm (``layers.RMSNorm``) saves its input cast to float32, the
+    float32 rstd and the normalised tensor."""
     if rms:
-        out.append(SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ))
-    return out
+        return [SavedTensor(f"{prefix}.input_fp32", per_token=hidden, elem=Elem.FP32,
+                            shard=Shard.SEQ),
+                SavedTensor(f"{prefix}.rstd", per_token=1, elem=Elem.FP32, shard=Shard.SEQ),
+                SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ)]
+    return [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
+            SavedTensor(f"{prefix}.stats", per_token=2, elem=Elem.LN_STATS, shard=Shard.SEQ)]
+
+
+def loss_saved(classes: int, per_sample: bool = False) -> list[SavedTensor]:
+    """Cross-entropy over ``classes`` logits: the float32 log-softmax (split over tp: vocab
+    parallel), the int64 labels and a float32 scalar. Per token (LMs) or per sample
+    (classifiers, ``per_sample``; not split)."""
+    if per_sample:
+        return [SavedTensor("loss.log_softmax", per_sample=classes, elem=Elem.FP32,
+                            shard=Shard.NONE),
+                SavedTensor("loss.labels", per_sample=1, elem=Elem.INT64, shard=Shard.NONE),
+                SavedTensor("loss.total_weight", fixed=1, elem=Elem.FP32, shard=Shard.NONE)]
+    return [SavedTensor("loss.log_softmax", per_token=classes, elem=Elem.FP32),
+            SavedTensor("loss.labels", per_token=1, elem=Elem.INT64, shard=Shard.NONE),
+            SavedTensor("loss.total_weight", fixed=1, elem=Elem.FP32, shard=Shard.NONE)]
 
 
 def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
@@ -222,26 +257,42 @@ def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> S
     return SavedTensor(name, per_token=width, shard=Shard.GATHERED if column_parallel else Shard.TP)
 
 
-def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, kv_tokens_per_token: int = 1,
-               rope: bool = False) -> tuple[list[SavedTensor], list[SavedTensor]]:
-    """What attention saves. SDPA (flash-style kernels): q, k, v, output, float32 log-sum-exp.
-    The output is also the o_proj input (the CPU kernel returns it in ``[b, s, h, d]`` memory
-    order, so the reshape is a view). Returns (sdpa list, math list): the math path saves the
-    softmax output ``heads*s*s*b`` instead of the log-sum-exp (and a copy of the output for
-    o_proj; GQA k/v are repeated there -- both counted)."""
+def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,
+               span: int | None = None, fp32: bool = False,
+               ) -> tuple[list[SavedTensor], list[SavedTensor]]:
+    """What attention saves. Returns (flash-style list, math list).
+
+    Flash-style SDPA kernels (the CPU default without a trainable bias): q, k, v, the output
+    and a float32 log-sum-exp. The output is also the o_proj input (the CPU kernel returns it
+    in ``[b, s, h, d]`` memory order, so the reshape is a view).
+
+    Math path (``AttnBackend.MATH``, and what SDPA itself falls back to on CPU when the
+    attention bias requires grad -- T5, Swin): q, k, v, the softmax output ``heads*s*s*b``
+    (``heads*span`` per token with windows of ``span`` keys), and a copy of the output for
+    o_proj; GQA k/v are repeated there (counted as ``kv_repeat``). No log-sum-exp, and the
+    additive mask/bias is not kept. ``fp32``: SDPA's own CPU fallback, which computes (and
+    keeps) q, k, v and the softmax output in float32 for bf16/fp16 inputs.
+    """
+    qkv = Elem.FP32 if fp32 else Elem.ACT
     common = [
-        SavedTensor(f"{prefix}.q", per_token=heads * head_dim),
-        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim * kv_tokens_per_token),
-        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim * kv_tokens_per_token),
+        SavedTensor(f"{prefix}.q", per_token=heads * head_dim, elem=qkv),
+        SavedTensor(f"{prefix}.k", per_token=kv_heads * head_dim, elem=qkv),
+        SavedTensor(f"{prefix}.v", per_token=kv_heads * head_dim, elem=qkv),
         SavedTensor(f"{prefix}.out", per_token=heads * head_dim),
     ]
     if rope:
         common.append(SavedTensor(f"{prefix}.rope_cos_sin", per_seq=2 * head_dim,
                                   shard=Shard.NONE, sp_split=False))
-    sdpa = common + [SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32)]
-    rep = (heads - kv_heads) * head_dim * kv_tokens_per_token
-    math = common + [SavedTensor(f"{prefix}.probs", per_token_seq=heads),
-                     SavedTensor(f"{prefix}.kv_repeat", per_token=2 * rep)]
+    sdpa = common + [
+        SavedTensor(f"{prefix}.lse", per_token=heads, elem=Elem.FP32),
+        # under Ulysses o_proj keeps the all-to-all output, a second copy of the output
+        SavedTensor(f"{prefix}.out_a2a", per_token=heads * head_dim, ulysses_only=True),
+    ]
+    probs = (SavedTensor(f"{prefix}.probs", per_token_seq=heads, elem=qkv) if span is None
+             else SavedTensor(f"{prefix}.probs", per_token=heads * span, elem=qkv))
+    math = common + [probs]
+    if kv_heads != heads:
+        math.append(SavedTensor(f"{prefix}.kv_repeat", per_token=2 * (heads - kv_heads) * head_dim))
     return sdpa, math
 
 

@@ -26,7 +26,7 @@ from galvatron.models.base import (
     check_divides,
     check_positive,
 )
-from galvatron.models.gpt2 import gelu_mlp_saved
+from galvatron.models.gpt2 import gelu_mlp_saved, prenorm_layer_spec
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
 from galvatron.models.layers import MLP, Activation, Attention, dropout
 
@@ -74,6 +74,14 @@ FLAVOURS = {
 }
 
 
+def patchify(conv: nn.Conv2d, pixels: Tensor, image_size: int) -> Tensor:
+    """``[b, c, H, W]`` images (the configured size only) -> ``[b, patches, hidden]``."""
+    if tuple(pixels.shape[-2:]) != (image_size, image_size):
+        raise ValueError(f"pixel_values: images must be {image_size}x{image_size}, "
+                         f"got {tuple(pixels.shape[-2:])}")
+    return conv(pixels.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
+
+
 class ViTEmbed(nn.Module):
     def __init__(self, c: ViTConfig) -> None:
         super().__init__()
@@ -84,11 +92,7 @@ class ViTEmbed(nn.Module):
         self.dropout = c.dropout
 
     def forward(self, batch: dict[str, Tensor]) -> Carry:
-        pixels = batch["pixel_values"]
-        if tuple(pixels.shape[-2:]) != (self.image_size, self.image_size):
-            raise ValueError(f"pixel_values: images must be {self.image_size}x{self.image_size}, "
-                             f"got {tuple(pixels.shape[-2:])}")
-        x = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)
+        x = patchify(self.patch, batch["pixel_values"], self.image_size)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.position
         return Carry(dropout(x, self.dropout, self.training))
 
@@ -122,6 +126,7 @@ class ViTModel(GalvatronModel):
             for _ in range(c.num_layers)
         )
         self.head = ClsHead(c)
+        self.record_ties()
 
     def loss(self, logits: Tensor, batch: dict[str, Tensor]) -> Tensor:
         """Cross-entropy of the class logits ``[b, num_labels]`` against ``labels`` ``[b]``."""
@@ -135,24 +140,17 @@ def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
     """Classification head + loss: per-sample tensors (independent of the sequence). The
     norm keeps a view of the last hidden states, i.e. their whole storage (per token)."""
     return (S.SavedTensor("norm.input_storage", per_token=h, shard=S.Shard.SEQ),
-            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.FP32, shard=S.Shard.NONE),
+            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.LN_STATS, shard=S.Shard.NONE),
             S.SavedTensor("classifier.input", per_sample=h, shard=S.Shard.NONE),
-            S.SavedTensor("loss.log_softmax", per_sample=labels, elem=S.Elem.FP32,
-                          shard=S.Shard.NONE),
-            S.SavedTensor("loss.labels", per_sample=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
-            S.SavedTensor("loss.total_weight", fixed=1, elem=S.Elem.FP32, shard=S.Shard.NONE))
+            *S.loss_saved(labels, per_sample=True))
 
 
 def vit_spec(c: ViTConfig) -> S.ModelSpec:
     h, f, a, p = c.hidden_size, c.ffn_hidden, c.num_heads, c.patch_size
-    saved_pre = S.norm_saved("norm1", h, False) + [S.linear_input_saved("attn.input", h)]
-    sdpa, math = S.sdpa_saved("attn", a, a, c.head_dim)
-    post = S.norm_saved("norm2", h, False) + gelu_mlp_saved(h, f)
     matmul = 4 * h * h + 2 * h * f
-    layer = S.LayerTypeSpec("vit", 4 * h + matmul + 4 * h + f + h, h, a, a, c.head_dim, f,
-                            matmul_params=matmul, attn_ops=1, input_per_token=h,
-                            saved=tuple(saved_pre + sdpa + post),
-                            saved_math=tuple(saved_pre + math + post))
+    layer = prenorm_layer_spec("vit", c, gelu_mlp_saved(h, f), 4 * h + matmul + 4 * h + f + h,
+                               matmul, rms=False, rope=False, kv_heads=a, head_dim=c.head_dim,
+                               padding=False)
     patch_params = c.num_channels * p * p * h
     embed = S.LayerTypeSpec(
         "vit_embed", patch_params + 2 * h + (c.num_patches + 1) * h, h,
@@ -204,5 +202,15 @@ def _rules(c: ViTConfig) -> list[Rule]:
     return r + [*weight_bias("head.norm", "vit.layernorm"), *weight_bias("head.classifier", "classifier")]
 
 
-HF = HFAdapter(("ViTForImageClassification",), _config_from_hf, _config_to_hf, _rules)
+_DISK = (
+    (r"^vit\.layers\.(\d+)\.", r"vit.encoder.layer.\1."),
+    (r"attention\.q_proj", "attention.attention.query"),
+    (r"attention\.k_proj", "attention.attention.key"),
+    (r"attention\.v_proj", "attention.attention.value"),
+    (r"attention\.o_proj", "attention.output.dense"),
+    (r"mlp\.fc1", "intermediate.dense"),
+    (r"mlp\.fc2", "output.dense"),
+)
+HF = HFAdapter(("ViTForImageClassification",), _config_from_hf, _config_to_hf, _rules,
+               disk_renames=_DISK)
 FAMILY = Family("vit", ViTConfig, ViTModel, FLAVOURS, vit_spec, HF)
