@@ -498,7 +498,7 @@ class Plan:
             rows.append(row(str(stage), rng, s))
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         for r in rows:
-            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+            lines.append("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)).rstrip())
         if self.predicted:
             p = self.predicted
             bits = []
