@@ -1,10 +1,11 @@
 #include "comm/layout.h"
 
+#include "comm/thread_pool.h"
+
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
 #ifdef GALVATRON_WITH_CUDA
 #include "comm/cuda/row_copy_cuda.h"
@@ -124,6 +125,8 @@ std::vector<RowCopy> plan_packed(const std::vector<std::vector<int64_t>>& shapes
   return plan;
 }
 
+constexpr int64_t kMaxMemcpyBytes = int64_t{256} << 10;
+
 // Copies bytes [lo, hi) of `c` in row order (p-major, then o, then byte within the row).
 void copy_byte_range(const RowCopy& c, int64_t lo, int64_t hi) {
   const char* s = static_cast<const char*>(c.src);
@@ -131,12 +134,17 @@ void copy_byte_range(const RowCopy& c, int64_t lo, int64_t hi) {
   int64_t r = lo / c.row_bytes, col = lo - r * c.row_bytes;
   int64_t p = r / c.outer, o = r - p * c.outer;
   while (lo < hi) {
-    const int64_t n = std::min(c.row_bytes - col, hi - lo);
+    // At most kMaxMemcpyBytes per call: glibc switches to non-temporal stores for copies of
+    // several MiB, which evict the result from cache just before the collective reads it.
+    const int64_t n = std::min({c.row_bytes - col, hi - lo, kMaxMemcpyBytes});
     std::memcpy(d + p * c.dst_part_stride + o * c.dst_outer_stride + col,
                 s + p * c.src_part_stride + o * c.src_outer_stride + col, static_cast<size_t>(n));
     lo += n;
-    col = 0;
-    if (++o == c.outer) o = 0, ++p;
+    col += n;
+    if (col == c.row_bytes) {
+      col = 0;
+      if (++o == c.outer) o = 0, ++p;
+    }
   }
 }
 
@@ -155,12 +163,7 @@ void run_cpu(const std::vector<RowCopy>& copies, int num_threads) {
       copy_byte_range(c, lo, lo + q + (t < rem ? 1 : 0));
     }
   };
-  if (threads == 1) return work(0);
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& th : pool) th.join();
+  parallel_run(threads, work);
 }
 
 // The CUDA kernel's loop structure (cuda/row_copy.cu), run on the CPU one vector at a time.

@@ -4,6 +4,10 @@ references for every dtype, error cases, round trips, and a one-process Ulysses 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -126,6 +130,56 @@ def test_multithreaded_kernel_equals_single_threaded_and_reference():
         outs = L.unpack_dim_chunks(buf, 1, 8, shapes, num_threads=threads)
         for o, r in zip(outs, L.reference_unpack_dim_chunks(buf, 1, 8, shapes), strict=True):
             assert torch.equal(o, r)
+
+
+def test_long_rows_are_split_across_memcpy_calls_and_threads():
+    # 300 kB rows (> the 256 KiB per-memcpy cap), 3 of them per chunk, odd byte counts.
+    t = random_bits((3, 2, 300_001), torch.uint8)
+    for threads in (1, 2, 5):
+        got = L.split_dim_to_chunks(t, 1, 2, num_threads=threads)
+        assert torch.equal(got, L.reference_split_dim_to_chunks(t, 1, 2))
+        assert torch.equal(L.chunks_to_dim(got, 1, 2, num_threads=threads), t)
+
+
+def test_concurrent_callers_share_the_thread_pool_safely():
+    xs = [torch.randn(4, 512, 8, 64) for _ in range(4)]  # 4 MiB each: multi-threaded kernel
+    want = [L.reference_split_dim_to_chunks(x, 2, 4) for x in xs]
+    results: dict[int, bool] = {}
+
+    def work(i: int) -> None:
+        results[i] = all(
+            torch.equal(L.split_dim_to_chunks(xs[i], 2, 4, num_threads=2), want[i])
+            for _ in range(5)
+        )
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert results == {0: True, 1: True, 2: True, 3: True}
+
+
+def test_thread_pool_works_in_a_forked_child():
+    # The child only runs our kernel (numpy buffers): torch's own OpenMP pool is not fork-safe.
+    a = np.arange(4 * 1024 * 1024, dtype=np.int32)
+    want = a.reshape(4, 2, -1).transpose(1, 0, 2).ravel()
+    got = np.empty_like(a)
+    _C.split_dim_to_chunks([a], got, [[4, 1024, 1024]], 1, 2, 2)  # the pool exists now
+    pid = os.fork()
+    if pid == 0:  # child
+        out = np.empty_like(a)
+        _C.split_dim_to_chunks([a], out, [[4, 1024, 1024]], 1, 2, 2)
+        os._exit(0 if np.array_equal(out, want) else 1)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("forked child hung in the threaded kernel")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert np.array_equal(got, want)
 
 
 def test_element_sizes_without_int_view_fall_back_to_reference():
