@@ -60,25 +60,32 @@ def torch_copy_unpack(buf, dim, n, shapes):
 # ---- timing -------------------------------------------------------------------------------------
 
 
-def time_ms(fn: Callable[[], object], device: str, reps: int) -> float:
-    fn()  # warm-up (allocator, page faults)
+def _once_ms(fn: Callable[[], object], device: str) -> float:
+    if device == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def time_ms(fns: list[Callable[[], object]], device: str, reps: int) -> list[float]:
+    """Median ms of each function. Calls are interleaved (f0, f1, f2, f0, ...) so that load
+    from other processes and the allocator's state affect every variant alike."""
+    for fn in fns:  # warm-up: allocator, page faults, thread pools
+        fn()
+        fn()
     if device == "cuda":
         torch.cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
-    times = []
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+        for fn, ts in zip(fns, times, strict=True):
+            ts.append(_once_ms(fn, device))
+    return [statistics.median(ts) for ts in times]
 
 
 def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
@@ -134,9 +141,7 @@ def run(configs, dtypes, device: str, threads_list, reps: int) -> None:
                 if device == "cpu":
                     torch.set_num_threads(threads)
                 for kernel, shape, ours, expr, best, nbytes in cases(b, s, world, dtype, device):
-                    ours_ms = time_ms(ours, device, reps)
-                    expr_ms = time_ms(expr, device, reps)
-                    best_ms = time_ms(best, device, reps)
+                    ours_ms, expr_ms, best_ms = time_ms([ours, expr, best], device, reps)
                     row = {
                         "kernel": kernel,
                         "device": device,
@@ -169,7 +174,7 @@ def main(argv=None) -> None:
     else:
         bs, ss = ([1, 2, 4], [2048, 4096, 8192]) if args.full else ([1, 2], [2048, 4096])
         configs = [(b, s, p) for b in bs for s in ss for p in (2, 4, 8)]
-        dtypes, reps = [torch.bfloat16, torch.float32], args.reps or 7
+        dtypes, reps = [torch.bfloat16, torch.float32], args.reps or 9
     if not args.no_cpu:
         run(configs, dtypes, "cpu", threads_list, reps)
     if args.cuda and torch.cuda.is_available():

@@ -182,6 +182,27 @@ def test_thread_pool_works_in_a_forked_child():
     assert np.array_equal(got, want)
 
 
+def test_preallocated_outputs_are_filled_and_returned():
+    q, k = torch.randn(2, 4, 8, 3), torch.randn(2, 4, 4, 3)
+    dst = torch.full((q.numel() + 2 * k.numel(),), float("nan"))
+    buf = L.ulysses_pack_qkv(q, k, k, 4, dst=dst)
+    assert buf.data_ptr() == dst.data_ptr() and buf.shape == (4, dst.numel() // 4)
+    assert torch.equal(buf, L.reference_ulysses_pack_qkv(q, k, k, 4))
+    shapes = [(2, 16, 2, 3), (2, 16, 1, 3), (2, 16, 1, 3)]
+    dsts = [torch.empty(s) for s in shapes]
+    outs = L.ulysses_unpack_qkv(buf, 4, *shapes, dsts=dsts)
+    for o, d, r in zip(outs, dsts, L.reference_ulysses_unpack_qkv(buf, 4, *shapes), strict=True):
+        assert o.data_ptr() == d.data_ptr() and torch.equal(o, r)
+    with pytest.raises(ValueError, match="dst holds 3 elements"):
+        L.ulysses_pack_out(q, 2, dst=torch.empty(3))
+    with pytest.raises(ValueError, match="dst has dtype torch.float16"):
+        L.ulysses_pack_out(q, 2, dst=torch.empty(q.numel(), dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"dsts\[0\] must be contiguous"):
+        L.ulysses_unpack_out(
+            torch.zeros(96), 2, (2, 2, 8, 3), dst=torch.empty(3, 2, 8, 2).transpose(0, 3)
+        )
+
+
 def test_element_sizes_without_int_view_fall_back_to_reference():
     t = torch.randn(2, 4, 3, dtype=torch.complex128)  # 16-byte elements: torch path
     assert torch.equal(L.split_dim_to_chunks(t, 1, 2), L.reference_split_dim_to_chunks(t, 1, 2))

@@ -158,14 +158,25 @@ def _threads(num_threads: int | None) -> int:
     return torch.get_num_threads() if num_threads is None else max(1, int(num_threads))
 
 
-def _pack(tensors, dim, n, num_threads) -> torch.Tensor:
+def _check_dst(dst, like: torch.Tensor, shape: Sequence[int], name: str) -> torch.Tensor:
+    """A caller-provided output: a contiguous tensor like ``like`` with ``prod(shape)`` elements."""
+    _check_tensors([like, dst], ["input", name])
+    if dst.numel() != math.prod(shape):
+        raise ValueError(f"{name} holds {dst.numel()} elements, needs {math.prod(shape)}")
+    return dst.view(*shape)
+
+
+def _pack(tensors, dim, n, num_threads, dst) -> torch.Tensor:
     shapes = [list(t.shape) for t in tensors]
     total = sum(t.numel() for t in tensors)
     first = tensors[0]
+    if dst is None:
+        buf = torch.empty((n, total // n), dtype=first.dtype, device=first.device)
+    else:
+        buf = _check_dst(dst, first, (n, total // n), "dst")
     kind = _kernel_kind(first)
     if kind == "torch":
-        return reference_pack_dim_chunks(tensors, dim, n)
-    buf = torch.empty((n, total // n), dtype=first.dtype, device=first.device)
+        return buf.copy_(reference_pack_dim_chunks(tensors, dim, n))
     if kind == "cpu":
         _C.split_dim_to_chunks(
             [_np_bytes(t) for t in tensors], _np_bytes(buf), shapes, dim, n, _threads(num_threads)
@@ -173,39 +184,34 @@ def _pack(tensors, dim, n, num_threads) -> torch.Tensor:
     else:
         with torch.cuda.device(first.device):
             stream = torch.cuda.current_stream(first.device).cuda_stream
-            _C.cuda_split_dim_to_chunks(
-                [t.data_ptr() for t in tensors],
-                buf.data_ptr(),
-                shapes,
-                dim,
-                n,
-                first.element_size(),
-                stream,
-            )
+            srcs = [t.data_ptr() for t in tensors]
+            size = first.element_size()
+            _C.cuda_split_dim_to_chunks(srcs, buf.data_ptr(), shapes, dim, n, size, stream)
     return buf
 
 
-def _unpack(buf, dim, n, shapes, num_threads) -> list[torch.Tensor]:
+def _unpack(buf, dim, n, shapes, num_threads, dsts) -> list[torch.Tensor]:
+    if dsts is None:
+        outs = [torch.empty(s, dtype=buf.dtype, device=buf.device) for s in shapes]
+    else:
+        if len(dsts) != len(shapes):
+            raise ValueError(f"dsts has {len(dsts)} tensors, shapes {len(shapes)}")
+        pairs = enumerate(zip(dsts, shapes, strict=True))
+        outs = [_check_dst(o, buf, s, f"dsts[{i}]") for i, (o, s) in pairs]
     kind = _kernel_kind(buf)
     if kind == "torch":
-        return reference_unpack_dim_chunks(buf, dim, n, shapes)
-    outs = [torch.empty(s, dtype=buf.dtype, device=buf.device) for s in shapes]
-    if kind == "cpu":
+        for o, r in zip(outs, reference_unpack_dim_chunks(buf, dim, n, shapes), strict=True):
+            o.copy_(r)
+    elif kind == "cpu":
         _C.chunks_to_dim(
             _np_bytes(buf), [_np_bytes(o) for o in outs], shapes, dim, n, _threads(num_threads)
         )
     else:
         with torch.cuda.device(buf.device):
             stream = torch.cuda.current_stream(buf.device).cuda_stream
-            _C.cuda_chunks_to_dim(
-                buf.data_ptr(),
-                [o.data_ptr() for o in outs],
-                shapes,
-                dim,
-                n,
-                buf.element_size(),
-                stream,
-            )
+            ptrs = [o.data_ptr() for o in outs]
+            size = buf.element_size()
+            _C.cuda_chunks_to_dim(buf.data_ptr(), ptrs, shapes, dim, n, size, stream)
     return outs
 
 
@@ -219,15 +225,18 @@ def pack_dim_chunks(
     *,
     names: Sequence[str] | None = None,
     num_threads: int | None = None,
+    dst: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``[n, c]`` buffer whose row ``i`` is chunk ``i`` along ``dim`` of every tensor, in order.
 
     Tensors: contiguous, same dtype and device, ``shape[dim] % n == 0``. ``dim`` may be negative
     (then per tensor). ``names`` name the tensors in error messages; ``num_threads`` caps the
-    CPU kernel's threads (default ``torch.get_num_threads()``).
+    CPU kernel's threads (default ``torch.get_num_threads()``); ``dst`` is an optional
+    preallocated contiguous output with ``n * c`` elements (returned as its ``[n, c]`` view),
+    e.g. a send buffer reused across layers. Outputs must not overlap the inputs.
     """
     names = list(names) if names is not None else [f"tensors[{i}]" for i in range(len(tensors))]
-    return _checked_pack(tensors, dim, n, names, "n", num_threads)
+    return _checked_pack(tensors, dim, n, names, "n", num_threads, dst)
 
 
 def unpack_dim_chunks(
@@ -238,16 +247,19 @@ def unpack_dim_chunks(
     *,
     names: Sequence[str] | None = None,
     num_threads: int | None = None,
+    dsts: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """Inverse of :func:`pack_dim_chunks`: tensors of ``shapes`` from a contiguous ``buf``.
 
     ``buf`` must hold ``sum(prod(shape))`` elements (any shape, e.g. ``[n, c]`` or flat).
+    ``dsts``: optional preallocated contiguous outputs, one per shape (returned as views of
+    those shapes).
     """
     names = list(names) if names is not None else [f"shapes[{i}]" for i in range(len(shapes))]
-    return _checked_unpack(buf, dim, n, shapes, names, "n", num_threads)
+    return _checked_unpack(buf, dim, n, shapes, names, "n", num_threads, dsts)
 
 
-def _checked_pack(tensors, dim, n, names, n_name, num_threads) -> torch.Tensor:
+def _checked_pack(tensors, dim, n, names, n_name, num_threads, dst=None) -> torch.Tensor:
     _check_n(n, n_name)
     _check_tensors(tensors, names)
     dims = {_norm_dim(dim, t.ndim, name) for t, name in zip(tensors, names, strict=True)}
@@ -256,10 +268,12 @@ def _checked_pack(tensors, dim, n, names, n_name, num_threads) -> torch.Tensor:
     d = dims.pop()
     for t, name in zip(tensors, names, strict=True):
         _check_divisible(t.shape, d, n, n_name, name)
-    return _pack(list(tensors), d, n, num_threads)
+    return _pack(list(tensors), d, n, num_threads, dst)
 
 
-def _checked_unpack(buf, dim, n, shapes, names, n_name, num_threads) -> list[torch.Tensor]:
+def _checked_unpack(
+    buf, dim, n, shapes, names, n_name, num_threads, dsts=None
+) -> list[torch.Tensor]:
     _check_n(n, n_name)
     _check_tensors([buf], ["buf"])
     if len(shapes) == 0:
@@ -274,7 +288,7 @@ def _checked_unpack(buf, dim, n, shapes, names, n_name, num_threads) -> list[tor
     total = sum(math.prod(s) for s in out_shapes)
     if buf.numel() != total:
         raise ValueError(f"buf holds {buf.numel()} elements, shapes {out_shapes} need {total}")
-    return _unpack(buf, d, n, out_shapes, num_threads)
+    return _unpack(buf, d, n, out_shapes, num_threads, dsts)
 
 
 def split_dim_to_chunks(
@@ -316,10 +330,12 @@ def ulysses_pack_qkv(
     *,
     head_dim: int = 2,
     num_threads: int | None = None,
+    dst: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Send buffer ``[world, c]`` of local ``[b, s/P, H, d]`` q, k, v: row ``j`` = heads
     ``j*H/P:(j+1)*H/P`` of q, then of k, then of v, each ``[b, s/P, H/P, d]`` contiguous."""
-    return _checked_pack([q, k, v], head_dim, world, ["q", "k", "v"], "world", num_threads)
+    names = ["q", "k", "v"]
+    return _checked_pack([q, k, v], head_dim, world, names, "world", num_threads, dst)
 
 
 def ulysses_unpack_qkv(
@@ -331,21 +347,27 @@ def ulysses_unpack_qkv(
     *,
     seq_dim: int = 1,
     num_threads: int | None = None,
+    dsts: Sequence[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q, k, v ``[b, s, H/P, d]`` (the given output shapes) from the all-to-all's receive
     buffer, whose row ``i`` holds sequence chunk ``i`` of q, k, v (as packed by rank ``i``)."""
     names = ["q_shape", "k_shape", "v_shape"]
     shapes = [q_shape, k_shape, v_shape]
-    q2, k2, v2 = _checked_unpack(buf, seq_dim, world, shapes, names, "world", num_threads)
+    q2, k2, v2 = _checked_unpack(buf, seq_dim, world, shapes, names, "world", num_threads, dsts)
     return q2, k2, v2
 
 
 def ulysses_pack_out(
-    out: torch.Tensor, world: int, *, seq_dim: int = 1, num_threads: int | None = None
+    out: torch.Tensor,
+    world: int,
+    *,
+    seq_dim: int = 1,
+    num_threads: int | None = None,
+    dst: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Send buffer ``[world, c]`` of the attention output ``[b, s, H/P, d]``: row ``j`` is
     sequence chunk ``j`` (``[b, s/P, H/P, d]``), for rank ``j``."""
-    return _checked_pack([out], seq_dim, world, ["out"], "world", num_threads)
+    return _checked_pack([out], seq_dim, world, ["out"], "world", num_threads, dst)
 
 
 def ulysses_unpack_out(
@@ -355,10 +377,13 @@ def ulysses_unpack_out(
     *,
     head_dim: int = 2,
     num_threads: int | None = None,
+    dst: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention output ``[b, s/P, H, d]`` (``out_shape``) from the receive buffer whose row
     ``i`` holds head group ``i``."""
-    outs = _checked_unpack(buf, head_dim, world, [out_shape], ["out_shape"], "world", num_threads)
+    dsts = None if dst is None else [dst]
+    names = ["out_shape"]
+    outs = _checked_unpack(buf, head_dim, world, [out_shape], names, "world", num_threads, dsts)
     return outs[0]
 
 
