@@ -1,9 +1,15 @@
 """Benchmark of the layout kernels (galvatron.parallel.layout) against plain torch.
 
-Prints one JSON line per case: kernel, shape, dtype, threads, our time, the torch-expression
-time (the ``reference_*`` function: movedim/reshape + cat), the best plain-torch time we know
-(``copy_`` of a permuted view into a preallocated buffer, one pass), speed-ups and GB/s
-(bytes read + written by our kernel / our time). Shapes are LLaMA-7B-like: H=32, d=128.
+Prints one JSON line per case: kernel, shape, dtype, threads and median times (ms) of
+  ours                 the galvatron.parallel.layout function (allocates its output)
+  torch_expr           the ``reference_*`` torch expression (movedim/reshape + cat)
+  torch_copy           the best plain torch we know: torch.empty + one ``copy_`` of a
+                       permuted view per tensor
+  ours_prealloc        ours writing into a reused output (``dst=`` / ``dsts=``)
+  torch_copy_prealloc  torch ``copy_`` into the same reused output
+with speed-ups (torch / ours) and GB/s (bytes read + written / time). Shapes are
+LLaMA-7B-like: H=32, d=128. On CPU a fresh output costs page faults, often more than the copy,
+hence the *_prealloc pair, which compares the copies alone.
 
     python benchmarks/run_comm_bench.py --quick            # a few small CPU cases
     python benchmarks/run_comm_bench.py                    # default CPU sweep (modest sizes)
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 from collections.abc import Callable
@@ -27,9 +34,10 @@ HEADS, HEAD_DIM = 32, 128
 # ---- best plain-torch versions: one copy_ per tensor into a preallocated buffer ---------------
 
 
-def torch_copy_pack(tensors, dim, n):
+def torch_copy_pack(tensors, dim, n, dst=None):
     total = sum(t.numel() for t in tensors)
     buf = torch.empty(n, total // n, dtype=tensors[0].dtype, device=tensors[0].device)
+    buf = buf if dst is None else dst.view(n, total // n)
     off = 0
     for t in tensors:
         size = t.numel() // n
@@ -41,11 +49,11 @@ def torch_copy_pack(tensors, dim, n):
     return buf
 
 
-def torch_copy_unpack(buf, dim, n, shapes):
+def torch_copy_unpack(buf, dim, n, shapes, dsts=None):
     rows = buf.view(n, -1)
     outs, off = [], 0
-    for shape in shapes:
-        out = torch.empty(shape, dtype=buf.dtype, device=buf.device)
+    for i, shape in enumerate(shapes):
+        out = torch.empty(shape, dtype=buf.dtype, device=buf.device) if dsts is None else dsts[i]
         chunk = list(shape)
         chunk[dim] //= n
         size = out.numel() // n
@@ -74,22 +82,27 @@ def _once_ms(fn: Callable[[], object], device: str) -> float:
 
 
 def time_ms(fns: list[Callable[[], object]], device: str, reps: int) -> list[float]:
-    """Median ms of each function. Calls are interleaved (f0, f1, f2, f0, ...) so that load
-    from other processes and the allocator's state affect every variant alike."""
+    """Median ms of each function. Calls are interleaved, in a fresh random order each round,
+    so that load from other processes and the allocator's state (fresh pages after a free)
+    affect every variant alike."""
     for fn in fns:  # warm-up: allocator, page faults, thread pools
         fn()
         fn()
     if device == "cuda":
         torch.cuda.synchronize()
     times: list[list[float]] = [[] for _ in fns]
+    rng = random.Random(0)
+    order = list(range(len(fns)))
     for _ in range(reps):
-        for fn, ts in zip(fns, times, strict=True):
-            ts.append(_once_ms(fn, device))
+        rng.shuffle(order)
+        for i in order:
+            times[i].append(_once_ms(fns[i], device))
     return [statistics.median(ts) for ts in times]
 
 
 def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
-    """(kernel, shape text, ours, torch expression, best torch, bytes moved) per kernel."""
+    """(kernel, shape text, {variant: fn}, bytes moved) per kernel. Variants: ours, torch_expr
+    (reference_* expression), torch_copy (empty + copy_), and *_prealloc (into a reused output)."""
     sl, hl = s // world, HEADS // world
     gen = torch.Generator(device=device).manual_seed(0)
     q, k, v = (
@@ -103,35 +116,61 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
     out_shape = (b, sl, HEADS, HEAD_DIM)
     qkv_bytes = 2 * qkv_buf.numel() * qkv_buf.element_size()
     out_bytes = 2 * out_buf.numel() * out_buf.element_size()
+    qkv_dst, out_dst = torch.empty_like(qkv_buf), torch.empty_like(out_buf)
+    qkv_dsts = [torch.empty(qkv_shape, dtype=dtype, device=device) for _ in range(3)]
+    o_dst = torch.empty(out_shape, dtype=dtype, device=device)
     shp = f"b={b} s={s} H={HEADS} d={HEAD_DIM} P={world}"
     yield (
-        "ulysses_pack_qkv", shp,
-        lambda: L.ulysses_pack_qkv(q, k, v, world),
-        lambda: L.reference_ulysses_pack_qkv(q, k, v, world),
-        lambda: torch_copy_pack([q, k, v], 2, world),
+        "ulysses_pack_qkv",
+        shp,
         qkv_bytes,
-    )  # fmt: skip
+        {
+            "ours": lambda: L.ulysses_pack_qkv(q, k, v, world),
+            "torch_expr": lambda: L.reference_ulysses_pack_qkv(q, k, v, world),
+            "torch_copy": lambda: torch_copy_pack([q, k, v], 2, world),
+            "ours_prealloc": lambda: L.ulysses_pack_qkv(q, k, v, world, dst=qkv_dst),
+            "torch_copy_prealloc": lambda: torch_copy_pack([q, k, v], 2, world, qkv_dst),
+        },
+    )
+    shapes3 = (qkv_shape, qkv_shape, qkv_shape)
     yield (
-        "ulysses_unpack_qkv", shp,
-        lambda: L.ulysses_unpack_qkv(qkv_buf, world, qkv_shape, qkv_shape, qkv_shape),
-        lambda: L.reference_ulysses_unpack_qkv(qkv_buf, world, qkv_shape, qkv_shape, qkv_shape),
-        lambda: torch_copy_unpack(qkv_buf, 1, world, [qkv_shape] * 3),
+        "ulysses_unpack_qkv",
+        shp,
         qkv_bytes,
-    )  # fmt: skip
+        {
+            "ours": lambda: L.ulysses_unpack_qkv(qkv_buf, world, *shapes3),
+            "torch_expr": lambda: L.reference_ulysses_unpack_qkv(qkv_buf, world, *shapes3),
+            "torch_copy": lambda: torch_copy_unpack(qkv_buf, 1, world, shapes3),
+            "ours_prealloc": lambda: L.ulysses_unpack_qkv(qkv_buf, world, *shapes3, dsts=qkv_dsts),
+            "torch_copy_prealloc": lambda: torch_copy_unpack(qkv_buf, 1, world, shapes3, qkv_dsts),
+        },
+    )
     yield (
-        "ulysses_pack_out", shp,
-        lambda: L.ulysses_pack_out(o, world),
-        lambda: L.reference_ulysses_pack_out(o, world),
-        lambda: torch_copy_pack([o], 1, world),
+        "ulysses_pack_out",
+        shp,
         out_bytes,
-    )  # fmt: skip
+        {
+            "ours": lambda: L.ulysses_pack_out(o, world),
+            "torch_expr": lambda: L.reference_ulysses_pack_out(o, world),
+            "torch_copy": lambda: torch_copy_pack([o], 1, world),
+            "ours_prealloc": lambda: L.ulysses_pack_out(o, world, dst=out_dst),
+            "torch_copy_prealloc": lambda: torch_copy_pack([o], 1, world, out_dst),
+        },
+    )
     yield (
-        "ulysses_unpack_out", shp,
-        lambda: L.ulysses_unpack_out(out_buf, world, out_shape),
-        lambda: L.reference_ulysses_unpack_out(out_buf, world, out_shape),
-        lambda: torch_copy_unpack(out_buf, 2, world, [out_shape]),
+        "ulysses_unpack_out",
+        shp,
         out_bytes,
-    )  # fmt: skip
+        {
+            "ours": lambda: L.ulysses_unpack_out(out_buf, world, out_shape),
+            "torch_expr": lambda: L.reference_ulysses_unpack_out(out_buf, world, out_shape),
+            "torch_copy": lambda: torch_copy_unpack(out_buf, 2, world, [out_shape]),
+            "ours_prealloc": lambda: L.ulysses_unpack_out(out_buf, world, out_shape, dst=o_dst),
+            "torch_copy_prealloc": lambda: torch_copy_unpack(
+                out_buf, 2, world, [out_shape], [o_dst]
+            ),
+        },
+    )
 
 
 def run(configs, dtypes, device: str, threads_list, reps: int) -> None:
@@ -140,20 +179,22 @@ def run(configs, dtypes, device: str, threads_list, reps: int) -> None:
             for threads in threads_list if device == "cpu" else [0]:
                 if device == "cpu":
                     torch.set_num_threads(threads)
-                for kernel, shape, ours, expr, best, nbytes in cases(b, s, world, dtype, device):
-                    ours_ms, expr_ms, best_ms = time_ms([ours, expr, best], device, reps)
+                for kernel, shape, nbytes, fns in cases(b, s, world, dtype, device):
+                    ms = dict(zip(fns, time_ms(list(fns.values()), device, reps), strict=True))
                     row = {
                         "kernel": kernel,
                         "device": device,
                         "shape": shape,
                         "dtype": str(dtype).replace("torch.", ""),
                         "threads": threads if device == "cpu" else None,
-                        "ours_ms": round(ours_ms, 3),
-                        "torch_expr_ms": round(expr_ms, 3),
-                        "torch_copy_ms": round(best_ms, 3),
-                        "speedup_vs_expr": round(expr_ms / ours_ms, 2),
-                        "speedup_vs_copy": round(best_ms / ours_ms, 2),
-                        "gbps": round(nbytes / ours_ms / 1e6, 2),
+                        **{f"{name}_ms": round(t, 3) for name, t in ms.items()},
+                        "speedup_vs_expr": round(ms["torch_expr"] / ms["ours"], 2),
+                        "speedup_vs_copy": round(ms["torch_copy"] / ms["ours"], 2),
+                        "speedup_prealloc": round(
+                            ms["torch_copy_prealloc"] / ms["ours_prealloc"], 2
+                        ),
+                        "gbps": round(nbytes / ms["ours"] / 1e6, 2),
+                        "gbps_prealloc": round(nbytes / ms["ours_prealloc"] / 1e6, 2),
                     }
                     print(json.dumps(row), flush=True)
 

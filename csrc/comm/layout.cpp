@@ -152,7 +152,7 @@ void run_cpu(const std::vector<RowCopy>& copies, int num_threads) {
   int64_t total = 0;
   for (const RowCopy& c : copies) total += c.parts * c.outer * c.row_bytes;
   const int64_t by_size = std::max<int64_t>(1, total / kMinBytesPerThread);
-  const int threads = static_cast<int>(std::min<int64_t>(std::max(1, num_threads), by_size));
+  const int threads = static_cast<int>(std::min<int64_t>({std::max(1, num_threads), by_size, kMaxThreads}));
   // Thread t copies the t-th of `threads` equal byte ranges of every copy: balanced whatever the
   // row sizes, and long rows (e.g. whole sequence chunks) are split too.
   auto work = [&](int t) {

@@ -60,6 +60,7 @@ struct Executor {
 // Below this many bytes per thread, the cpu backend uses fewer threads (thread start-up costs
 // more than the copy it would save).
 constexpr int64_t kMinBytesPerThread = int64_t{1} << 20;
+constexpr int64_t kMaxThreads = 256;
 
 // True when the library was built with the CUDA kernels (GALVATRON_CUDA=ON).
 bool built_with_cuda();
