@@ -81,7 +81,9 @@ def _once_ms(fn: Callable[[], object], device: str) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def time_ms(fns: list[Callable[[], object]], device: str, reps: int) -> list[float]:
+def time_ms(
+    fns: list[Callable[[], object]], device: str, reps: int, blocked: bool = False
+) -> list[float]:
     """Median ms of each function. Calls are interleaved, in a fresh random order each round,
     so that load from other processes and the allocator's state (fresh pages after a free)
     affect every variant alike."""
@@ -93,6 +95,11 @@ def time_ms(fns: list[Callable[[], object]], device: str, reps: int) -> list[flo
     times: list[list[float]] = [[] for _ in fns]
     rng = random.Random(0)
     order = list(range(len(fns)))
+    if blocked:  # each function's reps back to back (its thread pool stays warm)
+        for fn, ts in zip(fns, times, strict=True):
+            fn()
+            ts.extend(_once_ms(fn, device) for _ in range(reps))
+        return [statistics.median(ts) for ts in times]
     for _ in range(reps):
         rng.shuffle(order)
         for i in order:
@@ -173,20 +180,23 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
     )
 
 
-def run(configs, dtypes, device: str, threads_list, reps: int) -> None:
+def run(configs, dtypes, device: str, threads_list, reps: int, blocked: bool) -> None:
     for b, s, world in configs:
         for dtype in dtypes:
             for threads in threads_list if device == "cpu" else [0]:
                 if device == "cpu":
                     torch.set_num_threads(threads)
                 for kernel, shape, nbytes, fns in cases(b, s, world, dtype, device):
-                    ms = dict(zip(fns, time_ms(list(fns.values()), device, reps), strict=True))
+                    ms = dict(
+                        zip(fns, time_ms(list(fns.values()), device, reps, blocked), strict=True)
+                    )
                     row = {
                         "kernel": kernel,
                         "device": device,
                         "shape": shape,
                         "dtype": str(dtype).replace("torch.", ""),
                         "threads": threads if device == "cpu" else None,
+                        "timing": "blocked" if blocked else "interleaved",
                         **{f"{name}_ms": round(t, 3) for name, t in ms.items()},
                         "speedup_vs_expr": round(ms["torch_expr"] / ms["ours"], 2),
                         "speedup_vs_copy": round(ms["torch_copy"] / ms["ours"], 2),
@@ -206,6 +216,11 @@ def main(argv=None) -> None:
     ap.add_argument("--cuda", action="store_true", help="also run on CUDA when available")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU cases")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument(
+        "--blocked",
+        action="store_true",
+        help="time each variant's reps back to back instead of interleaving the variants",
+    )
     args = ap.parse_args(argv)
     max_threads = torch.get_num_threads()
     threads_list = sorted({1, max_threads})
@@ -217,9 +232,9 @@ def main(argv=None) -> None:
         configs = [(b, s, p) for b in bs for s in ss for p in (2, 4, 8)]
         dtypes, reps = [torch.bfloat16, torch.float32], args.reps or 9
     if not args.no_cpu:
-        run(configs, dtypes, "cpu", threads_list, reps)
+        run(configs, dtypes, "cpu", threads_list, reps, args.blocked)
     if args.cuda and torch.cuda.is_available():
-        run(configs, dtypes, "cuda", [0], max(reps, 20))
+        run(configs, dtypes, "cuda", [0], max(reps, 20), args.blocked)
     torch.set_num_threads(max_threads)
 
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #ifdef GALVATRON_WITH_CUDA
 #include "comm/cuda/row_copy_cuda.h"
@@ -62,8 +63,16 @@ void check_common(size_t num_buffers, size_t num_shapes, int64_t num_chunks, int
   }
 }
 
-// Merge rows that are contiguous on both sides into longer rows (fewer, longer memcpy runs).
+// Row order = destination memory order (the inner "o" index gets the smaller dst stride), so
+// that writes stream sequentially (they matter more than reads: write-allocate, and gathers
+// would otherwise fill every P-th block on each pass); then merge rows that are contiguous on
+// both sides into longer rows (fewer, longer memcpy runs).
 RowCopy merged(RowCopy c) {
+  if (c.dst_part_stride < c.dst_outer_stride) {
+    std::swap(c.parts, c.outer);
+    std::swap(c.src_part_stride, c.src_outer_stride);
+    std::swap(c.dst_part_stride, c.dst_outer_stride);
+  }
   if (c.outer > 1 && c.src_outer_stride == c.row_bytes && c.dst_outer_stride == c.row_bytes) {
     c.row_bytes *= c.outer;
     c.outer = 1;
@@ -126,6 +135,7 @@ std::vector<RowCopy> plan_packed(const std::vector<std::vector<int64_t>>& shapes
 }
 
 constexpr int64_t kMaxMemcpyBytes = int64_t{256} << 10;
+constexpr int64_t kItemBytes = int64_t{256} << 10;  // unit of work claimed by a thread
 
 // Copies bytes [lo, hi) of `c` in row order (p-major, then o, then byte within the row).
 void copy_byte_range(const RowCopy& c, int64_t lo, int64_t hi) {
@@ -149,21 +159,29 @@ void copy_byte_range(const RowCopy& c, int64_t lo, int64_t hi) {
 }
 
 void run_cpu(const std::vector<RowCopy>& copies, int num_threads) {
+  std::vector<int64_t> begin;  // byte offset of each copy in the concatenation of all copies
   int64_t total = 0;
-  for (const RowCopy& c : copies) total += c.parts * c.outer * c.row_bytes;
+  for (const RowCopy& c : copies) {
+    begin.push_back(total);
+    total += c.parts * c.outer * c.row_bytes;
+  }
   const int64_t by_size = std::max<int64_t>(1, total / kMinBytesPerThread);
   const int threads = static_cast<int>(std::min<int64_t>({std::max(1, num_threads), by_size, kMaxThreads}));
-  // Thread t copies the t-th of `threads` equal byte ranges of every copy: balanced whatever the
+  if (threads == 1) {
+    for (const RowCopy& c : copies) copy_byte_range(c, 0, c.parts * c.outer * c.row_bytes);
+    return;
+  }
+  // Items of kItemBytes of the concatenated copies, claimed dynamically: balanced whatever the
   // row sizes, and long rows (e.g. whole sequence chunks) are split too.
-  auto work = [&](int t) {
-    for (const RowCopy& c : copies) {
-      const int64_t bytes = c.parts * c.outer * c.row_bytes;
-      const int64_t q = bytes / threads, rem = bytes % threads;
-      const int64_t lo = t * q + std::min<int64_t>(t, rem);
-      copy_byte_range(c, lo, lo + q + (t < rem ? 1 : 0));
+  const int64_t num_items = (total + kItemBytes - 1) / kItemBytes;
+  parallel_for(num_items, threads, [&](int64_t item) {
+    const int64_t lo = item * kItemBytes, hi = std::min(total, lo + kItemBytes);
+    for (size_t k = 0; k < copies.size(); ++k) {
+      const int64_t end = k + 1 < copies.size() ? begin[k + 1] : total;
+      if (end <= lo || begin[k] >= hi) continue;
+      copy_byte_range(copies[k], std::max(lo, begin[k]) - begin[k], std::min(hi, end) - begin[k]);
     }
-  };
-  parallel_run(threads, work);
+  });
 }
 
 // The CUDA kernel's loop structure (cuda/row_copy.cu), run on the CPU one vector at a time.

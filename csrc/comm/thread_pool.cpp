@@ -5,10 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <cstdint>
 #include <mutex>
-#include <stdexcept>
-#include <string>
 #include <thread>
 #include <vector>
 
@@ -24,107 +21,125 @@ inline void cpu_relax() {
 #endif
 }
 
-// Idle workers spin this long before sleeping on a condition variable. Waking a sleeping
-// thread costs 0.1-1 ms on virtual machines (the idle vCPU is halted), more than the copies
-// this pool exists for; back-to-back calls (pack, unpack, the next layer's pack...) then find
-// the workers awake. Same idea as OpenMP's active wait policy, bounded.
-constexpr auto kSpin = std::chrono::microseconds(1000);
-constexpr int kTaskBits = 16;  // job_ = generation << kTaskBits | num_tasks
+// Short busy wait, then yield the core (the thread we wait for may need it).
+template <typename Pred>
+void wait_until(Pred done) {
+  for (int spins = 0; !done(); ++spins) {
+    if (spins < 64) {
+      cpu_relax();
+    } else {
+      std::this_thread::yield();
+    }
+  }
+}
+
+// One parallel_for call; lives on the caller's stack until no worker can touch it.
+struct Job {
+  const std::function<void(int64_t)>* fn;
+  int64_t num_items;
+  int max_helpers;  // workers allowed to join (num_threads - 1)
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<int> helpers{0};
+
+  void work() {
+    for (int64_t i; (i = next.fetch_add(1, std::memory_order_relaxed)) < num_items;) {
+      (*fn)(i);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
 
 class Pool {
  public:
-  void run(int num_tasks, const std::function<void(int)>& fn) {
-    std::lock_guard<std::mutex> serial(run_mutex_);
-    grow(num_tasks - 1);
-    fn_.store(&fn, std::memory_order_relaxed);
-    pending_.store(num_tasks - 1, std::memory_order_relaxed);
+  void run(Job& job) {
+    grow(job.max_helpers);
     {
-      std::lock_guard<std::mutex> lock(mutex_);  // sleepers test job_ under this mutex
-      const uint64_t gen = (job_.load(std::memory_order_relaxed) >> kTaskBits) + 1;
-      job_.store(gen << kTaskBits | static_cast<uint64_t>(num_tasks), std::memory_order_release);
+      std::lock_guard<std::mutex> lock(mutex_);  // publish under the sleepers' mutex
+      job_.store(&job, std::memory_order_seq_cst);
+      generation_.fetch_add(1, std::memory_order_seq_cst);
     }
     wake_.notify_all();
-    fn(0);
-    for (int spins = 0; pending_.load(std::memory_order_acquire) != 0; ++spins) {
-      if (spins < 4096) {
-        cpu_relax();
-      } else {
-        std::this_thread::yield();
-      }
-    }
+    job.work();
+    wait_until([&] { return job.done.load(std::memory_order_acquire) == job.num_items; });
+    // Unpublish, then wait until no worker still holds a pointer to this job.
+    Job* expected = &job;
+    job_.compare_exchange_strong(expected, nullptr, std::memory_order_seq_cst);
+    wait_until([&] { return active_.load(std::memory_order_seq_cst) == 0; });
   }
 
  private:
   void grow(int num_workers) {
+    std::lock_guard<std::mutex> lock(grow_mutex_);
     while (static_cast<int>(workers_.size()) < num_workers) {
-      const int task = static_cast<int>(workers_.size()) + 1;
-      // A worker born now must take part in the coming generation: it starts from the current.
-      const uint64_t gen = job_.load(std::memory_order_relaxed) >> kTaskBits;
-      workers_.emplace_back([this, task, gen] { loop(task, gen); });
+      workers_.emplace_back([this] { loop(); });
       workers_.back().detach();
     }
   }
 
-  void loop(int task, uint64_t seen) {
+  void loop() {
+    uint64_t seen = 0;
     for (;;) {
-      uint64_t job = wait_for_new_job(seen);
-      seen = job >> kTaskBits;
-      // A worker with a task in a generation holds that run open (pending_), so fn_ is still
-      // this generation's function here; workers without a task just note the generation.
-      if (task < static_cast<int>(job & ((uint64_t{1} << kTaskBits) - 1))) {
-        (*fn_.load(std::memory_order_relaxed))(task);
-        pending_.fetch_sub(1, std::memory_order_release);
+      seen = wait_for_new_generation(seen);
+      active_.fetch_add(1, std::memory_order_seq_cst);
+      Job* job = job_.load(std::memory_order_seq_cst);  // null, or a job whose caller waits for us
+      if (job != nullptr &&
+          job->helpers.fetch_add(1, std::memory_order_relaxed) < job->max_helpers) {
+        job->work();
       }
+      active_.fetch_sub(1, std::memory_order_seq_cst);
     }
   }
 
-  uint64_t wait_for_new_job(uint64_t seen) {
-    const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  uint64_t wait_for_new_generation(uint64_t seen) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+    // Yield rather than pause: when the cores are oversubscribed (e.g. torch's OpenMP workers
+    // spinning too) a pausing spinner would take half of the caller's core.
     for (int spins = 0;; ++spins) {
-      const uint64_t job = job_.load(std::memory_order_acquire);
-      if ((job >> kTaskBits) != seen) return job;
-      if ((spins & 1023) == 1023 && std::chrono::steady_clock::now() > deadline) break;
-      cpu_relax();
+      const uint64_t g = generation_.load(std::memory_order_acquire);
+      if (g != seen) return g;
+      if ((spins & 15) == 15 && std::chrono::steady_clock::now() > deadline) break;
+      std::this_thread::yield();
     }
     std::unique_lock<std::mutex> lock(mutex_);
-    wake_.wait(lock, [&] { return (job_.load(std::memory_order_acquire) >> kTaskBits) != seen; });
-    return job_.load(std::memory_order_acquire);
+    wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
+    return generation_.load(std::memory_order_acquire);
   }
 
-  std::mutex run_mutex_;  // one run at a time
-  std::mutex mutex_;      // pairs with wake_
+  std::mutex grow_mutex_;
+  std::mutex mutex_;  // pairs with wake_
   std::condition_variable wake_;
   std::vector<std::thread> workers_;
-  std::atomic<uint64_t> job_{0};
-  std::atomic<const std::function<void(int)>*> fn_{nullptr};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<Job*> job_{nullptr};
+  std::atomic<int> active_{0};
 };
 
-}  // namespace
-
-void parallel_run(int num_tasks, const std::function<void(int)>& fn) {
-  if (num_tasks <= 1) {
-    if (num_tasks == 1) fn(0);
-    return;
-  }
-  if (num_tasks >= (1 << kTaskBits)) {
-    throw std::invalid_argument("parallel_run: num_tasks=" + std::to_string(num_tasks) +
-                                " exceeds " + std::to_string((1 << kTaskBits) - 1));
-  }
+Pool* pool_for_this_process() {
   // Never destroyed (workers may still wait on it at exit); replaced, leaked, after a fork.
   static Pool* pool = nullptr;
   static pid_t owner = 0;
   static std::mutex create_mutex;
-  Pool* p;
-  {
-    std::lock_guard<std::mutex> lock(create_mutex);
-    if (pool == nullptr || owner != getpid()) {
-      pool = new Pool();
-      owner = getpid();
-    }
-    p = pool;
+  std::lock_guard<std::mutex> lock(create_mutex);
+  if (pool == nullptr || owner != getpid()) {
+    pool = new Pool();
+    owner = getpid();
   }
-  p->run(num_tasks, fn);
+  return pool;
+}
+
+}  // namespace
+
+void parallel_for(int64_t num_items, int num_threads, const std::function<void(int64_t)>& fn) {
+  if (num_threads <= 1 || num_items <= 1) {
+    for (int64_t i = 0; i < num_items; ++i) fn(i);
+    return;
+  }
+  Job job;
+  job.fn = &fn;
+  job.num_items = num_items;
+  job.max_helpers = num_threads - 1;
+  pool_for_this_process()->run(job);
 }
 
 }  // namespace comm
