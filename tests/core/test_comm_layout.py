@@ -357,6 +357,34 @@ def test_ulysses_simulated_all_to_all_gives_full_sequence_local_heads(world):
         assert torch.equal(got, q[:, r * sl : (r + 1) * sl] * 2.0)
 
 
+# ---- autograd wrappers: backward of pack is unpack and vice versa -----------------------------
+
+
+def test_autograd_pair_gradients_equal_reference_autograd():
+    world, gen = 4, torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(2, 3, h, 5, generator=gen, requires_grad=True) for h in (8, 4, 4))
+    weight = torch.randn(world, (q.numel() + 2 * k.numel()) // world, generator=gen)
+    ours = L.pack_dim_chunks_autograd([q, k, v], 2, world)
+    ref = L.reference_pack_dim_chunks([q, k, v], 2, world)
+    assert torch.equal(ours, ref)
+    g_ours = torch.autograd.grad((ours * weight).sum(), (q, k, v))
+    g_ref = torch.autograd.grad((ref * weight).sum(), (q, k, v))
+    for a, b in zip(g_ours, g_ref, strict=True):
+        assert torch.equal(a, b)
+
+    buf = torch.randn(world, weight.shape[1], generator=gen, requires_grad=True)
+    shapes = [(2, 3 * world, h // world, 5) for h in (8, 4, 4)]
+    outs = L.unpack_dim_chunks_autograd(buf, 1, world, shapes)
+    refs = L.reference_unpack_dim_chunks(buf, 1, world, shapes)
+    ws = [torch.randn(s, generator=gen) for s in shapes]
+    # Only q and v feed the loss: k's gradient slot is None and must count as zeros.
+    loss_ours = (outs[0] * ws[0]).sum() + (outs[2] * ws[2]).sum()
+    loss_ref = (refs[0] * ws[0]).sum() + (refs[2] * ws[2]).sum()
+    (g_buf,) = torch.autograd.grad(loss_ours, buf)
+    (g_buf_ref,) = torch.autograd.grad(loss_ref, buf)
+    assert torch.equal(g_buf, g_buf_ref)
+
+
 # ---- GPU (skipped without one) ----------------------------------------------------------------
 
 

@@ -28,9 +28,9 @@ Buffer layouts (C++ header ``csrc/comm/layout.h`` is the reference):
 ``ulysses_pack_out``: ``[P (dest rank j = sequence chunk j)][b, sl, H/P, d]``.
 
 Autograd: all functions here are plain (no autograd graph; inputs are read through
-``.detach()``). The runtime wraps them in ``torch.autograd.Function``s with these pairs,
-each backward being the other function with the same ``dim``/``n`` (shapes = the forward's
-input shapes):
+``.detach()``), except ``pack_dim_chunks_autograd`` / ``unpack_dim_chunks_autograd``, the
+generic pair wrapped in ``torch.autograd.Function``s. Backward pairs, each backward being the
+other function with the same ``dim``/``n`` (shapes = the forward's input shapes):
 
 ==========================  ======================================================
 forward                     backward (of the gradient)
@@ -61,6 +61,7 @@ from galvatron import _C
 __all__ = [
     "chunks_to_dim",
     "pack_dim_chunks",
+    "pack_dim_chunks_autograd",
     "reference_chunks_to_dim",
     "reference_pack_dim_chunks",
     "reference_split_dim_to_chunks",
@@ -75,6 +76,7 @@ __all__ = [
     "ulysses_unpack_out",
     "ulysses_unpack_qkv",
     "unpack_dim_chunks",
+    "unpack_dim_chunks_autograd",
 ]
 
 _INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -385,6 +387,51 @@ def ulysses_unpack_out(
     names = ["out_shape"]
     outs = _checked_unpack(buf, head_dim, world, [out_shape], names, "world", num_threads, dsts)
     return outs[0]
+
+
+# ---- autograd ----------------------------------------------------------------------------------
+
+
+class _PackDimChunks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dim: int, n: int, *tensors: torch.Tensor) -> torch.Tensor:
+        ctx.dim, ctx.n = dim, n
+        ctx.shapes = [tuple(t.shape) for t in tensors]
+        return pack_dim_chunks(tensors, dim, n)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grads = unpack_dim_chunks(grad.contiguous(), ctx.dim, ctx.n, ctx.shapes)
+        return (None, None, *grads)
+
+
+class _UnpackDimChunks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, buf: torch.Tensor, dim: int, n: int, shapes) -> tuple[torch.Tensor, ...]:
+        ctx.dim, ctx.n, ctx.buf_shape = dim, n, tuple(buf.shape)
+        ctx.shapes_for_backward = shapes
+        return tuple(unpack_dim_chunks(buf, dim, n, shapes))
+
+    @staticmethod
+    def backward(ctx, *grads: torch.Tensor | None):
+        like = next(g for g in grads if g is not None)
+        grads = [
+            g.contiguous() if g is not None else like.new_zeros(shape)
+            for g, shape in zip(grads, ctx.shapes_for_backward, strict=True)
+        ]
+        return pack_dim_chunks(grads, ctx.dim, ctx.n).view(ctx.buf_shape), None, None, None
+
+
+def pack_dim_chunks_autograd(tensors: Sequence[torch.Tensor], dim: int, n: int) -> torch.Tensor:
+    """:func:`pack_dim_chunks` recorded by autograd (backward: :func:`unpack_dim_chunks`)."""
+    return _PackDimChunks.apply(dim, n, *tensors)
+
+
+def unpack_dim_chunks_autograd(
+    buf: torch.Tensor, dim: int, n: int, shapes: Sequence[Shape]
+) -> tuple[torch.Tensor, ...]:
+    """:func:`unpack_dim_chunks` recorded by autograd (backward: :func:`pack_dim_chunks`)."""
+    return _UnpackDimChunks.apply(buf, dim, n, [tuple(s) for s in shapes])
 
 
 # ---- torch-expression references (tests, benchmarks, fallback for other devices) -----------
