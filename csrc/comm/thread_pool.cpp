@@ -92,14 +92,15 @@ class Pool {
   }
 
   uint64_t wait_for_new_generation(uint64_t seen) {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-    // Yield rather than pause: when the cores are oversubscribed (e.g. torch's OpenMP workers
-    // spinning too) a pausing spinner would take half of the caller's core.
-    for (int spins = 0;; ++spins) {
-      const uint64_t g = generation_.load(std::memory_order_acquire);
-      if (g != seen) return g;
-      if ((spins & 15) == 15 && std::chrono::steady_clock::now() > deadline) break;
-      std::this_thread::yield();
+    if (kSpinMicros > 0) {  // optional bounded spin (yielding) before sleeping
+      const auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+      for (int spins = 0;; ++spins) {
+        const uint64_t g = generation_.load(std::memory_order_acquire);
+        if (g != seen) return g;
+        if ((spins & 15) == 15 && std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::yield();
+      }
     }
     std::unique_lock<std::mutex> lock(mutex_);
     wake_.wait(lock, [&] { return generation_.load(std::memory_order_acquire) != seen; });
