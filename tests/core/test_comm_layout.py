@@ -385,6 +385,25 @@ def test_autograd_pair_gradients_equal_reference_autograd():
     assert torch.equal(g_buf, g_buf_ref)
 
 
+def test_redistribution_recipes_gather_and_reshard():
+    world, full = 4, torch.randn(3, 8, 12, 5)
+    shards = list(full.chunk(world, dim=1))  # sharded on dim 1
+    gathered = torch.cat([s.reshape(-1) for s in shards])  # all_gather_into_tensor: [P][x]
+    assert torch.equal(L.unpack_dim_chunks(gathered, 1, world, [full.shape])[0], full)
+    # dim 1-sharded -> dim 2-sharded through one all-to-all.
+    sends = [L.pack_dim_chunks([s.contiguous()], 2, world) for s in shards]
+    y_shape = (3, 8, 12 // world, 5)
+    for j, recv in enumerate(all_to_all(sends)):
+        y = L.unpack_dim_chunks(recv, 1, world, [y_shape])[0]
+        assert torch.equal(y, full.chunk(world, dim=2)[j])
+    # reduce-scatter along dim 2 = sum over ranks of row j of each packed buffer.
+    xs = [torch.randn(3, 8, 12, 5) for _ in range(world)]
+    packed = [L.pack_dim_chunks([x], 2, world) for x in xs]
+    for j in range(world):
+        got = sum(p[j] for p in packed).view(3, 8, 12 // world, 5)
+        assert torch.allclose(got, sum(xs).chunk(world, dim=2)[j])
+
+
 # ---- GPU (skipped without one) ----------------------------------------------------------------
 
 

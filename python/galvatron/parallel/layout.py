@@ -23,6 +23,17 @@ fewer heads than q (GQA) and v its own head size)::
                       recv = all_to_all_single(send)            # row i: head group i
                       o = ulysses_unpack_out(recv, P, o_shape)  # [b, sl, H, d]
 
+Redistribution between layers with different layouts uses the same two primitives
+(``x`` local, group of size ``P``; ``dim``/``dim2`` tensor dims):
+
+- gather ``dim`` (sharded over the group): ``g = all_gather_into_tensor(x)`` is ``[P][x]``,
+  i.e. already packed: ``full = unpack_dim_chunks(g, dim, P, [full_shape])[0]``.
+- sharded on ``dim`` -> sharded on ``dim2`` (all-to-all, Ulysses is the case heads/seq):
+  ``send = pack_dim_chunks([x], dim2, P)``; ``recv = all_to_all_single(send)``;
+  ``y = unpack_dim_chunks(recv, dim, P, [y_shape])[0]``.
+- reduce-scatter along ``dim``: ``reduce_scatter_tensor`` of ``pack_dim_chunks([x], dim, P)``.
+- shard ``dim`` over a finer group (P2 = m * P1): a local ``split_dim_to_chunks(x, dim, m)[i]``.
+
 Buffer layouts (C++ header ``csrc/comm/layout.h`` is the reference):
 ``ulysses_pack_qkv``: ``[P (dest rank j = head group j)][q, k, v][b, sl, H_k/P, d_k]``;
 ``ulysses_pack_out``: ``[P (dest rank j = sequence chunk j)][b, sl, H/P, d]``.
