@@ -124,15 +124,14 @@ def _check_tensors(tensors: Sequence[torch.Tensor], names: Sequence[str]) -> Non
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     first = tensors[0]
+    dtype, device = first.dtype, (first.device if len(tensors) > 1 else None)
     for t, name in zip(tensors, names, strict=True):
-        if t.dtype != first.dtype:
+        if t.dtype != dtype:
             raise ValueError(
-                f"{name} has dtype {t.dtype}, {names[0]} has {first.dtype}: dtypes must match"
+                f"{name} has dtype {t.dtype}, {names[0]} has {dtype}: dtypes must match"
             )
-        if t.device != first.device:
-            raise ValueError(
-                f"{name} is on {t.device}, {names[0]} on {first.device}: devices must match"
-            )
+        if device is not None and t.device != device:
+            raise ValueError(f"{name} is on {t.device}, {names[0]} on {device}: devices must match")
         if not t.is_contiguous():
             raise ValueError(f"{name} must be contiguous (got strides {t.stride()})")
         if t.ndim == 0:
@@ -164,7 +163,9 @@ def _kernel_kind(t: torch.Tensor) -> str:
 
 def _np_bytes(t: torch.Tensor):
     """numpy view of a contiguous tensor's elements as same-size integers (no copy)."""
-    return t.detach().view(_INT_OF_SIZE[t.element_size()]).numpy()
+    if t.requires_grad:
+        t = t.detach()
+    return t.view(_INT_OF_SIZE[t.element_size()]).numpy()
 
 
 def _threads(num_threads: int | None) -> int:
