@@ -1,7 +1,8 @@
 """The CUDA layout kernel (csrc/comm/cuda/*.cu) compiles with nvcc, warning-free, for the
 architectures CMake builds by default (sm_80, sm_90). Compile-only: no GPU needed. Skipped
-when nvcc is absent. The full CMake build with GALVATRON_CUDA=ON is checked by hand/CI with
-`pip wheel . -Ccmake.define.GALVATRON_CUDA=ON` (see benchmarks/results/*.md)."""
+when nvcc is absent. The full CMake build with GALVATRON_CUDA=ON (extension linked with the
+static CUDA runtime) is checked by hand with
+`pip wheel . --no-build-isolation -Cbuild-dir=/tmp/b -Ccmake.define.GALVATRON_CUDA=ON`."""
 
 from __future__ import annotations
 
