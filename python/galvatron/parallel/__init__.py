@@ -1,0 +1,1 @@
+"""Parallel runtime pieces. For now: layout kernels around collectives (:mod:`.layout`)."""
