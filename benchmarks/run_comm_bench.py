@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import torch
+
 from galvatron.parallel import layout as L
 
 HEADS, HEAD_DIM = 32, 128

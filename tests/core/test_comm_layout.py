@@ -12,10 +12,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from galvatron import _C
-from galvatron.parallel import layout as L
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from galvatron import _C
+from galvatron.parallel import layout as L
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
 INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.int64}

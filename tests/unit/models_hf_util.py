@@ -4,8 +4,9 @@ comparisons."""
 
 from __future__ import annotations
 
-import galvatron.models as M
 import torch
+
+import galvatron.models as M
 
 ATOL = 1e-5
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import DEBUG, debug_batch, debug_labels
+
+import galvatron.models as M
+from tests.unit.models_hf_util import DEBUG, debug_batch, debug_labels
 
 
 def test_list_has_debug_and_real_flavours():

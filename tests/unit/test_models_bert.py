@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import (
+
+import galvatron.models as M
+from tests.unit.models_hf_util import (
     ATOL,
     assert_roundtrip_exact,
     ids,

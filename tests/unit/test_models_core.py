@@ -5,9 +5,10 @@ must give the full result."""
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
+
+import galvatron.models as M
 
 
 def _core_inputs(attn, b: int, s: int, kv_heads: int, heads: int, d: int):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, TINY_HF, max_logit_diff, tiny_hf_t5
+
+import galvatron.models as M
+from tests.unit.models_hf_util import ATOL, TINY_HF, max_logit_diff, tiny_hf_t5
 
 transformers = pytest.importorskip("transformers")
 safetensors = pytest.importorskip("safetensors")

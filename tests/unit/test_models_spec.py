@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import galvatron.models as M
 import pytest
 import torch
+
+import galvatron.models as M
 from galvatron.models.spec import measure_saved_bytes
-from models_hf_util import DEBUG, debug_batch, debug_labels
+from tests.unit.models_hf_util import DEBUG, debug_batch, debug_labels
 
 SHAPES = [(2, 8, False), (3, 16, False), (2, 8, True)]
 

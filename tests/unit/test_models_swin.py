@@ -3,10 +3,17 @@ exact export, layer types per stage, config validation."""
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff, pixels, tiny_hf_swin
+
+import galvatron.models as M
+from tests.unit.models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    max_logit_diff,
+    pixels,
+    tiny_hf_swin,
+)
 
 transformers = pytest.importorskip("transformers")
 

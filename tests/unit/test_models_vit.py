@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import galvatron.models as M
 import pytest
 import torch
-from models_hf_util import ATOL, assert_roundtrip_exact, max_logit_diff, pixels, tiny_hf_vit
+
+import galvatron.models as M
+from tests.unit.models_hf_util import (
+    ATOL,
+    assert_roundtrip_exact,
+    max_logit_diff,
+    pixels,
+    tiny_hf_vit,
+)
 
 transformers = pytest.importorskip("transformers")
 
