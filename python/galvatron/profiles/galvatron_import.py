@@ -3,7 +3,8 @@
 Hardware (``allreduce_bandwidth_*``, ``p2p_bandwidth_*``, ``sp_time_*``, ``overlap_coefficient``):
 bus bandwidths in MB/ms (1 MB/ms = 1.048576 GB/s) become algorithm bandwidths per collective
 (all-gather/reduce-scatter from the all-reduce bus bandwidth); ``sp_time`` all-to-all and
-all-reduce timings over 1..1024 MB are fitted with least squares to alpha + bytes/bandwidth.
+all-reduce timings over 1..1024 MB are fitted with least squares to alpha + bytes/bandwidth and
+replace the entries derived from bus bandwidths for those group sizes (they are measured times).
 ``consec_1`` groups are consecutive; ``consec_0`` groups are strided, or inter-node when they
 cannot fit in one node.
 

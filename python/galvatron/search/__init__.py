@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
+from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import ModelProfile
 
@@ -176,8 +176,10 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.pp_degrees = _ints(pp_degrees, "pp_degrees")
     o.virtual_stages = _ints(virtual_stages, "virtual_stages")
     o.max_tp, o.max_pp, o.max_sp = max_tp, max_pp, max_sp
-    o.dp_types = [_DP[DpType(d)] if not isinstance(d, DpType) else _DP[d] for d in dp_types]
-    o.schedules = [_SCHED[Schedule(s)] for s in schedules]
+    if isinstance(dp_types, str) or isinstance(schedules, str):
+        raise ValueError("dp_types and schedules must be lists, e.g. ['zero2', 'zero3'] and ['1f1b']")
+    o.dp_types = [_DP[_enum_value(DpType, d, "dp_types")] for d in dp_types]
+    o.schedules = [_SCHED[_enum_value(Schedule, s, "schedules")] for s in schedules]
     o.allow_ulysses, o.allow_megatron_sp = allow_ulysses, allow_megatron_sp
     o.allow_checkpoint, o.allow_strided = allow_checkpoint, allow_strided
     o.search_pp_split = pp_split == "searched"
