@@ -203,3 +203,15 @@ def test_hand_written_plan_estimate(mp, hw):
     assert len(pred.stage_memory) == 2 and len(pred.layer_timing_ms) == 32
     assert pred.breakdown_ms["redistribution_ms"] > 0  # tp2+msp -> ulysses2 changes layout
     assert "stage 1 memory" in pred.summary()
+
+
+@pytest.mark.parametrize("name", ["t5-debug", "swin-debug", "bert-debug", "vit-debug", "gpt2-debug"])
+def test_every_family_searches_including_several_layer_types(name):
+    hw = galvatron.hardware_preset("a100-40g-sxm", num_nodes=1, gpus_per_node=4)
+    mp = galvatron.model_profile(name, hardware=hw)
+    assert mp.embedding.embed_param_count >= 0 and mp.embedding.head_param_count >= 0
+    res = galvatron.search(mp, hw, memory_gb=8, global_batch_size=8, num_threads=1, uniform_baseline=False)
+    res.plan.validate(world_size=4, num_layers=mp.num_layers)
+    assert galvatron.estimate(res.plan, mp, hw).step_time_s == pytest.approx(res.predicted.step_time_s)
+    if name in ("t5-debug", "swin-debug"):
+        assert len(mp.layer_types) > 1

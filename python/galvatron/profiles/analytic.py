@@ -68,12 +68,17 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             act_bytes_per_sample=acts,
         ))
     first = spec.layer(0)
+    # Only the embedding/head weight tie matters here (the spec's tied count may also include
+    # tables shared between layers, e.g. T5's relative-position biases).
+    tied = 0
+    if getattr(cfg, "tie_word_embeddings", False) and getattr(cfg, "vocab_size", None):
+        tied = min(cfg.vocab_size * cfg.hidden_size, spec.embed.param_count, spec.head.param_count)
     emb_fwd = spec.embed.flops_fwd(1, seq) * ms_per_flop
     head_fwd = spec.head.flops_fwd(1, seq) * ms_per_flop
     embedding = EmbeddingProfile(
-        embed_param_count=spec.embed.param_count - spec.tied_param_count,
-        head_param_count=spec.head.param_count - spec.tied_param_count,
-        tied_param_count=spec.tied_param_count,
+        embed_param_count=spec.embed.param_count - tied,
+        head_param_count=spec.head.param_count - tied,
+        tied_param_count=tied,
         carry_bytes_per_sample=max(1, first.input_per_token) * first.tokens(seq) * cb, seq_len=seq,
         embed_fwd_ms_per_sample={d: emb_fwd / d for d in degrees},
         embed_bwd_ms_per_sample={d: 2 * emb_fwd / d for d in degrees},
