@@ -215,3 +215,17 @@ def test_every_family_searches_including_several_layer_types(name):
     assert galvatron.estimate(res.plan, mp, hw).step_time_s == pytest.approx(res.predicted.step_time_s)
     if name in ("t5-debug", "swin-debug"):
         assert len(mp.layer_types) > 1
+
+
+def test_same_input_same_plan_whatever_the_thread_count(mp, hw):
+    plans = [galvatron.search(mp, hw, memory_gb=30, global_batch_size=[16, 32], num_threads=t,
+                              uniform_baseline=False).plan for t in (1, 2, 4)]
+    assert plans[0] == plans[1] == plans[2]
+
+
+def test_galvatron_model_import_takes_the_shape_from_a_known_model_name(tmp_path):
+    write_galvatron_profiles(tmp_path)
+    mp = ModelProfile.from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
+                                     tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512, model="gpt2-small")
+    assert mp.num_layers == 12 and mp.layer_types[0].num_heads == 12
+    assert mp.layer_types[0].carry_bytes_per_sample == 512 * 768 * 2

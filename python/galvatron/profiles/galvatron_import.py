@@ -148,6 +148,18 @@ def _per_sample_fit(comp: dict[str, Any], prefix: str, seq_len: int) -> tuple[fl
     return max(0.0, my - slope * mx), slope
 
 
+def _shape_from_zoo(model: str, num_layers: int | None, num_heads: int | None,
+                    hidden_size: int | None) -> tuple[int | None, int | None, int | None]:
+    """Fill missing shape fields from the model zoo when `model` is one of its names."""
+    from galvatron import models
+
+    if model not in models.list():
+        return num_layers, num_heads, hidden_size
+    cfg = models.get_config(model)
+    return (num_layers or getattr(cfg, "num_layers", None), num_heads or getattr(cfg, "num_heads", None),
+            hidden_size or getattr(cfg, "hidden_size", None))
+
+
 def model_from_galvatron(computation_json: Any, memory_json: Any, seq_len: int, model: str,
                          num_layers: int | None, num_heads: int | None, hidden_size: int | None,
                          precision: str) -> ModelProfile:
@@ -159,10 +171,12 @@ def model_from_galvatron(computation_json: Any, memory_json: Any, seq_len: int, 
         last = (mem.get("other_memory_pp_on_last_sp") or mem["other_memory_pp_on_last"])[str(seq_len)]
     except KeyError as e:
         raise ValueError(f"{where}: missing {e.args[0]!r} for seq_len={seq_len}") from None
+    if num_layers is None or num_heads is None or hidden_size is None:
+        num_layers, num_heads, hidden_size = _shape_from_zoo(model, num_layers, num_heads, hidden_size)
     if num_layers is None:
         counts = [int(m.group(1)) for k in comp for m in [re.match(r"layernum\[(\d+)\]", k)] if m]
         raise ValueError(f"num_layers is needed (the Galvatron-2 profile measured {sorted(set(counts))}-layer "
-                         "models; pass the real model's layer count)")
+                         "models; pass the real model's layer count, or a model name from galvatron.models.list())")
     cb = 4 if precision == "fp32" else 2
     hidden = hidden_size or 4096
     heads = num_heads or 32
