@@ -1,0 +1,236 @@
+"""The training job's typed configuration: sections, file loading (YAML or TOML), dotted
+command-line overrides (``--optim.lr 3e-4``), and the resolved dump saved in the run directory.
+
+Precedence: defaults < config file < dedicated flags (``--steps``, ``--model``, ...) < dotted
+overrides. Every unknown key is an error that lists the accepted keys of its section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModelSection:
+    name: str = "gpt2-debug"
+    seq_len: int = 128
+    dtype: str = "fp32"  # fp32 | bf16 (bf16 compute with fp32 master weights and reductions)
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. num_layers
+
+
+@dataclass
+class DataSection:
+    kind: str = "builtin"  # builtin (shipped corpus) | tokens (pre-tokenized .bin) | images (synthetic)
+    path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`
+    token_dtype: str = "auto"  # auto (from meta.json) | uint16 | uint32
+    eval_fraction: float = 0.05
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0
+
+
+@dataclass
+class ParallelSection:
+    plan: str = ""  # a plan JSON (ours or Galvatron-2's)
+    search: bool = True  # search a plan when no plan file is given
+    pp: int = 0  # global mode (> 0): a uniform plan with these degrees
+    tp: int = 1
+    sp: int = 1
+    sp_kind: str = ""
+    dp_type: str = "ddp"
+    checkpoint: bool = False
+    schedule: str = "1f1b"
+    num_microbatches: int = 0  # 0: searched / 1 in global mode
+    memory_gb: float = 0.0  # search budget per device; 0: the hardware profile's memory
+    hardware_preset: str = ""  # default: cpu-gloo on CPU, a100-80g-sxm on CUDA
+    hardware: str = ""  # a measured hardware profile JSON
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 0  # steps between checkpoints (0: only at the end)
+    keep: int = 2
+    export_hf: bool = False  # also write a Hugging Face directory at the end
+
+
+@dataclass
+class LoggingSection:
+    every: int = 1
+    eval_every: int = 0  # 0: no periodic evaluation
+    eval_batches: int = 2
+    tensorboard: bool = False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40
+    seed: int = 1234
+    global_batch_size: int = 16
+    nproc: int = 4
+    run_dir: str = "runs/default"
+    resume: bool = False
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> TrainConfig:
+        for name in ("steps", "global_batch_size", "nproc"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model.dtype not in ("fp32", "bf16"):
+            raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
+        if self.data.kind not in ("builtin", "tokens", "images"):
+            raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', 'images'")
+        if self.data.kind == "tokens" and not self.data.path:
+            raise ValueError("data.path is required with data.kind = 'tokens'")
+        if self.model.seq_len < 2:
+            raise ValueError(f"model.seq_len must be >= 2, got {self.model.seq_len}")
+        if self.checkpoint.keep < 1:
+            raise ValueError(f"checkpoint.keep must be >= 1, got {self.checkpoint.keep}")
+        if not 0 <= self.optim.min_lr <= self.optim.lr:
+            raise ValueError("optim.min_lr must be between 0 and optim.lr")
+        return self
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Convert a file or command-line value to the annotated type of `key`."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ValueError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float, str):
+        if tp is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        try:
+            return tp(value) if not (tp is int and isinstance(value, str)) else int(float(value))
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+    if origin is dict or tp is dict:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"{key}: expected a JSON object, got {value!r}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if isinstance(tp, types.UnionType):
+        return value
+    return value
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ValueError(f"unknown config key {full!r}; accepted in this section: {', '.join(names)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ValueError(f"{full}: expected a section (mapping), got {value!r}")
+            _apply(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a YAML (.yaml/.yml) or TOML (.toml) config file into a dict."""
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: config file not found")
+    ext = os.path.splitext(path)[1].lower()
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        if ext == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib  # type: ignore[no-redef]
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif ext in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(raw.decode("utf-8")) or {}
+        else:
+            raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
+    except ValueError:
+        raise
+    except Exception as e:  # parser errors of either format
+        raise ValueError(f"{path}: cannot parse: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping")
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['--optim.lr', '3e-4', '--model.name=gpt2-debug'] -> nested dict."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if not item.startswith("--") or "." not in item.split("=")[0]:
+            raise ValueError(f"unrecognised argument {item!r}; overrides look like --section.key VALUE")
+        if "=" in item:
+            key, value = item[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise ValueError(f"{item}: missing value")
+            key, value = item[2:], items[i + 1]
+            i += 2
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
+                 overrides: list[str] | None = None) -> TrainConfig:
+    cfg = TrainConfig()
+    if file:
+        _apply(cfg, load_file(file), "")
+    if flags:
+        _apply(cfg, {k: v for k, v in flags.items() if v is not None and "." not in k}, "")
+        for k, v in flags.items():
+            if v is not None and "." in k:
+                sec, key = k.split(".", 1)
+                _apply(cfg, {sec: {key: v}}, "")
+    if overrides:
+        _apply(cfg, parse_overrides(overrides), "")
+    return cfg.validate()
+
+
+def dump_yaml(cfg: TrainConfig) -> str:
+    import yaml
+
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,156 @@
+"""Training data: a byte-level tokenizer, a built-in corpus, pre-tokenized token files (the
+uint16/uint32 ``.bin`` format nanoGPT and Megatron users have), ``galvatron data prepare``, and
+synthetic images for ViT/Swin.
+
+Sampling is a pure function of (seed, step): the global batch of step ``t`` is drawn from a
+generator seeded with ``(seed, t)``, so a resumed run reads exactly what an uninterrupted run
+would have read, and data-parallel rank ``r`` of ``dp`` takes rows ``r*B/dp .. (r+1)*B/dp``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+BYTE_VOCAB = 257  # 256 byte values + end-of-text
+EOT = 256
+
+_SUBJECTS = ["the engineer", "a small model", "the cluster", "every device", "the scheduler", "our search",
+             "the pipeline", "a tensor", "the optimizer", "each layer", "the profiler", "a gradient"]
+_VERBS = ["splits", "measures", "gathers", "reduces", "predicts", "shards", "trains", "checks", "sends",
+          "balances", "stores", "recomputes"]
+_OBJECTS = ["the activations", "its parameters", "the batch", "a plan", "the memory", "every shard",
+            "the loss", "four micro-batches", "the sequence", "the weights", "a checkpoint", "the bubble"]
+_ENDINGS = ["quickly", "in parallel", "without a hang", "on every rank", "before the next step",
+            "exactly", "across the nodes", "with little memory"]
+
+
+def builtin_corpus(num_sentences: int = 20000, seed: int = 0) -> str:
+    """A deterministic English-like corpus (a small grammar), so the built-in job learns
+    something real without downloads: the loss falls well below the byte-uniform log(257)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(num_sentences):
+        s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} {rng.choice(_ENDINGS)}."
+        out.append(s[0].upper() + s[1:])
+    return " ".join(out)
+
+
+def byte_encode(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.uint16)
+
+
+def byte_decode(tokens: np.ndarray) -> str:
+    return bytes(int(t) for t in tokens if t < 256).decode("utf-8", errors="replace")
+
+
+def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte") -> dict:
+    """Tokenize text files into ``out_dir/tokens.bin`` + ``meta.json`` (end-of-text between
+    files). ``tokenizer``: ``byte`` (built in), ``tiktoken:NAME`` or ``hf:PATH`` when installed."""
+    encode, vocab, eot = _tokenizer(tokenizer)
+    chunks = []
+    for path in inputs:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: cannot read as UTF-8 text: {e}") from None
+        chunks.append(np.asarray(encode(text), dtype=np.int64))
+        chunks.append(np.asarray([eot], dtype=np.int64))
+    tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    dtype = np.uint16 if vocab <= 65536 else np.uint32
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = os.path.join(out_dir, "tokens.bin.tmp")
+    tokens.astype(dtype).tofile(tmp)
+    os.replace(tmp, os.path.join(out_dir, "tokens.bin"))
+    meta = {"version": 1, "tokenizer": tokenizer, "vocab_size": vocab, "eot": eot,
+            "dtype": np.dtype(dtype).name, "num_tokens": int(tokens.size), "sources": list(inputs)}
+    with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def _tokenizer(spec: str):
+    if spec == "byte":
+        return byte_encode, BYTE_VOCAB, EOT
+    if spec.startswith("tiktoken:"):
+        try:
+            import tiktoken
+        except ModuleNotFoundError:
+            raise ValueError("tokenizer tiktoken:...: the tiktoken package is not installed") from None
+        enc = tiktoken.get_encoding(spec.split(":", 1)[1])
+        return (lambda t: enc.encode_ordinary(t)), enc.n_vocab, enc.eot_token
+    if spec.startswith("hf:"):
+        try:
+            from transformers import AutoTokenizer
+        except ModuleNotFoundError:
+            raise ValueError("tokenizer hf:...: the transformers package is not installed") from None
+        tok = AutoTokenizer.from_pretrained(spec.split(":", 1)[1], local_files_only=True)
+        eot = tok.eos_token_id if tok.eos_token_id is not None else 0
+        return (lambda t: tok(t)["input_ids"]), len(tok), eot
+    raise ValueError(f"tokenizer {spec!r} is not accepted; accepted: 'byte', 'tiktoken:NAME', 'hf:PATH'")
+
+
+@dataclass
+class TokenData:
+    """Tokens of a training split and an evaluation split."""
+
+    train: np.ndarray
+    eval: np.ndarray
+    vocab_size: int
+
+    @classmethod
+    def load(cls, kind: str, path: str = "", token_dtype: str = "auto", eval_fraction: float = 0.05,
+             seq_len: int = 128) -> TokenData:
+        if kind == "builtin":
+            tokens, vocab = byte_encode(builtin_corpus()), BYTE_VOCAB
+        else:
+            tokens, vocab = _load_bin(path, token_dtype)
+        n_eval = max(seq_len + 1, int(tokens.size * eval_fraction))
+        if tokens.size < n_eval + seq_len + 1:
+            raise ValueError(f"data: {tokens.size} tokens are too few for sequences of {seq_len} "
+                             f"(need at least {n_eval + seq_len + 1})")
+        return cls(train=tokens[:-n_eval], eval=tokens[-n_eval:], vocab_size=vocab)
+
+    def batch(self, step: int, global_batch: int, seq_len: int, seed: int, split: str = "train") -> dict:
+        """The global batch of `step`: input_ids and labels (next tokens), int64 arrays."""
+        data = self.train if split == "train" else self.eval
+        rng = np.random.default_rng([seed, step, 0 if split == "train" else 1])
+        starts = rng.integers(0, data.size - seq_len - 1, size=global_batch)
+        idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+        window = np.asarray(data[idx], dtype=np.int64)
+        return {"input_ids": window[:, :-1], "labels": window[:, 1:]}
+
+
+def _load_bin(path: str, token_dtype: str) -> tuple[np.ndarray, int]:
+    meta = {}
+    if os.path.isdir(path):
+        meta_path = os.path.join(path, "meta.json")
+        if os.path.exists(meta_path):
+            with open(meta_path, encoding="utf-8") as f:
+                meta = json.load(f)
+        path = os.path.join(path, "tokens.bin")
+    if not os.path.exists(path):
+        raise ValueError(f"data.path: {path} not found (a .bin token file or a directory from `galvatron data prepare`)")
+    dtype = meta.get("dtype", "uint16") if token_dtype == "auto" else token_dtype
+    if dtype not in ("uint16", "uint32"):
+        raise ValueError(f"data.token_dtype: {dtype!r} is not accepted; accepted: 'uint16', 'uint32'")
+    if os.path.getsize(path) % np.dtype(dtype).itemsize:
+        raise ValueError(f"{path}: size is not a multiple of {dtype} elements")
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    vocab = int(meta.get("vocab_size", int(tokens.max()) + 1 if tokens.size else 1))
+    return tokens, vocab
+
+
+def image_batch(step: int, global_batch: int, image_size: int, channels: int, num_classes: int,
+                seed: int) -> dict:
+    """Synthetic, learnable images: a per-class template (fixed by `seed`) plus noise."""
+    templates = np.random.default_rng([seed, 12345]).standard_normal((num_classes, channels, image_size, image_size))
+    rng = np.random.default_rng([seed, step, 2])
+    labels = rng.integers(0, num_classes, size=global_batch)
+    images = templates[labels] + 0.5 * rng.standard_normal((global_batch, channels, image_size, image_size))
+    return {"pixel_values": images.astype(np.float32), "labels": labels.astype(np.int64)}
