@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from galvatron.training import data as D
-from galvatron.training.checkpoint import CheckpointManager, SafeFileSystemReader, rng_state, set_rng_state
+from galvatron.training.checkpoint import (
+    CheckpointManager,
+    SafeFileSystemReader,
+    rng_state,
+    set_rng_state,
+)
 from galvatron.training.config import build_config, parse_overrides
 from galvatron.training.launch import spawn
 from galvatron.training.schedule import lr_at
