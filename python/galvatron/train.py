@@ -1,0 +1,72 @@
+"""``python -m galvatron.train`` / ``galvatron train``: search (or load) a plan and train with it.
+
+With no arguments it trains a small GPT on the built-in corpus with 4 local processes (gloo on
+CPU), about two minutes on a 2-core machine. Under ``torchrun`` it uses the ranks torchrun
+started (``--nproc`` is ignored). See ``galvatron train --help`` and docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or TOML config file (sections: model, data, optim, parallel, checkpoint, logging)")
+    p.add_argument("--model", dest="model.name", help="model name (galvatron.models.list()); default gpt2-debug")
+    p.add_argument("--nproc", type=int, help="local processes to start (ignored under torchrun); default 4")
+    p.add_argument("--steps", type=int, help="optimizer steps; default 40")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--global-batch-size", type=int, dest="global_batch_size")
+    p.add_argument("--seq-len", type=int, dest="model.seq_len")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), dest="model.dtype")
+    p.add_argument("--plan", dest="parallel.plan", help="a plan JSON (ours or Galvatron-2's)")
+    p.add_argument("--search", action="store_const", const=True, dest="parallel.search",
+                   help="search a plan first (the default when no --plan or --pp is given)")
+    p.add_argument("--memory-gb", type=float, dest="parallel.memory_gb", help="search budget per device")
+    p.add_argument("--pp", type=int, dest="parallel.pp", help="global mode: pipeline degree (uniform plan)")
+    p.add_argument("--tp", type=int, dest="parallel.tp")
+    p.add_argument("--dp-type", dest="parallel.dp_type", choices=("ddp", "zero1", "zero2", "zero3"))
+    p.add_argument("--checkpoint", action="store_const", const=True, dest="parallel.checkpoint",
+                   help="global mode: activation checkpointing on every layer")
+    p.add_argument("--num-microbatches", type=int, dest="parallel.num_microbatches")
+    p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints)")
+    p.add_argument("--resume", action="store_const", const=True, help="continue from the newest complete checkpoint")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="galvatron train", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args, rest = parser.parse_known_args(argv)
+    from galvatron.training import job
+    from galvatron.training.config import build_config
+    from galvatron.training.launch import spawn, under_launcher
+
+    try:
+        if args.worker:
+            return job.worker_main(args.worker)
+        flags = {k: v for k, v in vars(args).items() if k not in ("config", "worker")}
+        cfg = build_config(args.config, flags, rest)
+        if under_launcher():
+            rank, world = job.init_distributed()
+            if rank == 0:
+                job.prepare_run(cfg, world)
+            import torch.distributed as dist
+
+            dist.barrier()
+            return job.train_rank(cfg)
+        job.prepare_run(cfg, cfg.nproc)
+        code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
+                     os.path.join(cfg.run_dir, "logs"))
+        print(f"galvatron train: {'finished' if code == 0 else f'failed (exit {code})'}; "
+              f"{job.summarize_run(cfg.run_dir)}; run directory {cfg.run_dir}")
+        return code
+    except ValueError as e:
+        print(f"galvatron train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

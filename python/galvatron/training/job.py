@@ -1,0 +1,256 @@
+"""The training job: prepare a run (config, plan, prediction), then train on every rank.
+
+``prepare_run`` runs once (in the launching process, or on rank 0 under ``torchrun``): it
+resolves the configuration, obtains the plan (a plan file, global-mode flags, or a search),
+prints it with its predicted step time and memory, and writes ``RUN/config.yaml`` and
+``RUN/plan.json``. ``train_rank`` runs on every rank: it builds this rank's part of the model
+under the plan, resumes from the newest intact checkpoint when asked, trains, evaluates, writes
+``RUN/metrics.jsonl`` (rank 0), checkpoints every N steps and at the end, and on SIGTERM/SIGINT
+saves a checkpoint and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from galvatron._io import atomic_write_text
+from galvatron.plan import Plan
+from galvatron.training import data as D
+from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
+from galvatron.training.config import TrainConfig, dump_yaml
+from galvatron.training.metrics import MetricsWriter, Progress
+from galvatron.training.schedule import lr_at
+
+GiB = 2**30
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------ the plan
+def _hardware(cfg: TrainConfig, world: int):
+    import galvatron
+
+    if cfg.parallel.hardware:
+        return galvatron.HardwareProfile.load(cfg.parallel.hardware)
+    preset = cfg.parallel.hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
+    if torch.cuda.is_available() and preset != "cpu-gloo":
+        gpn = min(world, torch.cuda.device_count() or world)
+        return galvatron.hardware_preset(preset, num_nodes=max(1, world // gpn), gpus_per_node=gpn)
+    return galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
+
+
+def model_profile_for(cfg: TrainConfig, hw) -> Any:
+    import galvatron
+
+    return galvatron.model_profile(cfg.model.name, seq_len=cfg.model.seq_len, hardware=hw,
+                                   precision=cfg.model.dtype, **cfg.model.overrides)
+
+
+def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, str]:
+    """The plan of the run and how it was obtained."""
+    import galvatron
+    from galvatron.cli import load_any_plan
+
+    p = cfg.parallel
+    if p.plan:
+        plan = load_any_plan(p.plan, world_size=world)
+        if plan.global_batch_size != cfg.global_batch_size:
+            _log(f"note: the plan's global batch size {plan.global_batch_size} replaces --global-batch-size "
+                 f"{cfg.global_batch_size}")
+        return plan.validate(world_size=world, num_layers=num_layers), f"plan file {p.plan}"
+    if p.pp > 0:
+        plan = Plan.uniform(world, num_layers, pp=p.pp, tp=p.tp, sp=p.sp, sp_kind=p.sp_kind or None,
+                            dp_type=p.dp_type, checkpoint=p.checkpoint, schedule=p.schedule,
+                            num_microbatches=max(1, p.num_microbatches),
+                            global_batch_size=cfg.global_batch_size,
+                            virtual_stages=2 if p.schedule == "interleaved_1f1b" else 1,
+                            precision=cfg.model.dtype)
+        return plan, "global-mode flags"
+    if not p.search:
+        plan = Plan.uniform(world, num_layers, global_batch_size=cfg.global_batch_size, precision=cfg.model.dtype)
+        return plan, "plain data parallelism (no plan, no search)"
+    hw = _hardware(cfg, world)
+    mp = model_profile_for(cfg, hw)
+    space: dict[str, Any] = {"num_threads": 1}
+    if p.num_microbatches:
+        space["num_microbatches"] = [p.num_microbatches]
+    res = galvatron.search(mp, hw, memory_gb=p.memory_gb or None, global_batch_size=cfg.global_batch_size,
+                           **space)
+    return res.plan, f"search on {hw.name} ({res.search_time_s:.2f} s, {res.speedup_over_uniform or 1:.3f}x the best uniform plan)"
+
+
+def prepare_run(cfg: TrainConfig, world: int) -> Plan:
+    """Once per run: run directory, resolved config, plan (printed with its prediction)."""
+    from galvatron import models
+
+    try:
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        probe = os.path.join(cfg.run_dir, ".write_test")
+        with open(probe, "w", encoding="utf-8") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as e:
+        raise ValueError(f"run_dir {cfg.run_dir}: not writable: {e.strerror or e}") from None
+    mcfg = models.get_config(cfg.model.name, **cfg.model.overrides)
+    num_layers = len(models.spec(mcfg).layer_types)
+    plan, how = obtain_plan(cfg, world, num_layers)
+    if cfg.model.dtype != plan.precision.value:
+        plan = plan.replace(precision=cfg.model.dtype)
+    import galvatron
+
+    try:
+        hw = _hardware(cfg, world)
+        pred = galvatron.estimate(plan, model_profile_for(cfg, hw), hw)
+        plan = plan.replace(predicted=pred.to_dict())
+    except ValueError as e:  # e.g. a hardware profile for another world size
+        _log(f"note: no prediction for this plan: {e}")
+        pred = None
+    plan.save(os.path.join(cfg.run_dir, "plan.json"))
+    atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
+    _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
+    _log(plan.summary())
+    if pred is not None:
+        _log("predicted: " + pred.summary().replace("\n", "\n  "))
+    return plan
+
+
+# ------------------------------------------------------------------------------ one rank
+class _Stop:
+    requested = False
+
+
+def _on_signal(sig, _frame) -> None:
+    if _Stop.requested:  # a second signal: stop now
+        raise KeyboardInterrupt
+    _Stop.requested = True
+
+
+def init_distributed(timeout_s: float = 300.0) -> tuple[int, int]:
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    return dist.get_rank(), dist.get_world_size()
+
+
+def train_rank(cfg: TrainConfig) -> int:
+    """Train on this rank (inside an initialised process group). Returns an exit code."""
+    from galvatron import parallel
+    from galvatron.training import runtime_adapter as RA
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    plan = Plan.load(os.path.join(cfg.run_dir, "plan.json")).validate(world_size=world)
+    data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
+                            cfg.model.seq_len) if cfg.data.kind != "images" else None
+    overrides = dict(cfg.model.overrides)
+    if data is not None:
+        overrides.setdefault("vocab_size", max(512, data.vocab_size))
+    pm = RA.build(parallel, cfg, plan, overrides)
+    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier)
+    start = 0
+    if cfg.resume:
+        found = ckpt.latest()
+        if found is not None:
+            path, state = found
+            RA.load_state(pm, path, state)
+            set_rng_state(state["rng"])
+            start = int(state["step"])
+            if rank == 0:
+                _log(f"resumed from {path} at step {start} (saved under {state.get('plan_summary', '?')})")
+        elif rank == 0:
+            _log("no complete checkpoint found: starting from step 0")
+    metrics = MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None) if rank == 0 else None
+    progress = Progress(cfg.steps) if rank == 0 else None
+    predicted = (plan.predicted or {}).get("step_time_s")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _on_signal)
+    tokens_per_step = plan.global_batch_size * cfg.model.seq_len
+    step = start
+    try:
+        while step < cfg.steps:
+            lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
+            RA.set_lr(pm, lr)
+            batch = RA.batch(cfg, data, step, plan.global_batch_size)
+            t0 = time.perf_counter()
+            loss, grad_norm = RA.train_step(pm, batch)
+            dt = time.perf_counter() - t0
+            step += 1
+            record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
+                      "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": RA.peak_memory(),
+                      "predicted_step_time_s": predicted}
+            if cfg.logging.eval_every and step % cfg.logging.eval_every == 0 and data is not None:
+                record["eval_loss"] = RA.eval_loss(pm, cfg, data, step, plan.global_batch_size)
+            if rank == 0:
+                metrics.write(record)
+                if step % cfg.logging.every == 0 or step == cfg.steps:
+                    extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
+                    progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
+            stop = _agree(_Stop.requested)
+            if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
+                _save(ckpt, pm, step, cfg, plan)
+            if stop:
+                if rank == 0:
+                    _log(f"stopped by a signal after step {step}; checkpoint saved, resume with --resume")
+                return 0
+    finally:
+        if metrics is not None:
+            metrics.close()
+    if cfg.checkpoint.export_hf and rank == 0:
+        RA.export_hf(pm, os.path.join(cfg.run_dir, "hf"))
+    return 0
+
+
+def _agree(flag: bool) -> bool:
+    """True on every rank when any rank saw a stop signal."""
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) -> None:
+    from galvatron.training import runtime_adapter as RA
+
+    state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
+             "plan_summary": f"pp={plan.pp}, {len(set(plan.layers))} layer strategies", "plan": plan.to_dict()}
+    ckpt.save(step, RA.checkpoint_state(pm), state)
+
+
+def worker_main(run_dir: str) -> int:
+    """Entry of one local rank started by the launcher."""
+    from galvatron.training.config import build_config
+
+    cfg = build_config(os.path.join(run_dir, "config.yaml"))
+    init_distributed()
+    try:
+        return train_rank(cfg)
+    except ValueError as e:
+        print(f"galvatron: error on rank {dist.get_rank()}: {e}", file=sys.stderr, flush=True)
+        return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def summarize_run(run_dir: str) -> str:
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return "no metrics written"
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        return "no steps run"
+    first, last = rows[0], rows[-1]
+    return (f"loss {first['loss']:.4f} -> {last['loss']:.4f} over steps {first['step']}-{last['step']}; "
+            f"median step {sorted(r['step_time_s'] for r in rows)[len(rows) // 2]:.3f} s")
