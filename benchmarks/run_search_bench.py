@@ -82,7 +82,7 @@ def main() -> int:
     lines = []
     meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "machine": platform.machine(), "cpu_count": os.cpu_count(), "galvatron": galvatron.__version__,
-            "command": " ".join(sys.argv)}
+            "command": " ".join(sys.argv), "load_average_1m": os.getloadavg()[0]}
     print(json.dumps({"meta": meta}), flush=True)
     lines.append({"meta": meta})
     ref = reference_case(args.reference, args.threads)

@@ -74,7 +74,8 @@ class Solver {
   // free_ends: the first rank starts and the last rank ends in the free class (a lower bound).
   void fill_cells(const EmbChoice& e, size_t ei, SplitTables& t, bool ends_only, bool free_ends = false);
   double lower_bound_v1(const EmbChoice& e, size_t ei);
-  double uniform_lower_bound(int32_t u) const;  // no plan with every layer on strategy u does better
+  // No plan with every layer on strategy u (any strategy when u < 0) does better.
+  double uniform_lower_bound(int32_t u) const;
   void solve_v1(const EmbChoice& e, size_t ei);
   void solve_interleaved(const EmbChoice& e, size_t ei);
   void reconstruct(int32_t c, int32_t start, int32_t start_cls, int32_t len, const Entry& read, PlanSpec& plan);
@@ -300,10 +301,15 @@ double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
       int64_t mem = 0, spike = 0;
       double t = 0;
       int32_t prev = r == 0 ? ch.emb_cls[ei] : ch.boundary_cls;
+      std::vector<const Option*> pick(model_.layer_types.size(), nullptr);
+      for (size_t t = 0; t < pick.size(); ++t) {
+        for (const Option& o : ch.options[t]) {
+          if (o.strategy == probe.strategy) pick[t] = &o;
+        }
+      }
       for (int32_t l = bounds[r]; l < bounds[r + 1] && ok; ++l) {
-        const auto& opts = ch.options[model_.layer_type_of[l]];
-        auto it = std::find_if(opts.begin(), opts.end(), [&](const Option& o) { return o.strategy == probe.strategy; });
-        if (it == opts.end()) {
+        const Option* it = pick[model_.layer_type_of[l]];
+        if (it == nullptr) {
           ok = false;
           break;
         }
@@ -395,7 +401,7 @@ double Solver::uniform_lower_bound(int32_t u) const {
     double t = kInf;
     for (const Chunk& ch : chunks_) {
       for (const Option& o : ch.all[model_.layer_type_of[l]]) {
-        if (o.strategy == u) t = std::min(t, o.time);
+        if (u < 0 || o.strategy == u) t = std::min(t, o.time);
       }
     }
     work += t;
@@ -541,6 +547,7 @@ TaskResult Solver::run(bool min_memory, std::atomic<double>* shared_best) {
   shared_best_ = shared_best;
   if (min_memory && task_.v > 1) return result_;
   if (!setup()) return result_;
+  if (!min_memory_ && !(uniform_lower_bound(-1) <= step_bound())) return result_;  // cannot win
   const int32_t nuniform = opt_.uniform_only ? static_cast<int32_t>(strategies_.size()) : 1;
   for (int32_t u = 0; u < nuniform; ++u) {
     if (opt_.uniform_only) {
