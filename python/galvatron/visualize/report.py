@@ -199,7 +199,8 @@ def measured_section(data: dict[str, Any]) -> str:
                                                          for a, b, c, d in rows) + "</table>")
     times = [(s["step"], s["step_time_s"] * 1e3) for s in m["series"] if s["step_time_s"] is not None]
     losses = [(s["step"], s["loss"]) for s in m["series"] if s["loss"] is not None]
-    charts = svg.line_chart(times, "step time (ms)", "measured-time", st["predicted"] * 1e3, "predicted")
+    charts = svg.line_chart(times, "step time (ms)", "measured-time", st["predicted"] * 1e3,
+                            f"predicted {fmt_ms(st['predicted'] * 1e3)}")
     charts += svg.line_chart(losses, "loss", "measured-loss")
     return (f'<section id="measured"><h2>Predicted vs measured</h2>{table}'
             f'<p class="note">Measured step time: median over steps after the first {m["warmup_steps"]}.</p>'

@@ -10,13 +10,15 @@ HTTP/1.0 (one request per connection) with a socket timeout, request bodies capp
   (HTTP 400) naming the bad field. Unexpected errors answer 500 with a one-line message; the
   traceback goes to the server's stderr only, never to the page.
 
-Ctrl-C stops the server and closes its socket.
+Ctrl-C or SIGTERM stops the server and closes its socket.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -134,7 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(400, {"ok": False, "error": f"request body must be 1 to {MAX_BODY_BYTES} bytes of JSON"})
             return
         try:
-            params = json.loads(self.rfile.read(length))
+            try:
+                params = json.loads(self.rfile.read(length))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"the request body is not JSON ({e.msg})") from None
             data = run_search(params, self.cfg)
         except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
             self._json(400, {"ok": False, "error": str(e)})
@@ -160,13 +165,27 @@ def serve(cfg: ServeConfig, port: int = 8765) -> int:
         raise ValueError(f"--port {port}: cannot listen on 127.0.0.1: {e.strerror}") from None
     print(f"galvatron visualize: serving on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C to stop)",
           flush=True)
+    previous = _stop_on_signals()
     try:
         httpd.serve_forever()
     except KeyboardInterrupt:
         print("galvatron visualize: stopped", flush=True)
     finally:
         httpd.server_close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0
+
+
+def _stop_on_signals() -> dict[int, Any]:
+    """Ctrl-C (even where the shell ignored SIGINT for a background job) and SIGTERM stop the server."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 SERVE_JS = """(function(){

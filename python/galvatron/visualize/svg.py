@@ -77,7 +77,7 @@ def fmt_gib(b: float) -> str:
 
 
 def fmt_ms(ms: float) -> str:
-    if ms == 0:
+    if abs(ms) < 5e-4:
         return "0 ms"
     return f"{ms:,.1f} ms" if ms >= 1 else f"{ms:.3f} ms"
 
@@ -290,7 +290,7 @@ def time_chart(views: list[dict[str, Any]]) -> str:
 def line_chart(points: list[tuple[float, float]], ylabel: str, cls: str, ref: float | None = None,
                ref_label: str = "") -> str:
     """A small line chart of a per-step series, with an optional dashed reference line."""
-    width, height, left, top, h = 430, 210, 58, 14, 150
+    width, height, left, top, h = 440, 226, 58, 30, 150
     if not points:
         return ""
     xs = [p[0] for p in points]
@@ -304,16 +304,21 @@ def line_chart(points: list[tuple[float, float]], ylabel: str, cls: str, ref: fl
     for t in nice_ticks(ymax, 4):
         out.append(f'<line class="grid" x1="{left}" x2="{width - 10}" y1="{sy(t):.1f}" y2="{sy(t):.1f}"/>'
                    f'<text class="axis" x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t:g}</text>')
+    for t in nice_ticks(xmax - xmin, 5) if xmax > xmin else [0.0]:
+        out.append(f'<text class="axis" x="{sx(xmin + t):.1f}" y="{top + h + 14}" text-anchor="middle">'
+                   f'{xmin + t:g}</text>')
     pts = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in points)
     out.append(f'<polyline class="series" points="{pts}"/>')
     for x, v in points:
         out.append(f'<circle class="pt" data-x="{num(x)}" data-value="{num(v)}" cx="{sx(x):.1f}" cy="{sy(v):.1f}" r="2.5">'
                    f'<title>step {x:g}: {v:.4g}</title></circle>')
+    out.append(f'<circle class="pt" cx="{left + 6}" cy="12" r="3"/><text class="axis" x="{left + 14}" y="16">'
+               'measured</text>')
     if ref is not None:
         out.append(f'<line class="ref" data-value="{num(ref)}" x1="{left}" x2="{width - 10}" y1="{sy(ref):.1f}" '
-                   f'y2="{sy(ref):.1f}"/><text class="ref-label" x="{width - 12}" y="{sy(ref) - 5:.1f}" '
-                   f'text-anchor="end">{esc(ref_label)}</text>')
-    out.append(f'<text class="axis" x="{left + (width - left) / 2:.0f}" y="{height - 16}" text-anchor="middle">step</text>'
+                   f'y2="{sy(ref):.1f}"/><line class="ref" x1="{left + 80}" x2="{left + 100}" y1="12" y2="12"/>'
+                   f'<text class="axis" x="{left + 106}" y="16">{esc(ref_label)}</text>')
+    out.append(f'<text class="axis" x="{left + (width - left) / 2:.0f}" y="{height - 8}" text-anchor="middle">step</text>'
                f'<text class="axis" x="12" y="{top + h / 2:.0f}" transform="rotate(-90 12 {top + h / 2:.0f})" '
                f'text-anchor="middle">{esc(ylabel)}</text></svg>')
     return "".join(out)
