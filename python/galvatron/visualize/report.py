@@ -63,6 +63,7 @@ form.controls{display:flex;flex-wrap:wrap;gap:10px 16px;align-items:flex-end;bac
 form.controls label{display:flex;flex-direction:column;font-size:12px;color:var(--muted);gap:2px}
 form.controls input,form.controls select{font:inherit;padding:3px 6px;width:130px}
 form.controls button{font:inherit;padding:5px 16px;cursor:pointer}
+.result{margin-top:18px}
 footer{margin-top:30px;color:var(--muted);font-size:12px}
 """
 

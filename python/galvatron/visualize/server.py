@@ -133,6 +133,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = -1
         if not 0 < length <= MAX_BODY_BYTES:
+            if MAX_BODY_BYTES < length <= 64 * MAX_BODY_BYTES:  # read it so the client sees the answer
+                self.rfile.read(length)
             self._json(400, {"ok": False, "error": f"request body must be 1 to {MAX_BODY_BYTES} bytes of JSON"})
             return
         try:
@@ -211,7 +213,8 @@ def serve_page(cfg: ServeConfig) -> str:
 
     def box(name: str, label: str, value: Any, extra: str = "") -> str:
         v = "" if value is None else esc(value)
-        return f'<label>{esc(label)}<input name="{name}" value="{v}" inputmode="decimal"{extra}></label>'
+        return (f'<label>{esc(label)}<input name="{name}" value="{v}" placeholder="default" '
+                f'inputmode="decimal"{extra}></label>')
 
     hw_name = cfg.hardware.name if cfg.hardware is not None else cfg.hardware_preset
     form = (f'<form id="controls" class="controls"><label>model<select name="model">{models}</select></label>'
@@ -223,7 +226,7 @@ def serve_page(cfg: ServeConfig) -> str:
             + '<button type="submit">search</button><span id="status" class="note"></span></form>')
     body = (f'<h1>Galvatron plan explorer</h1><p class="sub">hardware: {esc(hw_name)}. Change a setting and '
             'press search: the best plan under the cost model is searched again. Empty fields use defaults.</p>'
-            f'{form}<div id="error" class="error" hidden></div><div id="result"></div>')
+            f'{form}<div id="error" class="error" hidden></div><div id="result" class="result"></div>')
     scripts = (f'<script type="application/json" id="galvatron-data">{json_for_script({})}</script>'
                f"<script>{SERVE_JS}</script>")
     return page("Galvatron plan explorer", body, CSP_SERVE, scripts)
