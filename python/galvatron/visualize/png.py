@@ -48,6 +48,7 @@ def memory_png(data: dict[str, Any], path: str) -> None:
         ax.set_title(v["label"], fontsize=10)
         ax.set_xlabel("pipeline stage")
         ax.set_xticks(range(len(stages)))
+        ax.set_xlim(-0.5 - 0.3 * max(1, 3 - len(stages)), len(stages) - 0.5 + 0.3 * max(1, 3 - len(stages)))
     axes[0][0].set_ylabel("predicted peak memory (GiB per device)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=8, frameon=False)
@@ -97,6 +98,7 @@ def time_png(data: dict[str, Any], path: str) -> None:
                     height=0.6)
             left += ms
         ax.text(left, i, f"  {v['prediction']['step_time_s'] * 1e3:,.1f} ms", va="center", fontsize=8)
+    ax.set_xlim(0, max(v["prediction"]["step_time_s"] for v in views) * 1e3 * 1.18)
     ax.set_yticks(range(len(views)), [v["label"] for v in views])
     ax.invert_yaxis()
     ax.set_xlabel("predicted ms per step (critical stage)")
