@@ -111,3 +111,18 @@ def test_json_for_script_round_trips_without_markup_characters():
     text = json_for_script(obj)
     assert not set("<>&") & set(text)
     assert json.loads(text) == obj
+
+
+def test_metrics_written_per_rank_take_the_slowest_rank_and_per_rank_peaks(llama, tmp_path):
+    plan, mp, hw = llama
+    path = tmp_path / "m.jsonl"
+    with open(path, "w") as f:
+        for step in range(3):
+            for rank in range(8):
+                f.write(json.dumps({"step": step, "rank": rank, "loss": 2.0, "step_time_ms": 1000 + rank + step,
+                                    "peak_memory_bytes": (10 + rank) * GiB}) + "\n")
+    data = report_data(plan, mp, hw, baseline=None, metrics=load_metrics(path), warmup_steps=1)
+    m = data["measured"]
+    assert [s["step_time_s"] for s in m["series"]] == [1.007, 1.008, 1.009]
+    assert m["step_time_s"]["measured"] == pytest.approx(1.0085)
+    assert [s["measured"] for s in m["stage_peak_memory_bytes"]] == [13 * GiB, 17 * GiB]

@@ -186,10 +186,10 @@ def strategy_map(view: dict[str, Any], model: dict[str, Any], plan_id: str) -> s
         out.append(f'<g class="stage-span" data-chunk="{c}" data-stage="{c % pp}" data-first="{start}" '
                    f'data-count="{n}"><rect class="stage-bg{c % 2}" x="{xs:.2f}" y="2" width="{xe - xs:.2f}" '
                    f'height="{height - 22}"/>')
-        if xe - xs >= 44:
-            out.append(f'<text class="stage-label" x="{(xs + xe) / 2:.1f}" y="15" text-anchor="middle">'
-                       f'stage {c % pp}</text>')
-        out.append(f'<title>stage {c % pp}: layers {start}-{start + n - 1}</title></g>')
+        name = f"stage {c % pp}" + (f" · v{c // pp}" if len(view["plan"]["stage_layers"]) > pp else "")
+        if xe - xs >= 6.5 * len(name) + 4:
+            out.append(f'<text class="stage-label" x="{(xs + xe) / 2:.1f}" y="15" text-anchor="middle">{name}</text>')
+        out.append(f'<title>{name}: layers {start}-{start + n - 1}</title></g>')
         if c:
             out.append(f'<line class="stage-boundary" x1="{xs:.2f}" x2="{xs:.2f}" y1="2" y2="{height - 20}"/>')
         start += n
