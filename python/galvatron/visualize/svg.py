@@ -161,52 +161,57 @@ def _cell(x: float, y: float, w: float, h: float, label: str, tip: str, cls: str
     return s + "</g>"
 
 
-def strategy_map(view: dict[str, Any], model: dict[str, Any], plan_id: str) -> str:
-    """Per-layer strategy strip: one row per decision, runs merged, stage boundaries marked."""
-    nl = len(view["layer_labels"])
-    left, emb_w, gap, width = 104, 58, 10, 880
-    x0 = left + emb_w + gap
-    cw = (width - x0 - 8) / nl
-    rows = _row_values(view)
-    types = model["layer_types"]
-    type_of = [types[t] for t in model["layer_type_of"]]
-    chunks = [c for c, n in enumerate(view["plan"]["stage_layers"]) for _ in range(n)]
-    pp = view["plan"]["pp"]
-    timing = view["prediction"]["layer_timing_ms"]
-    rh, top = 24, 22
-    bar_h, bar_top = 34, top + 4
-    first_row = bar_top + bar_h + 8
-    height = first_row + (len(STRATEGY_ROWS) + (1 if len(types) > 1 else 0)) * (rh + 4) + 26
-    out = [f'<svg class="chart strategy-map" data-plan="{esc(plan_id)}" data-layers="{nl}" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="per-layer strategy map">']
-    # stage headers and boundaries
-    start = 0
-    for c, n in enumerate(view["plan"]["stage_layers"]):
+def _stage_spans(split: list[int], pp: int, x0: float, cw: float, height: int) -> list[str]:
+    """Background, label and left boundary line of every pipeline chunk."""
+    out, start = [], 0
+    for c, n in enumerate(split):
         xs, xe = x0 + start * cw, x0 + (start + n) * cw
+        name = f"stage {c % pp}" + (f" · v{c // pp}" if len(split) > pp else "")
         out.append(f'<g class="stage-span" data-chunk="{c}" data-stage="{c % pp}" data-first="{start}" '
                    f'data-count="{n}"><rect class="stage-bg{c % 2}" x="{xs:.2f}" y="2" width="{xe - xs:.2f}" '
                    f'height="{height - 22}"/>')
-        name = f"stage {c % pp}" + (f" · v{c // pp}" if len(view["plan"]["stage_layers"]) > pp else "")
         if xe - xs >= 6.5 * len(name) + 4:
             out.append(f'<text class="stage-label" x="{(xs + xe) / 2:.1f}" y="15" text-anchor="middle">{name}</text>')
         out.append(f'<title>{name}: layers {start}-{start + n - 1}</title></g>')
         if c:
             out.append(f'<line class="stage-boundary" x1="{xs:.2f}" x2="{xs:.2f}" y1="2" y2="{height - 20}"/>')
         start += n
-    # per-layer compute time per micro-batch
+    return out
+
+
+def _layer_time_bars(timing: list[dict[str, float]], type_of: list[str], x0: float, cw: float, top: float,
+                     bar_h: float) -> list[str]:
+    """One bar per layer: predicted forward+backward time per micro-batch."""
     tmax = max((t["fwd_ms"] + t["bwd_ms"] for t in timing), default=1.0) or 1.0
-    out.append(f'<text class="rowname" x="{left - 8}" y="{bar_top + bar_h / 2 + 4}" text-anchor="end">'
-               'layer time</text>')
+    out = []
     for i, t in enumerate(timing):
-        v = t["fwd_ms"] + t["bwd_ms"]
-        hh = max(bar_h * v / tmax, 0.5)
+        hh = max(bar_h * (t["fwd_ms"] + t["bwd_ms"]) / tmax, 0.5)
         out.append(f'<rect class="layer-time" data-layer="{i}" data-fwd="{num(t["fwd_ms"])}" '
-                   f'data-bwd="{num(t["bwd_ms"])}" x="{x0 + i * cw + 0.5:.2f}" y="{bar_top + bar_h - hh:.2f}" '
+                   f'data-bwd="{num(t["bwd_ms"])}" x="{x0 + i * cw + 0.5:.2f}" y="{top + bar_h - hh:.2f}" '
                    f'width="{max(cw - 1, 0.8):.2f}" height="{hh:.2f}"><title>layer {i} ({esc(type_of[i])}): fwd '
                    f'{fmt_ms(t["fwd_ms"])}, bwd {fmt_ms(t["bwd_ms"])} per micro-batch</title></rect>')
-    y = first_row
+    return out
+
+
+def strategy_map(view: dict[str, Any], model: dict[str, Any], plan_id: str) -> str:
+    """Per-layer strategy strip: one row per decision, runs merged, stage boundaries marked."""
+    nl = len(view["layer_labels"])
+    left, emb_w, width, rh, bar_h, bar_top = 104, 58, 880, 24, 34, 26
+    x0 = left + emb_w + 10
+    cw = (width - x0 - 8) / nl
+    rows = _row_values(view)
+    types = model["layer_types"]
+    rows["type"] = [types[t] for t in model["layer_type_of"]]
     names = list(STRATEGY_ROWS) + (["type"] if len(types) > 1 else [])
-    rows["type"] = type_of
+    chunks = [c for c, n in enumerate(view["plan"]["stage_layers"]) for _ in range(n)]
+    y = bar_top + bar_h + 8
+    height = y + len(names) * (rh + 4) + 26
+    out = [f'<svg class="chart strategy-map" data-plan="{esc(plan_id)}" data-layers="{nl}" width="{width}" '
+           f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="per-layer strategy map">']
+    out += _stage_spans(view["plan"]["stage_layers"], view["plan"]["pp"], x0, cw, height)
+    out.append(f'<text class="rowname" x="{left - 8}" y="{bar_top + bar_h / 2 + 4}" text-anchor="end">'
+               'layer time</text>')
+    out += _layer_time_bars(view["prediction"]["layer_timing_ms"], rows["type"], x0, cw, bar_top, bar_h)
     emb_vals = _embedding_values(view)
     for r in names:
         out.append(f'<text class="rowname" x="{left - 8}" y="{y + rh / 2 + 4}" text-anchor="end">'
@@ -219,8 +224,7 @@ def strategy_map(view: dict[str, Any], model: dict[str, Any], plan_id: str) -> s
                              f' data-row="{r}" data-first="{a}" data-last="{b}"'))
         y += rh + 4
     out.append(f'<text class="axis" x="{left + emb_w / 2}" y="{y + 12}" text-anchor="middle">embed/head</text>')
-    step = max(1, math.ceil(nl / 16))
-    for i in range(0, nl, step):
+    for i in range(0, nl, max(1, math.ceil(nl / 16))):
         out.append(f'<text class="axis" x="{x0 + (i + 0.5) * cw:.1f}" y="{y + 12}" text-anchor="middle">{i}</text>')
     out.append("</svg>")
     return "".join(out)
