@@ -87,6 +87,9 @@ def test_measured_metrics_summary(llama_report, tmp_path):
     bad.write_text('{"step": 0, "loss": 1}\n{"step": 1}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:2: .*'step' and 'loss'"):
         load_metrics(bad)
+    bad.write_text('{"step": "one", "loss": 1}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: step must be an integer"):
+        load_metrics(bad)
 
 
 def _hostile(mp):

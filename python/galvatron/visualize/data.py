@@ -130,6 +130,9 @@ def load_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             raise ValueError(f"{os.fspath(path)}:{n}: not JSON: {e.msg}") from None
         if not isinstance(row, dict) or "step" not in row or "loss" not in row:
             raise ValueError(f"{os.fspath(path)}:{n}: each line needs an object with 'step' and 'loss'")
+        for key in ("step", "rank"):
+            if key in row and (isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0):
+                raise ValueError(f"{os.fspath(path)}:{n}: {key} must be an integer >= 0, got {row[key]!r}")
         rows.append(row)
     if not rows:
         raise ValueError(f"{os.fspath(path)}: no metrics")
