@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from galvatron.plan import Plan, read_json
+from galvatron.visualize.cli import add_visualize_parser
 
 
 def load_any_plan(path: str, world_size: int | None = None, megatron_sp: bool | None = None) -> Plan:
@@ -226,10 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("profile", "profile the hardware or a model"),
         ("train", "train a model under a plan"),
-        ("visualize", "render a plan's predicted memory and time"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(func=_not_implemented(name))
+    add_visualize_parser(sub)
     _add_plan_commands(sub)
     return parser
 
