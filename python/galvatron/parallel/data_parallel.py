@@ -47,7 +47,9 @@ def all_reduce_grads(params: list[nn.Parameter], group) -> None:
     off = 0
     for p in params:
         n = p.numel()
-        p.grad = flat[off:off + n].view_as(p).clone()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(flat[off:off + n].view_as(p))  # in place: no second gradient copy
         off += n
 
 
