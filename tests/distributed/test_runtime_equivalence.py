@@ -98,3 +98,19 @@ def test_an_error_on_one_rank_ends_the_run_promptly_with_that_error():
     with pytest.raises(RuntimeError, match="input_ids: expected shape"):
         launch(2, _fail_on_rank1, timeout_s=60)
     assert time.time() - t < 30
+
+
+def _bf16_work(rank, world, cases, refs):
+    b, ref, ov = refs["gpt2-debug"]
+    return [(k, run_case("gpt2-debug", p, b, ref, max_grad_norm=CLIP, overrides=ov)["loss_err"])
+            for k, p in cases]
+
+
+def test_bf16_autocast_plans_train_close_to_fp32():
+    from galvatron.plan import Plan
+
+    cases = [(n, Plan.uniform(2, 2, global_batch_size=4, precision="bf16", **kw)) for n, kw in
+             [("tp", dict(tp=2)), ("zero3", dict(dp_type="zero3")), ("ulysses", dict(sp=2)),
+              ("pp", dict(pp=2, num_microbatches=2))]]
+    for k, err in launch(2, _bf16_work, cases, _refs(2, 4))[0]:
+        assert 0 < err < 1e-2, (k, err)  # nonzero: bf16 really computed

@@ -50,7 +50,7 @@ def run_microbatches(pm, ids, labels, mask, count: int) -> float:
         pm.schedule.step(ids, **kwargs)
     else:
         pm.schedule.step(**kwargs)
-    return float(sum(float(x) for x in losses))
+    return float(sum(float(x.detach()) for x in losses))
 
 
 def build_schedule(pm, pp_group):
