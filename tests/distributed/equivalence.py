@@ -14,11 +14,22 @@ LR, BETAS, WD = 1e-3, (0.9, 0.999), 0.01
 EPS = float(os.environ.get("GALVATRON_TEST_EPS", "1e-5"))
 
 
-def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1):
+def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1,
+                 padding: bool = False):
+    """Random token batches; ``padding``: right-padded samples of random lengths (mask 0 and
+    label -100 on the padding), so token counts differ between samples and ranks."""
     vocab = M.get_config(model_name).vocab_size
     g = torch.Generator().manual_seed(seed)
-    return [{"input_ids": torch.randint(0, vocab, (global_batch, seq), generator=g)}
-            for _ in range(steps)]
+    out = []
+    for _ in range(steps):
+        ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
+        b = {"input_ids": ids}
+        if padding:
+            lengths = torch.randint(seq // 4, seq + 1, (global_batch,), generator=g)
+            mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+            b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        out.append(b)
+    return out
 
 
 def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | None = None,
@@ -30,7 +41,8 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     losses = []
     for b in batches:
         opt.zero_grad()
-        loss = model.loss(model(**b), {"labels": b.get("labels", b["input_ids"])})
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        loss = model.loss(model(**inputs), {"labels": b.get("labels", b["input_ids"])})
         loss.backward()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)

@@ -16,11 +16,11 @@ PARAM_RTOL = 2e-5  # max |diff| / max(max |ref|, 0.02) per tensor
 STEPS, SEQ, CLIP = 3, 16, 1.0
 
 
-def _refs(layers: int, gbs: int):
+def _refs(layers: int, gbs: int, padding: bool = False):
     out = {}
     for m in C.MODELS:
         ov = {"num_layers": layers}
-        b = make_batches(m, gbs, SEQ, STEPS)
+        b = make_batches(m, gbs, SEQ, STEPS, padding=padding)
         out[m] = (b, reference(m, b, max_grad_norm=CLIP, overrides=ov), ov)
     return out
 
@@ -60,6 +60,13 @@ def test_every_technique_alone_matches_single_process_on_2_ranks():
 def test_interleaved_and_mixed_layerwise_plans_match_single_process_on_4_ranks():
     cases = C.world4()
     refs = _refs(4, 8)
+    _check(launch(4, _work, cases, refs), refs, cases)
+
+
+def test_padded_batches_with_attention_mask_match_single_process_on_4_ranks():
+    """Padding mask + ignored labels: token counts differ per sample and per rank."""
+    cases = [c for c in C.world4() if c[2].pp == 1]
+    refs = _refs(4, 8, padding=True)
     _check(launch(4, _work, cases, refs), refs, cases)
 
 
