@@ -6,7 +6,7 @@ from galvatron.plan import LayerStrategy as S
 from galvatron.plan import Plan
 
 FP32 = dict(precision="fp32")
-MODELS = ("gpt2-debug", "llama-debug")
+MODELS = ("gpt2-debug", "llama-debug", "bert-debug")
 
 
 def uniform(world, layers, gbs, **kw):
@@ -21,7 +21,7 @@ def plan(world, layers, gbs, embedding=None, **kw):
 def world2():
     """Every technique alone on 2 ranks, both models (2 layers, global batch 4)."""
     out = []
-    for m in MODELS:
+    for m in MODELS[:2]:
         out += [
             (f"dp/{m}", m, uniform(2, 2, 4)),
             (f"zero1/{m}", m, uniform(2, 2, 4, dp_type="zero1")),
@@ -63,6 +63,10 @@ def world4():
             S(tp=2, sp_kind="megatron", dp_type="zero1"),
         ], 8, embedding=S(tp=2), pp=2, stage_layers=(1, 3), schedule="1f1b",
             num_microbatches=2)),
+        ("mixed_post_norm_encoder/bert", "bert-debug", plan(4, [
+            S(tp=2, sp_kind="megatron", dp_type="zero3"), S(sp=2, sp_kind="ulysses"),
+            S(tp=4, checkpoint=True), S(dp_type="zero1"),
+        ], 8, embedding=S(tp=2, dp_type="zero2"))),
         ("pp_nonuniform_gpipe_tied/gpt2", g, plan(4, [
             S(tp=2), S(dp_type="zero2"), S(tp=2, sp_kind="megatron", checkpoint=True),
             S(dp_type="zero3"),
