@@ -1,1 +1,30 @@
-"""Parallel runtime pieces. For now: layout kernels around collectives (:mod:`.layout`)."""
+"""Hybrid-parallel runtime: train any layer-wise :class:`galvatron.Plan` on torch.distributed.
+
+API::
+
+    import torch.distributed as dist
+    from galvatron import parallel
+    dist.init_process_group("gloo", ...)            # world_size == plan.world_size
+    pm = parallel.build("gpt2-debug", plan, seed=0, seq_len=64, lr=1e-3,
+                        max_grad_norm=1.0)          # or a GalvatronModel (mutated in place)
+    loss = pm.train_step({"input_ids": ids, "labels": labels})  # global batch, every rank
+    pm.local_parameters()                           # (full name, local tensor, tp slice)
+    pm.optimizer                                    # Optimizers (AdamW + ZeRO-1 AdamW)
+
+``train_step`` takes the *global* batch (``[global_batch_size, seq_len]``, identical on every
+rank), runs ``num_microbatches`` micro-batches (pipelined when ``pp > 1``), synchronises
+gradients, clips by the global norm, steps AdamW and returns the global mean token loss.
+The model is built identically on every rank from ``seed`` and then sliced, so results equal
+single-process training. ``docs/runtime.md`` describes every technique and its communication.
+
+Files, one per technique: ``mesh.py`` (rank coordinates, groups, plan validation),
+``tensor_parallel.py`` (Megatron TP/SP, vocabulary-parallel embedding/head/loss),
+``ulysses.py`` (all-to-all around ``attn.core``), ``redistribute.py`` (activation layouts and
+the all-to-all between them), ``data_parallel.py`` (DDP sync, ZeRO-1, FSDP2 ZeRO-2/3),
+``pipeline.py`` (micro-batches and schedules), ``units.py`` (layer/embedding/head wrappers,
+checkpointing), ``runtime.py`` (``build``, ``ParallelModel``), ``layout.py`` (C++ layout kernels).
+"""
+
+from galvatron.parallel.runtime import ParallelModel, build
+
+__all__ = ["ParallelModel", "build"]

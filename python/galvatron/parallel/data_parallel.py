@@ -1,0 +1,143 @@
+"""Data parallelism of one unit (a layer, the embedding, the head) on its weight group.
+
+The loss of every rank is its local token-loss sum divided by the global token count, so the
+gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of local gradients.
+
+- DDP: one flat all-reduce (sum) per unit after the last micro-batch (hand-written; torch DDP
+  crashes inside pipelines).
+- ZeRO-1: one flat reduce-scatter (sum) per unit, AdamW on this rank's flat shard (states
+  ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
+- ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
+  ``reshard_after_forward`` False / True, gradient divide factor 1 (sum).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import fully_shard
+from torch.optim.adamw import adamw
+
+from galvatron.plan import DpType
+
+
+def apply_fsdp(module: nn.Module, group, dp_type: DpType) -> nn.Module:
+    """Shard ``module`` over ``group`` with FSDP2 (ZeRO-2: keep the gathered parameters from
+    forward to backward; ZeRO-3: reshard after forward)."""
+    mesh = DeviceMesh.from_group(group, "cpu")
+    fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3)
+    module.set_gradient_divide_factor(1.0)
+    module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+    return module
+
+
+def flat_grads(params: list[nn.Parameter]) -> torch.Tensor:
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+                      for p in params])
+
+
+def all_reduce_grads(params: list[nn.Parameter], group) -> None:
+    """Sum the gradients of ``params`` over ``group`` (one flat all-reduce)."""
+    if group is None or not params:
+        return
+    flat = flat_grads(params)
+    dist.all_reduce(flat, group=group)
+    off = 0
+    for p in params:
+        n = p.numel()
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        p.grad.copy_(flat[off:off + n].view_as(p))  # in place: no second gradient copy
+        off += n
+
+
+class ZeroOneShard:
+    """ZeRO-1 state of one unit: flat reduce-scatter of gradients, AdamW on a flat shard."""
+
+    def __init__(self, params: list[nn.Parameter], group) -> None:
+        self.params, self.group = params, group
+        self.n = dist.get_world_size(group) if group is not None else 1
+        self.rank = dist.get_rank(group) if group is not None else 0
+        self.total = sum(p.numel() for p in params)
+        self.shard = -(-self.total // self.n)
+        self.lo = min(self.rank * self.shard, self.total)
+        self.hi = min(self.lo + self.shard, self.total)
+        self.grad: torch.Tensor | None = None  # this rank's summed gradient shard
+
+    def reduce_scatter(self) -> None:
+        flat = flat_grads(self.params)
+        pad = self.shard * self.n - self.total
+        if pad:
+            flat = torch.cat([flat, flat.new_zeros(pad)])
+        if self.group is None:
+            self.grad = flat[: self.total]
+            return
+        out = flat.new_empty(self.shard)
+        dist.reduce_scatter_tensor(out, flat, group=self.group)
+        self.grad = out[: self.hi - self.lo]
+
+    def segments(self):
+        """(param, start, stop) pieces of each parameter's flat range inside this shard,
+        with offsets relative to the parameter."""
+        off = 0
+        for p in self.params:
+            a, b = max(off, self.lo), min(off + p.numel(), self.hi)
+            if b > a:
+                yield p, a - off, b - off, a - self.lo
+            off += p.numel()
+
+    def flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.params])
+
+    def all_gather(self, shard_values: torch.Tensor) -> None:
+        full = shard_values
+        if self.group is not None:
+            pad = self.shard - shard_values.numel()
+            if pad:
+                full = torch.cat([shard_values, shard_values.new_zeros(pad)])
+            buf = full.new_empty(self.shard * self.n)
+            dist.all_gather_into_tensor(buf, full.contiguous(), group=self.group)
+            full = buf[: self.total]
+        off = 0
+        with torch.no_grad():
+            for p in self.params:
+                p.copy_(full[off:off + p.numel()].view_as(p))
+                off += p.numel()
+
+
+class ZeroOneAdamW(torch.optim.Optimizer):
+    """AdamW (torch's functional kernel, identical numerics) on flat ZeRO-1 shards.
+
+    Each "parameter" of this optimizer is one unit's :class:`ZeroOneShard`, represented by a
+    flat shard tensor kept only for the optimizer step."""
+
+    def __init__(self, shards: list[ZeroOneShard], lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
+                 weight_decay=1e-2) -> None:
+        self.shards = shards
+        keys = [s.params[0] for s in shards]
+        super().__init__(keys or [torch.zeros(1, requires_grad=True)],
+                         dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self._key_to_shard = {id(k): s for k, s in zip(keys, shards, strict=True)}
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        g = self.param_groups[0]
+        for key in g["params"]:
+            shard = self._key_to_shard.get(id(key))
+            if shard is None or shard.grad is None:
+                continue
+            st = self.state[key]
+            n = shard.hi - shard.lo
+            if not st:
+                st["step"] = torch.tensor(0.0)
+                st["exp_avg"] = torch.zeros(n)
+                st["exp_avg_sq"] = torch.zeros(n)
+            values = shard.flat_params()[shard.lo:shard.hi].clone()
+            adamw(
+                [values], [shard.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+                foreach=False, amsgrad=False, beta1=g["betas"][0], beta2=g["betas"][1],
+                lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
+            shard.all_gather(values)
+            shard.grad = None

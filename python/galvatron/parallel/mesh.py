@@ -1,0 +1,139 @@
+"""Process groups of a plan: rank coordinates, validation, one cached group per rank set.
+
+Rank layout (as ``galvatron.plan``): pipeline outermost, stage ``s`` holds global ranks
+``s*N .. (s+1)*N-1`` (``N = world_size // pp``). Inside a stage, local index ``i`` of a layer
+with strategy ``(tp, sp, dp)``:
+
+- consecutive (``tp_consecutive``): ``i = (d*sp + j)*tp + t`` (tp innermost);
+- strided: ``i = (t*sp + j)*dp + d`` (dp innermost).
+
+``t``/``j``/``d`` are the tp, Ulysses-sp and dp coordinates. The *weight group* of a layer
+(the ranks that hold replicas or ZeRO shards of the same tp shard) is its ``dp*sp`` ranks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.distributed as dist
+
+from galvatron.plan import LayerStrategy, Plan, SpKind
+
+
+@dataclass(frozen=True)
+class Coord:
+    """Coordinates of one local stage index under one strategy."""
+
+    t: int
+    j: int
+    d: int
+
+
+def coords(s: LayerStrategy, n: int, i: int) -> Coord:
+    dp = n // (s.tp * s.sp)
+    if s.tp_consecutive:
+        return Coord(t=i % s.tp, j=(i // s.tp) % s.sp, d=i // (s.tp * s.sp))
+    return Coord(t=i // (dp * s.sp), j=(i // dp) % s.sp, d=i % dp)
+
+
+def local_index(s: LayerStrategy, n: int, c: Coord) -> int:
+    dp = n // (s.tp * s.sp)
+    if s.tp_consecutive:
+        return (c.d * s.sp + c.j) * s.tp + c.t
+    return (c.t * s.sp + c.j) * dp + c.d
+
+
+def axis_members(s: LayerStrategy, n: int, i: int, axis: str) -> list[int]:
+    """Local indices sharing every coordinate of ``i`` except ``axis`` (``tp``, ``sp``,
+    ``weight`` = dp and sp together), in axis order."""
+    c = coords(s, n, i)
+    dp = n // (s.tp * s.sp)
+    if axis == "tp":
+        return [local_index(s, n, Coord(t, c.j, c.d)) for t in range(s.tp)]
+    if axis == "sp":
+        return [local_index(s, n, Coord(c.t, j, c.d)) for j in range(s.sp)]
+    if axis == "weight":
+        return sorted(local_index(s, n, Coord(c.t, j, d)) for d in range(dp) for j in range(s.sp))
+    raise AssertionError(axis)
+
+
+class Groups:
+    """Creates process groups on demand; every rank must request the same sets in the same
+    order (the runtime walks the plan identically on every rank). ``partition`` is a list of
+    disjoint global rank lists covering the world; this rank's group is returned (None for a
+    group of one)."""
+
+    def __init__(self, rank: int, world_size: int, timeout=None) -> None:
+        self.rank, self.world_size, self.timeout = rank, world_size, timeout
+        self._cache: dict[tuple[tuple[int, ...], ...], dist.ProcessGroup | None] = {}
+
+    def get(self, partition: list[list[int]]) -> dist.ProcessGroup | None:
+        key = tuple(sorted(tuple(sorted(p)) for p in partition))
+        if key not in self._cache:
+            mine = None
+            for ranks in key:
+                if len(ranks) == self.world_size:
+                    g = dist.group.WORLD
+                elif len(ranks) > 1:
+                    g = dist.new_group(list(ranks), timeout=self.timeout)
+                else:
+                    g = None
+                if self.rank in ranks:
+                    mine = g
+            self._cache[key] = mine
+        return self._cache[key]
+
+    def layer_group(self, s: LayerStrategy, n: int, axis: str) -> dist.ProcessGroup | None:
+        """This rank's ``axis`` group of strategy ``s`` (n devices per stage)."""
+        uniq = {tuple(stage * n + m for m in axis_members(s, n, i, axis))
+                for stage in range(self.world_size // n) for i in range(n)}
+        return self.get([list(p) for p in uniq])
+
+    def stage_group(self, n: int) -> dist.ProcessGroup | None:
+        return self.get([list(range(s * n, (s + 1) * n)) for s in range(self.world_size // n)])
+
+    def pipeline_group(self, n: int) -> dist.ProcessGroup | None:
+        return self.get([list(range(i, self.world_size, n)) for i in range(n)])
+
+    def pair_group(self, pairs: list[list[int]]) -> dist.ProcessGroup | None:
+        return self.get(pairs)
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def validate(plan: Plan, model, seq_len: int) -> None:
+    """Check the plan against the model and sequence length before any collective."""
+    plan.validate(num_layers=len(model.layers))
+    cfg = model.config
+    n = plan.devices_per_stage
+    heads = getattr(cfg, "num_heads", None)
+    kv = getattr(cfg, "num_kv_heads", None) or heads
+    ffn = getattr(cfg, "ffn_hidden", None)
+    from galvatron.parallel.redistribute import boundary_layout, layout_of
+
+    def check(s: LayerStrategy, where: str, is_layer: bool) -> None:
+        split = s.tp * s.sp
+        if is_layer and heads is not None:
+            for name, v in (("num_heads", heads), ("num_kv_heads", kv)):
+                if v % split:
+                    raise ValueError(f"{where}: tp*sp={split} must divide {name}={v}")
+        if is_layer and ffn is not None and ffn % s.tp:
+            raise ValueError(f"{where}: tp={s.tp} must divide ffn_hidden={ffn}")
+        lay = layout_of(s, n)
+        if seq_len % lay.n_seq:
+            raise ValueError(
+                f"{where}: sequence length {seq_len} is not divisible by its {lay.n_seq} "
+                "sequence shards")
+
+    for i, s in enumerate(plan.layers):
+        check(s, f"layers[{i}]", True)
+    check(plan.embedding, "embedding", False)
+    if plan.pp > 1:
+        b = boundary_layout(n, plan.micro_batch_size)
+        if seq_len % b.n_seq:
+            raise ValueError(
+                f"pipeline boundary: sequence length {seq_len} must be divisible by "
+                f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")
+    if plan.embedding.sp_kind is SpKind.ULYSSES and plan.embedding.tp > 1:
+        pass  # supported: vocab over tp, sequence over sp

@@ -1,0 +1,70 @@
+"""Micro-batches and pipeline schedules (``torch.distributed.pipelining``).
+
+``pp == 1``: a plain loop (forward, loss, backward per micro-batch; gradients accumulate).
+``pp > 1``: one ``PipelineStage`` per chunk of this rank on the pipeline group (ranks with
+the same local index in every stage), ``ScheduleGPipe`` / ``Schedule1F1B`` /
+``ScheduleInterleaved1F1B`` with ``scale_grads=False`` (our loss is already divided by the
+global token count). Stage inputs/outputs are the boundary-layout blocks of the hidden states,
+so each rank sends ``1/N`` of a micro-batch's activations to its peer in the next stage.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributed.pipelining import (
+    PipelineStage,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+)
+
+from galvatron.plan import Schedule
+
+
+def run_microbatches(pm, ids, labels, mask, count: int) -> float:
+    """Forward + backward of every micro-batch; returns this rank's local loss sum / count."""
+    plan = pm.plan
+    m = plan.num_microbatches
+    if plan.pp == 1:
+        chunk = pm.chunks[0]
+        total = 0.0
+        for ids_mb, lab_mb, mask_mb in zip(ids.chunk(m), labels.chunk(m),
+                                           mask.chunk(m) if mask is not None else [None] * m,
+                                           strict=True):
+            chunk.mask = mask_mb
+            loss = pm.loss_sum(chunk(ids_mb), lab_mb) / count
+            loss.backward()
+            total += float(loss.detach())
+        chunk.mask = None
+        return total
+    if mask is not None:
+        raise ValueError("attention_mask with pp > 1 is not supported by the runtime yet")
+    losses: list[torch.Tensor] = []
+    first = pm.chunks[0].embed is not None
+    last = pm.chunks[-1].head is not None
+    pm._count = count
+    kwargs = {}
+    if last:
+        kwargs.update(target=labels, losses=losses)
+    if first:
+        pm.schedule.step(ids, **kwargs)
+    else:
+        pm.schedule.step(**kwargs)
+    return float(sum(float(x.detach()) for x in losses))
+
+
+def build_schedule(pm, pp_group):
+    plan = pm.plan
+    num_stages = len(plan.stage_layers)
+    chunk_ids = [c for c in range(num_stages) if c % plan.pp == pm.ctx.stage]
+    stages = [PipelineStage(ch, c, num_stages, torch.device("cpu"), group=pp_group)
+              for ch, c in zip(pm.chunks, chunk_ids, strict=True)]
+
+    def loss_fn(logits, target):
+        return pm.loss_sum(logits, target) / pm._count
+
+    m = plan.num_microbatches
+    if plan.schedule is Schedule.INTERLEAVED_1F1B:
+        return ScheduleInterleaved1F1B(stages, m, loss_fn=loss_fn, scale_grads=False)
+    cls = ScheduleGPipe if plan.schedule is Schedule.GPIPE else Schedule1F1B
+    return cls(stages[0], m, loss_fn=loss_fn, scale_grads=False)

@@ -1,0 +1,463 @@
+"""Build this rank's part of a model under a plan, and train it.
+
+See the package docstring (:mod:`galvatron.parallel`) for the API and ``docs/runtime.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from galvatron.models.base import GalvatronModel
+from galvatron.parallel import data_parallel as DP
+from galvatron.parallel import tensor_parallel as TP
+from galvatron.parallel.mesh import Groups, coords, validate
+from galvatron.parallel.redistribute import (
+    Layout,
+    boundary_layout,
+    embedding_layout,
+    layout_of,
+    redistribute,
+)
+from galvatron.parallel.ulysses import apply_ulysses
+from galvatron.parallel.units import (
+    EmbedIO,
+    HeadIO,
+    LayerIO,
+    ParamMeta,
+    Unit,
+    describe_params,
+    local_grad,
+)
+from galvatron.plan import DpType, Plan, Precision, SpKind
+
+
+@dataclass
+class Context:
+    """What every chunk of this rank needs: stage geometry and groups."""
+
+    plan: Plan
+    rank: int
+    stage: int
+    me: int  # local index inside the stage
+    n: int  # devices per stage
+    seq_len: int
+    stage_group: object
+    groups: Groups
+
+
+class Chunk(nn.Module):
+    """One pipeline chunk on this rank: [embedding] -> layers -> [head], moving activations
+    between the layouts of consecutive units (and to the pipeline boundary layout)."""
+
+    def __init__(self, ctx: Context, embed: Unit | None, layers: list[Unit], head: Unit | None,
+                 in_layout: Layout | None, out_layout: Layout | None) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.embed_unit, self.layer_units, self.head_unit = embed, layers, head
+        self.embed = embed.module if embed else None
+        self.layers = nn.ModuleList(u.module for u in layers)
+        self.head = head.module if head else None
+        self.in_layout, self.out_layout = in_layout, out_layout
+        e = ctx.plan.embedding
+        self.emb_layout = embedding_layout(e, ctx.n)
+        self.layouts = [layout_of(u.strategy, ctx.n) for u in layers]
+        self.mask: torch.Tensor | None = None  # full micro-batch padding mask (pp=1 only)
+
+    def _move(self, x, src, dst):
+        c = self.ctx
+        return redistribute(x, src, dst, c.me, c.n, c.plan.micro_batch_size, c.seq_len,
+                            c.stage_group)
+
+    def _block(self, lay: Layout):
+        return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)
+
+    def forward(self, x):
+        if self.embed is not None:
+            b0, b1, *_ = self._block(self.emb_layout)
+            x = self.embed(x[b0:b1])
+            cur = self.emb_layout
+        else:
+            cur = self.in_layout
+        for layer, lay in zip(self.layers, self.layouts, strict=True):
+            x = self._move(x, cur, lay)
+            cur = lay
+            mask = None
+            if self.mask is not None:
+                b0, b1, *_ = self._block(lay)
+                mask = self.mask[b0:b1]
+            x = layer(x, mask)
+        if self.head is not None:
+            x = self._move(x, cur, self.emb_layout)
+            return self.head(x)
+        return self._move(x, cur, self.out_layout)
+
+
+@dataclass
+class ParallelModel:
+    """This rank's part of the model (returned by :func:`galvatron.parallel.build`)."""
+
+    plan: Plan
+    ctx: Context
+    chunks: list[Chunk]
+    units: list[Unit]
+    optimizer: object  # Optimizers
+    shift_labels: bool
+    ties: list[tuple[nn.Parameter, nn.Parameter | None, object]] = field(default_factory=list)
+    schedule: object = None
+    max_grad_norm: float | None = None
+
+    # ------------------------------------------------------------------ training
+    def train_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """One optimizer step on the *global* batch (identical on every rank; each rank
+        slices its part). Returns the global mean token loss (the same on every rank)."""
+        from galvatron.parallel.pipeline import run_microbatches
+
+        plan, ctx = self.plan, self.ctx
+        ids = batch["input_ids"]
+        labels = batch.get("labels", ids)
+        if self.shift_labels:
+            labels = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
+        if ids.shape != (plan.global_batch_size, ctx.seq_len):
+            raise ValueError(f"input_ids: expected shape {(plan.global_batch_size, ctx.seq_len)}, "
+                             f"got {tuple(ids.shape)}")
+        count = int((labels != -100).sum())
+        self.optimizer.zero_grad()
+        with self._autocast():
+            local = run_microbatches(self, ids, labels, batch.get("attention_mask"), count)
+        self.finish_grads()
+        if self.max_grad_norm is not None:
+            self.clip_grad_norm(self.max_grad_norm)
+        self.optimizer.step()
+        head = plan.embedding
+        is_head_rank = self.chunks[-1].head is not None
+        primary = is_head_rank and coords(head, ctx.n, ctx.me).t == 0
+        t = torch.tensor([local if primary else 0.0], dtype=torch.float64)
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def _autocast(self):
+        if self.plan.precision is Precision.FP32:
+            return torch.autocast("cpu", enabled=False)
+        dtype = torch.bfloat16 if self.plan.precision is Precision.BF16 else torch.float16
+        return torch.autocast("cpu", dtype=dtype)
+
+    def loss_sum(self, logits, labels_mb) -> torch.Tensor:
+        """Sum of token losses of this rank's head block of one micro-batch."""
+        lay = embedding_layout(self.plan.embedding, self.ctx.n)
+        b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        head_mod = self.chunks[-1].head_unit.module
+        vh = _find(head_mod, TP.VocabHead)
+        return TP.vocab_parallel_loss_sum(logits, labels_mb[b0:b1, s0:s1], vh)
+
+    # ------------------------------------------------------------------ gradients
+    def finish_grads(self) -> None:
+        """After the last micro-batch: tied pairs, Megatron-SP partial sums, DP sync."""
+        for a, b, group in self.ties:
+            ga, gb = a.grad, b.grad if b is not None else None
+            if b is not None:  # both copies on this rank
+                s = _loc(ga) + _loc(gb)
+                _loc(ga).copy_(s)
+                _loc(gb).copy_(s)
+            elif group is not None:
+                dist.all_reduce(_loc(ga), group=group)
+        for u in self.units:
+            partial = [p for p, m in zip(u.params(), u.meta, strict=True) if m.tp_partial]
+            if partial and u.tp_group is not None:
+                _ensure_grads(partial)
+                flat = torch.cat([_loc(p.grad).reshape(-1) for p in partial])
+                dist.all_reduce(flat, group=u.tp_group)
+                off = 0
+                for p in partial:
+                    g = _loc(p.grad)
+                    g.copy_(flat[off:off + g.numel()].view_as(g))
+                    off += g.numel()
+            if u.fsdp:
+                continue
+            if u.zero1 is not None:
+                u.zero1.reduce_scatter()
+            else:
+                DP.all_reduce_grads(u.dp_params, u.weight_group)
+
+    def clip_grad_norm(self, max_norm: float) -> float:
+        """Clip by the global gradient norm over every mesh (each gradient element counted
+        once); returns the norm before clipping."""
+        sq = torch.zeros((), dtype=torch.float64)
+        seen: set[int] = set()
+        for u in self.units:
+            tp = u.strategy.tp
+            wg = 1 if u.weight_group is None else dist.get_world_size(u.weight_group)
+            if u.zero1 is not None:
+                for p, a, b, _ in u.zero1.segments():
+                    m = u.meta[_index(u.params(), p)]
+                    if m.tied_alias:
+                        continue
+                    off = _offset(u.zero1, p)
+                    g = u.zero1.grad[off + a - u.zero1.lo:off + b - u.zero1.lo]
+                    sq += g.double().pow(2).sum() / (1 if m.src else tp)
+                continue
+            for p, m in zip(u.params(), u.meta, strict=True):
+                g = local_grad(p)
+                if g is None or m.tied_alias or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                w = (1 if m.src else tp) * (1 if u.fsdp else wg)
+                sq += g.double().pow(2).sum() / w
+        dist.all_reduce(sq)
+        norm = float(sq.sqrt())
+        coef = max_norm / (norm + 1e-6)
+        if coef < 1.0:
+            done: set[int] = set()
+            for u in self.units:
+                for p in u.params():
+                    g = local_grad(p)
+                    if g is not None and id(p) not in done:
+                        done.add(id(p))
+                        g.mul_(coef)
+                if u.zero1 is not None and u.zero1.grad is not None:
+                    u.zero1.grad.mul_(coef)
+        return norm
+
+    # ------------------------------------------------------------------ inspection
+    def local_parameters(self):
+        """``(full_name, tensor, src)`` for every local parameter: ``tensor`` is this rank's
+        tp slice (ZeRO-2/3 shards gathered over the weight group; a collective, call it on
+        every rank), ``src = (dim, start, length)`` or None."""
+        out = []
+        seen = set()
+        for u in self.units:
+            for p, m in zip(u.params(), u.meta, strict=True):
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                t = p.full_tensor() if hasattr(p, "full_tensor") else p
+                out.append((m.name, t.detach(), m.src))
+        return out
+
+
+def _loc(t):
+    return t.to_local() if hasattr(t, "to_local") else t
+
+
+def _ensure_grads(params):
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+
+
+def _index(params, p):
+    for i, q in enumerate(params):
+        if q is p:
+            return i
+    raise AssertionError
+
+
+def _offset(z, p):
+    off = 0
+    for q in z.params:
+        if q is p:
+            return off
+        off += q.numel()
+    raise AssertionError
+
+
+def _find(module, cls):
+    for m in module.modules():
+        if isinstance(m, cls):
+            return m
+    raise AssertionError(f"no {cls.__name__} in {type(module).__name__}")
+
+
+class Optimizers:
+    """AdamW over DDP/ZeRO-2/3 parameters plus :class:`ZeroOneAdamW` over ZeRO-1 shards."""
+
+    def __init__(self, params, shards, **kw) -> None:
+        self.adamw = torch.optim.AdamW(params, foreach=False, **kw) if params else None
+        self.zero1 = DP.ZeroOneAdamW(shards, **kw) if shards else None
+        self.params = params
+
+    @property
+    def optimizers(self):
+        return [o for o in (self.adamw, self.zero1) if o is not None]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+        if self.zero1 is not None:
+            for s in self.zero1.shards:
+                for p in s.params:
+                    p.grad = None
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+
+# ---------------------------------------------------------------------------- build
+
+
+def _vocab_modules(model: GalvatronModel):
+    vocab = model.config.vocab_size
+    emb = [(n, m) for n, m in model.embed.named_modules()
+           if isinstance(m, nn.Embedding) and m.num_embeddings == vocab]
+    head = [(n, m) for n, m in model.head.named_modules()
+            if isinstance(m, nn.Linear) and m.out_features == vocab]
+    if len(emb) != 1 or len(head) != 1:
+        raise ValueError(f"{type(model).__name__}: the runtime needs one vocabulary embedding "
+                         "and one vocabulary projection in the head")
+    return emb[0], head[0]
+
+
+def _set(root: nn.Module, name: str, mod: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, mod)
+
+
+def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: int | None = None,
+          lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
+          max_grad_norm: float | None = None, timeout_s: float = 60.0) -> ParallelModel:
+    """Build this rank's part of ``model`` under ``plan`` (see :mod:`galvatron.parallel`)."""
+    import datetime
+
+    from galvatron import models as M
+
+    if isinstance(model, str):
+        model = M.build(model, seed=seed)
+    if not dist.is_initialized():
+        raise ValueError("torch.distributed is not initialised; call init_process_group first")
+    world, rank = dist.get_world_size(), dist.get_rank()
+    plan.validate(world_size=world)
+    seq_len = seq_len or model.config.max_seq_len
+    validate(plan, model, seq_len)
+    n = plan.devices_per_stage
+    groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
+    # Create every group in plan order on every rank (new_group is collective).
+    strategies = [*plan.layers, plan.embedding]
+    grp = {}
+    for s in strategies:
+        for axis in ("tp", "sp", "weight"):
+            grp[(s, axis)] = groups.layer_group(s, n, axis)
+    stage_group = groups.stage_group(n)
+    pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
+    stage, me = divmod(rank, n)
+    ctx = Context(plan, rank, stage, me, n, seq_len, stage_group, groups)
+    ties = model.tied_parameters()
+    tie_group = None
+    if ties and plan.pp > 1:
+        tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
+                                      + [[r] for r in range(n, (plan.pp - 1) * n)])
+    names_by_id = {}
+    originals = list(model.parameters())  # keeps ids unique while layers are replaced
+    for nm, p in model.named_parameters(remove_duplicate=False):
+        names_by_id.setdefault(id(p), nm)
+
+    def unit_groups(s):
+        return grp[(s, "tp")], grp[(s, "sp")], grp[(s, "weight")]
+
+    num_chunks = len(plan.stage_layers)
+    starts = [sum(plan.stage_layers[:c]) for c in range(num_chunks)]
+    my_chunks = [c for c in range(num_chunks) if c % plan.pp == stage]
+    (emb_name, emb_mod), (head_name, head_mod) = _vocab_modules(model)
+    e = plan.embedding
+    ec = coords(e, n, me)
+    etp, esp, ewg = unit_groups(e)
+    keep_tie = bool(ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
+    units_all: list[Unit] = []
+    chunks = []
+    shared_vocab = None
+    tie_pairs = []
+    for c in my_chunks:
+        embed_u = head_u = None
+        if c == 0:
+            ve = TP.VocabEmbedding(emb_mod, e.tp, ec.t, etp)
+            shared_vocab = ve.weight
+            _set(model.embed, emb_name, ve)
+            lay = embedding_layout(e, n)
+            _, _, s0, s1, _ = lay.block(me, plan.micro_batch_size, seq_len)
+            mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1)
+            meta = describe_params(model.embed, "embed.", names_by_id)
+            for p, m in zip(model.embed.parameters(), meta, strict=True):
+                if p is ve.weight:
+                    m.name, m.vocab = names_by_id[id(emb_mod.weight)], True
+            embed_u = Unit("embed", mod, e, ec, etp, esp, ewg, meta)
+        layer_units = []
+        for i in range(starts[c], starts[c] + plan.stage_layers[c]):
+            s = plan.layers[i]
+            lc = coords(s, n, me)
+            tpg, spg, wg = unit_groups(s)
+            layer = model.layers[i]
+            TP.apply_tp(layer, s.tp, lc.t, tpg, s.sp_kind is SpKind.MEGATRON)
+            apply_ulysses(layer, s.sp, lc.j, spg)
+            meta = describe_params(layer, f"layers.{i}.", names_by_id)
+            layer_units.append(Unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, lc, tpg, spg,
+                                    wg, meta))
+        if c == num_chunks - 1:
+            tied = bool(ties) and head_mod.weight is emb_mod.weight
+            weight = shared_vocab if (tied and keep_tie) else None
+            vh = TP.VocabHead(head_mod, e.tp, ec.t, etp, weight=weight)
+            _set(model.head, head_name, vh)
+            meta = describe_params(model.head, "head.", names_by_id)
+            for p, m in zip(model.head.parameters(), meta, strict=True):
+                if p is vh.weight:
+                    m.name, m.vocab = names_by_id[id(head_mod.weight)], True
+                    m.src = vh.weight._src
+                    m.tied_alias = tied and not keep_tie
+            head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
+            if tied and not keep_tie:
+                tie_pairs.append((head_u, vh))
+        units = ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
+        units_all.extend(units)
+        in_l = None if c == 0 else boundary_layout(n, plan.micro_batch_size)
+        out_l = None if c == num_chunks - 1 else boundary_layout(n, plan.micro_batch_size)
+        chunks.append((embed_u, layer_units, head_u, in_l, out_l))
+
+    # Data parallelism per unit (FSDP2 replaces parameters: after the metadata was taken).
+    adam_params, shards = [], []
+    seen = set()
+    for u in units_all:
+        s = u.strategy
+        if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
+            DP.apply_fsdp(u.module, u.weight_group, s.dp_type)
+            u.fsdp = True
+        params = [p for p in u.params() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        u.dp_params = params
+        if s.dp_type is DpType.ZERO1 and u.weight_group is not None:
+            u.zero1 = DP.ZeroOneShard(params, u.weight_group)
+            shards.append(u.zero1)
+        else:
+            adam_params.extend(params)
+    del originals
+    built = [Chunk(ctx, *args) for args in chunks]
+    pm = ParallelModel(plan, ctx, built, units_all,
+                       Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
+                                  weight_decay=weight_decay),
+                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm)
+    # Tied pairs: both copies on this rank (pp=1, untied for ZeRO-2/3) or across stages.
+    if ties and not keep_tie:
+        emb_p = _vocab_param(units_all, "embed")
+        head_p = _vocab_param(units_all, "head")
+        if emb_p is not None and head_p is not None:
+            pm.ties.append((emb_p, head_p, None))
+        elif emb_p is not None or head_p is not None:
+            pm.ties.append((emb_p if emb_p is not None else head_p, None, tie_group))
+    if plan.pp > 1:
+        from galvatron.parallel.pipeline import build_schedule
+
+        pm.schedule = build_schedule(pm, pp_group)
+    return pm
+
+
+def _vocab_param(units, which):
+    for u in units:
+        if u.name == which:
+            for p, m in zip(u.params(), u.meta, strict=True):
+                if m.vocab:
+                    return p
+    return None
+
+
+__all__ = ["ParallelModel", "ParamMeta", "build"]

@@ -1,0 +1,322 @@
+"""Megatron-style tensor parallelism (and Megatron-SP) on local tensors.
+
+Collective operators, named by region and direction as in Megatron-LM (``group`` = the tp
+group, sequence = dim 1):
+
+=============================  ====================  ======================
+operator                       forward               backward
+=============================  ====================  ======================
+``copy_to_tp_region`` (f)      identity              all-reduce
+``reduce_from_tp_region`` (g)  all-reduce            identity
+``gather_from_sp_region``      all-gather sequence   reduce-scatter sequence
+``reduce_scatter_to_sp_region`` reduce-scatter seq.  all-gather sequence
+=============================  ====================  ======================
+
+``apply_tp(layer, ...)`` slices the attention (``q/k/v`` column, ``o`` row) and MLP
+(``fc_in``/``gate``/``up`` column, ``fc_out``/``down`` row) of one layer in place and wraps
+the attention and MLP modules with the input operator. Parameters that stay whole are marked
+``_tp_partial`` under Megatron-SP (each rank sees only its sequence shard, so their gradients
+are summed over tp). Slices are recorded as ``_src = (dim, start, length)`` on each parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from galvatron.parallel import layout as L
+
+# ---------------------------------------------------------------------------- collectives
+
+
+def _all_reduce(x, group):
+    x = x.contiguous().clone()
+    dist.all_reduce(x, group=group)
+    return x
+
+
+def _gather_seq(x, group):
+    n = dist.get_world_size(group)
+    x = x.contiguous()
+    buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
+    dist.all_gather_into_tensor(buf, x, group=group)
+    shape = list(x.shape)
+    shape[1] *= n
+    return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+
+
+def _reduce_scatter_seq(x, group):
+    n = dist.get_world_size(group)
+    send = L.pack_dim_chunks([x.contiguous()], 1, n)
+    out = x.new_empty(send.shape[1])
+    dist.reduce_scatter_tensor(out, send.reshape(-1), group=group)
+    shape = list(x.shape)
+    shape[1] //= n
+    return out.view(shape)
+
+
+class _CopyToTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _all_reduce(g, ctx.group), None
+
+
+class _ReduceFromTP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        return _all_reduce(x, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+class _GatherSeq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _gather_seq(x, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _reduce_scatter_seq(g, ctx.group), None
+
+
+class _ReduceScatterSeq(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        return _reduce_scatter_seq(x, group)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _gather_seq(g, ctx.group), None
+
+
+def copy_to_tp_region(x, group):
+    return _CopyToTP.apply(x, group)
+
+
+def reduce_from_tp_region(x, group):
+    return _ReduceFromTP.apply(x, group)
+
+
+def gather_from_sp_region(x, group):
+    return _GatherSeq.apply(x, group)
+
+
+def reduce_scatter_to_sp_region(x, group):
+    return _ReduceScatterSeq.apply(x, group)
+
+
+# ---------------------------------------------------------------------------- modules
+
+
+def _slice_param(p: torch.Tensor, dim: int, start: int, length: int, pad_to: int | None = None):
+    full = p.detach()
+    size = full.shape[dim]
+    stop = min(start + length, size)
+    piece = full.narrow(dim, start, max(0, stop - start)).clone()
+    if piece.shape[dim] < length:  # vocabulary padding
+        pad_shape = list(piece.shape)
+        pad_shape[dim] = length - piece.shape[dim]
+        piece = torch.cat([piece, piece.new_zeros(pad_shape)], dim=dim)
+    out = nn.Parameter(piece, requires_grad=p.requires_grad)
+    out._src = (dim, start, length)
+    return out
+
+
+class ColumnLinear(nn.Module):
+    """Output features ``[start, start+length)`` of a linear layer (plain local matmul)."""
+
+    def __init__(self, lin: nn.Linear, start: int, length: int) -> None:
+        super().__init__()
+        self.weight = _slice_param(lin.weight, 0, start, length)
+        self.bias = None if lin.bias is None else _slice_param(lin.bias, 0, start, length)
+
+    def forward(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+
+class RowLinear(nn.Module):
+    """Input features ``[start, start+length)``; the partial output is reduced over tp
+    (all-reduce, or reduce-scatter over the sequence under Megatron-SP), then the bias added."""
+
+    def __init__(self, lin: nn.Linear, start: int, length: int, group, seq_parallel: bool) -> None:
+        super().__init__()
+        self.weight = _slice_param(lin.weight, 1, start, length)
+        self.bias = lin.bias
+        self.group, self.seq_parallel = group, seq_parallel
+
+    def forward(self, x):
+        y = F.linear(x, self.weight)
+        y = (reduce_scatter_to_sp_region if self.seq_parallel else reduce_from_tp_region)(y, self.group)
+        return y if self.bias is None else y + self.bias
+
+
+class InputOp(nn.Module):
+    """Applies the tp input operator (f, or the sequence all-gather) to the first argument
+    (and to ``memory`` for cross-attention) before the wrapped module."""
+
+    def __init__(self, inner: nn.Module, group, seq_parallel: bool) -> None:
+        super().__init__()
+        self.inner, self.group, self.seq_parallel = inner, group, seq_parallel
+
+    def _op(self, x):
+        return (gather_from_sp_region if self.seq_parallel else copy_to_tp_region)(x, self.group)
+
+    def forward(self, x, *args, **kwargs):
+        if kwargs.get("memory") is not None:
+            kwargs["memory"] = self._op(kwargs["memory"])
+        return self.inner(self._op(x), *args, **kwargs)
+
+
+_COLUMN = {"attn": ("q_proj", "k_proj", "v_proj"), "mlp": ("fc_in", "gate_proj", "up_proj")}
+_ROW = {"attn": ("o_proj",), "mlp": ("fc_out", "down_proj")}
+
+
+def _kind(m: nn.Module) -> str | None:
+    if all(hasattr(m, a) for a in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        return "attn"
+    if hasattr(m, "fc_in") and hasattr(m, "fc_out"):
+        return "mlp"
+    if all(hasattr(m, a) for a in ("gate_proj", "up_proj", "down_proj")):
+        return "mlp"
+    return None
+
+
+def find_blocks(layer: nn.Module) -> list[tuple[nn.Module, str, nn.Module, str]]:
+    """(parent, attribute, module, kind) of every attention / MLP module in ``layer``."""
+    out = []
+    for name, m in layer.named_modules():
+        kind = _kind(m)
+        if kind is None or not name:
+            continue
+        parent_name, _, attr = name.rpartition(".")
+        out.append((layer.get_submodule(parent_name), attr, m, kind))
+    return out
+
+
+def set_head_start(attn: nn.Module, start: int) -> None:
+    """Models with per-head biases (T5, Swin) read ``attn.head_start`` in ``core``."""
+    attn.head_start = start
+
+
+def apply_tp(layer: nn.Module, tp: int, t: int, group, seq_parallel: bool) -> None:
+    """Shard one layer's attention and MLP modules for tp rank ``t`` of ``tp`` (in place)."""
+    if tp == 1:
+        return
+    for parent, attr, m, kind in find_blocks(layer):
+        if kind == "attn":
+            hd = m.head_dim
+            heads = m.q_proj.out_features // hd
+            set_head_start(m, getattr(m, "head_start", 0) + t * heads // tp)
+        for name in _COLUMN[kind]:
+            lin = getattr(m, name, None)
+            if lin is not None:
+                per = lin.out_features // tp
+                setattr(m, name, ColumnLinear(lin, t * per, per))
+        for name in _ROW[kind]:
+            lin = getattr(m, name, None)
+            if lin is not None:
+                per = lin.in_features // tp
+                setattr(m, name, RowLinear(lin, t * per, per, group, seq_parallel))
+        setattr(parent, attr, InputOp(m, group, seq_parallel))
+    if seq_parallel:
+        for p in layer.parameters():
+            if not hasattr(p, "_src"):
+                p._tp_partial = True
+
+
+# ---------------------------------------------------------------------------- vocabulary
+
+
+def padded_vocab(vocab: int, tp: int) -> int:
+    return -(-vocab // tp) * tp
+
+
+class VocabEmbedding(nn.Module):
+    """Rows ``[start, start+per)`` of an embedding table; output all-reduced over tp."""
+
+    def __init__(self, emb: nn.Embedding, tp: int, t: int, group, weight=None) -> None:
+        super().__init__()
+        per = padded_vocab(emb.num_embeddings, tp) // tp
+        self.start, self.per, self.group, self.tp = t * per, per, group, tp
+        self.weight = weight if weight is not None else _slice_param(emb.weight, 0, t * per, per)
+
+    def forward(self, ids):
+        if self.tp == 1:
+            return F.embedding(ids, self.weight)
+        local = ids - self.start
+        inside = (local >= 0) & (local < self.per)
+        out = F.embedding(local.clamp(0, self.per - 1), self.weight) * inside.unsqueeze(-1)
+        return reduce_from_tp_region(out, self.group)
+
+
+class VocabHead(nn.Module):
+    """Vocabulary rows ``[start, start+per)`` of the LM head (column-parallel, input op f);
+    padded columns are masked to ``-inf``."""
+
+    def __init__(self, lin: nn.Linear, tp: int, t: int, group, weight=None) -> None:
+        super().__init__()
+        self.vocab = lin.out_features
+        per = padded_vocab(self.vocab, tp) // tp
+        self.start, self.per, self.group, self.tp = t * per, per, group, tp
+        self.weight = weight if weight is not None else _slice_param(lin.weight, 0, t * per, per)
+        self.bias = None if lin.bias is None else _slice_param(lin.bias, 0, t * per, per)
+
+    def forward(self, x):
+        if self.tp > 1:
+            x = copy_to_tp_region(x, self.group)
+        y = F.linear(x, self.weight, self.bias)
+        valid = self.vocab - self.start
+        if valid < self.per:
+            keep = torch.arange(self.per) < valid
+            y = y.masked_fill(~keep, float("-inf"))
+        return y
+
+
+class _VocabCE(torch.autograd.Function):
+    """Per-token cross-entropy of vocabulary-sharded logits ``[N, per]`` (fp32)."""
+
+    @staticmethod
+    def forward(ctx, logits, target, start, group):
+        mx = logits.max(dim=-1).values
+        dist.all_reduce(mx, op=dist.ReduceOp.MAX, group=group)
+        shifted = logits - mx.unsqueeze(-1)
+        exp = shifted.exp()
+        sumexp = exp.sum(-1)
+        dist.all_reduce(sumexp, group=group)
+        local = target - start
+        inside = (local >= 0) & (local < logits.shape[-1])
+        idx = local.clamp(0, logits.shape[-1] - 1)
+        tgt = shifted.gather(-1, idx.unsqueeze(-1)).squeeze(-1) * inside
+        dist.all_reduce(tgt, group=group)
+        loss = sumexp.log() - tgt
+        ctx.save_for_backward(exp / sumexp.unsqueeze(-1), idx, inside)
+        return loss
+
+    @staticmethod
+    def backward(ctx, g):
+        softmax, idx, inside = ctx.saved_tensors
+        grad = softmax * g.unsqueeze(-1)
+        grad.scatter_add_(-1, idx.unsqueeze(-1), (-g * inside).unsqueeze(-1))
+        return grad, None, None, None
+
+
+def vocab_parallel_loss_sum(logits, labels, head: VocabHead, ignore_index: int = -100):
+    """Sum of token cross-entropies (labels already shifted, ``ignore_index`` skipped)."""
+    logits = logits.reshape(-1, logits.shape[-1]).float()
+    labels = labels.reshape(-1)
+    valid = labels != ignore_index
+    if head.tp == 1:
+        return F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="sum")
+    tok = _VocabCE.apply(logits, labels.clamp(min=0), head.start, head.group)
+    return (tok * valid).sum()

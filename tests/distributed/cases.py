@@ -1,0 +1,86 @@
+"""Plans the equivalence tests run, grouped by world size (one launch per group)."""
+
+from __future__ import annotations
+
+from galvatron.plan import LayerStrategy as S
+from galvatron.plan import Plan
+
+FP32 = dict(precision="fp32")
+MODELS = ("gpt2-debug", "llama-debug", "bert-debug")
+
+
+def uniform(world, layers, gbs, **kw):
+    return Plan.uniform(world, layers, global_batch_size=gbs, **FP32, **kw)
+
+
+def plan(world, layers, gbs, embedding=None, **kw):
+    return Plan(world_size=world, layers=tuple(layers), global_batch_size=gbs,
+                embedding=embedding or S(), **FP32, **kw).validate()
+
+
+def world2():
+    """Every technique alone on 2 ranks, both models (2 layers, global batch 4)."""
+    out = []
+    for m in MODELS[:2]:
+        out += [
+            (f"dp/{m}", m, uniform(2, 2, 4)),
+            (f"zero1/{m}", m, uniform(2, 2, 4, dp_type="zero1")),
+            (f"zero2/{m}", m, uniform(2, 2, 4, dp_type="zero2")),
+            (f"zero3/{m}", m, uniform(2, 2, 4, dp_type="zero3")),
+            (f"tp/{m}", m, uniform(2, 2, 4, tp=2)),
+            (f"tp_megatron_sp/{m}", m, uniform(2, 2, 4, tp=2, sp_kind="megatron")),
+            (f"ulysses/{m}", m, uniform(2, 2, 4, sp=2)),
+            (f"checkpoint/{m}", m, uniform(2, 2, 4, checkpoint=True)),
+            (f"pp_gpipe/{m}", m, uniform(2, 2, 4, pp=2, schedule="gpipe", num_microbatches=2)),
+            (f"pp_1f1b/{m}", m, uniform(2, 2, 4, pp=2, schedule="1f1b", num_microbatches=4)),
+            (f"microbatches/{m}", m, uniform(2, 2, 4, num_microbatches=2, dp_type="zero3")),
+        ]
+    return out
+
+
+def world4():
+    """Interleaving and mixed layer-wise plans on 4 ranks (4-layer models, global batch 8)."""
+    g, ll = "gpt2-debug", "llama-debug"
+    return [
+        ("interleaved/gpt2", g, uniform(4, 4, 8, pp=2, virtual_stages=2, tp=2,
+                                        schedule="interleaved_1f1b", num_microbatches=2)),
+        ("interleaved/llama", ll, uniform(4, 4, 8, pp=2, virtual_stages=2, dp_type="zero1",
+                                          schedule="interleaved_1f1b", num_microbatches=4)),
+        ("mixed_tp_changes/gpt2", g, plan(4, [
+            S(tp=4), S(tp=2, sp_kind="megatron", dp_type="zero3", checkpoint=True),
+            S(sp=2, sp_kind="ulysses", dp_type="zero1"), S(tp=2, tp_consecutive=False, dp_type="zero2"),
+        ], 8, embedding=S(tp=2, dp_type="ddp"))),
+        ("mixed_ulysses_next_to_tp/llama", ll, plan(4, [
+            S(tp=2), S(sp=2, sp_kind="ulysses", checkpoint=True), S(dp_type="zero3"),
+            S(tp=2, sp_kind="megatron", tp_consecutive=False),
+        ], 8, embedding=S(tp=4, sp_kind="megatron", dp_type="zero1"))),
+        ("mixed_tp_ulysses_combined/gpt2", g, plan(4, [
+            S(tp=2, sp=2, sp_kind="ulysses"), S(tp=4, sp_kind="megatron", checkpoint=True),
+            S(dp_type="zero2"), S(tp=2, dp_type="zero3"),
+        ], 8, embedding=S(sp=2, sp_kind="ulysses", dp_type="zero3"))),
+        ("pp_nonuniform_mixed/llama", ll, plan(4, [
+            S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses"), S(checkpoint=True),
+            S(tp=2, sp_kind="megatron", dp_type="zero1"),
+        ], 8, embedding=S(tp=2), pp=2, stage_layers=(1, 3), schedule="1f1b",
+            num_microbatches=2)),
+        ("mixed_post_norm_encoder/bert", "bert-debug", plan(4, [
+            S(tp=2, sp_kind="megatron", dp_type="zero3"), S(sp=2, sp_kind="ulysses"),
+            S(tp=4, checkpoint=True), S(dp_type="zero1"),
+        ], 8, embedding=S(tp=2, dp_type="zero2"))),
+        ("pp_nonuniform_gpipe_tied/gpt2", g, plan(4, [
+            S(tp=2), S(dp_type="zero2"), S(tp=2, sp_kind="megatron", checkpoint=True),
+            S(dp_type="zero3"),
+        ], 8, embedding=S(dp_type="zero3"), pp=2, stage_layers=(3, 1), schedule="gpipe",
+            num_microbatches=2)),
+    ]
+
+
+def world8():
+    """One 8-rank plan: pp2 x (tp2 x dp2) with ZeRO-3, Ulysses and a Megatron-SP layer."""
+    return [
+        ("pp2_tp2_dp2/gpt2", "gpt2-debug", plan(8, [
+            S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses", dp_type="zero1"),
+            S(tp=2, sp_kind="megatron", checkpoint=True), S(tp=4),
+        ], 8, embedding=S(tp=2, dp_type="zero2"), pp=2, stage_layers=(2, 2),
+            schedule="1f1b", num_microbatches=2)),
+    ]

@@ -1,0 +1,83 @@
+"""Single-process reference training and the per-rank comparison against it."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+import galvatron.models as M
+
+LR, BETAS, WD = 1e-3, (0.9, 0.999), 0.01
+# eps 1e-5: gradients that are zero in exact arithmetic (key biases: softmax is shift
+# invariant) are rounding noise, which Adam with eps 1e-8 would blow up to +-lr per step.
+EPS = float(os.environ.get("GALVATRON_TEST_EPS", "1e-5"))
+
+
+def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1,
+                 padding: bool = False):
+    """Random token batches; ``padding``: right-padded samples of random lengths (mask 0 and
+    label -100 on the padding), so token counts differ between samples and ranks."""
+    vocab = M.get_config(model_name).vocab_size
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(steps):
+        ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
+        b = {"input_ids": ids}
+        if padding:
+            lengths = torch.randint(seq // 4, seq + 1, (global_batch,), generator=g)
+            mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+            b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+        out.append(b)
+    return out
+
+
+def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | None = None,
+              overrides: dict | None = None):
+    """Losses per step and final parameters of plain single-process training."""
+    model = M.build(model_name, seed=seed, **(overrides or {}))
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                            foreach=False)
+    losses = []
+    for b in batches:
+        opt.zero_grad()
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        loss = model.loss(model(**inputs), {"labels": b.get("labels", b["input_ids"])})
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def run_case(model_name: str, plan, batches, ref, seed: int = 0,
+             max_grad_norm: float | None = None, overrides: dict | None = None,
+             corrupt=None) -> dict:
+    """Train ``plan`` on this rank and compare with ``ref``; returns max errors."""
+    from galvatron import parallel
+
+    model = M.build(model_name, seed=seed, **(overrides or {}))
+    pm = parallel.build(model, plan, seed=seed, seq_len=batches[0]["input_ids"].shape[1],
+                        lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                        max_grad_norm=max_grad_norm)
+    if corrupt is not None:
+        corrupt(pm)
+    losses = [pm.train_step(b) for b in batches]
+    ref_losses, ref_params = ref
+    loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses, strict=True))
+    param_err, worst = 0.0, ""
+    names = set()
+    for name, t, src in pm.local_parameters():
+        r = ref_params[name]
+        if src is not None:
+            dim, start, length = src
+            r = r.narrow(dim, start, min(length, r.shape[dim] - start))
+            t = t.narrow(dim, 0, r.shape[dim])
+        # relative to the tensor scale (at least the init scale 0.02: biases start at 0)
+        err = float((t - r).abs().max() / max(float(r.abs().max()), 0.02))
+        if err > param_err:
+            param_err, worst = err, name
+        names.add(name)
+    return {"losses": losses, "ref_losses": ref_losses, "loss_err": loss_err,
+            "param_err": param_err, "worst": worst, "names": sorted(names)}

@@ -1,0 +1,123 @@
+"""The runtime trains like a single process: every plan of ``cases.py`` gives the same
+per-step losses (3 AdamW steps, clipping active) and final parameters as plain training of
+the same model on the same data (fp32). One launch per world size runs many plans."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.distributed import cases as C
+from tests.distributed.equivalence import make_batches, reference, run_case
+from tests.distributed.harness import launch
+
+LOSS_RTOL = 1e-5
+PARAM_RTOL = 2e-5  # max |diff| / max(max |ref|, 0.02) per tensor
+STEPS, SEQ, CLIP = 3, 16, 1.0
+
+
+def _refs(layers: int, gbs: int, padding: bool = False):
+    out = {}
+    for m in C.MODELS:
+        ov = {"num_layers": layers}
+        b = make_batches(m, gbs, SEQ, STEPS, padding=padding)
+        out[m] = (b, reference(m, b, max_grad_norm=CLIP, overrides=ov), ov)
+    return out
+
+
+def _work(rank, world, cases, refs, corrupt=None):
+    res = []
+    for key, m, plan in cases:
+        b, ref, ov = refs[m]
+        r = run_case(m, plan, b, ref, max_grad_norm=CLIP, overrides=ov, corrupt=corrupt)
+        res.append((key, r))
+    return res
+
+
+def _check(results, refs, cases):
+    failures = []
+    for i, (key, m, _) in enumerate(cases):
+        covered = set()
+        for rank_res in results:
+            k, r = rank_res[i]
+            assert k == key
+            covered.update(r["names"])
+            if r["loss_err"] > LOSS_RTOL or r["param_err"] > PARAM_RTOL:
+                failures.append(f"{key}: loss_err={r['loss_err']:.2e} "
+                                f"param_err={r['param_err']:.2e} ({r['worst']})")
+        missing = set(refs[m][1][1]) - covered
+        if missing:
+            failures.append(f"{key}: parameters on no rank: {sorted(missing)}")
+    assert not failures, "\n".join(failures)
+
+
+def test_every_technique_alone_matches_single_process_on_2_ranks():
+    cases = C.world2()
+    refs = _refs(2, 4)
+    _check(launch(2, _work, cases, refs), refs, cases)
+
+
+def test_interleaved_and_mixed_layerwise_plans_match_single_process_on_4_ranks():
+    cases = C.world4()
+    refs = _refs(4, 8)
+    _check(launch(4, _work, cases, refs), refs, cases)
+
+
+def test_padded_batches_with_attention_mask_match_single_process_on_4_ranks():
+    """Padding mask + ignored labels: token counts differ per sample and per rank."""
+    cases = [c for c in C.world4() if c[2].pp == 1]
+    refs = _refs(4, 8, padding=True)
+    _check(launch(4, _work, cases, refs), refs, cases)
+
+
+def test_pp2_tp2_dp2_mixed_plan_matches_single_process_on_8_ranks():
+    cases = C.world8()
+    refs = _refs(4, 8)
+    _check(launch(8, _work, cases, refs), refs, cases)
+
+
+def _skip_dp_sync(pm):
+    for u in pm.units:
+        u.weight_group = None  # DDP: no gradient all-reduce
+
+
+def test_a_missing_gradient_sync_is_detected():
+    cases = [c for c in C.world2() if c[0] == "dp/gpt2-debug"]
+    refs = _refs(2, 4)
+    results = launch(2, _work, cases, refs, _skip_dp_sync)
+    with pytest.raises(AssertionError, match="loss_err"):
+        _check(results, refs, cases)
+
+
+def _fail_on_rank1(rank, world):
+    from galvatron import parallel
+
+    plan = C.uniform(2, 2, 4, tp=2)
+    pm = parallel.build("gpt2-debug", plan, seed=0, seq_len=16)
+    ids = torch.zeros(4, 16 if rank == 0 else 8, dtype=torch.long)
+    pm.train_step({"input_ids": ids})
+
+
+def test_an_error_on_one_rank_ends_the_run_promptly_with_that_error():
+    import time
+
+    t = time.time()
+    with pytest.raises(RuntimeError, match="input_ids: expected shape"):
+        launch(2, _fail_on_rank1, timeout_s=60)
+    assert time.time() - t < 30
+
+
+def _bf16_work(rank, world, cases, refs):
+    b, ref, ov = refs["gpt2-debug"]
+    return [(k, run_case("gpt2-debug", p, b, ref, max_grad_norm=CLIP, overrides=ov)["loss_err"])
+            for k, p in cases]
+
+
+def test_bf16_autocast_plans_train_close_to_fp32():
+    from galvatron.plan import Plan
+
+    cases = [(n, Plan.uniform(2, 2, global_batch_size=4, precision="bf16", **kw)) for n, kw in
+             [("tp", dict(tp=2)), ("zero3", dict(dp_type="zero3")), ("ulysses", dict(sp=2)),
+              ("pp", dict(pp=2, num_microbatches=2))]]
+    for k, err in launch(2, _bf16_work, cases, _refs(2, 4))[0]:
+        assert 0 < err < 1e-2, (k, err)  # nonzero: bf16 really computed
