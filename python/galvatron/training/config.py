@@ -21,7 +21,8 @@ class ModelSection:
     name: str = "gpt2-debug"
     seq_len: int = 128
     dtype: str = "fp32"  # fp32 | bf16 (bf16 compute with fp32 master weights and reductions)
-    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields, e.g. num_layers
+    # Model config fields; the default makes gpt2-debug a small GPT of 4 layers x 128 wide.
+    overrides: dict[str, Any] = field(default_factory=lambda: {"num_layers": 4, "hidden_size": 128})
 
 
 @dataclass
@@ -34,9 +35,9 @@ class DataSection:
 
 @dataclass
 class OptimSection:
-    lr: float = 1e-3
-    min_lr: float = 1e-4
-    warmup_steps: int = 10
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_steps: int = 5
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -63,7 +64,7 @@ class ParallelSection:
 
 @dataclass
 class CheckpointSection:
-    every: int = 0  # steps between checkpoints (0: only at the end)
+    every: int = 20  # steps between checkpoints (0: only at the end)
     keep: int = 2
     export_hf: bool = False  # also write a Hugging Face directory at the end
 

@@ -121,7 +121,7 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
     _log(plan.summary())
     if pred is not None:
-        _log("predicted: " + pred.summary().replace("\n", "\n  "))
+        _log("predicted " + pred.summary().replace("\n", "\n  "))
     return plan
 
 
@@ -207,8 +207,10 @@ def train_rank(cfg: TrainConfig) -> int:
     finally:
         if metrics is not None:
             metrics.close()
-    if cfg.checkpoint.export_hf and rank == 0:
-        RA.export_hf(pm, os.path.join(cfg.run_dir, "hf"))
+    if cfg.checkpoint.export_hf:
+        RA.export_hf(pm, cfg, overrides, os.path.join(cfg.run_dir, "hf"))
+        if rank == 0:
+            _log(f"exported a Hugging Face model to {os.path.join(cfg.run_dir, 'hf')}")
     return 0
 
 

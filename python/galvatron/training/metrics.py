@@ -11,13 +11,13 @@ from typing import Any
 
 class MetricsWriter:
     """Appends to ``run_dir/metrics.jsonl`` (flushed every step, so a killed run keeps its lines).
-    On resume, lines of steps at or after the resume point are dropped first."""
+    On resume, lines of steps after the resumed checkpoint's step are dropped first."""
 
     def __init__(self, run_dir: str, resume_step: int | None = None):
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if resume_step is not None and os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) < resume_step]
+                kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step]
             with open(self.path, "w", encoding="utf-8") as f:
                 f.writelines(kept)
         elif resume_step is None and os.path.exists(self.path):
