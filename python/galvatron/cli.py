@@ -213,6 +213,33 @@ def _add_plan_commands(sub: argparse._SubParsersAction) -> None:
     val.set_defaults(func=_cmd_plan_validate)
 
 
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from galvatron.training.data import prepare
+
+    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer)
+    print(f"wrote {args.out}/tokens.bin: {meta['num_tokens']:,} tokens ({meta['dtype']}, vocabulary "
+          f"{meta['vocab_size']}, tokenizer {meta['tokenizer']})")
+    return 0
+
+
+def _add_train_and_data_commands(sub: argparse._SubParsersAction) -> None:
+    from galvatron.train import add_arguments
+
+    train = sub.add_parser("train", help="train a model under a plan (python -m galvatron.train)",
+                           description="Search (or load) a plan and train with it; see docs/training.md. "
+                                       "Extra --section.key VALUE arguments override the configuration.")
+    add_arguments(train)
+    data = sub.add_parser("data", help="prepare training data", description="Prepare training data.")
+    dsub = data.add_subparsers(dest="data_command", metavar="{prepare}")
+    dsub.required = True
+    prep = dsub.add_parser("prepare", help="tokenize text files into a token file",
+                           description="Tokenize UTF-8 text files into DIR/tokens.bin (uint16/uint32) + meta.json.")
+    prep.add_argument("inputs", nargs="+", help="text files")
+    prep.add_argument("--out", required=True, help="output directory")
+    prep.add_argument("--tokenizer", default="byte", help="byte (built in), tiktoken:NAME or hf:PATH")
+    prep.set_defaults(func=_cmd_data_prepare)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from galvatron import __version__
 
@@ -221,21 +248,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
     sub.required = True
     _add_search_command(sub)
     for name, text in (
         ("profile", "profile the hardware or a model"),
-        ("train", "train a model under a plan"),
     ):
         p = sub.add_parser(name, help=text, description=text)
         p.set_defaults(func=_not_implemented(name))
+    _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"] and not {"-h", "--help"} & set(argv[1:]):
+        from galvatron.train import main as train_main
+
+        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

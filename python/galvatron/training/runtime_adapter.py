@@ -9,7 +9,6 @@ with a clear message (resharding is not implemented yet).
 
 from __future__ import annotations
 
-import os
 import resource
 from typing import Any
 
