@@ -115,6 +115,16 @@ Layout layout_of(const Strategy& s, int32_t stage_size) {
   return l;
 }
 
+Layout embedding_layout(const Strategy& s, int32_t stage_size) {
+  Strategy plain = s;
+  if (plain.sp_kind == SpKind::kMegatron) plain.sp_kind = SpKind::kNone;
+  return layout_of(plain, stage_size);
+}
+
+bool head_keeps_tied_copy(const Strategy& embedding, int32_t pp) {
+  return pp > 1 || embedding.dp_type == DpType::kZero2 || embedding.dp_type == DpType::kZero3;
+}
+
 Layout boundary_layout(int32_t stage_size, int32_t micro_batch) {
   Layout l;
   l.n_batch = std::gcd(stage_size, micro_batch);

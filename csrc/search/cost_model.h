@@ -81,6 +81,14 @@ struct Layout {
   }
 };
 Layout layout_of(const Strategy& s, int32_t stage_size);
+// Layout of the embedding output / head input: as layout_of, except that Megatron-SP runs the
+// embedding and head as plain tensor parallelism (replicated over tp) and the neighbouring
+// redistribution splits or gathers the sequence.
+Layout embedding_layout(const Strategy& s, int32_t stage_size);
+// Whether the head keeps its own copy of a tied embedding weight: always across pipeline
+// stages, and at pp = 1 when the embedding is ZeRO-2/3 sharded (one tensor cannot be sharded
+// in two units).
+bool head_keeps_tied_copy(const Strategy& embedding, int32_t pp);
 // Pipeline-boundary layout: batch sharded over gcd(micro_batch, stage_size) devices, the
 // sequence over the rest; no replicas.
 Layout boundary_layout(int32_t stage_size, int32_t micro_batch);

@@ -50,11 +50,13 @@ void add_model_states(const ModelTables& model, const CommModel& comm, const Str
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
   const double gather_bytes = static_cast<double>(cb * p_local);
   switch (s.dp_type) {
+    // DDP and ZeRO-1 synchronise once per step, after the last micro-batch's backward (the
+    // runtime does not overlap them with compute).
     case DpType::kDdp:
-      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes)) - c.bwd_ms;
+      c.grad_sync_ms += comm.time_ms(Op::kAllReduce, n, pl, grad_bytes);
       break;
     case DpType::kZero1:
-      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes)) - c.bwd_ms;
+      c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
       c.optimizer_ms += comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
       break;
     case DpType::kZero2: {
@@ -127,14 +129,11 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
   c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
   const double act_full_bytes = static_cast<double>(e.carry_bytes_per_sample) * lbd;
-  if (s.tp > 1) {  // vocab-parallel embedding output / column-parallel head input
-    const bool msp = s.sp_kind == SpKind::kMegatron;
-    if (!head) {
-      c.tp_comm_ms = comm.time_ms(msp ? Op::kReduceScatter : Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
-    } else {
-      c.tp_comm_ms = (msp ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes) : 0.0) +
-                     comm.time_ms(msp ? Op::kReduceScatter : Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
-    }
+  if (s.tp > 1) {
+    // Vocab-parallel embedding: all-reduce of the partial lookups (forward). Column-parallel
+    // head: all-reduce of the input gradient (backward). Megatron-SP runs them as plain tp; the
+    // sequence split/gather is the neighbouring redistribution.
+    c.tp_comm_ms = comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;

@@ -92,7 +92,7 @@ Prediction evaluate_plan(const ModelTables& model, const HardwareTables& hw, con
   out.layer_timing.assign(plan.layers.size(), LayerTiming{});
   std::vector<double> w(plan.pp, 0.0), e(plan.pp, 0.0);
   std::vector<TimeBreakdown> parts(plan.pp);
-  const Layout emb_layout = layout_of(plan.embedding, ctx.stage_size);
+  const Layout emb_layout = embedding_layout(plan.embedding, ctx.stage_size);
   size_t layer = 0;
   for (int32_t c = 0; c < chunks; ++c) {
     const int32_t r = c % plan.pp, first = r * ctx.stage_size;
@@ -127,7 +127,7 @@ Prediction evaluate_plan(const ModelTables& model, const HardwareTables& hw, con
   for (int head = 0; head < 2; ++head) {
     const int32_t c = head ? chunks - 1 : 0, r = c % plan.pp;
     const LayerCost cost = embedding_cost(model, comm, plan.embedding, r * ctx.stage_size, ctx.stage_size, mb,
-                                          head != 0, plan.pp > 1);
+                                          head != 0, head_keeps_tied_copy(plan.embedding, plan.pp));
     add_memory(out.stage_memory[r], cost, inflight_microbatches(plan.schedule, plan.pp, plan.virtual_stages, m, c));
     add_timing(out.embedding_timing, parts[r], cost);
     w[r] += cost.microbatch_ms();

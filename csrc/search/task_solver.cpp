@@ -152,7 +152,7 @@ bool Solver::setup() {
     e.strategy = static_cast<int32_t>(k);
     e.embed = embedding_cost(model_, comm_, s, 0, ctx_.stage_size, ctx_.micro_batch, false, false);
     e.head = embedding_cost(model_, comm_, s, (last % task_.pp) * ctx_.stage_size, ctx_.stage_size,
-                            ctx_.micro_batch, true, task_.pp > 1);
+                            ctx_.micro_batch, true, head_keeps_tied_copy(s, task_.pp));
     embs_.push_back(e);
   }
   if (embs_.empty()) return false;
@@ -164,7 +164,7 @@ bool Solver::setup() {
     ch.tr = std::make_unique<Transitions>(comm_, ch.stage_first, ctx_.stage_size, ctx_.micro_batch);
     ch.boundary_cls = ch.tr->class_of(ctx_.boundary);
     ch.free_cls = ch.tr->free_class();
-    for (const auto& e : embs_) ch.emb_cls.push_back(ch.tr->class_of(layout_of(emb_strategies_[e.strategy], ctx_.stage_size)));
+    for (const auto& e : embs_) ch.emb_cls.push_back(ch.tr->class_of(embedding_layout(emb_strategies_[e.strategy], ctx_.stage_size)));
     ch.options.resize(model_.layer_types.size());
     ch.pruned.resize(model_.layer_types.size());
     ch.all.resize(model_.layer_types.size());

@@ -97,12 +97,21 @@ def test_compute_and_tensor_parallel_times():
     assert ck.tp_comm_ms == pytest.approx(3 * 2 * ar(2, 2 * CARRY))
 
 
-def test_ddp_gradient_sync_is_overlapped_with_backward():
+def test_ddp_syncs_once_per_step_and_zero3_overlaps_per_microbatch():
     c = cost(LayerStrategy(tp=1, dp_type="ddp"))  # dp=4 over all devices
-    sync = ar(4, 4.0 * P)
-    bwd = 1.0 + 16.0  # one sample per device
-    assert c.grad_sync_ms == pytest.approx(max(bwd, sync) + 0.25 * min(bwd, sync) - bwd)
+    assert c.grad_sync_ms == pytest.approx(ar(4, 4.0 * P))  # after the last backward, not overlapped
+    assert c.dp_comm_ms == 0
     assert c.optimizer_ms == pytest.approx(1e-6 * P)
+    z = cost(LayerStrategy(tp=1, dp_type="zero3"))
+    ag = 0.04 + 2.0 * P / 40e6  # all-gather of bf16 params over 4 ranks
+    rs = 0.04 + 4.0 * P / 40e6  # reduce-scatter of fp32 grads
+    fwd, bwd = 0.5 + 8.0, 1.0 + 16.0
+
+    def overlap(a, x):
+        return max(a, x) + 0.25 * min(a, x)
+
+    assert z.grad_sync_ms == 0
+    assert z.dp_comm_ms == pytest.approx(overlap(fwd, ag) - fwd + overlap(bwd, ag + rs) - bwd)
 
 
 def test_estimate_sums_the_layers_and_embedding_of_a_ddp_plan():
