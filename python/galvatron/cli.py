@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from galvatron.plan import Plan, read_json
+from galvatron.profiler.cli import add_profile_parser
 
 
 def load_any_plan(path: str, world_size: int | None = None, megatron_sp: bool | None = None) -> Plan:
@@ -223,8 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan}")
     sub.required = True
     _add_search_command(sub)
+    add_profile_parser(sub)
     for name, text in (
-        ("profile", "profile the hardware or a model"),
         ("train", "train a model under a plan"),
         ("visualize", "render a plan's predicted memory and time"),
     ):

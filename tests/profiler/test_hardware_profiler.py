@@ -1,0 +1,112 @@
+"""Hardware profiler: a real 2-process gloo run (one launch through the CLI), the fits, the
+group layouts, and bad input (no hang, nothing written)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+import galvatron
+from galvatron.cli import main
+from galvatron.profiler.fit import fit_alpha_beta, fit_fixed_per_sample, robust_line
+from galvatron.profiler.hardware import HardwareOptions, group_kinds, p2p_kinds
+from galvatron.profiler.launch import profile_hardware
+from galvatron.profiles import HardwareProfile, Op, Placement, model_profile
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALVATRON_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return tmp_path / "cache"
+
+
+def test_two_gloo_ranks_measure_every_collective_and_the_profile_feeds_the_search(tmp_path, cache, capsys):
+    out = tmp_path / "hw.json"
+    assert main(["profile", "hardware", "--nproc", "2", "--quick", "--out", str(out), "--timeout", "60"]) == 0
+    log = capsys.readouterr().out
+    assert "all_reduce" in log and "overlap" in log and f"wrote {out}" in log  # progress was printed
+    hw = HardwareProfile.load(out)
+    assert (hw.num_nodes, hw.gpus_per_node, hw.backend, hw.source) == (1, 2, "gloo", "measured")
+    for op in Op:
+        for placement in (Placement.CONSECUTIVE, Placement.STRIDED):
+            c = hw.collective(op, 2, placement)
+            assert c is not None, (op, placement)
+            assert c.bandwidth_gbps > 0 and c.alpha_ms >= 0
+            sizes = [b for b, _ in c.points]
+            assert sizes == sorted(sizes) and len(sizes) >= 3
+            assert c.points[-1][1] > c.points[0][1], f"{op}: 16 MiB not slower than 4 KiB: {c.points}"
+    assert hw.overlap_slowdown >= 1.0 and hw.optimizer_ms_per_param > 0
+    assert hw.peak_tflops["fp32"] > 0 and hw.device_memory_bytes > 2**28
+    assert hw.framework_overhead_bytes > 0  # the resident size of a rank on CPU
+    res = galvatron.search(model_profile("gpt2-debug", hardware=hw), hw, global_batch_size=4)
+    assert res.plan.world_size == 2 and res.predicted.step_time_s > 0
+    # the same request again is served from the cache, without starting processes
+    t0 = time.perf_counter()
+    assert main(["profile", "hardware", "--nproc", "2", "--quick", "--out", str(tmp_path / "again.json")]) == 0
+    assert "cached result" in capsys.readouterr().out and time.perf_counter() - t0 < 1.0
+    assert HardwareProfile.load(tmp_path / "again.json") == hw
+
+
+def test_a_rank_that_raises_is_named_and_nothing_is_returned(cache):
+    with pytest.raises(ValueError, match=r"rank 1 failed .*fault injected on rank 1"):
+        profile_hardware(2, HardwareOptions(quick=True, fail_rank=1, timeout_s=30, verbose=False), use_cache=False)
+    assert not cache.exists()
+
+
+def test_a_hung_rank_times_out_instead_of_hanging(cache):
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"timed out after 6 s; ranks \[.*1.*\] still running"):
+        profile_hardware(2, HardwareOptions(quick=True, hang_rank=1, timeout_s=6, verbose=False), use_cache=False)
+    assert time.perf_counter() - t0 < 12
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nproc", "1"], "at least 2 processes"),
+    (["--nproc", "2", "--nodes", "3"], "must be an integer >= 1 dividing nproc=2"),
+    (["--nproc", "2", "--backend", "nccl"], "'nccl' needs CUDA devices"),
+    (["--nproc", "2", "--sizes", "4096,x"], "comma list of integers"),
+])
+def test_bad_hardware_requests_fail_fast_with_a_clear_message(tmp_path, cache, capsys, argv, message):
+    if "nccl" in argv and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    out = tmp_path / "hw.json"
+    assert main(["profile", "hardware", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("galvatron: error:") and message in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_alpha_beta_fit_is_exact_on_clean_data_and_ignores_an_outlier():
+    alpha, bw = 0.05, 20.0  # ms, GB/s
+    pts = [(float(b), alpha + b / (bw * 1e6)) for b in (2**k for k in range(10, 28, 2))]
+    a, g = fit_alpha_beta(pts)
+    assert a == pytest.approx(alpha, rel=1e-6) and g == pytest.approx(bw, rel=1e-6)
+    noisy = list(pts)
+    noisy[3] = (noisy[3][0], noisy[3][1] * 8)  # one sample hit by a context switch
+    a, g = fit_alpha_beta(noisy)
+    assert a == pytest.approx(alpha, rel=0.02) and g == pytest.approx(bw, rel=0.02)
+    a, b, kept = robust_line([1, 2, 3], [5, 5, 5])  # flat: bandwidth stays positive
+    assert b > 0 and a >= 0
+
+
+def test_fixed_plus_per_sample_fit_shares_one_intercept():
+    fixed, per = fit_fixed_per_sample({1: [(1, 1.5), (2, 2.5), (4, 4.5)], 2: [(1, 1.0), (2, 1.5), (4, 2.5)]})
+    assert fixed == pytest.approx(0.5) and per[1] == pytest.approx(1.0) and per[2] == pytest.approx(0.5)
+
+
+def test_group_layouts_cover_every_size_and_placement_of_two_nodes():
+    kinds = {(p, n): groups for p, n, groups in group_kinds(16, 8, 2)}
+    assert kinds[(Placement.CONSECUTIVE, 8)] == [list(range(8)), list(range(8, 16))]
+    assert kinds[(Placement.STRIDED, 2)][0] == [0, 4] and len(kinds[(Placement.STRIDED, 2)]) == 8
+    assert kinds[(Placement.INTER_NODE, 2)][0] == [0, 8] and kinds[(Placement.INTER_NODE, 16)] == [list(range(16))]
+    assert {n for p, n in kinds if p is Placement.INTER_NODE} == {2, 4, 8, 16}
+    for (_, _), groups in kinds.items():  # each kind partitions the world
+        flat = sorted(r for g in groups for r in g)
+        assert flat == sorted(set(flat)) and len(flat) == 16
+    p2p = dict(p2p_kinds(16, 8, 2))
+    assert p2p[Placement.CONSECUTIVE][0] == [0, 1] and p2p[Placement.INTER_NODE][0] == [0, 8]
+    assert p2p[Placement.STRIDED][0] == [0, 4]
+    assert os.cpu_count() >= 1
