@@ -60,6 +60,18 @@ def _cmd_hardware(args: argparse.Namespace) -> int:
 def _cmd_model(args: argparse.Namespace) -> int:
     from galvatron.profiler.model import ModelProfilerOptions, profile_model
 
+    if args.analytic:
+        from galvatron.profiles import HardwareProfile, model_profile
+
+        hw = HardwareProfile.load(args.hardware) if args.hardware else None
+        prof = model_profile(args.model, seq_len=args.seq_len, hardware=hw, precision=args.dtype,
+                             max_degree=args.max_degree, **_overrides(args.set))
+        print(f"analytic profile of {prof.model}: seq {prof.seq_len}, {prof.precision}, "
+              f"{prof.num_layers} layers")
+        if args.out:
+            prof.save(args.out)
+            print(f"wrote {args.out}")
+        return 0
     opts = ModelProfilerOptions(batch_sizes=_ints(args.batch_sizes, "batch-sizes") or (1, 2, 4),
                                 max_degree=args.max_degree, warmup=args.warmup, repeats=args.repeats,
                                 device=args.device, checkpoint=not args.no_checkpoint, verbose=not args.quiet)
@@ -118,11 +130,15 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     m.add_argument("--batch-sizes", default="1,2,4", help="micro-batch sizes to time, comma list")
     m.add_argument("--max-degree", type=int, default=8, help="largest tp / sp degree tabulated")
-    m.add_argument("--warmup", type=int, default=1)
-    m.add_argument("--repeats", type=int, default=3)
+    m.add_argument("--warmup", type=int, default=2)
+    m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     m.add_argument("--no-checkpoint", action="store_true", help="skip the checkpointed (recompute) timing")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
+    m.add_argument("--analytic", action="store_true",
+                   help="write the analytic profile (model spec + hardware peak) instead of measuring")
+    m.add_argument("--hardware", default=None, help="with --analytic: hardware profile JSON for the compute "
+                                                     "peak (default: the a100-80g-sxm preset)")
     m.add_argument("--out", help="write the model profile JSON here")
     m.add_argument("--quiet", action="store_true")
     m.set_defaults(func=_cmd_model)
