@@ -263,7 +263,7 @@ class _Parts:
                     self.layers[types[i]], self.carries[types[i]] = layer, carry
                 carry = layer(carry)
                 if first[types[i]] != i:
-                    layer.to("meta")
+                    self._drop(layer)
             self.head_carry = carry if len(m.layers) == max(first.values()) + 1 else None
         if self.head_carry is None:  # run the remaining layers only for the head's input shape
             self.head_carry = self._rest(carry, max(first.values()) + 1, device, dtype, seed)
@@ -274,8 +274,15 @@ class _Parts:
             for i in range(start, len(m.layers)):
                 _materialise(m, m.layers[i], device, dtype, seed)
                 carry = m.layers[i](carry)
-                m.layers[i].to("meta")
+                self._drop(m.layers[i])
         return carry
+
+    def _drop(self, layer: nn.Module) -> None:
+        """Free a layer that was only needed to produce the next input, unless it shares a
+        parameter with a kept part (``Module.to`` would move the shared tensor too)."""
+        kept = {id(p) for mod in (self.model.embed, self.model.head, *self.layers.values()) for p in mod.parameters()}
+        if not any(id(p) in kept for p in layer.parameters()):
+            layer.to("meta")
 
 
 def _head_shard(model: nn.Module, vocab: int | None, d: int) -> tuple[nn.Module, int]:
@@ -422,7 +429,7 @@ def _fill(table: dict[int, float], degrees: list[int], how: str, sources: dict[s
     for d in degrees:
         if d not in out:
             out[d] = table[dm] * dm / d if how == "scale" else table[1]
-            sources[f"{what}{d}"] = f"{how}d from degree {dm if how == 'scale' else 1}"
+            sources[f"{what}{d}"] = f"{'scaled' if how == 'scale' else 'copied'} from degree {dm if how == 'scale' else 1}"
     return dict(sorted(out.items()))
 
 
