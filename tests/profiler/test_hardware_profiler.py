@@ -56,6 +56,11 @@ def test_a_rank_that_raises_is_named_and_nothing_is_returned(cache):
     assert not cache.exists()
 
 
+def test_a_killed_rank_is_named(cache):
+    with pytest.raises(ValueError, match=r"rank 1 failed \(exit code -9\): the process died without a Python error"):
+        profile_hardware(2, HardwareOptions(quick=True, kill_rank=1, timeout_s=30, verbose=False), use_cache=False)
+
+
 def test_a_hung_rank_times_out_instead_of_hanging(cache):
     t0 = time.perf_counter()
     with pytest.raises(ValueError, match=r"timed out after 6 s; ranks \[.*1.*\] still running"):

@@ -51,6 +51,7 @@ class HardwareOptions:
     verbose: bool = True
     fail_rank: int | None = None  # fault injection for tests: this rank raises
     hang_rank: int | None = None  # fault injection for tests: this rank sleeps forever
+    kill_rank: int | None = None  # fault injection for tests: this rank is killed (SIGKILL)
 
     def resolved(self, cuda: bool) -> HardwareOptions:
         import dataclasses
@@ -388,6 +389,10 @@ def measure(opts: HardwareOptions, device: torch.device, gpus_per_node: int) -> 
         raise RuntimeError(f"fault injected on rank {ctx.rank} (fail_rank)")
     if opts.hang_rank == ctx.rank:
         time.sleep(10**6)
+    if opts.kill_rank == ctx.rank:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
     cuda = device.type == "cuda"
     base_outside = _used_outside_torch(device) if cuda else _rss_bytes()
     ctx.log(f"world {ctx.world} = {ctx.num_nodes} node(s) x {gpus_per_node}, backend {dist.get_backend()}, "

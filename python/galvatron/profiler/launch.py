@@ -116,7 +116,7 @@ def profile_hardware(nproc: int | None = None, opts: HardwareOptions | None = No
             print(f"[galvatron profile hardware] cached result {cached[1]} (pass --no-cache to re-measure)", flush=True)
         return cached[0]
     data = _spawn(nproc, opts)
-    prof = _finish(data, name or f"{_device_description(cuda)} x{nproc}")
+    prof = _finish(data, name or f"{_device_description(cuda)}, {nproc} local ranks")
     if use_cache:
         _cache_put(key, prof)
     return prof
@@ -187,7 +187,7 @@ def _run_under_torchrun(opts: HardwareOptions, use_cache: bool, name: str | None
         data = measure(opts, device, local_world)
         if rank != 0:
             return None
-        prof = _finish(data, name or f"{_device_description(cuda)} x{world}")
+        prof = _finish(data, name or f"{_device_description(cuda)}, {world} ranks")
         if use_cache:
             _cache_put(key, prof)
         return prof
@@ -228,7 +228,8 @@ def _watch(procs: list[subprocess.Popen], err_dir: str, timeout_s: float) -> Non
             codes = [p.poll() for p in procs]
             failed = [r for r, c in enumerate(codes) if c not in (None, 0)]
             if failed:
-                r = min(failed, key=lambda i: (_error_time(err_dir, i), i))  # the first to fail
+                # the root cause: a rank killed by a signal, else the first Python error
+                r = min(failed, key=lambda i: (codes[i] >= 0, _error_time(err_dir, i), i))
                 raise ValueError(f"hardware profiler: rank {r} failed (exit code {codes[r]}): {_rank_error(err_dir, r)}")
             if all(c == 0 for c in codes):
                 return
