@@ -84,7 +84,7 @@ def test_bad_hardware_requests_fail_fast_with_a_clear_message(tmp_path, cache, c
     assert not out.exists()
 
 
-def test_alpha_beta_fit_is_exact_on_clean_data_and_ignores_an_outlier():
+def test_alpha_beta_fit_is_exact_on_clean_data_ignores_an_outlier_and_keeps_large_messages():
     alpha, bw = 0.05, 20.0  # ms, GB/s
     pts = [(float(b), alpha + b / (bw * 1e6)) for b in (2**k for k in range(10, 28, 2))]
     a, g = fit_alpha_beta(pts)
@@ -93,6 +93,11 @@ def test_alpha_beta_fit_is_exact_on_clean_data_and_ignores_an_outlier():
     noisy[3] = (noisy[3][0], noisy[3][1] * 8)  # one sample hit by a context switch
     a, g = fit_alpha_beta(noisy)
     assert a == pytest.approx(alpha, rel=0.02) and g == pytest.approx(bw, rel=0.02)
+    # a curve that bends (bandwidth halves past a cache size): the largest message is kept and fitted
+    bent = [(b, t if b < 2**22 else 2 * t) for b, t in pts]
+    a, g = fit_alpha_beta(bent)
+    assert a + bent[-1][0] / (g * 1e6) == pytest.approx(bent[-1][1], rel=0.05)
+    assert a == pytest.approx(alpha, rel=0.05)
     a, b, kept = robust_line([1, 2, 3], [5, 5, 5])  # flat: bandwidth stays positive
     assert b > 0 and a >= 0
 

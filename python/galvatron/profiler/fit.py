@@ -35,14 +35,16 @@ def _wls_through(xs: Sequence[float], ys: Sequence[float], ws: Sequence[float], 
 
 
 def robust_line(xs: Sequence[float], ys: Sequence[float], rounds: int = 2,
-                cutoff: float = 4.0) -> tuple[float, float, list[int]]:
-    """Fit ``y = a + b*x`` with relative-error weights (``1/y^2``), ``a >= 0``, ``b > 0``.
+                cutoff: float = 4.0, protect: Sequence[int] = (), relative: bool = True,
+                ) -> tuple[float, float, list[int]]:
+    """Fit ``y = a + b*x`` with relative-error weights (``1/y^2``; plain least squares with
+    ``relative=False``), ``a >= 0``, ``b > 0``.
 
-    Relative weights keep small messages (microseconds) from being drowned by large ones
-    (milliseconds). Points whose relative residual exceeds ``cutoff`` times the median relative
-    residual (and 10%) are dropped and the line refitted, ``rounds`` times at most. Returns
-    ``(a, b, kept indices)``. With a non-positive slope (pure noise) the slope falls back to
-    the largest point's ``(y - a) / x`` so a bandwidth is always positive.
+    Relative weights keep small values from being drowned by large ones. Points whose
+    relative residual exceeds ``cutoff`` times the median relative residual (and 10%) are
+    dropped and the line refitted, ``rounds`` times at most; indices in ``protect`` are never
+    dropped. Returns ``(a, b, kept indices)``. With a non-positive slope (pure noise) the slope
+    falls back to the largest point's ``(y - a) / x`` so a bandwidth is always positive.
     """
     if len(xs) != len(ys) or not xs:
         raise ValueError("robust_line: need as many y as x values, at least one")
@@ -50,25 +52,21 @@ def robust_line(xs: Sequence[float], ys: Sequence[float], rounds: int = 2,
     a = b = 0.0
     for r in range(rounds + 1):
         kx, ky = [xs[i] for i in keep], [ys[i] for i in keep]
-        ws = [1.0 / max(y, 1e-12) ** 2 for y in ky]
-        if len(set(kx)) >= 2:
-            a, b = _wls_line(kx, ky, ws)
-        else:
-            a, b = 0.0, 0.0
+        ws = [1.0 / max(y, 1e-12) ** 2 if relative else 1.0 for y in ky]
+        a, b = _wls_line(kx, ky, ws) if len(set(kx)) >= 2 else (0.0, 0.0)
         if a < 0:
             a = 0.0
         if b <= 0 or len(set(kx)) < 2:
             b = _wls_through(kx, ky, ws, a)
-        if b <= 0:  # times do not grow with x at all: bandwidth from the largest point
+        if b <= 0:  # y does not grow with x at all
             i = max(keep, key=lambda j: xs[j])
             a = min(a, ys[i] / 2)
             b = max((ys[i] - a) / max(xs[i], 1e-12), 1e-15)
         if r == rounds or len(keep) <= 3:
             break
         rel = {i: abs(ys[i] - (a + b * xs[i])) / max(ys[i], 1e-12) for i in keep}
-        med = statistics.median(rel.values())
-        limit = max(cutoff * med, 0.10)
-        new_keep = [i for i in keep if rel[i] <= limit]
+        limit = max(cutoff * statistics.median(rel.values()), 0.10)
+        new_keep = [i for i in keep if rel[i] <= limit or i in protect]
         if len(new_keep) == len(keep) or len(new_keep) < 3:
             break
         keep = new_keep
@@ -76,11 +74,26 @@ def robust_line(xs: Sequence[float], ys: Sequence[float], rounds: int = 2,
 
 
 def fit_alpha_beta(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
-    """``[(bytes, ms), ...]`` -> ``(alpha_ms, bandwidth_gbps)`` for ``ms = alpha + bytes / (bw * 1e6)``."""
-    xs = [float(p[0]) for p in points]
-    ys = [float(p[1]) for p in points]
-    a, b, _ = robust_line(xs, ys)
-    return a, 1.0 / (b * 1e6)
+    """``[(bytes, ms), ...]`` -> ``(alpha_ms, bandwidth_gbps)`` for ``ms = alpha + bytes / (bw * 1e6)``.
+
+    Real curves are not straight lines (caches, protocol switches), so the two parameters come
+    from the regime each describes: the bandwidth from a least-squares fit (absolute errors:
+    the time of large messages is what matters) of the larger half of the sizes, after
+    dropping outliers found by a relative-error fit (the largest size is never dropped: it is
+    the regime gradient all-reduces live in); the latency as the median over the smaller half of
+    ``ms - bytes / bandwidth`` (clamped at 0). With fewer than 4 points, one fit of all of them.
+    """
+    pts = sorted((float(b), float(t)) for b, t in points)
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if len(pts) < 4:
+        a, b, _ = robust_line(xs, ys)
+        return a, 1.0 / (b * 1e6)
+    half = len(pts) // 2
+    ux, uy = xs[half - 1:], ys[half - 1:]  # the larger half, sharing the middle point
+    _, _, kept = robust_line(ux, uy, protect=(len(ux) - 1,))  # outliers: by relative residual
+    _, b, _ = robust_line([ux[i] for i in kept], [uy[i] for i in kept], rounds=0, relative=False)
+    alpha = max(0.0, median([y - b * x for x, y in zip(xs[:half], ys[:half], strict=True)]))
+    return alpha, 1.0 / (b * 1e6)
 
 
 def fit_fixed_per_sample(by_degree: dict[int, Sequence[tuple[int, float]]]) -> tuple[float, dict[int, float]]:
