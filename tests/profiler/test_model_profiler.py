@@ -13,7 +13,7 @@ import galvatron
 import galvatron.models as M
 from galvatron.cli import main
 from galvatron.models.spec import measure_saved_bytes
-from galvatron.profiler.model import tp_shard
+from galvatron.profiler.shard import tp_shard
 from galvatron.profiles import ModelProfile, hardware_preset
 
 SEQ = 64
@@ -64,14 +64,14 @@ def test_parameter_counts_are_exact_and_shards_hold_a_dth_of_the_matrices(profil
         assert int(shards[str(d)] if str(d) in shards else shards[d]) == sharded // d + norms_and_row_bias
 
 
-def test_sharded_activation_bytes_equal_the_exact_spec_in_fp32():
+def test_sharded_activation_bytes_equal_the_exact_spec_in_fp32_and_extra_seq_lens_are_timed():
     """The tp / Megatron-SP / Ulysses measurements on simulated ranks equal the spec (which
     tests/unit/test_models_spec.py checks against real saved tensors) to the byte."""
     from galvatron.profiler.model import ModelProfilerOptions, profile_model
 
     prof = profile_model("gpt2-debug", seq_len=32, precision="fp32",
                          opts=ModelProfilerOptions(batch_sizes=(1,), max_degree=4, warmup=0, repeats=1,
-                                                   checkpoint=False, verbose=False))
+                                                   checkpoint=False, verbose=False, extra_seq_lens=(16,)))
     ls = M.spec(M.get_config("gpt2-debug")).layer_specs["gpt2"]
     acts = prof.layer_types[0].act_bytes_per_sample
     sources = prof.measurements["layers"]["gpt2"]["sources"]
@@ -81,6 +81,7 @@ def test_sharded_activation_bytes_equal_the_exact_spec_in_fp32():
         if d > 1:
             assert acts["megatron"][d] == ls.act_bytes(1, 32, 4, tp=d, sp_kind="megatron")
             assert acts["ulysses"][d] == ls.act_bytes(1, 32, 4, sp=d, sp_kind="ulysses")
+    assert sorted(prof.measurements["seq_scaling"][16]["gpt2"]["fwd_ms"]) == [1, 2, 4]  # raw points at seq 16
 
 
 def test_times_grow_with_batch_and_shrink_with_the_shard(profiled):
@@ -138,6 +139,7 @@ def test_tp_shard_splits_columns_and_rows():
     (["--model", "gpt2-debug", "--batch-sizes", "0"], "positive integers"),
     (["--model", "gpt2-debug", "--max-degree", "3"], "power of two"),
     (["--model", "gpt2-debug", "--set", "hidden_sise=8"], "unknown config field"),
+    (["--model", "vit-debug", "--extra-seq-lens", "32"], "fixed by its image size"),
 ])
 def test_bad_model_requests_fail_with_a_clear_message(tmp_path, capsys, argv, message):
     if "cuda" in argv and torch.cuda.is_available():

@@ -74,7 +74,8 @@ def _cmd_model(args: argparse.Namespace) -> int:
         return 0
     opts = ModelProfilerOptions(batch_sizes=_ints(args.batch_sizes, "batch-sizes") or (1, 2, 4),
                                 max_degree=args.max_degree, warmup=args.warmup, repeats=args.repeats,
-                                device=args.device, checkpoint=not args.no_checkpoint, verbose=not args.quiet)
+                                device=args.device, checkpoint=not args.no_checkpoint, verbose=not args.quiet,
+                                extra_seq_lens=_ints(args.extra_seq_lens, "extra-seq-lens") or ())
     prof = profile_model(args.model, seq_len=args.seq_len, precision=args.dtype, opts=opts,
                          **_overrides(args.set))
     if args.out:
@@ -129,6 +130,9 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
     m.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     m.add_argument("--batch-sizes", default="1,2,4", help="micro-batch sizes to time, comma list")
+    m.add_argument("--extra-seq-lens", default=None,
+                   help="also time every layer type at these sequence lengths (raw points in "
+                        "measurements.seq_scaling; the tables stay at --seq-len)")
     m.add_argument("--max-degree", type=int, default=8, help="largest tp / sp degree tabulated")
     m.add_argument("--warmup", type=int, default=2)
     m.add_argument("--repeats", type=int, default=5)

@@ -27,7 +27,6 @@ vocabulary-column shard of the output projection (labels folded into the local v
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
 from collections.abc import Callable
@@ -39,11 +38,18 @@ from torch import nn
 
 from galvatron.models.spec import measure_saved_bytes
 from galvatron.profiler.fit import fit_fixed_per_sample, median
+from galvatron.profiler.shard import (
+    head_shard,
+    is_prenorm,
+    megatron_sp_forward,
+    params_of,
+    seq_slice,
+    tp_shard,
+    ulysses_layer,
+)
 from galvatron.profiles.model import ModelProfile
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-COLUMN = ("q_proj", "k_proj", "v_proj", "fc_in", "gate_proj", "up_proj")
-ROW = ("o_proj", "fc_out", "down_proj")
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,15 @@ class ModelProfilerOptions:
     checkpoint: bool = True
     verbose: bool = True
     seed: int = 0
+    extra_seq_lens: tuple[int, ...] = ()  # also time each layer type at these sequence lengths
 
     def validate(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ValueError(f"batch_sizes: need positive micro-batch sizes, got {self.batch_sizes}")
         if self.max_degree < 1 or self.max_degree & (self.max_degree - 1):
             raise ValueError(f"max_degree: must be a power of two >= 1, got {self.max_degree}")
+        if any(x < 1 for x in self.extra_seq_lens):
+            raise ValueError(f"extra_seq_lens: need positive lengths, got {self.extra_seq_lens}")
         if self.warmup < 0 or self.repeats < 1:
             raise ValueError(f"warmup >= 0 and repeats >= 1 required, got {self.warmup}, {self.repeats}")
 
@@ -125,88 +134,6 @@ def _leaf(carry: Any, batch: int | None = None) -> Any:
         return t.detach().requires_grad_() if t.is_floating_point() else t
 
     return dataclasses.replace(carry, **{k.name: f(getattr(carry, k.name)) for k in dataclasses.fields(carry)})
-
-
-# ------------------------------------------------------------------------------- shards
-
-
-def _split_linear(lin: nn.Linear, d: int, column: bool) -> nn.Linear:
-    n_out, n_in = lin.weight.shape
-    if (n_out if column else n_in) % d:
-        raise ValueError(f"{n_out if column else n_in} features not divisible by {d}")
-    shape = (n_out // d, n_in) if column else (n_out, n_in // d)
-    new = nn.Linear(shape[1], shape[0], bias=lin.bias is not None, device=lin.weight.device,
-                    dtype=lin.weight.dtype)
-    with torch.no_grad():
-        new.weight.copy_(lin.weight[: shape[0], : shape[1]])
-        if lin.bias is not None:
-            new.bias.copy_(lin.bias[: shape[0]])
-    return new
-
-
-def tp_shard(layer: nn.Module, d: int) -> nn.Module:
-    """Rank 0's Megatron tensor-parallel shard of a layer (a copy). Raises ValueError when a
-    projection does not split evenly."""
-    shard = copy.deepcopy(layer)
-    if d == 1:
-        return shard
-    for mod in list(shard.modules()):
-        for child_name, child in list(mod.named_children()):
-            if isinstance(child, nn.Linear) and child_name in COLUMN + ROW:
-                setattr(mod, child_name, _split_linear(child, d, child_name in COLUMN))
-    return shard
-
-
-def _is_prenorm(layer: nn.Module) -> bool:
-    from galvatron.models.base import PreNormBlock
-
-    return isinstance(layer, PreNormBlock)
-
-
-def _gather_seq(t: torch.Tensor, d: int) -> torch.Tensor:  # all-gather along the sequence; saves nothing
-    return torch.cat([t] + [torch.randn(t.shape, device=t.device).to(t.dtype) for _ in range(d - 1)], dim=1)
-
-
-def megatron_sp_forward(shard: nn.Module, d: int, seq: int) -> Callable[[Any], Any]:
-    """Forward of rank 0 of a pre-norm block under tp=d with Megatron-SP: norms on seq/d
-    tokens, all-gather before the column-parallel linears, reduce-scatter (a slice) after."""
-    from galvatron.models.layers import dropout
-
-    def fwd(carry: Any) -> Any:
-        x, mask = carry.hidden, carry.mask
-        a = shard.attn(_gather_seq(shard.norm1(x), d), mask)[:, : seq // d]
-        x = x + dropout(a, shard.dropout, shard.training)
-        m = shard.mlp(_gather_seq(shard.norm2(x), d))[:, : seq // d]
-        return dataclasses.replace(carry, hidden=x + dropout(m, shard.dropout, shard.training))
-
-    return fwd
-
-
-def ulysses_layer(layer: nn.Module, d: int, seq: int) -> nn.Module:
-    """Rank 0 of Ulysses sp=d: a copy whose attention cores see the full sequence and 1/d of
-    the heads (the all-to-alls simulated by local slices and concatenations)."""
-    sim = copy.deepcopy(layer)
-    core = sim.attn.core
-
-    def ulysses_core(q, k, v, mask):  # noqa: ANN001, ANN202
-        def seq_to_heads(t):  # noqa: ANN001, ANN202 - [b, s/d, h, e] -> [b, s, h/d, e]
-            mine = t[:, :, : t.shape[2] // d]
-            return torch.cat([mine] + [torch.randn(mine.shape, device=t.device).to(t.dtype)] * (d - 1), dim=1)
-
-        out = core(seq_to_heads(q), seq_to_heads(k), seq_to_heads(v), mask)
-        mine = out[:, : seq // d]  # heads -> sequence
-        return torch.cat([mine] + [torch.randn(mine.shape, device=out.device).to(out.dtype)] * (d - 1), dim=2)
-
-    sim.attn.core = ulysses_core
-    return sim
-
-
-def _seq_slice(carry: Any, d: int, seq: int) -> Any:
-    return dataclasses.replace(carry, hidden=carry.hidden[:, : seq // d].detach().clone().requires_grad_())
-
-
-def _params_of(m: nn.Module) -> list[torch.Tensor]:
-    return [*m.parameters(), *m.buffers()]
 
 
 # ------------------------------------------------------------------------------- model parts
@@ -285,20 +212,6 @@ class _Parts:
             layer.to("meta")
 
 
-def _head_shard(model: nn.Module, vocab: int | None, d: int) -> tuple[nn.Module, int]:
-    """Rank 0's vocabulary-parallel shard of the head: the output projection whose width is
-    the vocabulary split by columns. Returns (shard, local vocabulary or 0 when not split)."""
-    shard = copy.deepcopy(model.head)
-    if d == 1 or not vocab:
-        return shard, 0
-    for mod in list(shard.modules()):
-        for name, child in list(mod.named_children()):
-            if isinstance(child, nn.Linear) and child.out_features == vocab and vocab % d == 0:
-                setattr(mod, name, _split_linear(child, d, column=True))
-                return shard, vocab // d
-    return shard, 0
-
-
 # ------------------------------------------------------------------------------- the profiler
 
 
@@ -312,6 +225,7 @@ class _Profiler:
         self.clock = _Clock(device, opts.warmup, opts.repeats)
         self.degrees = [2**i for i in range(opts.max_degree.bit_length()) if 2**i <= opts.max_degree]
         self.t0 = time.perf_counter()
+        self.spec_inputs: tuple[str, ...] = ()  # the model's input names
 
     def log(self, msg: str) -> None:
         if self.opts.verbose:
@@ -340,7 +254,7 @@ class _Profiler:
         ls = self.spec.layer_specs[lt_name]
         res: dict[str, Any] = {"param_count": sum(p.numel() for p in layer.parameters()), "fwd_ms": {}, "bwd_ms": {},
                                "ckpt_fwd_ms": {}, "ckpt_bwd_ms": {}, "param_count_shard": {},
-                               "act_bytes": {"none": {}, "megatron": {}, "ulysses": {}}, "ckpt_act_bytes": {},
+                               "act_bytes": {"none": {}, "megatron": {}, "ulysses": {}}, "ckpt_extra_saved_bytes": {},
                                "sources": {}}
         one = _leaf(carry, 1)
         for d in self.degrees:
@@ -357,19 +271,20 @@ class _Profiler:
                 tc = self.time_layer(shard, carry, checkpoint=True)
                 res["ckpt_fwd_ms"][d] = [[b, f] for b, (f, _) in tc.items()]
                 res["ckpt_bwd_ms"][d] = [[b, bw] for b, (_, bw) in tc.items()]
-            params = _params_of(shard)
+            params = params_of(shard)
             res["act_bytes"]["none"][d] = self.saved_bytes(shard, _leaf(one), params)
             from torch.utils.checkpoint import checkpoint as ckpt
 
-            res["ckpt_act_bytes"][d] = self.saved_bytes(lambda c, s=shard: ckpt(s, c, use_reentrant=False),
+            # what a checkpointed layer saves besides its input (which it keeps referenced)
+            res["ckpt_extra_saved_bytes"][d] = self.saved_bytes(lambda c, s=shard: ckpt(s, c, use_reentrant=False),
                                                         _leaf(one), params)
-            if d > 1 and _is_prenorm(layer) and self.seq % d == 0:
+            if d > 1 and is_prenorm(layer) and self.seq % d == 0:
                 res["act_bytes"]["megatron"][d] = self.saved_bytes(
-                    megatron_sp_forward(shard, d, self.seq), _seq_slice(one, d, self.seq), params)
+                    megatron_sp_forward(shard, d, self.seq), seq_slice(one, d, self.seq), params)
                 if ls.num_heads % d == 0 and (ls.num_kv_heads or ls.num_heads) % d == 0:
                     sim = ulysses_layer(layer, d, self.seq)
-                    res["act_bytes"]["ulysses"][d] = self.saved_bytes(sim, _seq_slice(one, d, self.seq),
-                                                                      _params_of(sim))
+                    res["act_bytes"]["ulysses"][d] = self.saved_bytes(sim, seq_slice(one, d, self.seq),
+                                                                      params_of(sim))
             f1 = median([f for _, f in res["fwd_ms"][d]])
             self.log(f"{lt_name} d={d}: fwd {f1:.3f} ms (median over batch sizes {list(self.opts.batch_sizes)}), "
                      f"act {res['act_bytes']['none'][d]} B/sample")
@@ -378,7 +293,7 @@ class _Profiler:
     def embedding(self, parts: _Parts) -> dict[str, Any]:
         m, batch = parts.model, parts.batch
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        params = _params_of(m.embed)
+        params = params_of(m.embed)
         res: dict[str, Any] = {"fwd_ms": {}, "bwd_ms": {}, "head_fwd_ms": {}, "head_bwd_ms": {},
                                "act_bytes": {}, "head_act_bytes": {}}
         t = {}
@@ -390,7 +305,7 @@ class _Profiler:
         res["act_bytes"][1] = self.saved_bytes(lambda x: m.embed(x), {k: v[:1].clone() for k, v in inputs.items()}, params)
         vocab = getattr(self.cfg, "vocab_size", None)
         for d in self.degrees:
-            head, local = _head_shard(m, vocab, d)
+            head, local = head_shard(m, vocab, d)
             if d > 1 and not local:
                 continue  # not split (a classifier, or a vocabulary d does not divide): filled later
 
@@ -406,7 +321,7 @@ class _Profiler:
             res["head_fwd_ms"][d] = [[b, f] for b, (f, _) in th.items()]
             res["head_bwd_ms"][d] = [[b, bw] for b, (_, bw) in th.items()]
             res["head_act_bytes"][d] = self.saved_bytes(lambda c, h=head_loss: h(c, 1), _leaf(parts.head_carry, 1),
-                                                        _params_of(head))
+                                                        params_of(head))
         self.log(f"embedding fwd {median([f for _, f in res['fwd_ms'][1]]):.3f} ms, head+loss fwd "
                  f"{median([f for _, f in res['head_fwd_ms'][1]]):.3f} ms")
         return res
@@ -522,6 +437,9 @@ def profile_model(model: str, seq_len: int | None = None, precision: str = "bf16
     spec = models.spec(cfg)
     seq = base.seq_len
     prof = _Profiler(model, cfg, spec, seq, precision, opts, device)
+    prof.spec_inputs = models.build(cfg, device="meta").input_names
+    if opts.extra_seq_lens and "pixel_values" in prof.spec_inputs:
+        raise ValueError("extra_seq_lens: a vision model's sequence length is fixed by its image size")
     prof.log(f"{model}: seq {seq}, {precision} on {device}, degrees {prof.degrees}, batch sizes "
              f"{list(opts.batch_sizes)}, layer types {list(spec.layer_specs)}")
     parts = _Parts(cfg, seq, device, prof.dtype, max(opts.batch_sizes), opts.seed)
@@ -530,6 +448,7 @@ def profile_model(model: str, seq_len: int | None = None, precision: str = "bf16
         res = prof.layer(lt.name, parts.layers[lt.name], parts.carries[lt.name])
         layers[lt.name] = _layer_profile(prof, lt, res)
     emb = prof.embedding(parts)
+    seq_scaling = _seq_scaling(prof, cfg, base.layer_types) if opts.extra_seq_lens else {}
     e_ids = {id(p): p.numel() for p in parts.model.embed.parameters()}
     h_ids = {id(p): p.numel() for p in parts.model.head.parameters()}
     tied = sum(n for i, n in e_ids.items() if i in h_ids)
@@ -542,10 +461,35 @@ def profile_model(model: str, seq_len: int | None = None, precision: str = "bf16
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "batch_sizes": list(opts.batch_sizes), "warmup": opts.warmup,
         "repeats": opts.repeats, "config": _config_dict(cfg), "layers": layers, "embedding": emb,
-        "elapsed_s": time.perf_counter() - prof.t0,
+        "seq_scaling": seq_scaling, "elapsed_s": time.perf_counter() - prof.t0,
     }
     base.to_tables()  # validates
     return base
+
+
+def _seq_scaling(prof: _Profiler, cfg: Any, layer_types: list[Any]) -> dict[int, Any]:
+    """Forward/backward ``[batch, ms]`` points of every layer type and measurable degree at the
+    extra sequence lengths (raw data for choosing a sequence length; the profile's tables
+    stay at ``seq_len``: one profile describes one sequence length)."""
+    out: dict[int, Any] = {}
+    for seq in prof.opts.extra_seq_lens:
+        c = cfg.replace(max_seq_len=seq) if hasattr(cfg, "max_seq_len") and seq > cfg.max_seq_len else cfg
+        parts = _Parts(c, seq, prof.device, prof.dtype, max(prof.opts.batch_sizes), prof.opts.seed)
+        per_type: dict[str, Any] = {}
+        for lt in layer_types:
+            res: dict[str, Any] = {"fwd_ms": {}, "bwd_ms": {}}
+            for d in prof.degrees:
+                try:
+                    t = prof.time_layer(tp_shard(parts.layers[lt.name], d), parts.carries[lt.name], False)
+                except (ValueError, RuntimeError):
+                    continue
+                res["fwd_ms"][d] = [[b, f] for b, (f, _) in t.items()]
+                res["bwd_ms"][d] = [[b, bw] for b, (_, bw) in t.items()]
+            per_type[lt.name] = res
+            f1 = median([f for _, f in res["fwd_ms"][1]]) if 1 in res["fwd_ms"] else float("nan")
+            prof.log(f"seq {seq}: {lt.name} d=1 fwd {f1:.3f} ms (median over batch sizes)")
+        out[seq] = per_type
+    return out
 
 
 def _config_dict(cfg: Any) -> dict[str, Any]:
