@@ -4,6 +4,8 @@ group layouts, and bad input (no hang, nothing written)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -48,6 +50,17 @@ def test_two_gloo_ranks_measure_every_collective_and_the_profile_feeds_the_searc
     assert main(["profile", "hardware", "--nproc", "2", "--quick", "--out", str(tmp_path / "again.json")]) == 0
     assert "cached result" in capsys.readouterr().out and time.perf_counter() - t0 < 1.0
     assert HardwareProfile.load(tmp_path / "again.json") == hw
+
+
+def test_under_torchrun_every_rank_runs_the_command_and_rank_0_writes(tmp_path, cache):
+    out = tmp_path / "hw.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "galvatron", "profile", "hardware", "--quick", "--timeout", "60", "--out", str(out)]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    hw = HardwareProfile.load(out)
+    assert hw.world_size == 2 and hw.collective("all_to_all", 2, "consecutive").bandwidth_gbps > 0
+    assert run.stdout.count("wrote") == 1  # only rank 0 writes
 
 
 def test_a_rank_that_raises_is_named_and_nothing_is_returned(cache):

@@ -181,6 +181,9 @@ def _run_under_torchrun(opts: HardwareOptions, use_cache: bool, name: str | None
             hit.fill_(1)
         dist.broadcast(hit, 0)
         if hit.item() > 0:
+            if rank == 0 and opts.verbose:
+                print(f"[galvatron profile hardware] cached result {cached[1]} (pass --no-cache to re-measure)",
+                      flush=True)
             return cached[0] if rank == 0 else None
         from galvatron.profiler.hardware import measure
 
