@@ -133,3 +133,24 @@ def test_group_layouts_cover_every_size_and_placement_of_two_nodes():
     assert p2p[Placement.CONSECUTIVE][0] == [0, 1] and p2p[Placement.INTER_NODE][0] == [0, 8]
     assert p2p[Placement.STRIDED][0] == [0, 4]
     assert os.cpu_count() >= 1
+
+
+@pytest.mark.parametrize("num_nodes, gpus_per_node", [(1, 8), (2, 4), (4, 2)])
+def test_the_measured_group_kinds_cover_every_lookup_of_the_search(num_nodes, gpus_per_node):
+    """A profile with exactly the (op, size, placement) entries the profiler measures (fake
+    timings) is complete: the search never asks for a missing entry on this cluster."""
+    from galvatron.profiler.hardware import _with_strided_fallbacks
+
+    world = num_nodes * gpus_per_node
+    colls = []
+    for placement, n, _ in group_kinds(world, gpus_per_node, num_nodes):
+        colls += [{"op": op.value, "group_size": n, "placement": placement.value} for op in Op if op is not Op.P2P]
+    colls += [{"op": "p2p", "group_size": 2, "placement": p.value} for p, _ in p2p_kinds(world, gpus_per_node, num_nodes)]
+    colls = [{**c, "alpha_ms": 0.01, "bandwidth_gbps": 10.0} for c in _with_strided_fallbacks(colls, gpus_per_node)]
+    hw = HardwareProfile.from_dict({"version": 1, "kind": "hardware", "num_nodes": num_nodes,
+                                    "gpus_per_node": gpus_per_node, "device_memory_bytes": 2**34,
+                                    "collectives": colls, "peak_tflops": {"bf16": 100.0}})
+    mp = model_profile("gpt2-debug", hardware=hw, max_degree=world)
+    res = galvatron.search(mp, hw, global_batch_size=[8, 16], max_tp=world, max_sp=world,
+                           pp_degrees=[1, 2], schedules=("gpipe", "1f1b"))
+    assert res.plan.world_size == world
