@@ -96,22 +96,27 @@ class _Clock:
             return a.elapsed_time(b)
         return (b - a) * 1e3
 
-    def fwd_bwd(self, fwd: Callable[[], Any], bwd: Callable[[Any], None]) -> tuple[float, float]:
-        """Median forward and backward ms of ``bwd(fwd())``."""
-        for _ in range(self.warmup):
-            bwd(fwd())
-        f, b = [], []
+    def fwd_bwd(self, cases: dict[int, Callable[[], Any]], bwd: Callable[[Any], None]) -> dict[int, tuple[float, float]]:
+        """Median forward and backward ms of ``bwd(fwd())`` for each case (batch size). The
+        cases are timed round-robin, so a slow spell of the machine hits every batch size
+        alike instead of bending the fit."""
+        for fwd in cases.values():
+            for _ in range(self.warmup):
+                bwd(fwd())
+        f: dict[int, list[float]] = {k: [] for k in cases}
+        b: dict[int, list[float]] = {k: [] for k in cases}
         for _ in range(self.repeats):
-            if self.cuda:
-                torch.cuda.synchronize()
-            t0 = self._now()
-            out = fwd()
-            t1 = self._now()
-            bwd(out)
-            t2 = self._now()
-            f.append(self._ms(t0, t1))
-            b.append(self._ms(t1, t2))
-        return median(f), median(b)
+            for k, fwd in cases.items():
+                if self.cuda:
+                    torch.cuda.synchronize()
+                t0 = self._now()
+                out = fwd()
+                t1 = self._now()
+                bwd(out)
+                t2 = self._now()
+                f[k].append(self._ms(t0, t1))
+                b[k].append(self._ms(t1, t2))
+        return {k: (median(f[k]), median(b[k])) for k in cases}
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -226,17 +231,14 @@ class _Profiler:
     def time_layer(self, fwd_module: Callable[[Any], Any], carry: Any, checkpoint: bool) -> dict[int, tuple[float, float]]:
         from torch.utils.checkpoint import checkpoint as ckpt
 
-        out = {}
+        cases = {}
         for b in self.opts.batch_sizes:
             c = _leaf(carry, b)  # built once: the timed forward is the layer alone
-
-            def fwd(c=c):  # noqa: ANN202
-                if checkpoint:
-                    return ckpt(fwd_module, c, use_reentrant=False)
-                return fwd_module(c)
-
-            out[b] = self.clock.fwd_bwd(fwd, _backward)
-        return out
+            if checkpoint:
+                cases[b] = lambda c=c: ckpt(fwd_module, c, use_reentrant=False)
+            else:
+                cases[b] = lambda c=c: fwd_module(c)
+        return self.clock.fwd_bwd(cases, _backward)
 
     def saved_bytes(self, fn: Callable[[Any], Any], carry: Any, params: list[torch.Tensor]) -> int:
         _, got = measure_saved_bytes(fn, carry, exclude=params)
@@ -288,10 +290,8 @@ class _Profiler:
         params = params_of(m.embed)
         res: dict[str, Any] = {"fwd_ms": {}, "bwd_ms": {}, "head_fwd_ms": {}, "head_bwd_ms": {},
                                "act_bytes": {}, "head_act_bytes": {}}
-        t = {}
-        for b in self.opts.batch_sizes:
-            sub = {k: v[:b].clone() for k, v in inputs.items()}
-            t[b] = self.clock.fwd_bwd(lambda sub=sub: m.embed(sub), _backward)
+        subs = {b: {k: v[:b].clone() for k, v in inputs.items()} for b in self.opts.batch_sizes}
+        t = self.clock.fwd_bwd({b: (lambda sub=sub: m.embed(sub)) for b, sub in subs.items()}, _backward)
         res["fwd_ms"][1] = [[b, f] for b, (f, _) in t.items()]
         res["bwd_ms"][1] = [[b, bw] for b, (_, bw) in t.items()]
         res["act_bytes"][1] = self.saved_bytes(lambda x: m.embed(x), {k: v[:1].clone() for k, v in inputs.items()}, params)
@@ -306,10 +306,11 @@ class _Profiler:
                 labels = labels % local if local else labels
                 return m.loss(head(c), {"labels": labels})
 
-            th = {}
+            cases = {}
             for b in self.opts.batch_sizes:
                 c = _leaf(parts.head_carry, b)
-                th[b] = self.clock.fwd_bwd(lambda b=b, c=c, h=head_loss: h(c, b), _backward)
+                cases[b] = lambda b=b, c=c, h=head_loss: h(c, b)
+            th = self.clock.fwd_bwd(cases, _backward)
             res["head_fwd_ms"][d] = [[b, f] for b, (f, _) in th.items()]
             res["head_bwd_ms"][d] = [[b, bw] for b, (_, bw) in th.items()]
             res["head_act_bytes"][d] = self.saved_bytes(lambda c, h=head_loss: h(c, 1), _leaf(parts.head_carry, 1),
