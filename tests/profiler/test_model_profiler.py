@@ -140,12 +140,13 @@ def test_tp_shard_splits_columns_and_rows():
     (["--model", "gpt2-debug", "--max-degree", "3"], "power of two"),
     (["--model", "gpt2-debug", "--set", "hidden_sise=8"], "unknown config field"),
     (["--model", "vit-debug", "--extra-seq-lens", "32"], "fixed by its image size"),
+    (["--model", "gpt2-debug", "--out", "/nonexistent-dir/mp.json"], "does not exist"),
 ])
 def test_bad_model_requests_fail_with_a_clear_message(tmp_path, capsys, argv, message):
     if "cuda" in argv and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     out = tmp_path / "mp.json"
-    assert main(["profile", "model", *argv, "--out", str(out), "--quiet"]) == 2
+    assert main(["profile", "model", "--out", str(out), *argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("galvatron: error:") and message in err and "Traceback" not in err
     assert not out.exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from typing import Any
 
 
@@ -36,10 +37,22 @@ def _overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def _check_out(path: str | None) -> None:
+    """Fail before a long measurement, not after it, when --out cannot be written."""
+    if path is None:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ValueError(f"--out: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out: directory {parent} is not writable")
+
+
 def _cmd_hardware(args: argparse.Namespace) -> int:
     from galvatron.profiler.hardware import HardwareOptions
     from galvatron.profiler.launch import profile_hardware
 
+    _check_out(args.out)
     sizes = _ints(args.sizes, "sizes")
     opts = HardwareOptions(backend=args.backend, quick=args.quick, sizes=sizes, warmup=args.warmup,
                            repeats=args.repeats, simulate_nodes=args.nodes, timeout_s=args.timeout,
@@ -60,6 +73,7 @@ def _cmd_hardware(args: argparse.Namespace) -> int:
 def _cmd_model(args: argparse.Namespace) -> int:
     from galvatron.profiler.model import ModelProfilerOptions, profile_model
 
+    _check_out(args.out)
     if args.analytic:
         from galvatron.profiles import HardwareProfile, model_profile
 
