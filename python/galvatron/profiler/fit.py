@@ -16,6 +16,14 @@ def median(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 
 
+def summarize_ms(samples: Sequence[float], cuda: bool) -> float:
+    """One time from repeated runs: the median on GPU; the minimum on CPU, where the noise is
+    one-sided and large (other processes take the cores: a rank waiting for a descheduled
+    peer loses milliseconds, often in most runs), so the minimum is the best estimate of what
+    the hardware does."""
+    return median(samples) if cuda else float(min(samples))
+
+
 def _wls_line(xs: Sequence[float], ys: Sequence[float], ws: Sequence[float]) -> tuple[float, float]:
     """Weighted least squares ``y = a + b*x``; returns (a, b)."""
     sw = sum(ws)

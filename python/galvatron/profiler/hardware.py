@@ -5,14 +5,15 @@ point-to-point) and every group a plan can produce (sizes 2, 4, ... up to the wo
 ranks, strided ranks inside a node, ranks spread over nodes), message sizes are swept and
 ``time = alpha + bytes / bandwidth`` is fitted (:func:`galvatron.profiler.fit.fit_alpha_beta`;
 the raw ``[bytes, ms]`` points are kept). All groups of one kind run *at the same time* (e.g.
-the four 2-rank groups of 8 GPUs), as they do in training, and the slowest rank's median
+the four 2-rank groups of 8 GPUs), as they do in training, and the slowest rank's time
 counts. Message sizes follow :mod:`galvatron.profiles.hardware`: the full tensor for
 all-reduce, the gathered output for all-gather, the full input for reduce-scatter, what one
 rank sends for all-to-all, the payload for p2p (timed as half a ping-pong).
 
 Timing: CUDA events around the operation on GPU (blocking c10d calls make the current stream
 wait for the NCCL stream, so the end event follows the collective); a barrier on the group
-then ``time.perf_counter`` on CPU. Warm-up runs, then the median of the repeats.
+then ``time.perf_counter`` on CPU. Warm-up runs, then the median of the repeats (GPU) or
+their minimum (CPU: see :func:`galvatron.profiler.fit.summarize_ms`).
 
 Also measured: compute/communication overlap (``overlap_slowdown``), achieved matmul TFLOP/s
 per dtype (``peak_tflops``), device memory, the framework's own memory, the communication
@@ -30,7 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from galvatron.profiler.fit import fit_alpha_beta, median
+from galvatron.profiler.fit import fit_alpha_beta, summarize_ms
 from galvatron.profiles.hardware import Op, Placement
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -120,7 +121,8 @@ def p2p_kinds(world: int, gpus_per_node: int, num_nodes: int) -> list[tuple[Plac
 
 
 class Timer:
-    """Median time of ``fn`` in ms: CUDA events on GPU, barrier + perf_counter on CPU."""
+    """Time of ``fn`` in ms (median on GPU, minimum on CPU): CUDA events on GPU, barrier +
+    perf_counter on CPU."""
 
     def __init__(self, device: torch.device, warmup: int, repeats: int) -> None:
         self.cuda = device.type == "cuda"
@@ -149,7 +151,7 @@ class Timer:
                 t0 = time.perf_counter()
                 fn()
                 samples.append((time.perf_counter() - t0) * 1e3)
-        return median(samples)
+        return summarize_ms(samples, self.cuda)
 
 
 def _collective_fn(op: Op, nbytes: int, n: int, group: Any, device: torch.device) -> tuple[Callable[[], Any], int]:

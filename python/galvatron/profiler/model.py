@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from galvatron.models.spec import measure_saved_bytes
-from galvatron.profiler.fit import fit_fixed_per_sample, median
+from galvatron.profiler.fit import fit_fixed_per_sample, summarize_ms
 from galvatron.profiler.shard import (
     head_shard,
     is_prenorm,
@@ -97,7 +97,8 @@ class _Clock:
         return (b - a) * 1e3
 
     def fwd_bwd(self, cases: dict[int, Callable[[], Any]], bwd: Callable[[Any], None]) -> dict[int, tuple[float, float]]:
-        """Median forward and backward ms of ``bwd(fwd())`` for each case (batch size). The
+        """Forward and backward ms of ``bwd(fwd())`` for each case (batch size): median on GPU,
+        minimum on CPU (:func:`summarize_ms`). The
         cases are timed round-robin, so a slow spell of the machine hits every batch size
         alike instead of bending the fit."""
         for fwd in cases.values():
@@ -116,7 +117,7 @@ class _Clock:
                 t2 = self._now()
                 f[k].append(self._ms(t0, t1))
                 b[k].append(self._ms(t1, t2))
-        return {k: (median(f[k]), median(b[k])) for k in cases}
+        return {k: (summarize_ms(f[k], self.cuda), summarize_ms(b[k], self.cuda)) for k in cases}
 
 
 def _outputs(out: Any) -> list[torch.Tensor]:
@@ -279,9 +280,9 @@ class _Profiler:
                     sim = ulysses_layer(layer, d, self.seq)
                     res["act_bytes"]["ulysses"][d] = self.saved_bytes(sim, seq_slice(one, d, self.seq),
                                                                       params_of(sim))
-            f1 = median([f for _, f in res["fwd_ms"][d]])
-            self.log(f"{lt_name} d={d}: fwd {f1:.3f} ms (median over batch sizes {list(self.opts.batch_sizes)}), "
-                     f"act {res['act_bytes']['none'][d]} B/sample")
+            self.log(f"{lt_name} d={d}: fwd/bwd ms at batch " + ", ".join(
+                f"{b}: {f:.3f}/{bw:.3f}" for (b, f), (_, bw) in zip(res["fwd_ms"][d], res["bwd_ms"][d], strict=True))
+                + f"; act {res['act_bytes']['none'][d]} B/sample")
         return res
 
     def embedding(self, parts: _Parts) -> dict[str, Any]:
@@ -315,8 +316,8 @@ class _Profiler:
             res["head_bwd_ms"][d] = [[b, bw] for b, (_, bw) in th.items()]
             res["head_act_bytes"][d] = self.saved_bytes(lambda c, h=head_loss: h(c, 1), _leaf(parts.head_carry, 1),
                                                         params_of(head))
-        self.log(f"embedding fwd {median([f for _, f in res['fwd_ms'][1]]):.3f} ms, head+loss fwd "
-                 f"{median([f for _, f in res['head_fwd_ms'][1]]):.3f} ms")
+        self.log("embedding fwd ms at batch " + ", ".join(f"{b}: {f:.3f}" for b, f in res["fwd_ms"][1])
+                 + "; head+loss fwd ms at batch " + ", ".join(f"{b}: {f:.3f}" for b, f in res["head_fwd_ms"][1]))
         return res
 
 
@@ -479,8 +480,8 @@ def _seq_scaling(prof: _Profiler, cfg: Any, layer_types: list[Any]) -> dict[int,
                 res["fwd_ms"][d] = [[b, f] for b, (f, _) in t.items()]
                 res["bwd_ms"][d] = [[b, bw] for b, (_, bw) in t.items()]
             per_type[lt.name] = res
-            f1 = median([f for _, f in res["fwd_ms"][1]]) if 1 in res["fwd_ms"] else float("nan")
-            prof.log(f"seq {seq}: {lt.name} d=1 fwd {f1:.3f} ms (median over batch sizes)")
+            prof.log(f"seq {seq}: {lt.name} d=1 fwd ms at batch "
+                     + ", ".join(f"{b}: {f:.3f}" for b, f in res["fwd_ms"].get(1, [])))
         out[seq] = per_type
     return out
 
