@@ -133,25 +133,34 @@ class Timer:
             torch.cuda.synchronize()
 
     def time_ms(self, fn: Callable[[], Any], group: Any = None, barrier: bool = True) -> float:
-        for _ in range(self.warmup):
-            fn()
+        return self.time_many([fn], group, barrier)[0]
+
+    def time_many(self, fns: list[Callable[[], Any]], group: Any = None, barrier: bool = True) -> list[float]:
+        """Times of several closures (e.g. one per message size), timed round-robin so that
+        a slow spell of the machine hits all of them alike rather than a few sizes."""
+        for fn in fns:
+            for _ in range(self.warmup):
+                fn()
         self.sync()
-        samples = []
+        samples: list[list[float]] = [[] for _ in fns]
         for _ in range(self.repeats):
-            if barrier and group is not None:
-                dist.barrier(group=group)
-            if self.cuda:
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                samples.append((time.perf_counter() - t0) * 1e3)
-        return summarize_ms(samples, self.cuda)
+            for i, fn in enumerate(fns):
+                if barrier and group is not None:
+                    dist.barrier(group=group)
+                samples[i].append(self._once(fn))
+        return [summarize_ms(s, self.cuda) for s in samples]
+
+    def _once(self, fn: Callable[[], Any]) -> float:
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
 
 
 def _collective_fn(op: Op, nbytes: int, n: int, group: Any, device: torch.device) -> tuple[Callable[[], Any], int]:
@@ -213,16 +222,12 @@ def _sweep_collectives(ctx: _Ctx) -> list[dict[str, Any]]:
     for placement, n, groups in group_kinds(ctx.world, ctx.gpus_per_node, ctx.num_nodes):
         mine = _make_groups(groups, ctx.rank)
         for op in (Op.ALL_REDUCE, Op.ALL_GATHER, Op.REDUCE_SCATTER, Op.ALL_TO_ALL):
-            times, sizes = [], []
-            for nbytes in ctx.opts.sizes:
-                if mine is None:
-                    times.append(0.0)
-                    sizes.append(float(max(n, (nbytes // 4) // n * n) * 4))
-                    continue
-                fn, exact = _collective_fn(op, nbytes, n, mine, ctx.device)
-                times.append(ctx.timer.time_ms(fn, mine))
-                sizes.append(float(exact))
-                del fn
+            sizes = [float(max(n, (nbytes // 4) // n * n) * 4) for nbytes in ctx.opts.sizes]
+            times = [0.0] * len(sizes)  # ranks outside every group of this kind sit out
+            if mine is not None:
+                fns = [_collective_fn(op, nbytes, n, mine, ctx.device)[0] for nbytes in ctx.opts.sizes]
+                times = ctx.timer.time_many(fns, mine)
+                del fns
             times = ctx.max_over_world(times)
             out.append(_entry(ctx, op, n, placement, list(zip(sizes, times, strict=True)), len(groups)))
     return out
@@ -233,28 +238,28 @@ def _sweep_p2p(ctx: _Ctx) -> list[dict[str, Any]]:
     for placement, pairs in p2p_kinds(ctx.world, ctx.gpus_per_node, ctx.num_nodes):
         mine = _make_groups(pairs, ctx.rank)
         pair = next((p for p in pairs if ctx.rank in p), None)
-        times, sizes = [], []
-        for nbytes in ctx.opts.sizes:
-            numel = max(1, nbytes // 4)
-            sizes.append(float(numel * 4))
-            if pair is None:
-                times.append(0.0)
-                continue
-            buf = torch.empty(numel, dtype=torch.float32, device=ctx.device).fill_(1.0)
+        sizes = [float(max(1, nbytes // 4) * 4) for nbytes in ctx.opts.sizes]
+        times = [0.0] * len(sizes)
+        if pair is not None:
             first, peer = ctx.rank == pair[0], pair[1] if ctx.rank == pair[0] else pair[0]
-
-            def ping_pong(buf=buf, first=first, peer=peer) -> None:
-                if first:
-                    dist.send(buf, peer)
-                    dist.recv(buf, peer)
-                else:
-                    dist.recv(buf, peer)
-                    dist.send(buf, peer)
-
-            times.append(ctx.timer.time_ms(ping_pong, mine) / 2)
+            fns = [_ping_pong(torch.ones(int(b) // 4, device=ctx.device), first, peer) for b in sizes]
+            times = [t / 2 for t in ctx.timer.time_many(fns, mine)]  # one way = half the round trip
+            del fns
         times = ctx.max_over_world(times)
         out.append(_entry(ctx, Op.P2P, 2, placement, list(zip(sizes, times, strict=True)), len(pairs)))
     return out
+
+
+def _ping_pong(buf: torch.Tensor, first: bool, peer: int) -> Callable[[], None]:
+    def run() -> None:
+        if first:
+            dist.send(buf, peer)
+            dist.recv(buf, peer)
+        else:
+            dist.recv(buf, peer)
+            dist.send(buf, peer)
+
+    return run
 
 
 def _entry(ctx: _Ctx, op: Op, n: int, placement: Placement, points: list[tuple[float, float]],
