@@ -5,24 +5,27 @@ the model) and each shard degree ``d`` (1, 2, 4, ... up to ``max_degree``):
 
 - **time**: forward and backward of the layer's tensor-parallel local shard (q/k/v and
   fc_in/gate/up column-split, o_proj and fc_out/down row-split: ``d`` times fewer heads and
-  MLP columns; norms replicated), at several micro-batch sizes, with and without activation
-  checkpointing (backward then includes the recompute). Collectives are not run: their cost
-  comes from the hardware profile. The same table serves Ulysses of the same degree (same
-  FLOPs per rank). Fitted as ``fixed + per_sample * batch`` (:func:`fit_fixed_per_sample`).
+  MLP columns; norms replicated), at several micro-batch sizes (timed round-robin; median of
+  the repeats on GPU, minimum on CPU), with and without activation checkpointing (backward
+  then includes the recompute). Collectives are not run: their cost comes from the hardware
+  profile. The same table serves Ulysses of the same degree (same FLOPs per rank). Fitted as
+  ``fixed + per_sample * batch`` (:func:`fit_fixed_per_sample`).
 - **memory**: parameters (counted on the module), and activation bytes per sample for each
   sequence-parallel kind, measured exactly as the unique storages autograd saves
   (:func:`galvatron.models.spec.measure_saved_bytes`): plain tp on the shard; Megatron-SP and
   Ulysses on a simulated rank (collectives replaced by shape-equivalent local ops, as in
   ``tests/unit/test_models_spec.py``) for pre-norm blocks; checkpointed layers.
 
-Where a degree cannot be measured (more shards than heads, or a layer type whose structure
-the shard/simulation does not cover, e.g. T5/Swin relative-position biases), times are the
-largest measured degree's scaled by ``d_measured / d`` and activation bytes come from the
-analytic spec; ``measurements["layers"][name]["sources"]`` says which values are which.
+Where a degree cannot be measured (more shards than heads or kv heads, a projection that
+does not split evenly), times are the largest measured degree's scaled by ``d_measured / d``
+and activation bytes come from the analytic spec; so do the Megatron-SP / Ulysses bytes of
+layer types that are not pre-norm blocks (BERT, T5, Swin).
+``measurements["layers"][name]["sources"]`` lists every value that was filled in.
 
 Embedding: timed at degree 1; the lookup is not split by a vocabulary-parallel shard, so the
 same per-sample time is used for every degree. Head + loss: timed and measured on a
-vocabulary-column shard of the output projection (labels folded into the local vocabulary).
+vocabulary-column shard of the output projection (``ceil(vocab / d)`` columns; labels folded
+into the local vocabulary); classifier heads are not split.
 """
 
 from __future__ import annotations
