@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from galvatron.profiler.fit import fit_alpha_beta, summarize_ms
-from galvatron.profiles.hardware import Op, Placement
+from galvatron.profiles.hardware import HARDWARE_FORMAT_VERSION, Op, Placement
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -447,7 +447,7 @@ def measure(opts: HardwareOptions, device: torch.device, gpus_per_node: int) -> 
                          "quick": opts.quick, "torch": torch.__version__, "elapsed_s": time.perf_counter() - ctx.t0,
                          "framework_overhead": "CUDA context + NCCL before the sweep (device memory outside "
                                                "torch's allocator)" if cuda else "resident set size of a rank"})
-    return {"version": 1, "kind": "hardware", "num_nodes": ctx.num_nodes, "gpus_per_node": gpus_per_node,
+    return {"version": HARDWARE_FORMAT_VERSION, "kind": "hardware", "num_nodes": ctx.num_nodes, "gpus_per_node": gpus_per_node,
             "device_memory_bytes": mem, "collectives": colls, "backend": dist.get_backend(),
             "overlap_slowdown": result["overlap_slowdown"], "optimizer_ms_per_param": result["optimizer_ms_per_param"],
             "framework_overhead_bytes": overhead, "comm_buffer_bytes": comm_buffer,
