@@ -56,6 +56,22 @@ def test_two_gloo_ranks_measure_every_collective_and_the_profile_feeds_the_searc
     assert HardwareProfile.load(tmp_path / "again.json") == hw
 
 
+def test_four_ranks_as_two_nodes_measure_inter_node_groups(cache):
+    """The inter-node code path (groups spread over nodes, p2p one node apart) on 4 local
+    processes treated as 2 nodes x 2."""
+    hw = profile_hardware(4, HardwareOptions(quick=True, sizes=(4096, 262144), repeats=2, simulate_nodes=2,
+                                             timeout_s=60, verbose=False), use_cache=False)
+    assert (hw.num_nodes, hw.gpus_per_node) == (2, 2)
+    for op in Op:
+        sizes = [2] if op is Op.P2P else [2, 4]
+        for n in sizes:
+            c = hw.collective(op, n, Placement.INTER_NODE)
+            assert c is not None and c.bandwidth_gbps > 0 and len(c.points) == 2, (op, n)
+    assert hw.collective(Op.ALL_REDUCE, 2, Placement.CONSECUTIVE) is not None
+    res = galvatron.search(model_profile("gpt2-debug", hardware=hw), hw, global_batch_size=8)
+    assert res.plan.world_size == 4
+
+
 def test_under_torchrun_every_rank_runs_the_command_and_rank_0_writes(tmp_path, cache):
     out = tmp_path / "hw.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
