@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from galvatron.plan import Plan, read_json
+from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
 
 
@@ -171,14 +172,6 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_search)
 
 
-def _not_implemented(name: str):
-    def run(args: argparse.Namespace) -> int:
-        print(f"galvatron {name}: not implemented yet in this version", file=sys.stderr)
-        return 2
-
-    return run
-
-
 def _add_plan_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="inspect, validate and convert plan files",
                        description="Inspect, validate and convert plan files (ours or Galvatron-2's).")
@@ -251,11 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
     sub.required = True
     _add_search_command(sub)
-    for name, text in (
-        ("profile", "profile the hardware or a model"),
-    ):
-        p = sub.add_parser(name, help=text, description=text)
-        p.set_defaults(func=_not_implemented(name))
+    add_profile_parser(sub)
     _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)

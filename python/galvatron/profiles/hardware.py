@@ -97,6 +97,7 @@ class HardwareProfile:
     peak_tflops: dict[str, float] = field(default_factory=dict)  # per dtype: bf16, fp16, fp32
     matmul_efficiency: float = 0.6  # achieved / peak for the analytic model profile
     source: str = "preset"
+    measurements: dict[str, Any] = field(default_factory=dict)  # profiler details; not used by the search
 
     @property
     def world_size(self) -> int:

@@ -115,6 +115,7 @@ class ModelProfile:
     precision: str = "bf16"  # bf16 | fp16: fp32 master weights + 2-byte compute copies; fp32
     model_config: dict[str, Any] = field(default_factory=dict)
     source: str = "analytic"
+    measurements: dict[str, Any] = field(default_factory=dict)  # profiler raw points; not used by the search
 
     @property
     def num_layers(self) -> int:
@@ -158,7 +159,8 @@ class ModelProfile:
             prof = cls(model=str(d["model"]), seq_len=int(d["seq_len"]), layer_types=lts,
                        layer_type_of=[int(x) for x in d["layer_type_of"]], embedding=emb,
                        precision=str(d.get("precision", "bf16")), model_config=dict(d.get("model_config", {})),
-                       source=str(d.get("source", "measured")))
+                       source=str(d.get("source", "measured")),
+                       measurements=dict(d.get("measurements", {})))
         except KeyError as e:
             raise ValueError(f"missing key {e.args[0]!r}") from None
         except (TypeError, AttributeError) as e:
