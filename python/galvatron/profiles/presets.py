@@ -10,7 +10,7 @@ a100-40g-sxm       40 GiB      312 TFLOP/s  230 GB/s      20 GB/s     A100 datas
 a100-80g-sxm       80 GiB      312 TFLOP/s  230 GB/s      20 GB/s     same
 h100-sxm           80 GiB      989 TFLOP/s  360 GB/s      42 GB/s     H100 datasheet: NVLink4 900 GB/s, NDR 400 Gb/s
 h200               141e9 B     989 TFLOP/s  360 GB/s      42 GB/s     H200 datasheet: 141 GB HBM3e, NVLink4
-cpu-gloo           24 GiB/n    0.05 TFLOP/s 1.5 GB/s      1.5 GB/s    measured order of magnitude on a 2-core VM
+cpu-gloo           24 GiB/n    0.48 TFLOP/s 1.6 GB/s      1.6 GB/s    measured on the 2-core development VM (gloo)
 =================  ==========  ===========  ============  ==========  ==============
 
 Algorithm bandwidth from bus bandwidth ``B`` for ``n`` ranks: all-reduce ``B*n/(2(n-1))``,
@@ -52,8 +52,11 @@ _PRESETS: dict[str, _Spec] = {
                       1.13, 3.35e12, 1 * GiB, GiB // 2),
     "h200": _Spec(141 * 10**9, {"bf16": 989.0, "fp16": 989.0, "fp32": 67.0}, 360.0, 42.0, 0.010, 0.025,
                   1.13, 4.8e12, 1 * GiB, GiB // 2),
-    "cpu-gloo": _Spec(24 * GiB, {"bf16": 0.02, "fp16": 0.02, "fp32": 0.05}, 1.5, 1.5, 0.1, 0.1,
-                      1.5, 1.0e10, GiB // 4, 0, backend="gloo", efficiency=1.0),
+    # Measured on the 2-core development VM with `galvatron profile hardware` (2 gloo ranks):
+    # all-reduce 1.58 GB/s bus, alpha ~0.2 ms; matmul 0.11 TFLOP/s fp32, 0.48 bf16; AdamW 3.5 ns
+    # per parameter (28 B / 3.5 ns = 8 GB/s); compute and gloo barely overlap (1.93).
+    "cpu-gloo": _Spec(24 * GiB, {"bf16": 0.48, "fp16": 0.1, "fp32": 0.11}, 1.6, 1.6, 0.2, 0.2,
+                      1.9, 8.0e9, GiB // 4, 0, backend="gloo", efficiency=1.0),
 }
 
 

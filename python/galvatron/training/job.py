@@ -50,9 +50,44 @@ def _hardware(cfg: TrainConfig, world: int):
     return galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
 
 
-def model_profile_for(cfg: TrainConfig, hw) -> Any:
+def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
+    """The model profile the search uses: on CPU without a measured hardware profile, a quick
+    measurement of this machine (about a second for the debug models, kept in the run
+    directory); otherwise the analytic profile from the model spec."""
     import galvatron
 
+    cached = os.path.join(cfg.run_dir, "model_profile.json")
+    if os.path.exists(cached):
+        return galvatron.ModelProfile.load(cached)
+    if not torch.cuda.is_available() and not cfg.parallel.hardware and cfg.model.name.endswith("-debug"):
+        from galvatron.profiler.model import ModelProfilerOptions, profile_model
+
+        degree = 1
+        while degree * 2 <= world:
+            degree *= 2
+        # Each rank runs one thread; with more ranks than cores they also share the cores.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            mp = profile_model(cfg.model.name, seq_len=cfg.model.seq_len, precision=cfg.model.dtype,
+                               opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
+                               **cfg.model.overrides)
+        finally:
+            torch.set_num_threads(threads)
+        share = max(1.0, world / (os.cpu_count() or 1))
+        for lt in mp.layer_types:
+            for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
+                for d in table:
+                    table[d] *= share
+            lt.fwd_ms_fixed *= share
+            lt.bwd_ms_fixed *= share
+        e = mp.embedding
+        for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
+                      e.head_bwd_ms_per_sample):
+            for d in table:
+                table[d] *= share
+        mp.save(cached)
+        return mp
     return galvatron.model_profile(cfg.model.name, seq_len=cfg.model.seq_len, hardware=hw,
                                    precision=cfg.model.dtype, **cfg.model.overrides)
 
@@ -81,7 +116,7 @@ def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, st
         plan = Plan.uniform(world, num_layers, global_batch_size=cfg.global_batch_size, precision=cfg.model.dtype)
         return plan, "plain data parallelism (no plan, no search)"
     hw = _hardware(cfg, world)
-    mp = model_profile_for(cfg, hw)
+    mp = model_profile_for(cfg, hw, world)
     space: dict[str, Any] = {"num_threads": 1}
     if p.num_microbatches:
         space["num_microbatches"] = [p.num_microbatches]
@@ -111,7 +146,7 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
 
     try:
         hw = _hardware(cfg, world)
-        pred = galvatron.estimate(plan, model_profile_for(cfg, hw), hw)
+        pred = galvatron.estimate(plan, model_profile_for(cfg, hw, world), hw)
         plan = plan.replace(predicted=pred.to_dict())
     except ValueError as e:  # e.g. a hardware profile for another world size
         _log(f"note: no prediction for this plan: {e}")
