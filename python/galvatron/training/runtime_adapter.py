@@ -157,7 +157,8 @@ def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
         for t, (d, start, length) in items:
             out.narrow(d, start, min(length, out.shape[d] - start)).copy_(t.narrow(dim, 0, min(length, out.shape[d] - start)))
         full[name] = out
-    missing = [k for k in target if k not in full]
+    aliases = {alias for _, alias in model.tied_parameters()}
+    missing = [k for k in target if k not in full and k not in aliases]
     model.load_state_dict({**target, **full})
     try:
         hf = models.to_hf(model)
