@@ -24,6 +24,19 @@ struct EmbChoice {
   LayerCost embed, head;
 };
 
+// What the embedding (on the first chunk) and the head (on the last chunk) add to a rank:
+// states and in-flight activations, a transient floor, and time (the tied weight's gradient
+// all-reduce is charged to both ends when they are on different ranks).
+struct EndTerms {
+  int64_t mem = 0, spike = 0;
+  double ms = 0;
+  void add(const LayerCost& c, int32_t inflight, double kappa, double per_step_extra_ms) {
+    mem += c.param_bytes + c.grad_bytes + c.optimizer_bytes + c.act_bytes * inflight;
+    spike = std::max(spike, c.spike_bytes);
+    ms += c.microbatch_ms() + kappa * (c.step_ms() + per_step_extra_ms);
+  }
+};
+
 struct Chunk {
   int32_t rank = 0, stage_first = 0, inflight = 1;
   std::unique_ptr<Transitions> tr;
@@ -323,16 +336,12 @@ double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
       t += ch.tr->ms(prev, last ? ch.emb_cls[ei] : ch.boundary_cls, layer_out_carry(model_, bounds[r + 1] - 1));
       t += chunk_edge_ms(ctx_, r, model_.layer_types[model_.layer_type_of[bounds[r]]].carry_bytes_per_sample,
                          layer_out_carry(model_, bounds[r + 1] - 1));
-      if (r == 0) {
-        mem += e.embed.param_bytes + e.embed.grad_bytes + e.embed.optimizer_bytes + e.embed.act_bytes * ch.inflight;
-        spike = std::max(spike, e.embed.spike_bytes);
-        t += e.embed.microbatch_ms() + ctx_.kappa * (e.embed.step_ms() + tied);
-      }
-      if (last) {
-        mem += e.head.param_bytes + e.head.grad_bytes + e.head.optimizer_bytes + e.head.act_bytes * ch.inflight;
-        spike = std::max(spike, e.head.spike_bytes);
-        t += e.head.microbatch_ms() + ctx_.kappa * (e.head.step_ms() + (task_.pp > 1 ? tied : 0.0));
-      }
+      EndTerms ends;
+      if (r == 0) ends.add(e.embed, ch.inflight, ctx_.kappa, tied);
+      if (last) ends.add(e.head, ch.inflight, ctx_.kappa, task_.pp > 1 ? tied : 0.0);
+      mem += ends.mem;
+      spike = std::max(spike, ends.spike);
+      t += ends.ms;
       ok = mem + spike <= base_budget();
       x[r] = t;
     }
@@ -350,18 +359,11 @@ void Solver::fill_cells(const EmbChoice& e, size_t ei, SplitTables& t, bool ends
     Chunk& ch = chunks_[r];
     const bool first = r == 0, last = r == pp - 1;
     if (ends_only && !first && !last) continue;
-    int64_t const_mem = 0, floor = 0;
-    double const_ms = 0;
-    if (first) {
-      const_mem += e.embed.param_bytes + e.embed.grad_bytes + e.embed.optimizer_bytes + e.embed.act_bytes * ch.inflight;
-      floor = std::max(floor, e.embed.spike_bytes);
-      const_ms += e.embed.microbatch_ms() + ctx_.kappa * (e.embed.step_ms() + tied);
-    }
-    if (last) {
-      const_mem += e.head.param_bytes + e.head.grad_bytes + e.head.optimizer_bytes + e.head.act_bytes * ch.inflight;
-      floor = std::max(floor, e.head.spike_bytes);
-      const_ms += e.head.microbatch_ms() + ctx_.kappa * (e.head.step_ms() + (pp > 1 ? tied : 0.0));
-    }
+    EndTerms ends;
+    if (first) ends.add(e.embed, ch.inflight, ctx_.kappa, tied);
+    if (last) ends.add(e.head, ch.inflight, ctx_.kappa, pp > 1 ? tied : 0.0);
+    const int64_t const_mem = ends.mem, floor = ends.spike;
+    const double const_ms = ends.ms;
     const int32_t emb_cls = free_ends ? ch.free_cls : ch.emb_cls[ei];
     const int32_t start_cls = first ? emb_cls : ch.boundary_cls;
     const int32_t end_cls = last ? emb_cls : ch.boundary_cls;
@@ -468,27 +470,19 @@ void Solver::solve_interleaved(const EmbChoice& e, size_t ei) {
   std::vector<std::vector<int32_t>> of(pp);    // chunk ids of each rank
   std::vector<Entry> chosen(pp);
   for (int32_t r = 0; r < pp; ++r) {
-    int64_t const_mem = 0, floor = 0;
-    double const_ms = 0;
+    EndTerms ends;
+    double edges_ms = 0;
     Front cur{Entry{}};
     for (int32_t c = r; c < nchunks; c += pp) {
       Chunk& ch = chunks_[c];
-      if (c == 0) {
-        const_mem += e.embed.param_bytes + e.embed.grad_bytes + e.embed.optimizer_bytes + e.embed.act_bytes * ch.inflight;
-        floor = std::max(floor, e.embed.spike_bytes);
-        const_ms += e.embed.microbatch_ms() + ctx_.kappa * (e.embed.step_ms() + tied);
-      }
-      if (c == nchunks - 1) {
-        const_mem += e.head.param_bytes + e.head.grad_bytes + e.head.optimizer_bytes + e.head.act_bytes * ch.inflight;
-        floor = std::max(floor, e.head.spike_bytes);
-        const_ms += e.head.microbatch_ms() + ctx_.kappa * (e.head.step_ms() + tied);
-      }
+      if (c == 0) ends.add(e.embed, ch.inflight, ctx_.kappa, tied);
+      if (c == nchunks - 1) ends.add(e.head, ch.inflight, ctx_.kappa, tied);
       const int32_t a = bounds[c], b = bounds[c + 1];
       const int32_t start_cls = c == 0 ? ch.emb_cls[ei] : ch.boundary_cls;
       const int32_t end_cls = c == nchunks - 1 ? ch.emb_cls[ei] : ch.boundary_cls;
       const Front& f = reading(c, a, start_cls, b - a, end_cls, 0, false);
       const int64_t carry_first = model_.layer_types[model_.layer_type_of[a]].carry_bytes_per_sample;
-      const_ms += chunk_edge_ms(ctx_, c, carry_first, layer_out_carry(model_, b - 1));
+      edges_ms += chunk_edge_ms(ctx_, c, carry_first, layer_out_carry(model_, b - 1));
       Front next;
       for (int32_t i = 0; i < static_cast<int32_t>(cur.size()); ++i) {
         for (int32_t j = 0; j < static_cast<int32_t>(f.size()); ++j) {
@@ -507,17 +501,17 @@ void Solver::solve_interleaved(const EmbChoice& e, size_t ei) {
       of[r].push_back(c);
       cur = next;
     }
-    const int64_t budget = base_budget() - const_mem;
+    const int64_t budget = base_budget() - ends.mem;
     double best = kInf;
     for (const Entry& en : cur) {  // sorted by time: the first that fits is the best
-      if (en.mem + std::max(en.spike, floor) <= budget) {
+      if (en.mem + std::max(en.spike, ends.spike) <= budget) {
         best = en.time;
         chosen[r] = en;
         break;
       }
     }
     if (!(best < kInf)) return;
-    x[r] = best + const_ms;
+    x[r] = best + ends.ms + edges_ms;
   }
   ++result_.evaluated;
   const double step = pipeline_step_ms(x, task_.v, task_.m);
