@@ -16,8 +16,9 @@ EPS = float(os.environ.get("GALVATRON_TEST_EPS", "1e-5"))
 
 def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1,
                  padding: bool = False):
-    """Random token batches; ``padding``: right-padded samples of random lengths (mask 0 and
-    label -100 on the padding), so token counts differ between samples and ranks."""
+    """Random token batches; ``padding``: a random quarter of the tokens are masked out
+    (mask 0, label -100; position 0 always kept so every query has a key), so masked keys
+    change causal attention too and token counts differ between samples and ranks."""
     vocab = M.get_config(model_name).vocab_size
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -25,8 +26,8 @@ def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed:
         ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
         b = {"input_ids": ids}
         if padding:
-            lengths = torch.randint(seq // 4, seq + 1, (global_batch,), generator=g)
-            mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+            mask = (torch.rand(global_batch, seq, generator=g) > 0.25).long()
+            mask[:, 0] = 1
             b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
         out.append(b)
     return out

@@ -65,7 +65,6 @@ class Chunk(nn.Module):
         e = ctx.plan.embedding
         self.emb_layout = embedding_layout(e, ctx.n)
         self.layouts = [layout_of(u.strategy, ctx.n) for u in layers]
-        self.mask: torch.Tensor | None = None  # full micro-batch padding mask (pp=1 only)
 
     def _move(self, x, src, dst):
         c = self.ctx
@@ -75,7 +74,10 @@ class Chunk(nn.Module):
     def _block(self, lay: Layout):
         return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """``x``: the micro-batch ids (first chunk) or this rank's boundary block; ``mask``:
+        the whole micro-batch's padding mask ``[mb, seq]`` or None (passed on to the next
+        chunk beside the hidden block)."""
         if self.embed is not None:
             b0, b1, *_ = self._block(self.emb_layout)
             x = self.embed(x[b0:b1])
@@ -85,15 +87,16 @@ class Chunk(nn.Module):
         for layer, lay in zip(self.layers, self.layouts, strict=True):
             x = self._move(x, cur, lay)
             cur = lay
-            mask = None
-            if self.mask is not None:
+            rows = None
+            if mask is not None:
                 b0, b1, *_ = self._block(lay)
-                mask = self.mask[b0:b1]
-            x = layer(x, mask)
+                rows = mask[b0:b1]
+            x = layer(x, rows)
         if self.head is not None:
             x = self._move(x, cur, self.emb_layout)
             return self.head(x)
-        return self._move(x, cur, self.out_layout)
+        x = self._move(x, cur, self.out_layout)
+        return x if mask is None else (x, mask)
 
 
 @dataclass
