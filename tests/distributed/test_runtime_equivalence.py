@@ -102,13 +102,48 @@ def _fail_on_rank1(rank, world):
     pm.train_step({"input_ids": ids})
 
 
-def test_an_error_on_one_rank_ends_the_run_promptly_with_that_error():
+def _fault_child(rank, path):
+    import datetime
+
+    import torch.distributed as dist
+
+    from galvatron.parallel import fail_fast
+
+    with fail_fast(exit_code=3 + rank):
+        dist.init_process_group("gloo", store=dist.FileStore(path, 2), rank=rank, world_size=2,
+                                timeout=datetime.timedelta(seconds=120))
+        _fail_on_rank1(rank, 2)
+
+
+def test_an_error_on_one_rank_ends_every_rank_promptly_with_that_error():
+    """Rank 1 raises before a collective rank 0 is already blocked in; with ``fail_fast``
+    both processes exit by themselves (rank 1 with its error) long before the 120 s timeout."""
+    import os
+    import tempfile
     import time
 
-    t = time.time()
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as d:
+        ctx = mp.get_context("fork")
+        procs = [ctx.Process(target=_fault_child, args=(r, os.path.join(d, "s"))) for r in (0, 1)]
+        t = time.time()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(timeout=60)
+        alive = [p.is_alive() for p in procs]
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        assert not any(alive), "a rank hung after its peer failed"
+        assert time.time() - t < 30
+        assert [p.exitcode for p in procs] == [3, 4]  # both ended through fail_fast
+
+
+def test_the_first_error_is_reported_with_its_message():
     with pytest.raises(RuntimeError, match="input_ids: expected shape"):
         launch(2, _fail_on_rank1, timeout_s=60)
-    assert time.time() - t < 30
 
 
 def _bf16_work(rank, world, cases, refs):
