@@ -43,7 +43,7 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     for b in batches:
         opt.zero_grad()
         inputs = {k: v for k, v in b.items() if k != "labels"}
-        loss = model.loss(model(**inputs), {"labels": b.get("labels", b["input_ids"])})
+        loss = model.loss(model(**inputs), {"labels": b["labels"] if "labels" in b else b["input_ids"]})
         loss.backward()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -54,12 +54,13 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
 
 def run_case(model_name: str, plan, batches, ref, seed: int = 0,
              max_grad_norm: float | None = None, overrides: dict | None = None,
-             corrupt=None) -> dict:
+             corrupt=None, seq_len: int | None = None) -> dict:
     """Train ``plan`` on this rank and compare with ``ref``; returns max errors."""
     from galvatron import parallel
 
     model = M.build(model_name, seed=seed, **(overrides or {}))
-    pm = parallel.build(model, plan, seed=seed, seq_len=batches[0]["input_ids"].shape[1],
+    seq_len = seq_len or batches[0]["input_ids"].shape[1]
+    pm = parallel.build(model, plan, seed=seed, seq_len=seq_len,
                         lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                         max_grad_norm=max_grad_norm)
     if corrupt is not None:

@@ -160,3 +160,31 @@ def test_bf16_autocast_plans_train_close_to_fp32():
               ("pp", dict(pp=2, num_microbatches=2))]]
     for k, err in launch(2, _bf16_work, cases, _refs(2, 4))[0]:
         assert 0 < err < 1e-2, (k, err)  # nonzero: bf16 really computed
+
+
+def _vit_work(rank, world, cases, batches, ref):
+    return [(k, run_case("vit-debug", p, batches, ref, max_grad_norm=CLIP, seq_len=17))
+            for k, p in cases]
+
+
+def test_vit_classification_mixed_plans_match_single_process_on_4_ranks():
+    """A per-sample loss (no vocabulary): sequence of 17 (cls + 16 patches), tp/dp/ZeRO/
+    checkpointing and a pipeline; the embedding and head stay data parallel."""
+    import torch
+
+    from galvatron.plan import LayerStrategy as S
+
+    g = torch.Generator().manual_seed(3)
+    batches = [{"pixel_values": torch.randn(8, 3, 32, 32, generator=g),
+                "labels": torch.randint(0, 10, (8,), generator=g)} for _ in range(STEPS)]
+    ref = reference("vit-debug", batches, max_grad_norm=CLIP)
+    cases = [
+        ("vit_mixed", C.plan(4, [S(tp=4, dp_type="zero3"), S(tp=2, checkpoint=True)], 8,
+                             embedding=S(dp_type="zero1"))),
+        ("vit_pp", C.plan(4, [S(tp=2, dp_type="zero2"), S(dp_type="ddp")], 8,
+                          embedding=S(dp_type="zero3"), pp=2, schedule="1f1b",
+                          num_microbatches=2)),
+    ]
+    for rank_res in launch(4, _vit_work, cases, batches, ref):
+        for k, r in rank_res:
+            assert r["loss_err"] < LOSS_RTOL and r["param_err"] < PARAM_RTOL, (k, r)

@@ -112,6 +112,9 @@ class ParallelModel:
     ties: list[tuple[nn.Parameter, nn.Parameter | None, object]] = field(default_factory=list)
     schedule: object = None
     max_grad_norm: float | None = None
+    input_key: str = "input_ids"
+    token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
+    loss_fn: object = None
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -120,14 +123,16 @@ class ParallelModel:
         from galvatron.parallel.pipeline import run_microbatches
 
         plan, ctx = self.plan, self.ctx
-        ids = batch["input_ids"]
+        ids = batch[self.input_key]
         labels = batch.get("labels", ids)
         if self.shift_labels:
             labels = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
-        if ids.shape != (plan.global_batch_size, ctx.seq_len):
-            raise ValueError(f"input_ids: expected shape {(plan.global_batch_size, ctx.seq_len)}, "
+        want = (plan.global_batch_size, ctx.seq_len) if self.token_loss else (plan.global_batch_size,)
+        if tuple(ids.shape[:len(want)]) != want:
+            raise ValueError(f"{self.input_key}: expected shape {want} (+ trailing dims), "
                              f"got {tuple(ids.shape)}")
-        count = int((labels != -100).sum())
+        # token losses: mean over label tokens; sample losses (classification): over samples
+        count = int((labels != -100).sum()) if self.token_loss else labels.shape[0]
         self.optimizer.zero_grad()
         with self._autocast():
             local = run_microbatches(self, ids, labels, batch.get("attention_mask"), count)
@@ -149,9 +154,11 @@ class ParallelModel:
         return torch.autocast("cpu", dtype=dtype)
 
     def loss_sum(self, logits, labels_mb) -> torch.Tensor:
-        """Sum of token losses of this rank's head block of one micro-batch."""
+        """Sum of token (or sample) losses of this rank's head block of one micro-batch."""
         lay = embedding_layout(self.plan.embedding, self.ctx.n)
         b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        if not self.token_loss:  # the model's mean loss over its samples, times their number
+            return self.loss_fn(logits, {"labels": labels_mb[b0:b1]}) * (b1 - b0)
         head_mod = self.chunks[-1].head_unit.module
         vh = _find(head_mod, TP.VocabHead)
         return TP.vocab_parallel_loss_sum(logits, labels_mb[b0:b1, s0:s1], vh)
@@ -303,7 +310,10 @@ class Optimizers:
 
 
 def _vocab_modules(model: GalvatronModel):
-    vocab = model.config.vocab_size
+    """The vocabulary embedding and projection, or None for models without them (ViT)."""
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is None:
+        return None
     emb = [(n, m) for n, m in model.embed.named_modules()
            if isinstance(m, nn.Embedding) and m.num_embeddings == vocab]
     head = [(n, m) for n, m in model.head.named_modules()
@@ -333,7 +343,9 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
         raise ValueError("torch.distributed is not initialised; call init_process_group first")
     world, rank = dist.get_world_size(), dist.get_rank()
     plan.validate(world_size=world)
-    seq_len = seq_len or model.config.max_seq_len
+    seq_len = seq_len or getattr(model.config, "max_seq_len", None)
+    if seq_len is None:
+        raise ValueError("seq_len: required for models without max_seq_len")
     validate(plan, model, seq_len)
     n = plan.devices_per_stage
     groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
@@ -363,27 +375,33 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     num_chunks = len(plan.stage_layers)
     starts = [sum(plan.stage_layers[:c]) for c in range(num_chunks)]
     my_chunks = [c for c in range(num_chunks) if c % plan.pp == stage]
-    (emb_name, emb_mod), (head_name, head_mod) = _vocab_modules(model)
+    vocab = _vocab_modules(model)
     e = plan.embedding
+    if vocab is None and (e.tp > 1 or embedding_layout(e, n).n_seq > 1):
+        raise ValueError("embedding: a model without a vocabulary embedding/head supports "
+                         "only data parallelism there (tp=1, no sequence split)")
+    (emb_name, emb_mod), (head_name, head_mod) = vocab or ((None, None), (None, None))
+    key = model.input_names[0]
     ec = coords(e, n, me)
     etp, esp, ewg = unit_groups(e)
     keep_tie = bool(ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
     units_all: list[Unit] = []
     chunks = []
     shared_vocab = None
-    tie_pairs = []
     for c in my_chunks:
         embed_u = head_u = None
         if c == 0:
-            ve = TP.VocabEmbedding(emb_mod, e.tp, ec.t, etp)
-            shared_vocab = ve.weight
-            _set(model.embed, emb_name, ve)
+            ve = None
+            if vocab is not None:
+                ve = TP.VocabEmbedding(emb_mod, e.tp, ec.t, etp)
+                shared_vocab = ve.weight
+                _set(model.embed, emb_name, ve)
             lay = embedding_layout(e, n)
             _, _, s0, s1, _ = lay.block(me, plan.micro_batch_size, seq_len)
-            mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1)
+            mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=key)
             meta = describe_params(model.embed, "embed.", names_by_id)
             for p, m in zip(model.embed.parameters(), meta, strict=True):
-                if p is ve.weight:
+                if ve is not None and p is ve.weight:
                     m.name, m.vocab = names_by_id[id(emb_mod.weight)], True
             embed_u = Unit("embed", mod, e, ec, etp, esp, ewg, meta)
         layer_units = []
@@ -397,7 +415,10 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
             meta = describe_params(layer, f"layers.{i}.", names_by_id)
             layer_units.append(Unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, lc, tpg, spg,
                                     wg, meta))
-        if c == num_chunks - 1:
+        if c == num_chunks - 1 and vocab is None:
+            meta = describe_params(model.head, "head.", names_by_id)
+            head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
+        elif c == num_chunks - 1:
             tied = bool(ties) and head_mod.weight is emb_mod.weight
             weight = shared_vocab if (tied and keep_tie) else None
             vh = TP.VocabHead(head_mod, e.tp, ec.t, etp, weight=weight)
@@ -409,8 +430,6 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
                     m.src = vh.weight._src
                     m.tied_alias = tied and not keep_tie
             head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
-            if tied and not keep_tie:
-                tie_pairs.append((head_u, vh))
         units = ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
         units_all.extend(units)
         in_l = None if c == 0 else boundary_layout(n, plan.micro_batch_size)
@@ -438,7 +457,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     pm = ParallelModel(plan, ctx, built, units_all,
                        Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
                                   weight_decay=weight_decay),
-                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm)
+                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
+                       input_key=key, token_loss=vocab is not None, loss_fn=model.loss)
     # Tied pairs: both copies on this rank (pp=1, untied for ZeRO-2/3) or across stages.
     if ties and not keep_tie:
         emb_p = _vocab_param(units_all, "embed")
