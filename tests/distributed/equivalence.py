@@ -39,17 +39,17 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     model = M.build(model_name, seed=seed, **(overrides or {}))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                             foreach=False)
-    losses = []
+    losses, norms = [], []
     for b in batches:
         opt.zero_grad()
         inputs = {k: v for k, v in b.items() if k != "labels"}
         loss = model.loss(model(**inputs), {"labels": b["labels"] if "labels" in b else b["input_ids"]})
         loss.backward()
         if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)))
         opt.step()
         losses.append(float(loss.detach()))
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms
 
 
 def run_case(model_name: str, plan, batches, ref, seed: int = 0,
@@ -65,9 +65,14 @@ def run_case(model_name: str, plan, batches, ref, seed: int = 0,
                         max_grad_norm=max_grad_norm)
     if corrupt is not None:
         corrupt(pm)
-    losses = [pm.train_step(b) for b in batches]
-    ref_losses, ref_params = ref
+    losses, norms = [], []
+    for b in batches:
+        losses.append(pm.train_step(b))
+        norms.append(pm.last_grad_norm)
+    ref_losses, ref_params, ref_norms = ref
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses, strict=True))
+    if max_grad_norm is not None:  # the global gradient norm before clipping, every step
+        loss_err = max([loss_err] + [abs(a - b) / b for a, b in zip(norms, ref_norms, strict=True)])
     param_err, worst = 0.0, ""
     names = set()
     for name, t, src in pm.local_parameters():

@@ -43,7 +43,7 @@ def _check(results, refs, cases):
             assert k == key
             covered.update(r["names"])
             if r["loss_err"] > LOSS_RTOL or r["param_err"] > PARAM_RTOL:
-                failures.append(f"{key}: loss_err={r['loss_err']:.2e} "
+                failures.append(f"{key}: loss/grad-norm err={r['loss_err']:.2e} "
                                 f"param_err={r['param_err']:.2e} ({r['worst']})")
         missing = set(refs[m][1][1]) - covered
         if missing:
@@ -89,7 +89,7 @@ def test_a_missing_gradient_sync_is_detected():
     cases = [c for c in C.world2() if c[0] == "dp/gpt2-debug"]
     refs = _refs(2, 4)
     results = launch(2, _work, cases, refs, _skip_dp_sync)
-    with pytest.raises(AssertionError, match="loss_err"):
+    with pytest.raises(AssertionError, match="loss/grad-norm err"):
         _check(results, refs, cases)
 
 

@@ -115,6 +115,7 @@ class ParallelModel:
     input_key: str = "input_ids"
     token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
     loss_fn: object = None
+    last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -138,7 +139,7 @@ class ParallelModel:
             local = run_microbatches(self, ids, labels, batch.get("attention_mask"), count)
         self.finish_grads()
         if self.max_grad_norm is not None:
-            self.clip_grad_norm(self.max_grad_norm)
+            self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
         self.optimizer.step()
         head = plan.embedding
         is_head_rank = self.chunks[-1].head is not None
