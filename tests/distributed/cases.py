@@ -61,7 +61,7 @@ def world4():
         ("pp_nonuniform_mixed/llama", ll, plan(4, [
             S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses"), S(checkpoint=True),
             S(tp=2, sp_kind="megatron", dp_type="zero1"),
-        ], 8, embedding=S(tp=2), pp=2, stage_layers=(1, 3), schedule="1f1b",
+        ], 8, embedding=S(tp=2, tp_consecutive=False), pp=2, stage_layers=(1, 3), schedule="1f1b",
             num_microbatches=2)),
         ("mixed_post_norm_encoder/bert", "bert-debug", plan(4, [
             S(tp=2, sp_kind="megatron", dp_type="zero3"), S(sp=2, sp_kind="ulysses"),
