@@ -3,8 +3,8 @@
 The loss of every rank is its local token-loss sum divided by the global token count, so the
 gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of local gradients.
 
-- DDP: one flat all-reduce (sum) per unit after the last micro-batch (hand-written; torch DDP
-  crashes inside pipelines).
+- DDP: one flat asynchronous all-reduce (sum) per unit, started when the unit's gradients of
+  the last micro-batch are all accumulated (hand-written; torch DDP crashes inside pipelines).
 - ZeRO-1: one flat reduce-scatter (sum) per unit, AdamW on this rank's flat shard (states
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
@@ -141,3 +141,35 @@ class ZeroOneAdamW(torch.optim.Optimizer):
                 lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
             shard.all_gather(values)
             shard.grad = None
+
+
+class OverlappedAllReduce:
+    """DDP gradient sync of one unit overlapped with backward: when every parameter of the
+    unit has accumulated its gradient of the last micro-batch (post-accumulate hooks), one
+    asynchronous flat all-reduce (sum) starts; :meth:`finish` waits and copies back. If some
+    parameter never received a gradient, :meth:`finish` falls back to a blocking sync (every
+    rank of the group runs the same graph, so all take the same path)."""
+
+    def __init__(self, params: list[nn.Parameter], group, num_microbatches: int) -> None:
+        self.params, self.group, self.m = params, group, num_microbatches
+        self.count, self.work, self.flat = 0, None, None
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._hook)
+
+    def _hook(self, _p) -> None:
+        self.count += 1
+        if self.group is not None and self.count == self.m * len(self.params):
+            self.flat = flat_grads(self.params)
+            self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
+
+    def finish(self) -> None:
+        if self.group is not None:
+            if self.work is None:
+                all_reduce_grads(self.params, self.group)
+            else:
+                self.work.wait()
+                off = 0
+                for p in self.params:
+                    p.grad.copy_(self.flat[off:off + p.numel()].view_as(p))
+                    off += p.numel()
+        self.count, self.work, self.flat = 0, None, None

@@ -166,7 +166,11 @@ class ParallelModel:
 
     # ------------------------------------------------------------------ gradients
     def finish_grads(self) -> None:
-        """After the last micro-batch: tied pairs, Megatron-SP partial sums, DP sync."""
+        """After the last micro-batch: DDP sync (overlapped with backward), tied pairs,
+        Megatron-SP partial sums over tp, ZeRO-1 reduce-scatter (FSDP2 reduced already)."""
+        for u in self.units:  # DDP all-reduces started in backward (sums commute with the rest)
+            if u.ddp is not None:
+                u.ddp.finish()
         for a, b, group in self.ties:
             ga, gb = a.grad, b.grad if b is not None else None
             if b is not None:  # both copies on this rank
@@ -186,12 +190,8 @@ class ParallelModel:
                     g = _loc(p.grad)
                     g.copy_(flat[off:off + g.numel()].view_as(g))
                     off += g.numel()
-            if u.fsdp:
-                continue
             if u.zero1 is not None:
                 u.zero1.reduce_scatter()
-            else:
-                DP.all_reduce_grads(u.dp_params, u.weight_group)
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Clip by the global gradient norm over every mesh (each gradient element counted
@@ -453,6 +453,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
             shards.append(u.zero1)
         else:
             adam_params.extend(params)
+            if u.weight_group is not None and params and not u.fsdp:
+                u.ddp = DP.OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
     del originals
     built = [Chunk(ctx, *args) for args in chunks]
     pm = ParallelModel(plan, ctx, built, units_all,

@@ -40,6 +40,7 @@ class Unit:
     meta: list[ParamMeta] = field(default_factory=list)
     fsdp: bool = False
     zero1: object = None  # ZeroOneShard
+    ddp: object = None  # OverlappedAllReduce (DDP units with a weight group > 1)
     dp_params: list = field(default_factory=list)  # params this unit syncs (shared ones once)
 
     def params(self) -> list[nn.Parameter]:
