@@ -51,7 +51,8 @@ def world4():
             S(sp=2, sp_kind="ulysses", dp_type="zero1"), S(tp=2, tp_consecutive=False, dp_type="zero2"),
         ], 8, embedding=S(tp=2, dp_type="ddp"))),
         ("mixed_ulysses_next_to_tp/llama", ll, plan(4, [
-            S(tp=2), S(sp=2, sp_kind="ulysses", checkpoint=True), S(dp_type="zero3"),
+            S(tp=2), S(sp=2, sp_kind="ulysses", checkpoint=True, tp_consecutive=False),
+            S(dp_type="zero3"),
             S(tp=2, sp_kind="megatron", tp_consecutive=False),
         ], 8, embedding=S(tp=4, sp_kind="megatron", dp_type="zero1"))),
         ("mixed_tp_ulysses_combined/gpt2", g, plan(4, [

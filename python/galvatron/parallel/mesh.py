@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from galvatron.plan import LayerStrategy, Plan, SpKind
+from galvatron.plan import LayerStrategy, Plan
 
 
 @dataclass(frozen=True)
@@ -135,5 +135,3 @@ def validate(plan: Plan, model, seq_len: int) -> None:
             raise ValueError(
                 f"pipeline boundary: sequence length {seq_len} must be divisible by "
                 f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")
-    if plan.embedding.sp_kind is SpKind.ULYSSES and plan.embedding.tp > 1:
-        pass  # supported: vocab over tp, sequence over sp

@@ -116,6 +116,7 @@ class ParallelModel:
     token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
     loss_fn: object = None
     last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
+    _count: int = 1  # global label-token (or sample) count of the current step
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
