@@ -6,8 +6,9 @@ bytes at the step's peak, because FSDP2 frees each unit's copy in its post-backw
 ``stage_memory`` within 1%. Tensor parallelism: the runtime keeps norms, row-parallel biases
 and position embeddings whole on every tp rank (as Megatron); the cost model charges
 ``ceil(P/tp)``; the test checks the measured bytes equal the prediction plus exactly that
-replicated part. Peak activation bytes are returned beside the prediction (reported, not
-asserted). MemTracker cannot track several forward calls of one module per step, so these
+replicated part. Activation bytes alive at the end of this rank's forward (MemTracker's
+post-forward snapshot of its pipeline chunks) equal the cost model's activation bytes within
+5% (measured differences 0.1-3.2%). MemTracker cannot track several forward calls of one module per step, so these
 plans use one micro-batch."""
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ SEQ = 16
 
 
 def _measure(rank, world, cases):
-    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _ModState
 
     from galvatron import parallel
 
@@ -35,6 +36,13 @@ def _measure(rank, world, cases):
         with mt:
             pm.train_step(b[1])
         peak = next(iter(mt.get_tracker_snapshot("peak").values()))
+        act_post_fw = 0  # activation bytes alive when this rank's chunks finished forward
+        for ch in pm.chunks:
+            st = mt.memory_tracking.get(ch)
+            snaps = st.snapshots.get(_ModState.POST_FW, []) if st is not None else []
+            for snap in snaps:
+                for d in snap.values():
+                    act_post_fw = max(act_post_fw, d.get(_MemRefType.ACT, 0))
         cur = next(iter(mt.get_tracker_snapshot("current").values()))
         replicated = 0  # elements kept whole on every tp rank of a tp>1 unit, times (1-1/tp)
         for u in pm.units:
@@ -47,7 +55,8 @@ def _measure(rank, world, cases):
             "param": cur[_MemRefType.PARAM], "param_at_peak": peak[_MemRefType.PARAM],
             "zero2": zero2,
             "grad": cur[_MemRefType.GRAD], "opt": cur[_MemRefType.OPT],
-            "act_peak": peak.get(_MemRefType.ACT, 0), "replicated": replicated,
+            "act_peak": peak.get(_MemRefType.ACT, 0), "act_after_forward": act_post_fw,
+            "replicated": replicated,
             "step_tensors": 4 * sum(len(o.state) for o in pm.optimizer.optimizers),
         }))
     return out
@@ -82,7 +91,7 @@ def compare(world: int = 2):
     return rows
 
 
-def test_measured_model_state_bytes_equal_the_cost_model_within_1_percent():
+def test_measured_model_states_within_1_percent_and_activations_within_5_percent_of_the_cost_model():
     failures = []
     for rank, key, meas, pred in compare(2):
         r = meas["replicated"]
@@ -97,4 +106,7 @@ def test_measured_model_state_bytes_equal_the_cost_model_within_1_percent():
         ):
             if abs(mine - theirs) > 0.01 * theirs:
                 failures.append(f"rank {rank} {key} {field}: measured {mine} predicted {theirs}")
+        act, theirs = meas["act_after_forward"], pred["activation_bytes"]
+        if abs(act - theirs) > 0.05 * theirs:  # activations: 5% (measured 0.1-3.2%)
+            failures.append(f"rank {rank} {key} activations: measured {act} predicted {theirs}")
     assert not failures, "\n".join(failures)
