@@ -23,10 +23,10 @@ from torch.optim.adamw import adamw
 from galvatron.plan import DpType
 
 
-def apply_fsdp(module: nn.Module, group, dp_type: DpType) -> nn.Module:
+def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu") -> nn.Module:
     """Shard ``module`` over ``group`` with FSDP2 (ZeRO-2: keep the gathered parameters from
     forward to backward; ZeRO-3: reshard after forward)."""
-    mesh = DeviceMesh.from_group(group, "cpu")
+    mesh = DeviceMesh.from_group(group, device_type)
     fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3)
     module.set_gradient_divide_factor(1.0)
     module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
@@ -131,9 +131,9 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             st = self.state[key]
             n = shard.hi - shard.lo
             if not st:
-                st["step"] = torch.tensor(0.0)
-                st["exp_avg"] = torch.zeros(n)
-                st["exp_avg_sq"] = torch.zeros(n)
+                st["step"] = torch.tensor(0.0)  # on CPU, as torch.optim keeps it
+                st["exp_avg"] = shard.grad.new_zeros(n)
+                st["exp_avg_sq"] = shard.grad.new_zeros(n)
             values = shard.flat_params()[shard.lo:shard.hi].clone()
             adamw(
                 [values], [shard.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],

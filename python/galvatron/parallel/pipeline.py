@@ -53,7 +53,7 @@ def build_schedule(pm, pp_group):
     plan = pm.plan
     num_stages = len(plan.stage_layers)
     chunk_ids = [c for c in range(num_stages) if c % plan.pp == pm.ctx.stage]
-    stages = [PipelineStage(ch, c, num_stages, torch.device("cpu"), group=pp_group)
+    stages = [PipelineStage(ch, c, num_stages, pm.ctx.device, group=pp_group)
               for ch, c in zip(pm.chunks, chunk_ids, strict=True)]
 
     def loss_fn(logits, target):

@@ -47,6 +47,7 @@ class Context:
     seq_len: int
     stage_group: object
     groups: Groups
+    device: torch.device = torch.device("cpu")
 
 
 class Chunk(nn.Module):
@@ -125,6 +126,7 @@ class ParallelModel:
         from galvatron.parallel.pipeline import run_microbatches
 
         plan, ctx = self.plan, self.ctx
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
         ids = batch[self.input_key]
         labels = batch.get("labels", ids)
         if self.shift_labels:
@@ -145,15 +147,16 @@ class ParallelModel:
         head = plan.embedding
         is_head_rank = self.chunks[-1].head is not None
         primary = is_head_rank and coords(head, ctx.n, ctx.me).t == 0
-        t = torch.tensor([local if primary else 0.0], dtype=torch.float64)
+        t = torch.tensor([local if primary else 0.0], dtype=torch.float64, device=ctx.device)
         dist.all_reduce(t)
         return float(t.item())
 
     def _autocast(self):
+        kind = self.ctx.device.type
         if self.plan.precision is Precision.FP32:
-            return torch.autocast("cpu", enabled=False)
+            return torch.autocast(kind, enabled=False)
         dtype = torch.bfloat16 if self.plan.precision is Precision.BF16 else torch.float16
-        return torch.autocast("cpu", dtype=dtype)
+        return torch.autocast(kind, dtype=dtype)
 
     def loss_sum(self, logits, labels_mb) -> torch.Tensor:
         """Sum of token (or sample) losses of this rank's head block of one micro-batch."""
@@ -197,7 +200,7 @@ class ParallelModel:
     def clip_grad_norm(self, max_norm: float) -> float:
         """Clip by the global gradient norm over every mesh (each gradient element counted
         once); returns the norm before clipping."""
-        sq = torch.zeros((), dtype=torch.float64)
+        sq = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         seen: set[int] = set()
         for u in self.units:
             tp = u.strategy.tp
@@ -333,7 +336,8 @@ def _set(root: nn.Module, name: str, mod: nn.Module) -> None:
 
 def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: int | None = None,
           lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
-          max_grad_norm: float | None = None, timeout_s: float = 60.0) -> ParallelModel:
+          max_grad_norm: float | None = None, timeout_s: float = 60.0,
+          device: str | torch.device | None = None) -> ParallelModel:
     """Build this rank's part of ``model`` under ``plan`` (see :mod:`galvatron.parallel`)."""
     import datetime
 
@@ -360,7 +364,12 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     stage_group = groups.stage_group(n)
     pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
     stage, me = divmod(rank, n)
-    ctx = Context(plan, rank, stage, me, n, seq_len, stage_group, groups)
+    if device is None:  # NCCL: this rank's CUDA device (LOCAL_RANK); otherwise CPU
+        device = (f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu")
+    device = torch.device(device)
+    if not any(p.is_meta for p in model.parameters()):
+        model.to(device)
+    ctx = Context(plan, rank, stage, me, n, seq_len, stage_group, groups, device)
     ties = model.tied_parameters()
     tie_group = None
     if ties and plan.pp > 1:
@@ -444,7 +453,7 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     for u in units_all:
         s = u.strategy
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
-            DP.apply_fsdp(u.module, u.weight_group, s.dp_type)
+            DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
             u.fsdp = True
         params = [p for p in u.params() if id(p) not in seen]
         seen.update(id(p) for p in params)

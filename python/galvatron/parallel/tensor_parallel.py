@@ -278,7 +278,7 @@ class VocabHead(nn.Module):
         y = F.linear(x, self.weight, self.bias)
         valid = self.vocab - self.start
         if valid < self.per:
-            keep = torch.arange(self.per) < valid
+            keep = torch.arange(self.per, device=y.device) < valid
             y = y.masked_fill(~keep, float("-inf"))
         return y
 
