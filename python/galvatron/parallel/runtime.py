@@ -32,7 +32,7 @@ from galvatron.parallel.units import (
     describe_params,
     local_grad,
 )
-from galvatron.plan import DpType, Plan, Precision, SpKind
+from galvatron.plan import DpType, LayerStrategy, Plan, Precision, SpKind
 
 
 @dataclass
@@ -339,118 +339,151 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
           max_grad_norm: float | None = None, timeout_s: float = 60.0,
           device: str | torch.device | None = None) -> ParallelModel:
     """Build this rank's part of ``model`` under ``plan`` (see :mod:`galvatron.parallel`)."""
-    import datetime
-
     from galvatron import models as M
 
     if isinstance(model, str):
         model = M.build(model, seed=seed)
     if not dist.is_initialized():
         raise ValueError("torch.distributed is not initialised; call init_process_group first")
-    world, rank = dist.get_world_size(), dist.get_rank()
-    plan.validate(world_size=world)
+    plan.validate(world_size=dist.get_world_size())
     seq_len = seq_len or getattr(model.config, "max_seq_len", None)
     if seq_len is None:
         raise ValueError("seq_len: required for models without max_seq_len")
     validate(plan, model, seq_len)
-    n = plan.devices_per_stage
-    groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
-    # Create every group in plan order on every rank (new_group is collective).
-    strategies = [*plan.layers, plan.embedding]
-    grp = {}
-    for s in strategies:
-        for axis in ("tp", "sp", "weight"):
-            grp[(s, axis)] = groups.layer_group(s, n, axis)
-    stage_group = groups.stage_group(n)
-    pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
-    stage, me = divmod(rank, n)
-    if device is None:  # NCCL: this rank's CUDA device (LOCAL_RANK); otherwise CPU
-        device = (f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu")
-    device = torch.device(device)
-    if not any(p.is_meta for p in model.parameters()):
-        model.to(device)
-    ctx = Context(plan, rank, stage, me, n, seq_len, stage_group, groups, device)
-    ties = model.tied_parameters()
-    tie_group = None
-    if ties and plan.pp > 1:
-        tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
-                                      + [[r] for r in range(n, (plan.pp - 1) * n)])
-    names_by_id = {}
-    originals = list(model.parameters())  # keeps ids unique while layers are replaced
-    for nm, p in model.named_parameters(remove_duplicate=False):
-        names_by_id.setdefault(id(p), nm)
+    b = _Builder(model, plan, seq_len, timeout_s, device)
+    units_all, chunks = [], []
+    for c in b.my_chunks:
+        embed_u = b.embed_unit() if c == 0 else None
+        layer_units = [b.layer_unit(i) for i in range(b.starts[c], b.starts[c] + plan.stage_layers[c])]
+        head_u = b.head_unit() if c == b.num_chunks - 1 else None
+        units_all += ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
+        in_l = None if c == 0 else boundary_layout(b.n, plan.micro_batch_size)
+        out_l = None if c == b.num_chunks - 1 else boundary_layout(b.n, plan.micro_batch_size)
+        chunks.append(Chunk(b.ctx, embed_u, layer_units, head_u, in_l, out_l))
+    adam_params, shards = _apply_data_parallel(units_all, plan, b.ctx.device)
+    b.originals.clear()
+    pm = ParallelModel(plan, b.ctx, chunks, units_all,
+                       Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
+                                  weight_decay=weight_decay),
+                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
+                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss)
+    if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
+        emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
+        if emb_p is not None and head_p is not None:
+            pm.ties.append((emb_p, head_p, None))
+        elif emb_p is not None or head_p is not None:
+            pm.ties.append((emb_p if emb_p is not None else head_p, None, b.tie_group))
+    if plan.pp > 1:
+        from galvatron.parallel.pipeline import build_schedule
 
-    def unit_groups(s):
-        return grp[(s, "tp")], grp[(s, "sp")], grp[(s, "weight")]
+        pm.schedule = build_schedule(pm, b.pp_group)
+    return pm
 
-    num_chunks = len(plan.stage_layers)
-    starts = [sum(plan.stage_layers[:c]) for c in range(num_chunks)]
-    my_chunks = [c for c in range(num_chunks) if c % plan.pp == stage]
-    vocab = _vocab_modules(model)
-    e = plan.embedding
-    if vocab is None and (e.tp > 1 or embedding_layout(e, n).n_seq > 1):
-        raise ValueError("embedding: a model without a vocabulary embedding/head supports "
-                         "only data parallelism there (tp=1, no sequence split)")
-    (emb_name, emb_mod), (head_name, head_mod) = vocab or ((None, None), (None, None))
-    key = model.input_names[0]
-    ec = coords(e, n, me)
-    etp, esp, ewg = unit_groups(e)
-    keep_tie = bool(ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
-    units_all: list[Unit] = []
-    chunks = []
-    shared_vocab = None
-    for c in my_chunks:
-        embed_u = head_u = None
-        if c == 0:
-            ve = None
-            if vocab is not None:
-                ve = TP.VocabEmbedding(emb_mod, e.tp, ec.t, etp)
-                shared_vocab = ve.weight
-                _set(model.embed, emb_name, ve)
-            lay = embedding_layout(e, n)
-            _, _, s0, s1, _ = lay.block(me, plan.micro_batch_size, seq_len)
-            mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=key)
-            meta = describe_params(model.embed, "embed.", names_by_id)
-            for p, m in zip(model.embed.parameters(), meta, strict=True):
-                if ve is not None and p is ve.weight:
-                    m.name, m.vocab = names_by_id[id(emb_mod.weight)], True
-            embed_u = Unit("embed", mod, e, ec, etp, esp, ewg, meta)
-        layer_units = []
-        for i in range(starts[c], starts[c] + plan.stage_layers[c]):
-            s = plan.layers[i]
-            lc = coords(s, n, me)
-            tpg, spg, wg = unit_groups(s)
-            layer = model.layers[i]
-            TP.apply_tp(layer, s.tp, lc.t, tpg, s.sp_kind is SpKind.MEGATRON)
-            apply_ulysses(layer, s.sp, lc.j, spg)
-            meta = describe_params(layer, f"layers.{i}.", names_by_id)
-            layer_units.append(Unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, lc, tpg, spg,
-                                    wg, meta))
-        if c == num_chunks - 1 and vocab is None:
-            meta = describe_params(model.head, "head.", names_by_id)
-            head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
-        elif c == num_chunks - 1:
-            tied = bool(ties) and head_mod.weight is emb_mod.weight
-            weight = shared_vocab if (tied and keep_tie) else None
-            vh = TP.VocabHead(head_mod, e.tp, ec.t, etp, weight=weight)
-            _set(model.head, head_name, vh)
-            meta = describe_params(model.head, "head.", names_by_id)
-            for p, m in zip(model.head.parameters(), meta, strict=True):
-                if p is vh.weight:
-                    m.name, m.vocab = names_by_id[id(head_mod.weight)], True
-                    m.src = vh.weight._src
-                    m.tied_alias = tied and not keep_tie
-            head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
-        units = ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
-        units_all.extend(units)
-        in_l = None if c == 0 else boundary_layout(n, plan.micro_batch_size)
-        out_l = None if c == num_chunks - 1 else boundary_layout(n, plan.micro_batch_size)
-        chunks.append((embed_u, layer_units, head_u, in_l, out_l))
 
-    # Data parallelism per unit (FSDP2 replaces parameters: after the metadata was taken).
+class _Builder:
+    """Groups, geometry and the unit constructors of one rank (used by :func:`build`)."""
+
+    def __init__(self, model, plan: Plan, seq_len: int, timeout_s: float, device) -> None:
+        import datetime
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        self.model, self.plan, self.n = model, plan, plan.devices_per_stage
+        n = self.n
+        groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
+        # Every group in plan order on every rank (new_group is collective).
+        self.grp = {(s, axis): groups.layer_group(s, n, axis)
+                    for s in (*plan.layers, plan.embedding) for axis in ("tp", "sp", "weight")}
+        stage_group = groups.stage_group(n)
+        self.pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
+        stage, self.me = divmod(rank, n)
+        if device is None:  # NCCL: this rank's current CUDA device; otherwise CPU
+            device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        device = torch.device(device)
+        if not any(p.is_meta for p in model.parameters()):
+            model.to(device)
+        self.ctx = Context(plan, rank, stage, self.me, n, seq_len, stage_group, groups, device)
+        self.ties = model.tied_parameters()
+        self.tie_group = None
+        if self.ties and plan.pp > 1:
+            self.tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
+                                               + [[r] for r in range(n, (plan.pp - 1) * n)])
+        self.originals = list(model.parameters())  # keeps ids unique while layers are replaced
+        self.names_by_id: dict[int, str] = {}
+        for nm, p in model.named_parameters(remove_duplicate=False):
+            self.names_by_id.setdefault(id(p), nm)
+        self.num_chunks = len(plan.stage_layers)
+        self.starts = [sum(plan.stage_layers[:c]) for c in range(self.num_chunks)]
+        self.my_chunks = [c for c in range(self.num_chunks) if c % plan.pp == stage]
+        self.vocab = _vocab_modules(model)
+        e = self.e = plan.embedding
+        if self.vocab is None and (e.tp > 1 or embedding_layout(e, n).n_seq > 1):
+            raise ValueError("embedding: a model without a vocabulary embedding/head supports "
+                             "only data parallelism there (tp=1, no sequence split)")
+        self.key = model.input_names[0]
+        self.keep_tie = bool(self.ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
+        self.shared_vocab = None
+
+    def groups_of(self, s: LayerStrategy):
+        return self.grp[(s, "tp")], self.grp[(s, "sp")], self.grp[(s, "weight")]
+
+    def _unit(self, name, module, s, meta) -> Unit:
+        return Unit(name, module, s, coords(s, self.n, self.me), *self.groups_of(s), meta)
+
+    def embed_unit(self) -> Unit:
+        model, e = self.model, self.e
+        ve = None
+        if self.vocab is not None:
+            (emb_name, emb_mod), _ = self.vocab
+            ve = TP.VocabEmbedding(emb_mod, e.tp, coords(e, self.n, self.me).t,
+                                   self.grp[(e, "tp")])
+            self.shared_vocab = ve.weight
+            _set(model.embed, emb_name, ve)
+        lay = embedding_layout(e, self.n)
+        _, _, s0, s1, _ = lay.block(self.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key)
+        meta = describe_params(model.embed, "embed.", self.names_by_id)
+        for p, m in zip(model.embed.parameters(), meta, strict=True):
+            if ve is not None and p is ve.weight:
+                m.name, m.vocab = self.names_by_id[id(emb_mod.weight)], True
+        return self._unit("embed", mod, e, meta)
+
+    def layer_unit(self, i: int) -> Unit:
+        s = self.plan.layers[i]
+        c = coords(s, self.n, self.me)
+        tpg, spg, _ = self.groups_of(s)
+        layer = self.model.layers[i]
+        TP.apply_tp(layer, s.tp, c.t, tpg, s.sp_kind is SpKind.MEGATRON)
+        apply_ulysses(layer, s.sp, c.j, spg)
+        meta = describe_params(layer, f"layers.{i}.", self.names_by_id)
+        return self._unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, meta)
+
+    def head_unit(self) -> Unit:
+        model, e = self.model, self.e
+        if self.vocab is None:
+            return self._unit("head", HeadIO(model.head), e,
+                              describe_params(model.head, "head.", self.names_by_id))
+        (_, emb_mod), (head_name, head_mod) = self.vocab
+        tied = bool(self.ties) and head_mod.weight is emb_mod.weight
+        weight = self.shared_vocab if (tied and self.keep_tie) else None
+        vh = TP.VocabHead(head_mod, e.tp, coords(e, self.n, self.me).t, self.grp[(e, "tp")],
+                          weight=weight)
+        _set(model.head, head_name, vh)
+        meta = describe_params(model.head, "head.", self.names_by_id)
+        for p, m in zip(model.head.parameters(), meta, strict=True):
+            if p is vh.weight:
+                m.name, m.vocab = self.names_by_id[id(head_mod.weight)], True
+                m.src = vh.weight._src
+                m.tied_alias = tied and not self.keep_tie
+        return self._unit("head", HeadIO(model.head), e, meta)
+
+
+def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
+    """FSDP2 / ZeRO-1 / DDP per unit (FSDP2 replaces parameters: after the metadata was taken).
+    Returns the AdamW parameters and the ZeRO-1 shards; a shared parameter goes to its first
+    unit only."""
     adam_params, shards = [], []
-    seen = set()
-    for u in units_all:
+    seen: set[int] = set()
+    for u in units:
         s = u.strategy
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
             DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
@@ -465,26 +498,7 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
             adam_params.extend(params)
             if u.weight_group is not None and params and not u.fsdp:
                 u.ddp = DP.OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
-    del originals
-    built = [Chunk(ctx, *args) for args in chunks]
-    pm = ParallelModel(plan, ctx, built, units_all,
-                       Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
-                                  weight_decay=weight_decay),
-                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
-                       input_key=key, token_loss=vocab is not None, loss_fn=model.loss)
-    # Tied pairs: both copies on this rank (pp=1, untied for ZeRO-2/3) or across stages.
-    if ties and not keep_tie:
-        emb_p = _vocab_param(units_all, "embed")
-        head_p = _vocab_param(units_all, "head")
-        if emb_p is not None and head_p is not None:
-            pm.ties.append((emb_p, head_p, None))
-        elif emb_p is not None or head_p is not None:
-            pm.ties.append((emb_p if emb_p is not None else head_p, None, tie_group))
-    if plan.pp > 1:
-        from galvatron.parallel.pipeline import build_schedule
-
-        pm.schedule = build_schedule(pm, pp_group)
-    return pm
+    return adam_params, shards
 
 
 def _vocab_param(units, which):
