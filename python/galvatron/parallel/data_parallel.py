@@ -22,6 +22,10 @@ from torch.optim.adamw import adamw
 
 from galvatron.plan import DpType
 
+# torch 2.13 names (the older names warn there); the older ones for torch < 2.13
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 
 def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu") -> nn.Module:
     """Shard ``module`` over ``group`` with FSDP2 (ZeRO-2: keep the gathered parameters from
@@ -75,7 +79,7 @@ class ZeroOneShard:
             self.grad = flat[: self.total]
             return
         out = flat.new_empty(self.shard)
-        dist.reduce_scatter_tensor(out, flat, group=self.group)
+        _reduce_scatter_single(out, flat, group=self.group)
         self.grad = out[: self.hi - self.lo]
 
     def segments(self):
@@ -98,7 +102,7 @@ class ZeroOneShard:
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
             buf = full.new_empty(self.shard * self.n)
-            dist.all_gather_into_tensor(buf, full.contiguous(), group=self.group)
+            _all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
         off = 0
         with torch.no_grad():
