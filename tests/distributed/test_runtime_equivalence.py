@@ -138,7 +138,7 @@ def test_an_error_on_one_rank_ends_every_rank_promptly_with_that_error():
             if p.is_alive():
                 p.kill()
         assert not any(alive), "a rank hung after its peer failed"
-        assert time.time() - t < 30
+        assert time.time() - t < 45  # vs the 120 s collective timeout; slack for a loaded box
         assert [p.exitcode for p in procs] == [3, 4]  # both ended through fail_fast
 
 
