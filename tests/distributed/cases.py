@@ -44,6 +44,7 @@ def world4():
     return [
         ("interleaved/gpt2", g, uniform(4, 4, 8, pp=2, virtual_stages=2, tp=2,
                                         schedule="interleaved_1f1b", num_microbatches=2)),
+        ("pp_zero1_tied/gpt2", g, uniform(4, 4, 8, pp=2, dp_type="zero1", num_microbatches=2)),
         ("interleaved/llama", ll, uniform(4, 4, 8, pp=2, virtual_stages=2, dp_type="zero1",
                                           schedule="interleaved_1f1b", num_microbatches=4)),
         ("mixed_tp_changes/gpt2", g, plan(4, [
