@@ -76,6 +76,8 @@ def memory_cases(world: int = 2):
         ("tp2/llama", ll, C.uniform(world, 2, 4, tp=2)),
         ("tp2_megatron_sp/gpt2", g, C.uniform(world, 2, 4, tp=2, sp_kind="megatron")),
         ("ulysses2/llama", ll, C.uniform(world, 2, 4, sp=2)),
+        ("zero3_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero3")),
+        ("zero2_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero2")),
         ("checkpoint_zero1/gpt2", g, C.uniform(world, 2, 4, checkpoint=True, dp_type="zero1")),
     ]
 

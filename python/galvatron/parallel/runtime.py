@@ -62,6 +62,9 @@ class Chunk(nn.Module):
         self.embed = embed.module if embed else None
         self.layers = nn.ModuleList(u.module for u in layers)
         self.head = head.module if head else None
+        owner = getattr(self.embed, "owner", None) or getattr(self.head, "owner", None)
+        if owner is not None:  # merged embedding+head (see _EmbedHead): register it once
+            self.embed_head = owner
         self.in_layout, self.out_layout = in_layout, out_layout
         e = ctx.plan.embedding
         self.emb_layout = embedding_layout(e, ctx.n)
@@ -165,6 +168,7 @@ class ParallelModel:
         if not self.token_loss:  # the model's mean loss over its samples, times their number
             return self.loss_fn(logits, {"labels": labels_mb[b0:b1]}) * (b1 - b0)
         head_mod = self.chunks[-1].head_unit.module
+        head_mod = getattr(head_mod, "owner", head_mod)
         vh = _find(head_mod, TP.VocabHead)
         return TP.vocab_parallel_loss_sum(logits, labels_mb[b0:b1, s0:s1], vh)
 
@@ -356,7 +360,11 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
         embed_u = b.embed_unit() if c == 0 else None
         layer_units = [b.layer_unit(i) for i in range(b.starts[c], b.starts[c] + plan.stage_layers[c])]
         head_u = b.head_unit() if c == b.num_chunks - 1 else None
-        units_all += ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
+        if b.sharded_tie:  # one FSDP2 unit over embedding and head: the tied tensor once
+            embed_u, head_u, pair = _merge_tied(embed_u, head_u)
+            units_all += [pair] + layer_units
+        else:
+            units_all += ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
         in_l = None if c == 0 else boundary_layout(b.n, plan.micro_batch_size)
         out_l = None if c == b.num_chunks - 1 else boundary_layout(b.n, plan.micro_batch_size)
         chunks.append(Chunk(b.ctx, embed_u, layer_units, head_u, in_l, out_l))
@@ -420,7 +428,9 @@ class _Builder:
             raise ValueError("embedding: a model without a vocabulary embedding/head supports "
                              "only data parallelism there (tp=1, no sequence split)")
         self.key = model.input_names[0]
-        self.keep_tie = bool(self.ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
+        self.keep_tie = bool(self.ties) and plan.pp == 1
+        self.sharded_tie = (self.keep_tie and e.dp_type in (DpType.ZERO2, DpType.ZERO3)
+                            and self.grp[(e, "weight")] is not None)
         self.shared_vocab = None
 
     def groups_of(self, s: LayerStrategy):
@@ -475,6 +485,43 @@ class _Builder:
                 m.src = vh.weight._src
                 m.tied_alias = tied and not self.keep_tie
         return self._unit("head", HeadIO(model.head), e, meta)
+
+
+class _EmbedHead(nn.Module):
+    """Embedding and head as one module (one FSDP2 unit sharding a tied tensor once); called
+    with ``part`` = "embed" or "head"."""
+
+    def __init__(self, embed: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.embed_io, self.head_io = embed, head
+
+    def forward(self, x, part: str):
+        return self.embed_io(x) if part == "embed" else self.head_io(x)
+
+
+class _Part:
+    """Callable view of one part of :class:`_EmbedHead` (not a module: no second
+    registration of its parameters)."""
+
+    def __init__(self, owner: _EmbedHead, part: str) -> None:
+        self.owner, self.part = owner, part
+
+    def __call__(self, x):
+        return self.owner(x, self.part)
+
+
+def _merge_tied(embed_u: Unit, head_u: Unit):
+    pair = _EmbedHead(embed_u.module, head_u.module)
+    meta = list(embed_u.meta)
+    for p, m in zip(head_u.module.parameters(), head_u.meta, strict=True):
+        if all(p is not q for q in embed_u.module.parameters()):
+            meta.append(m)
+    unit = Unit("embed_head", pair, embed_u.strategy, embed_u.coord, embed_u.tp_group,
+                embed_u.sp_group, embed_u.weight_group, meta)
+    assert len(meta) == len(list(pair.parameters()))
+    e = Unit("embed", _Part(pair, "embed"), embed_u.strategy, embed_u.coord, None, None, None)
+    h = Unit("head", _Part(pair, "head"), head_u.strategy, head_u.coord, None, None, None)
+    return e, h, unit
 
 
 def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
