@@ -189,3 +189,33 @@ def test_vit_classification_mixed_plans_match_single_process_on_4_ranks():
     for rank_res in launch(4, _vit_work, cases, batches, ref):
         for k, r in rank_res:
             assert r["loss_err"] < LOSS_RTOL and r["param_err"] < PARAM_RTOL, (k, r)
+
+
+def _swin_work(rank, world, cases, batches, ref):
+    return [(k, run_case("swin-debug", p, batches, ref, max_grad_norm=CLIP, seq_len=256))
+            for k, p in cases]
+
+
+def test_swin_mixed_plans_match_single_process_on_4_ranks():
+    """Per-stage widths and head counts, patch merging (the sequence shrinks 256 -> 64 -> 16
+    between layers) and per-head relative-position bias tables under tp; no sequence split
+    (Swin partitions windows outside attention)."""
+    import torch
+
+    from galvatron.plan import LayerStrategy as S
+
+    g = torch.Generator().manual_seed(4)
+    batches = [{"pixel_values": torch.randn(8, 3, 32, 32, generator=g),
+                "labels": torch.randint(0, 10, (8,), generator=g)} for _ in range(STEPS)]
+    ref = reference("swin-debug", batches, max_grad_norm=CLIP)
+    mixed = [S(tp=2, dp_type="zero3"), S(tp=2, tp_consecutive=False, checkpoint=True), S(),
+             S(tp=2, dp_type="zero1"), S(dp_type="zero2"), S(), S(tp=4), S(dp_type="zero3")]
+    cases = [
+        ("swin_mixed", C.plan(4, mixed, 8, embedding=S(dp_type="zero1"))),
+        ("swin_pp", C.plan(4, [S(tp=2) if x.tp == 4 else x for x in mixed], 8,
+                           embedding=S(dp_type="zero3"), pp=2,
+                           stage_layers=(3, 5), schedule="gpipe", num_microbatches=2)),
+    ]
+    for rank_res in launch(4, _swin_work, cases, batches, ref):
+        for k, r in rank_res:
+            assert r["loss_err"] < LOSS_RTOL and r["param_err"] < PARAM_RTOL, (k, r)

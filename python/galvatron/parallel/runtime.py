@@ -71,9 +71,9 @@ class Chunk(nn.Module):
         self.layouts = [layout_of(u.strategy, ctx.n) for u in layers]
 
     def _move(self, x, src, dst):
-        c = self.ctx
-        return redistribute(x, src, dst, c.me, c.n, c.plan.micro_batch_size, c.seq_len,
-                            c.stage_group)
+        c = self.ctx  # the sequence length is read from x: layers may change it (Swin)
+        return redistribute(x, src, dst, c.me, c.n, c.plan.micro_batch_size,
+                            x.shape[1] * src.n_seq, c.stage_group)
 
     def _block(self, lay: Layout):
         return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)

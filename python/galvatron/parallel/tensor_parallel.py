@@ -222,6 +222,10 @@ def apply_tp(layer: nn.Module, tp: int, t: int, group, seq_parallel: bool) -> No
             hd = m.head_dim
             heads = m.q_proj.out_features // hd
             set_head_start(m, getattr(m, "head_start", 0) + t * heads // tp)
+            rb = getattr(m, "rel_bias", None)  # per-head bias table (T5, Swin), not sliced:
+            rb = getattr(rb, "weight", rb)     # each rank's gradient covers its heads only
+            if isinstance(rb, torch.Tensor):
+                rb._tp_partial = True
         for name in _COLUMN[kind]:
             lin = getattr(m, name, None)
             if lin is not None:
