@@ -148,22 +148,50 @@ class ZeroOneAdamW(torch.optim.Optimizer):
 
 
 class OverlappedAllReduce:
-    """DDP gradient sync of one unit overlapped with backward: when every parameter of the
-    unit has accumulated its gradient of the last micro-batch (post-accumulate hooks), one
-    asynchronous flat all-reduce (sum) starts; :meth:`finish` waits and copies back. If some
-    parameter never received a gradient, :meth:`finish` falls back to a blocking sync (every
-    rank of the group runs the same graph, so all take the same path)."""
+    """DDP gradient sync of one unit overlapped with backward.
+
+    :meth:`prepare` (called by ``zero_grad``) points every parameter's ``.grad`` at a slice of
+    one zeroed flat buffer, so backward accumulates into it in place (no copies, like torch
+    DDP's ``gradient_as_bucket_view``). When every parameter has accumulated its gradient of
+    the last micro-batch (post-accumulate hooks), one asynchronous all-reduce (sum) of the
+    buffer starts; :meth:`finish` waits for it. If a gradient was replaced (not a view of the
+    buffer any more) the gradients are copied into a fresh flat tensor first; if some
+    parameter never received a gradient, :meth:`finish` syncs blocking (every rank of the
+    group runs the same graph, so all take the same path)."""
 
     def __init__(self, params: list[nn.Parameter], group, num_microbatches: int) -> None:
         self.params, self.group, self.m = params, group, num_microbatches
-        self.count, self.work, self.flat = 0, None, None
+        self.count, self.work, self.flat, self.buffer = 0, None, None, None
         for p in params:
             p.register_post_accumulate_grad_hook(self._hook)
+
+    def prepare(self) -> None:
+        if self.buffer is None:
+            p0 = self.params[0]
+            self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=p0.dtype,
+                                      device=p0.device)
+        else:
+            self.buffer.zero_()
+        off = 0
+        for p in self.params:
+            p.grad = self.buffer[off:off + p.numel()].view_as(p)
+            off += p.numel()
+
+    def _views_intact(self) -> bool:
+        if self.buffer is None:
+            return False
+        base, size = self.buffer.data_ptr(), self.buffer.element_size()
+        off = 0
+        for p in self.params:
+            if p.grad is None or p.grad.data_ptr() != base + off * size:
+                return False
+            off += p.numel()
+        return True
 
     def _hook(self, _p) -> None:
         self.count += 1
         if self.group is not None and self.count == self.m * len(self.params):
-            self.flat = flat_grads(self.params)
+            self.flat = self.buffer if self._views_intact() else flat_grads(self.params)
             self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
 
     def finish(self) -> None:
@@ -172,8 +200,9 @@ class OverlappedAllReduce:
                 all_reduce_grads(self.params, self.group)
             else:
                 self.work.wait()
-                off = 0
-                for p in self.params:
-                    p.grad.copy_(self.flat[off:off + p.numel()].view_as(p))
-                    off += p.numel()
+                if self.flat is not self.buffer:
+                    off = 0
+                    for p in self.params:
+                        p.grad.copy_(self.flat[off:off + p.numel()].view_as(p))
+                        off += p.numel()
         self.count, self.work, self.flat = 0, None, None

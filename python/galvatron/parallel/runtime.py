@@ -293,7 +293,8 @@ def _find(module, cls):
 class Optimizers:
     """AdamW over DDP/ZeRO-2/3 parameters plus :class:`ZeroOneAdamW` over ZeRO-1 shards."""
 
-    def __init__(self, params, shards, **kw) -> None:
+    def __init__(self, params, shards, ddp=(), **kw) -> None:
+        self.ddp = list(ddp)
         self.adamw = torch.optim.AdamW(params, foreach=False, **kw) if params else None
         self.zero1 = DP.ZeroOneAdamW(shards, **kw) if shards else None
         self.params = params
@@ -305,6 +306,8 @@ class Optimizers:
     def zero_grad(self):
         for p in self.params:
             p.grad = None
+        for d in self.ddp:  # DDP units accumulate into zeroed flat buffers
+            d.prepare()
         if self.zero1 is not None:
             for s in self.zero1.shards:
                 for p in s.params:
@@ -371,8 +374,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     adam_params, shards = _apply_data_parallel(units_all, plan, b.ctx.device)
     b.originals.clear()
     pm = ParallelModel(plan, b.ctx, chunks, units_all,
-                       Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
-                                  weight_decay=weight_decay),
+                       Optimizers(adam_params, shards, [u.ddp for u in units_all if u.ddp],
+                                  lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                        bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
                        input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss)
     if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
