@@ -3,8 +3,9 @@
 The loss of every rank is its local token-loss sum divided by the global token count, so the
 gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of local gradients.
 
-- DDP: one flat asynchronous all-reduce (sum) per unit, started when the unit's gradients of
-  the last micro-batch are all accumulated (hand-written; torch DDP crashes inside pipelines).
+- DDP: gradients live in one flat buffer per unit; its asynchronous all-reduce (sum) starts
+  when the unit's gradients of the last micro-batch are all accumulated (hand-written; torch
+  DDP crashes inside pipelines).
 - ZeRO-1: one flat reduce-scatter (sum) per unit, AdamW on this rank's flat shard (states
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
