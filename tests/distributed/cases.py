@@ -44,6 +44,7 @@ def world4():
     return [
         ("interleaved/gpt2", g, uniform(4, 4, 8, pp=2, virtual_stages=2, tp=2,
                                         schedule="interleaved_1f1b", num_microbatches=2)),
+        ("pp_zero1_tied/gpt2", g, uniform(4, 4, 8, pp=2, dp_type="zero1", num_microbatches=2)),
         ("interleaved/llama", ll, uniform(4, 4, 8, pp=2, virtual_stages=2, dp_type="zero1",
                                           schedule="interleaved_1f1b", num_microbatches=4)),
         ("mixed_tp_changes/gpt2", g, plan(4, [
@@ -51,7 +52,8 @@ def world4():
             S(sp=2, sp_kind="ulysses", dp_type="zero1"), S(tp=2, tp_consecutive=False, dp_type="zero2"),
         ], 8, embedding=S(tp=2, dp_type="ddp"))),
         ("mixed_ulysses_next_to_tp/llama", ll, plan(4, [
-            S(tp=2), S(sp=2, sp_kind="ulysses", checkpoint=True), S(dp_type="zero3"),
+            S(tp=2), S(sp=2, sp_kind="ulysses", checkpoint=True, tp_consecutive=False),
+            S(dp_type="zero3"),
             S(tp=2, sp_kind="megatron", tp_consecutive=False),
         ], 8, embedding=S(tp=4, sp_kind="megatron", dp_type="zero1"))),
         ("mixed_tp_ulysses_combined/gpt2", g, plan(4, [
@@ -61,7 +63,7 @@ def world4():
         ("pp_nonuniform_mixed/llama", ll, plan(4, [
             S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses"), S(checkpoint=True),
             S(tp=2, sp_kind="megatron", dp_type="zero1"),
-        ], 8, embedding=S(tp=2), pp=2, stage_layers=(1, 3), schedule="1f1b",
+        ], 8, embedding=S(tp=2, tp_consecutive=False), pp=2, stage_layers=(1, 3), schedule="1f1b",
             num_microbatches=2)),
         ("mixed_post_norm_encoder/bert", "bert-debug", plan(4, [
             S(tp=2, sp_kind="megatron", dp_type="zero3"), S(sp=2, sp_kind="ulysses"),

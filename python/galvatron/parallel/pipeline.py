@@ -31,14 +31,10 @@ def run_microbatches(pm, ids, labels, mask, count: int) -> float:
         for ids_mb, lab_mb, mask_mb in zip(ids.chunk(m), labels.chunk(m),
                                            mask.chunk(m) if mask is not None else [None] * m,
                                            strict=True):
-            chunk.mask = mask_mb
-            loss = pm.loss_sum(chunk(ids_mb), lab_mb) / count
+            loss = pm.loss_sum(chunk(ids_mb, mask_mb), lab_mb) / count
             loss.backward()
             total += float(loss.detach())
-        chunk.mask = None
         return total
-    if mask is not None:
-        raise ValueError("attention_mask with pp > 1 is not supported by the runtime yet")
     losses: list[torch.Tensor] = []
     first = pm.chunks[0].embed is not None
     last = pm.chunks[-1].head is not None
@@ -47,7 +43,7 @@ def run_microbatches(pm, ids, labels, mask, count: int) -> float:
     if last:
         kwargs.update(target=labels, losses=losses)
     if first:
-        pm.schedule.step(ids, **kwargs)
+        pm.schedule.step(ids, *([] if mask is None else [mask]), **kwargs)
     else:
         pm.schedule.step(**kwargs)
     return float(sum(float(x.detach()) for x in losses))
@@ -57,7 +53,7 @@ def build_schedule(pm, pp_group):
     plan = pm.plan
     num_stages = len(plan.stage_layers)
     chunk_ids = [c for c in range(num_stages) if c % plan.pp == pm.ctx.stage]
-    stages = [PipelineStage(ch, c, num_stages, torch.device("cpu"), group=pp_group)
+    stages = [PipelineStage(ch, c, num_stages, pm.ctx.device, group=pp_group)
               for ch, c in zip(pm.chunks, chunk_ids, strict=True)]
 
     def loss_fn(logits, target):

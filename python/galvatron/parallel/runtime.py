@@ -32,7 +32,7 @@ from galvatron.parallel.units import (
     describe_params,
     local_grad,
 )
-from galvatron.plan import DpType, Plan, Precision, SpKind
+from galvatron.plan import DpType, LayerStrategy, Plan, Precision, SpKind
 
 
 @dataclass
@@ -47,6 +47,7 @@ class Context:
     seq_len: int
     stage_group: object
     groups: Groups
+    device: torch.device = torch.device("cpu")
 
 
 class Chunk(nn.Module):
@@ -61,21 +62,26 @@ class Chunk(nn.Module):
         self.embed = embed.module if embed else None
         self.layers = nn.ModuleList(u.module for u in layers)
         self.head = head.module if head else None
+        owner = getattr(self.embed, "owner", None) or getattr(self.head, "owner", None)
+        if owner is not None:  # merged embedding+head (see _EmbedHead): register it once
+            self.embed_head = owner
         self.in_layout, self.out_layout = in_layout, out_layout
         e = ctx.plan.embedding
         self.emb_layout = embedding_layout(e, ctx.n)
         self.layouts = [layout_of(u.strategy, ctx.n) for u in layers]
-        self.mask: torch.Tensor | None = None  # full micro-batch padding mask (pp=1 only)
 
     def _move(self, x, src, dst):
-        c = self.ctx
-        return redistribute(x, src, dst, c.me, c.n, c.plan.micro_batch_size, c.seq_len,
-                            c.stage_group)
+        c = self.ctx  # the sequence length is read from x: layers may change it (Swin)
+        return redistribute(x, src, dst, c.me, c.n, c.plan.micro_batch_size,
+                            x.shape[1] * src.n_seq, c.stage_group)
 
     def _block(self, lay: Layout):
         return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)
 
-    def forward(self, x):
+    def forward(self, x, mask=None):
+        """``x``: the micro-batch ids (first chunk) or this rank's boundary block; ``mask``:
+        the whole micro-batch's padding mask ``[mb, seq]`` or None (passed on to the next
+        chunk beside the hidden block)."""
         if self.embed is not None:
             b0, b1, *_ = self._block(self.emb_layout)
             x = self.embed(x[b0:b1])
@@ -85,15 +91,16 @@ class Chunk(nn.Module):
         for layer, lay in zip(self.layers, self.layouts, strict=True):
             x = self._move(x, cur, lay)
             cur = lay
-            mask = None
-            if self.mask is not None:
+            rows = None
+            if mask is not None:
                 b0, b1, *_ = self._block(lay)
-                mask = self.mask[b0:b1]
-            x = layer(x, mask)
+                rows = mask[b0:b1]
+            x = layer(x, rows)
         if self.head is not None:
             x = self._move(x, cur, self.emb_layout)
             return self.head(x)
-        return self._move(x, cur, self.out_layout)
+        x = self._move(x, cur, self.out_layout)
+        return x if mask is None else (x, mask)
 
 
 @dataclass
@@ -109,6 +116,11 @@ class ParallelModel:
     ties: list[tuple[nn.Parameter, nn.Parameter | None, object]] = field(default_factory=list)
     schedule: object = None
     max_grad_norm: float | None = None
+    input_key: str = "input_ids"
+    token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
+    loss_fn: object = None
+    last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
+    _count: int = 1  # global label-token (or sample) count of the current step
 
     # ------------------------------------------------------------------ training
     def train_step(self, batch: dict[str, torch.Tensor]) -> float:
@@ -117,45 +129,56 @@ class ParallelModel:
         from galvatron.parallel.pipeline import run_microbatches
 
         plan, ctx = self.plan, self.ctx
-        ids = batch["input_ids"]
+        batch = {k: v.to(ctx.device) for k, v in batch.items()}
+        ids = batch[self.input_key]
         labels = batch.get("labels", ids)
         if self.shift_labels:
             labels = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
-        if ids.shape != (plan.global_batch_size, ctx.seq_len):
-            raise ValueError(f"input_ids: expected shape {(plan.global_batch_size, ctx.seq_len)}, "
+        want = (plan.global_batch_size, ctx.seq_len) if self.token_loss else (plan.global_batch_size,)
+        if tuple(ids.shape[:len(want)]) != want:
+            raise ValueError(f"{self.input_key}: expected shape {want} (+ trailing dims), "
                              f"got {tuple(ids.shape)}")
-        count = int((labels != -100).sum())
+        # token losses: mean over label tokens; sample losses (classification): over samples
+        count = int((labels != -100).sum()) if self.token_loss else labels.shape[0]
         self.optimizer.zero_grad()
         with self._autocast():
             local = run_microbatches(self, ids, labels, batch.get("attention_mask"), count)
         self.finish_grads()
         if self.max_grad_norm is not None:
-            self.clip_grad_norm(self.max_grad_norm)
+            self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
         self.optimizer.step()
         head = plan.embedding
         is_head_rank = self.chunks[-1].head is not None
         primary = is_head_rank and coords(head, ctx.n, ctx.me).t == 0
-        t = torch.tensor([local if primary else 0.0], dtype=torch.float64)
+        t = torch.tensor([local if primary else 0.0], dtype=torch.float64, device=ctx.device)
         dist.all_reduce(t)
         return float(t.item())
 
     def _autocast(self):
+        kind = self.ctx.device.type
         if self.plan.precision is Precision.FP32:
-            return torch.autocast("cpu", enabled=False)
+            return torch.autocast(kind, enabled=False)
         dtype = torch.bfloat16 if self.plan.precision is Precision.BF16 else torch.float16
-        return torch.autocast("cpu", dtype=dtype)
+        return torch.autocast(kind, dtype=dtype)
 
     def loss_sum(self, logits, labels_mb) -> torch.Tensor:
-        """Sum of token losses of this rank's head block of one micro-batch."""
+        """Sum of token (or sample) losses of this rank's head block of one micro-batch."""
         lay = embedding_layout(self.plan.embedding, self.ctx.n)
         b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        if not self.token_loss:  # the model's mean loss over its samples, times their number
+            return self.loss_fn(logits, {"labels": labels_mb[b0:b1]}) * (b1 - b0)
         head_mod = self.chunks[-1].head_unit.module
+        head_mod = getattr(head_mod, "owner", head_mod)
         vh = _find(head_mod, TP.VocabHead)
         return TP.vocab_parallel_loss_sum(logits, labels_mb[b0:b1, s0:s1], vh)
 
     # ------------------------------------------------------------------ gradients
     def finish_grads(self) -> None:
-        """After the last micro-batch: tied pairs, Megatron-SP partial sums, DP sync."""
+        """After the last micro-batch: DDP sync (overlapped with backward), tied pairs,
+        Megatron-SP partial sums over tp, ZeRO-1 reduce-scatter (FSDP2 reduced already)."""
+        for u in self.units:  # DDP all-reduces started in backward (sums commute with the rest)
+            if u.ddp is not None:
+                u.ddp.finish()
         for a, b, group in self.ties:
             ga, gb = a.grad, b.grad if b is not None else None
             if b is not None:  # both copies on this rank
@@ -175,17 +198,13 @@ class ParallelModel:
                     g = _loc(p.grad)
                     g.copy_(flat[off:off + g.numel()].view_as(g))
                     off += g.numel()
-            if u.fsdp:
-                continue
             if u.zero1 is not None:
                 u.zero1.reduce_scatter()
-            else:
-                DP.all_reduce_grads(u.dp_params, u.weight_group)
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Clip by the global gradient norm over every mesh (each gradient element counted
         once); returns the norm before clipping."""
-        sq = torch.zeros((), dtype=torch.float64)
+        sq = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
         seen: set[int] = set()
         for u in self.units:
             tp = u.strategy.tp
@@ -274,7 +293,8 @@ def _find(module, cls):
 class Optimizers:
     """AdamW over DDP/ZeRO-2/3 parameters plus :class:`ZeroOneAdamW` over ZeRO-1 shards."""
 
-    def __init__(self, params, shards, **kw) -> None:
+    def __init__(self, params, shards, ddp=(), **kw) -> None:
+        self.ddp = list(ddp)
         self.adamw = torch.optim.AdamW(params, foreach=False, **kw) if params else None
         self.zero1 = DP.ZeroOneAdamW(shards, **kw) if shards else None
         self.params = params
@@ -286,6 +306,8 @@ class Optimizers:
     def zero_grad(self):
         for p in self.params:
             p.grad = None
+        for d in self.ddp:  # DDP units accumulate into zeroed flat buffers
+            d.prepare()
         if self.zero1 is not None:
             for s in self.zero1.shards:
                 for p in s.params:
@@ -300,7 +322,10 @@ class Optimizers:
 
 
 def _vocab_modules(model: GalvatronModel):
-    vocab = model.config.vocab_size
+    """The vocabulary embedding and projection, or None for models without them (ViT)."""
+    vocab = getattr(model.config, "vocab_size", None)
+    if vocab is None:
+        return None
     emb = [(n, m) for n, m in model.embed.named_modules()
            if isinstance(m, nn.Embedding) and m.num_embeddings == vocab]
     head = [(n, m) for n, m in model.head.named_modules()
@@ -318,109 +343,200 @@ def _set(root: nn.Module, name: str, mod: nn.Module) -> None:
 
 def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: int | None = None,
           lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
-          max_grad_norm: float | None = None, timeout_s: float = 60.0) -> ParallelModel:
+          max_grad_norm: float | None = None, timeout_s: float = 60.0,
+          device: str | torch.device | None = None) -> ParallelModel:
     """Build this rank's part of ``model`` under ``plan`` (see :mod:`galvatron.parallel`)."""
-    import datetime
-
     from galvatron import models as M
 
     if isinstance(model, str):
         model = M.build(model, seed=seed)
     if not dist.is_initialized():
         raise ValueError("torch.distributed is not initialised; call init_process_group first")
-    world, rank = dist.get_world_size(), dist.get_rank()
-    plan.validate(world_size=world)
-    seq_len = seq_len or model.config.max_seq_len
+    plan.validate(world_size=dist.get_world_size())
+    seq_len = seq_len or getattr(model.config, "max_seq_len", None)
+    if seq_len is None:
+        raise ValueError("seq_len: required for models without max_seq_len")
     validate(plan, model, seq_len)
-    n = plan.devices_per_stage
-    groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
-    # Create every group in plan order on every rank (new_group is collective).
-    strategies = [*plan.layers, plan.embedding]
-    grp = {}
-    for s in strategies:
-        for axis in ("tp", "sp", "weight"):
-            grp[(s, axis)] = groups.layer_group(s, n, axis)
-    stage_group = groups.stage_group(n)
-    pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
-    stage, me = divmod(rank, n)
-    ctx = Context(plan, rank, stage, me, n, seq_len, stage_group, groups)
-    ties = model.tied_parameters()
-    tie_group = None
-    if ties and plan.pp > 1:
-        tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
-                                      + [[r] for r in range(n, (plan.pp - 1) * n)])
-    names_by_id = {}
-    originals = list(model.parameters())  # keeps ids unique while layers are replaced
-    for nm, p in model.named_parameters(remove_duplicate=False):
-        names_by_id.setdefault(id(p), nm)
+    b = _Builder(model, plan, seq_len, timeout_s, device)
+    units_all, chunks = [], []
+    for c in b.my_chunks:
+        embed_u = b.embed_unit() if c == 0 else None
+        layer_units = [b.layer_unit(i) for i in range(b.starts[c], b.starts[c] + plan.stage_layers[c])]
+        head_u = b.head_unit() if c == b.num_chunks - 1 else None
+        if b.sharded_tie:  # one FSDP2 unit over embedding and head: the tied tensor once
+            embed_u, head_u, pair = _merge_tied(embed_u, head_u)
+            units_all += [pair] + layer_units
+        else:
+            units_all += ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
+        in_l = None if c == 0 else boundary_layout(b.n, plan.micro_batch_size)
+        out_l = None if c == b.num_chunks - 1 else boundary_layout(b.n, plan.micro_batch_size)
+        chunks.append(Chunk(b.ctx, embed_u, layer_units, head_u, in_l, out_l))
+    adam_params, shards = _apply_data_parallel(units_all, plan, b.ctx.device)
+    b.originals.clear()
+    pm = ParallelModel(plan, b.ctx, chunks, units_all,
+                       Optimizers(adam_params, shards, [u.ddp for u in units_all if u.ddp],
+                                  lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
+                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
+                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss)
+    if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
+        emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
+        if emb_p is not None and head_p is not None:
+            pm.ties.append((emb_p, head_p, None))
+        elif emb_p is not None or head_p is not None:
+            pm.ties.append((emb_p if emb_p is not None else head_p, None, b.tie_group))
+    if plan.pp > 1:
+        from galvatron.parallel.pipeline import build_schedule
 
-    def unit_groups(s):
-        return grp[(s, "tp")], grp[(s, "sp")], grp[(s, "weight")]
+        pm.schedule = build_schedule(pm, b.pp_group)
+    return pm
 
-    num_chunks = len(plan.stage_layers)
-    starts = [sum(plan.stage_layers[:c]) for c in range(num_chunks)]
-    my_chunks = [c for c in range(num_chunks) if c % plan.pp == stage]
-    (emb_name, emb_mod), (head_name, head_mod) = _vocab_modules(model)
-    e = plan.embedding
-    ec = coords(e, n, me)
-    etp, esp, ewg = unit_groups(e)
-    keep_tie = bool(ties) and plan.pp == 1 and e.dp_type in (DpType.DDP, DpType.ZERO1)
-    units_all: list[Unit] = []
-    chunks = []
-    shared_vocab = None
-    tie_pairs = []
-    for c in my_chunks:
-        embed_u = head_u = None
-        if c == 0:
-            ve = TP.VocabEmbedding(emb_mod, e.tp, ec.t, etp)
-            shared_vocab = ve.weight
+
+class _Builder:
+    """Groups, geometry and the unit constructors of one rank (used by :func:`build`)."""
+
+    def __init__(self, model, plan: Plan, seq_len: int, timeout_s: float, device) -> None:
+        import datetime
+
+        world, rank = dist.get_world_size(), dist.get_rank()
+        self.model, self.plan, self.n = model, plan, plan.devices_per_stage
+        n = self.n
+        groups = Groups(rank, world, datetime.timedelta(seconds=timeout_s))
+        # Every group in plan order on every rank (new_group is collective).
+        self.grp = {(s, axis): groups.layer_group(s, n, axis)
+                    for s in (*plan.layers, plan.embedding) for axis in ("tp", "sp", "weight")}
+        stage_group = groups.stage_group(n)
+        self.pp_group = groups.pipeline_group(n) if plan.pp > 1 else None
+        stage, self.me = divmod(rank, n)
+        if device is None:  # NCCL: this rank's current CUDA device; otherwise CPU
+            device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        device = torch.device(device)
+        if not any(p.is_meta for p in model.parameters()):
+            model.to(device)
+        self.ctx = Context(plan, rank, stage, self.me, n, seq_len, stage_group, groups, device)
+        self.ties = model.tied_parameters()
+        self.tie_group = None
+        if self.ties and plan.pp > 1:
+            self.tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
+                                               + [[r] for r in range(n, (plan.pp - 1) * n)])
+        self.originals = list(model.parameters())  # keeps ids unique while layers are replaced
+        self.names_by_id: dict[int, str] = {}
+        for nm, p in model.named_parameters(remove_duplicate=False):
+            self.names_by_id.setdefault(id(p), nm)
+        self.num_chunks = len(plan.stage_layers)
+        self.starts = [sum(plan.stage_layers[:c]) for c in range(self.num_chunks)]
+        self.my_chunks = [c for c in range(self.num_chunks) if c % plan.pp == stage]
+        self.vocab = _vocab_modules(model)
+        e = self.e = plan.embedding
+        if self.vocab is None and (e.tp > 1 or embedding_layout(e, n).n_seq > 1):
+            raise ValueError("embedding: a model without a vocabulary embedding/head supports "
+                             "only data parallelism there (tp=1, no sequence split)")
+        self.key = model.input_names[0]
+        self.keep_tie = bool(self.ties) and plan.pp == 1
+        self.sharded_tie = (self.keep_tie and e.dp_type in (DpType.ZERO2, DpType.ZERO3)
+                            and self.grp[(e, "weight")] is not None)
+        self.shared_vocab = None
+
+    def groups_of(self, s: LayerStrategy):
+        return self.grp[(s, "tp")], self.grp[(s, "sp")], self.grp[(s, "weight")]
+
+    def _unit(self, name, module, s, meta) -> Unit:
+        return Unit(name, module, s, coords(s, self.n, self.me), *self.groups_of(s), meta)
+
+    def embed_unit(self) -> Unit:
+        model, e = self.model, self.e
+        ve = None
+        if self.vocab is not None:
+            (emb_name, emb_mod), _ = self.vocab
+            ve = TP.VocabEmbedding(emb_mod, e.tp, coords(e, self.n, self.me).t,
+                                   self.grp[(e, "tp")])
+            self.shared_vocab = ve.weight
             _set(model.embed, emb_name, ve)
-            lay = embedding_layout(e, n)
-            _, _, s0, s1, _ = lay.block(me, plan.micro_batch_size, seq_len)
-            mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1)
-            meta = describe_params(model.embed, "embed.", names_by_id)
-            for p, m in zip(model.embed.parameters(), meta, strict=True):
-                if p is ve.weight:
-                    m.name, m.vocab = names_by_id[id(emb_mod.weight)], True
-            embed_u = Unit("embed", mod, e, ec, etp, esp, ewg, meta)
-        layer_units = []
-        for i in range(starts[c], starts[c] + plan.stage_layers[c]):
-            s = plan.layers[i]
-            lc = coords(s, n, me)
-            tpg, spg, wg = unit_groups(s)
-            layer = model.layers[i]
-            TP.apply_tp(layer, s.tp, lc.t, tpg, s.sp_kind is SpKind.MEGATRON)
-            apply_ulysses(layer, s.sp, lc.j, spg)
-            meta = describe_params(layer, f"layers.{i}.", names_by_id)
-            layer_units.append(Unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, lc, tpg, spg,
-                                    wg, meta))
-        if c == num_chunks - 1:
-            tied = bool(ties) and head_mod.weight is emb_mod.weight
-            weight = shared_vocab if (tied and keep_tie) else None
-            vh = TP.VocabHead(head_mod, e.tp, ec.t, etp, weight=weight)
-            _set(model.head, head_name, vh)
-            meta = describe_params(model.head, "head.", names_by_id)
-            for p, m in zip(model.head.parameters(), meta, strict=True):
-                if p is vh.weight:
-                    m.name, m.vocab = names_by_id[id(head_mod.weight)], True
-                    m.src = vh.weight._src
-                    m.tied_alias = tied and not keep_tie
-            head_u = Unit("head", HeadIO(model.head), e, ec, etp, esp, ewg, meta)
-            if tied and not keep_tie:
-                tie_pairs.append((head_u, vh))
-        units = ([embed_u] if embed_u else []) + layer_units + ([head_u] if head_u else [])
-        units_all.extend(units)
-        in_l = None if c == 0 else boundary_layout(n, plan.micro_batch_size)
-        out_l = None if c == num_chunks - 1 else boundary_layout(n, plan.micro_batch_size)
-        chunks.append((embed_u, layer_units, head_u, in_l, out_l))
+        lay = embedding_layout(e, self.n)
+        _, _, s0, s1, _ = lay.block(self.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key)
+        meta = describe_params(model.embed, "embed.", self.names_by_id)
+        for p, m in zip(model.embed.parameters(), meta, strict=True):
+            if ve is not None and p is ve.weight:
+                m.name, m.vocab = self.names_by_id[id(emb_mod.weight)], True
+        return self._unit("embed", mod, e, meta)
 
-    # Data parallelism per unit (FSDP2 replaces parameters: after the metadata was taken).
+    def layer_unit(self, i: int) -> Unit:
+        s = self.plan.layers[i]
+        c = coords(s, self.n, self.me)
+        tpg, spg, _ = self.groups_of(s)
+        layer = self.model.layers[i]
+        TP.apply_tp(layer, s.tp, c.t, tpg, s.sp_kind is SpKind.MEGATRON)
+        apply_ulysses(layer, s.sp, c.j, spg)
+        meta = describe_params(layer, f"layers.{i}.", self.names_by_id)
+        return self._unit(f"layers.{i}", LayerIO(layer, s.checkpoint), s, meta)
+
+    def head_unit(self) -> Unit:
+        model, e = self.model, self.e
+        if self.vocab is None:
+            return self._unit("head", HeadIO(model.head), e,
+                              describe_params(model.head, "head.", self.names_by_id))
+        (_, emb_mod), (head_name, head_mod) = self.vocab
+        tied = bool(self.ties) and head_mod.weight is emb_mod.weight
+        weight = self.shared_vocab if (tied and self.keep_tie) else None
+        vh = TP.VocabHead(head_mod, e.tp, coords(e, self.n, self.me).t, self.grp[(e, "tp")],
+                          weight=weight)
+        _set(model.head, head_name, vh)
+        meta = describe_params(model.head, "head.", self.names_by_id)
+        for p, m in zip(model.head.parameters(), meta, strict=True):
+            if p is vh.weight:
+                m.name, m.vocab = self.names_by_id[id(head_mod.weight)], True
+                m.src = vh.weight._src
+                m.tied_alias = tied and not self.keep_tie
+        return self._unit("head", HeadIO(model.head), e, meta)
+
+
+class _EmbedHead(nn.Module):
+    """Embedding and head as one module (one FSDP2 unit sharding a tied tensor once); called
+    with ``part`` = "embed" or "head"."""
+
+    def __init__(self, embed: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.embed_io, self.head_io = embed, head
+
+    def forward(self, x, part: str):
+        return self.embed_io(x) if part == "embed" else self.head_io(x)
+
+
+class _Part:
+    """Callable view of one part of :class:`_EmbedHead` (not a module: no second
+    registration of its parameters)."""
+
+    def __init__(self, owner: _EmbedHead, part: str) -> None:
+        self.owner, self.part = owner, part
+
+    def __call__(self, x):
+        return self.owner(x, self.part)
+
+
+def _merge_tied(embed_u: Unit, head_u: Unit):
+    pair = _EmbedHead(embed_u.module, head_u.module)
+    meta = list(embed_u.meta)
+    for p, m in zip(head_u.module.parameters(), head_u.meta, strict=True):
+        if all(p is not q for q in embed_u.module.parameters()):
+            meta.append(m)
+    unit = Unit("embed_head", pair, embed_u.strategy, embed_u.coord, embed_u.tp_group,
+                embed_u.sp_group, embed_u.weight_group, meta)
+    assert len(meta) == len(list(pair.parameters()))
+    e = Unit("embed", _Part(pair, "embed"), embed_u.strategy, embed_u.coord, None, None, None)
+    h = Unit("head", _Part(pair, "head"), head_u.strategy, head_u.coord, None, None, None)
+    return e, h, unit
+
+
+def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
+    """FSDP2 / ZeRO-1 / DDP per unit (FSDP2 replaces parameters: after the metadata was taken).
+    Returns the AdamW parameters and the ZeRO-1 shards; a shared parameter goes to its first
+    unit only."""
     adam_params, shards = [], []
-    seen = set()
-    for u in units_all:
+    seen: set[int] = set()
+    for u in units:
         s = u.strategy
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
-            DP.apply_fsdp(u.module, u.weight_group, s.dp_type)
+            DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
             u.fsdp = True
         params = [p for p in u.params() if id(p) not in seen]
         seen.update(id(p) for p in params)
@@ -430,25 +546,9 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
             shards.append(u.zero1)
         else:
             adam_params.extend(params)
-    del originals
-    built = [Chunk(ctx, *args) for args in chunks]
-    pm = ParallelModel(plan, ctx, built, units_all,
-                       Optimizers(adam_params, shards, lr=lr, betas=betas, eps=eps,
-                                  weight_decay=weight_decay),
-                       bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm)
-    # Tied pairs: both copies on this rank (pp=1, untied for ZeRO-2/3) or across stages.
-    if ties and not keep_tie:
-        emb_p = _vocab_param(units_all, "embed")
-        head_p = _vocab_param(units_all, "head")
-        if emb_p is not None and head_p is not None:
-            pm.ties.append((emb_p, head_p, None))
-        elif emb_p is not None or head_p is not None:
-            pm.ties.append((emb_p if emb_p is not None else head_p, None, tie_group))
-    if plan.pp > 1:
-        from galvatron.parallel.pipeline import build_schedule
-
-        pm.schedule = build_schedule(pm, pp_group)
-    return pm
+            if u.weight_group is not None and params and not u.fsdp:
+                u.ddp = DP.OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
+    return adam_params, shards
 
 
 def _vocab_param(units, which):

@@ -28,6 +28,10 @@ from torch import nn
 
 from galvatron.parallel import layout as L
 
+# torch 2.13 names (the older names warn there); the older ones for torch < 2.13
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 # ---------------------------------------------------------------------------- collectives
 
 
@@ -41,7 +45,7 @@ def _gather_seq(x, group):
     n = dist.get_world_size(group)
     x = x.contiguous()
     buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
-    dist.all_gather_into_tensor(buf, x, group=group)
+    _all_gather_single(buf, x, group=group)
     shape = list(x.shape)
     shape[1] *= n
     return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
@@ -51,7 +55,7 @@ def _reduce_scatter_seq(x, group):
     n = dist.get_world_size(group)
     send = L.pack_dim_chunks([x.contiguous()], 1, n)
     out = x.new_empty(send.shape[1])
-    dist.reduce_scatter_tensor(out, send.reshape(-1), group=group)
+    _reduce_scatter_single(out, send.reshape(-1), group=group)
     shape = list(x.shape)
     shape[1] //= n
     return out.view(shape)
@@ -218,6 +222,10 @@ def apply_tp(layer: nn.Module, tp: int, t: int, group, seq_parallel: bool) -> No
             hd = m.head_dim
             heads = m.q_proj.out_features // hd
             set_head_start(m, getattr(m, "head_start", 0) + t * heads // tp)
+            rb = getattr(m, "rel_bias", None)  # per-head bias table (T5, Swin), not sliced:
+            rb = getattr(rb, "weight", rb)     # each rank's gradient covers its heads only
+            if isinstance(rb, torch.Tensor):
+                rb._tp_partial = True
         for name in _COLUMN[kind]:
             lin = getattr(m, name, None)
             if lin is not None:
@@ -278,7 +286,7 @@ class VocabHead(nn.Module):
         y = F.linear(x, self.weight, self.bias)
         valid = self.vocab - self.start
         if valid < self.per:
-            keep = torch.arange(self.per) < valid
+            keep = torch.arange(self.per, device=y.device) < valid
             y = y.masked_fill(~keep, float("-inf"))
         return y
 

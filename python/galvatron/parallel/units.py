@@ -40,6 +40,7 @@ class Unit:
     meta: list[ParamMeta] = field(default_factory=list)
     fsdp: bool = False
     zero1: object = None  # ZeroOneShard
+    ddp: object = None  # OverlappedAllReduce (DDP units with a weight group > 1)
     dp_params: list = field(default_factory=list)  # params this unit syncs (shared ones once)
 
     def params(self) -> list[nn.Parameter]:
@@ -66,12 +67,13 @@ class EmbedIO(nn.Module):
     """The model's embedding on a batch block of ids; Ulysses keeps sequence block
     ``[s0, s1)`` (plain slice: the weight gradient is a partial sum over sp)."""
 
-    def __init__(self, embed: nn.Module, s0: int, s1: int, full: bool) -> None:
+    def __init__(self, embed: nn.Module, s0: int, s1: int, full: bool,
+                 key: str = "input_ids") -> None:
         super().__init__()
-        self.embed, self.s0, self.s1, self.full = embed, s0, s1, full
+        self.embed, self.s0, self.s1, self.full, self.key = embed, s0, s1, full, key
 
     def forward(self, ids):
-        h = self.embed({"input_ids": ids}).hidden
+        h = self.embed({self.key: ids}).hidden
         return h if self.full else h[:, self.s0:self.s1]
 
 
