@@ -122,7 +122,8 @@ Layout embedding_layout(const Strategy& s, int32_t stage_size) {
 }
 
 bool head_keeps_tied_copy(const Strategy& embedding, int32_t pp) {
-  return pp > 1 || embedding.dp_type == DpType::kZero2 || embedding.dp_type == DpType::kZero3;
+  (void)embedding;  // at pp = 1 the runtime shares one tensor (one unit when ZeRO-2/3 shards it)
+  return pp > 1;
 }
 
 Layout boundary_layout(int32_t stage_size, int32_t micro_batch) {

@@ -85,9 +85,8 @@ Layout layout_of(const Strategy& s, int32_t stage_size);
 // embedding and head as plain tensor parallelism (replicated over tp) and the neighbouring
 // redistribution splits or gathers the sequence.
 Layout embedding_layout(const Strategy& s, int32_t stage_size);
-// Whether the head keeps its own copy of a tied embedding weight: always across pipeline
-// stages, and at pp = 1 when the embedding is ZeRO-2/3 sharded (one tensor cannot be sharded
-// in two units).
+// Whether the head keeps its own copy of a tied embedding weight: across pipeline stages only
+// (at pp = 1 the runtime shares one tensor; under ZeRO-2/3 embedding and head form one unit).
 bool head_keeps_tied_copy(const Strategy& embedding, int32_t pp);
 // Pipeline-boundary layout: batch sharded over gcd(micro_batch, stage_size) devices, the
 // sequence over the rest; no replicas.

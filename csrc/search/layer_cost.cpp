@@ -28,32 +28,29 @@ int64_t at(const std::vector<int64_t>& table, int idx, const char* what) {
 
 // Model-state bytes and data-parallel communication of `param_count` parameters (before tp
 // sharding) under strategy `s`; fills the param/grad/optimizer/dp fields of `c`.
-void add_model_states(const ModelTables& model, const CommModel& comm, const Strategy& s,
+void add_model_states(const CommModel& comm, const Strategy& s,
                       const LayerGroups& g, int64_t param_count, LayerCost& c) {
   const int64_t p_local = ceil_div(param_count, s.tp);         // this device's tp shard
   const int64_t p_shard = ceil_div(p_local, g.weight_group);   // its ZeRO shard
-  const int64_t cb = model.compute_bytes;
-  const bool sharded_grads = s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3;
-  const bool sharded_params = sharded_grads;
-  // fp32 master parameters (sharded for ZeRO-2/3), plus a compute-dtype copy: always with mixed
-  // precision for DDP/ZeRO-1, and the unsharded copy that ZeRO-2 keeps from forward to backward.
-  c.param_bytes += 4 * (sharded_params ? p_shard : p_local);
-  if ((model.mixed_precision && !sharded_params) || s.dp_type == DpType::kZero2) {
-    c.param_bytes += cb * p_local;
-  }
-  c.grad_bytes += 4 * (sharded_grads ? p_shard : p_local);
+  // The runtime's mixed precision is autocast only: parameters, gradients and every gathered
+  // or kept copy are fp32 (4 bytes); only activations are in the compute dtype.
+  constexpr int64_t kParamBytes = 4;
+  const bool sharded = s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3;
+  c.param_bytes += kParamBytes * (sharded ? p_shard : p_local);
+  if (s.dp_type == DpType::kZero2) c.param_bytes += kParamBytes * p_local;  // unsharded fwd..bwd copy
+  c.grad_bytes += 4 * (sharded ? p_shard : p_local);
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
-  if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * cb * p_local;  // 2 gathered + 1 grad
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * kParamBytes * p_local;  // 2 gathered + 1 grad
 
   const int32_t n = g.weight_group;
   const Placement pl = g.weight_placement;
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
-  const double gather_bytes = static_cast<double>(cb * p_local);
+  const double gather_bytes = static_cast<double>(kParamBytes * p_local);
   switch (s.dp_type) {
-    // DDP and ZeRO-1 synchronise once per step, after the last micro-batch's backward (the
-    // runtime does not overlap them with compute).
+    // Once per step: DDP's all-reduce starts in the last micro-batch's backward (overlapped);
+    // ZeRO-1 reduce-scatters after it (not overlapped).
     case DpType::kDdp:
-      c.grad_sync_ms += comm.time_ms(Op::kAllReduce, n, pl, grad_bytes);
+      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes)) - c.bwd_ms;
       break;
     case DpType::kZero1:
       c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
@@ -103,7 +100,7 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
     c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
   }
-  add_model_states(model, comm, s, g, lt.param_count, c);
+  add_model_states(comm, s, g, lt.param_count, c);
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
@@ -137,7 +134,7 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
-  add_model_states(model, comm, s, g, params, c);
+  add_model_states(comm, s, g, params, c);
   c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
                    "act_bytes_per_sample") * lb;
   return c;

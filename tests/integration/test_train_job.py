@@ -40,13 +40,17 @@ def test_default_style_run_trains_and_writes_the_run_directory(tmp_path):
 def test_losses_do_not_depend_on_the_plan(tmp_path):
     runs = {"dp": ["--pp", "1"], "pp2": ["--pp", "2", "--num-microbatches", "2"],
             "tp2_zero3": ["--pp", "1", "--tp", "2", "--dp-type", "zero3", "--checkpoint"]}
-    results = {}
+    results, evals = {}, {}
     for name, args in runs.items():
-        r = train(tmp_path / name, "--steps", "4", *args)
+        r = train(tmp_path / name, "--steps", "4", "--logging.eval_every", "2", *args)
         assert r.returncode == 0, r.stdout + r.stderr
         results[name] = losses(tmp_path / name)
+        with open(tmp_path / name / "metrics.jsonl") as f:
+            evals[name] = [json.loads(line)["eval_loss"] for line in f if "eval_loss" in line]
+    assert len(evals["dp"]) == 2 and evals["dp"][1] < evals["dp"][0]
     for name in ("pp2", "tp2_zero3"):
         assert results[name] == pytest.approx(results["dp"], rel=1e-5), name
+        assert evals[name] == pytest.approx(evals["dp"], rel=1e-5), name
 
 
 def test_a_killed_run_resumes_with_the_same_losses(tmp_path):

@@ -21,8 +21,9 @@ from torch.distributed.pipelining import (
 from galvatron.plan import Schedule
 
 
-def run_microbatches(pm, ids, labels, mask, count: int) -> float:
-    """Forward + backward of every micro-batch; returns this rank's local loss sum / count."""
+def run_microbatches(pm, ids, labels, mask, count: int, train: bool = True) -> float:
+    """Forward (+ backward when `train`) of every micro-batch; returns this rank's local loss
+    sum / count."""
     plan = pm.plan
     m = plan.num_microbatches
     if plan.pp == 1:
@@ -32,7 +33,8 @@ def run_microbatches(pm, ids, labels, mask, count: int) -> float:
                                            mask.chunk(m) if mask is not None else [None] * m,
                                            strict=True):
             loss = pm.loss_sum(chunk(ids_mb, mask_mb), lab_mb) / count
-            loss.backward()
+            if train:
+                loss.backward()
             total += float(loss.detach())
         return total
     losses: list[torch.Tensor] = []
@@ -42,10 +44,11 @@ def run_microbatches(pm, ids, labels, mask, count: int) -> float:
     kwargs = {}
     if last:
         kwargs.update(target=labels, losses=losses)
+    run = pm.schedule.step if train else pm.schedule.eval
     if first:
-        pm.schedule.step(ids, *([] if mask is None else [mask]), **kwargs)
+        run(ids, *([] if mask is None else [mask]), **kwargs)
     else:
-        pm.schedule.step(**kwargs)
+        run(**kwargs)
     return float(sum(float(x.detach()) for x in losses))
 
 

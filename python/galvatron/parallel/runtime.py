@@ -128,6 +128,28 @@ class ParallelModel:
         slices its part). Returns the global mean token loss (the same on every rank)."""
         from galvatron.parallel.pipeline import run_microbatches
 
+        ids, labels, mask, count = self._inputs(batch)
+        self.optimizer.zero_grad()
+        with self._autocast():
+            local = run_microbatches(self, ids, labels, mask, count)
+        self.finish_grads()
+        if self.max_grad_norm is not None:
+            self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
+        self.optimizer.step()
+        return self._global_loss(local)
+
+    def eval_step(self, batch: dict[str, torch.Tensor]) -> float:
+        """The global mean loss of `batch` (forward only: no gradients, no optimizer step)."""
+        from galvatron.parallel.pipeline import run_microbatches
+
+        ids, labels, mask, count = self._inputs(batch)
+        # Pipeline schedules run their own forward-only path (and refuse no_grad around it).
+        grad = torch.enable_grad() if self.plan.pp > 1 else torch.no_grad()
+        with self._autocast(), grad:
+            local = run_microbatches(self, ids, labels, mask, count, train=False)
+        return self._global_loss(local)
+
+    def _inputs(self, batch: dict[str, torch.Tensor]):
         plan, ctx = self.plan, self.ctx
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         ids = batch[self.input_key]
@@ -140,16 +162,13 @@ class ParallelModel:
                              f"got {tuple(ids.shape)}")
         # token losses: mean over label tokens; sample losses (classification): over samples
         count = int((labels != -100).sum()) if self.token_loss else labels.shape[0]
-        self.optimizer.zero_grad()
-        with self._autocast():
-            local = run_microbatches(self, ids, labels, batch.get("attention_mask"), count)
-        self.finish_grads()
-        if self.max_grad_norm is not None:
-            self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
-        self.optimizer.step()
-        head = plan.embedding
+        return ids, labels, batch.get("attention_mask"), count
+
+    def _global_loss(self, local: float) -> float:
+        """Sum of the local losses of one replica of the head (tp rank 0 of each head block)."""
+        ctx = self.ctx
         is_head_rank = self.chunks[-1].head is not None
-        primary = is_head_rank and coords(head, ctx.n, ctx.me).t == 0
+        primary = is_head_rank and coords(self.plan.embedding, ctx.n, ctx.me).t == 0
         t = torch.tensor([local if primary else 0.0], dtype=torch.float64, device=ctx.device)
         dist.all_reduce(t)
         return float(t.item())

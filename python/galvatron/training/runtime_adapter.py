@@ -26,14 +26,6 @@ def build(parallel, cfg, plan: Plan, overrides: dict[str, Any]):
     pm = parallel.build(model, plan, seed=cfg.seed, seq_len=cfg.model.seq_len, lr=cfg.optim.lr,
                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                         weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.grad_clip or None)
-    pm._galvatron_grad_norm = None
-    clip = pm.clip_grad_norm
-
-    def recording_clip(max_norm: float) -> float:
-        pm._galvatron_grad_norm = float(clip(max_norm))
-        return pm._galvatron_grad_norm
-
-    pm.clip_grad_norm = recording_clip
     return pm
 
 
@@ -52,7 +44,8 @@ def batch(cfg, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
 
 def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
     loss = pm.train_step(b)
-    return float(loss), pm._galvatron_grad_norm
+    norm = getattr(pm, "last_grad_norm", None)
+    return float(loss), None if norm is None else float(norm)
 
 
 def peak_memory() -> int:
@@ -62,11 +55,12 @@ def peak_memory() -> int:
 
 
 def eval_loss(pm, cfg, data, step: int, global_batch: int) -> float | None:
-    fn = getattr(pm, "eval_step", None)
-    if fn is None:
-        return None
-    b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, split="eval")
-    return float(fn({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}))
+    """Mean loss over `logging.eval_batches` batches of the evaluation split."""
+    total = 0.0
+    for i in range(cfg.logging.eval_batches):
+        b = data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval")
+        total += pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+    return total / cfg.logging.eval_batches
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
