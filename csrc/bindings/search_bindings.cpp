@@ -57,6 +57,7 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("tp_collectives", &LayerTypeProfile::tp_collectives)
       .def_readwrite("ulysses_bytes_per_sample", &LayerTypeProfile::ulysses_bytes_per_sample)
       .def_readwrite("seq_len", &LayerTypeProfile::seq_len)
+      .def_readwrite("allow_sequence_parallel", &LayerTypeProfile::allow_sequence_parallel)
       .def_readwrite("fwd_ms_per_sample", &LayerTypeProfile::fwd_ms_per_sample)
       .def_readwrite("bwd_ms_per_sample", &LayerTypeProfile::bwd_ms_per_sample)
       .def_readwrite("fwd_ms_fixed", &LayerTypeProfile::fwd_ms_fixed).def_readwrite("bwd_ms_fixed", &LayerTypeProfile::bwd_ms_fixed)

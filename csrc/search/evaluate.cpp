@@ -94,6 +94,9 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
          std::to_string(seq_shards) + " sequence shards");
   }
   if (lt == nullptr) return;
+  if (!lt->allow_sequence_parallel && s.sp_kind != SpKind::kNone) {
+    fail(f + ": layer type " + lt->name + " needs the whole sequence; accepted sp_kind: none");
+  }
   const int64_t heads_split = int64_t{s.tp} * s.sp;
   if (lt->num_heads % heads_split != 0 || lt->num_kv_heads % heads_split != 0) {
     fail(f + ": tp*sp=" + std::to_string(heads_split) + " must divide the head counts (" +

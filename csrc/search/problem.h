@@ -64,6 +64,7 @@ struct LayerTypeProfile {
   int32_t tp_collectives = 2;          // row-parallel outputs per layer (Megatron: 2)
   int64_t ulysses_bytes_per_sample = 0;  // q,k,v + attention output, full sequence, per fwd
   int64_t seq_len = 1;                   // Megatron-SP / Ulysses degrees must divide it
+  bool allow_sequence_parallel = true;   // false: the layer needs the whole sequence (Swin windows)
   // Compute per sample on a shard of degree d = tp*sp (index log2 d).
   std::vector<double> fwd_ms_per_sample;
   std::vector<double> bwd_ms_per_sample;  // backward without recomputation

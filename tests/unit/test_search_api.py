@@ -229,3 +229,13 @@ def test_galvatron_model_import_takes_the_shape_from_a_known_model_name(tmp_path
                                      tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512, model="gpt2-small")
     assert mp.num_layers == 12 and mp.layer_types[0].num_heads == 12
     assert mp.layer_types[0].carry_bytes_per_sample == 512 * 768 * 2
+
+
+def test_swin_layers_never_get_sequence_parallelism():
+    hw = galvatron.hardware_preset("a100-40g-sxm", num_nodes=1, gpus_per_node=8)
+    mp = galvatron.model_profile("swin-base", hardware=hw)
+    res = galvatron.search(mp, hw, memory_gb=8, global_batch_size=64, num_threads=1, uniform_baseline=False)
+    assert {s.sp_kind.value for s in res.plan.layers} == {"none"}
+    bad = Plan.uniform(8, mp.num_layers, sp=2, global_batch_size=8)
+    with pytest.raises(ValueError, match="needs the whole sequence; accepted sp_kind: none"):
+        galvatron.estimate(bad, mp, hw)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from galvatron.plan import LayerStrategy, Plan
+from galvatron.plan import LayerStrategy, Plan, SpKind
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,11 @@ def validate(plan: Plan, model, seq_len: int) -> None:
 
     plan.validate(num_layers=len(model.layers))
     n = plan.devices_per_stage
+    if getattr(getattr(model, "config", None), "family", "") == "swin":
+        for i, s in enumerate(plan.layers):
+            if s.sp_kind is not SpKind.NONE:
+                raise ValueError(f"layers[{i}]: Swin's window attention needs the whole sequence; "
+                                 f"sp_kind {s.sp_kind.value!r} is not supported (accepted: 'none')")
     for i, s in enumerate(plan.layers):
         where = f"layers[{i}]"
         for _, _, m, kind in find_blocks(model.layers[i]):

@@ -66,6 +66,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             ulysses_bytes_per_sample=tokens * (2 * ls.num_heads + 2 * (ls.num_kv_heads or ls.num_heads)) * head_dim * cb,
             fwd_ms_per_sample={d: fwd / d for d in degrees}, bwd_ms_per_sample={d: 2 * fwd / d for d in degrees},
             act_bytes_per_sample=acts,
+            sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
         ))
     first = spec.layer(0)
     # Only the embedding/head weight tie matters here (the spec's tied count may also include

@@ -60,12 +60,14 @@ class LayerTypeProfile:
     fwd_ms_fixed: float = 0.0
     bwd_ms_fixed: float = 0.0
     act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)  # sp kind -> degree -> bytes
+    sequence_parallel: bool = True  # False: the layer needs the whole sequence (Swin's windows)
 
     def to_c(self) -> Any:
         t = _C.LayerTypeProfile()
         t.name, t.param_count, t.carry_bytes_per_sample = self.name, self.param_count, self.carry_bytes_per_sample
         t.num_heads, t.num_kv_heads, t.tp_collectives = self.num_heads, self.num_kv_heads, self.tp_collectives
         t.ulysses_bytes_per_sample, t.seq_len = self.ulysses_bytes_per_sample, self.seq_len
+        t.allow_sequence_parallel = bool(self.sequence_parallel)
         t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
         t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, f"{self.name}.bwd_ms_per_sample")
         t.fwd_ms_fixed, t.bwd_ms_fixed = self.fwd_ms_fixed, self.bwd_ms_fixed
