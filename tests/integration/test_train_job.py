@@ -114,3 +114,13 @@ def test_hugging_face_export_of_a_sharded_run_equals_single_process_training(tmp
     # element by a small fraction of one step (lr 3e-3): compare at 1e-4.
     for k in wa:
         assert (wa[k] - wb[k]).abs().max() <= 1e-4, k
+
+
+def test_vision_models_train_on_synthetic_images(tmp_path):
+    cmd = [sys.executable, "-m", "galvatron.train", "--run-dir", str(tmp_path / "vit"), "--model", "vit-debug",
+           "--data.kind", "images", "--model.overrides", "{}", "--nproc", "2", "--steps", "8",
+           "--global-batch-size", "8", "--pp", "2", "--num-microbatches", "2"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = losses(tmp_path / "vit")
+    assert len(rows) == 8 and rows[-1] < rows[0]

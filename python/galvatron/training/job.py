@@ -56,6 +56,7 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
     directory); otherwise the analytic profile from the model spec."""
     import galvatron
 
+    seq = None if cfg.data.kind == "images" else cfg.model.seq_len  # vision: the model's patches
     cached = os.path.join(cfg.run_dir, "model_profile.json")
     if os.path.exists(cached):
         return galvatron.ModelProfile.load(cached)
@@ -69,7 +70,7 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            mp = profile_model(cfg.model.name, seq_len=cfg.model.seq_len, precision=cfg.model.dtype,
+            mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
                                opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
                                **cfg.model.overrides)
         finally:
@@ -88,7 +89,7 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
                 table[d] *= share
         mp.save(cached)
         return mp
-    return galvatron.model_profile(cfg.model.name, seq_len=cfg.model.seq_len, hardware=hw,
+    return galvatron.model_profile(cfg.model.name, seq_len=seq, hardware=hw,
                                    precision=cfg.model.dtype, **cfg.model.overrides)
 
 
@@ -211,7 +212,7 @@ def train_rank(cfg: TrainConfig) -> int:
     predicted = (plan.predicted or {}).get("step_time_s")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
-    tokens_per_step = plan.global_batch_size * cfg.model.seq_len
+    tokens_per_step = plan.global_batch_size * RA.model_seq_len(cfg, overrides)
     step = start
     try:
         while step < cfg.steps:

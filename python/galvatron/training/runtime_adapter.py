@@ -19,11 +19,20 @@ import torch.distributed as dist
 from galvatron.plan import Plan
 
 
+def model_seq_len(cfg, overrides: dict[str, Any]) -> int:
+    """Tokens entering the first layer: the configured length for text, the patch count for images."""
+    from galvatron import models
+
+    if cfg.data.kind != "images":
+        return cfg.model.seq_len
+    return models.spec(models.get_config(cfg.model.name, **overrides)).seq_len
+
+
 def build(parallel, cfg, plan: Plan, overrides: dict[str, Any]):
     from galvatron import models
 
     model = models.build(cfg.model.name, seed=cfg.seed, **overrides)
-    pm = parallel.build(model, plan, seed=cfg.seed, seq_len=cfg.model.seq_len, lr=cfg.optim.lr,
+    pm = parallel.build(model, plan, seed=cfg.seed, seq_len=model_seq_len(cfg, overrides), lr=cfg.optim.lr,
                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                         weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.grad_clip or None)
     return pm
@@ -36,9 +45,14 @@ def set_lr(pm, lr: float) -> None:
 
 
 def batch(cfg, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
-    if data is None:
-        raise ValueError("data.kind 'images' needs a vision runtime path that is not implemented yet")
-    b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed)
+    if data is None:  # synthetic images for ViT / Swin
+        from galvatron import models
+        from galvatron.training.data import image_batch
+
+        mc = models.get_config(cfg.model.name, **cfg.model.overrides)
+        b = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
+    else:
+        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
 
