@@ -207,7 +207,8 @@ def train_rank(cfg: TrainConfig) -> int:
                 _log(f"resumed from {path} at step {start} (saved under {state.get('plan_summary', '?')})")
         elif rank == 0:
             _log("no complete checkpoint found: starting from step 0")
-    metrics = MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None) if rank == 0 else None
+    metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
+                             tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
     predicted = (plan.predicted or {}).get("step_time_s")
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,9 +11,18 @@ from typing import Any
 
 class MetricsWriter:
     """Appends to ``run_dir/metrics.jsonl`` (flushed every step, so a killed run keeps its lines).
-    On resume, lines of steps after the resumed checkpoint's step are dropped first."""
+    On resume, lines of steps after the resumed checkpoint's step are dropped first. With
+    ``tensorboard``, numeric fields also go to ``run_dir/tensorboard`` (needs the tensorboard
+    package)."""
 
-    def __init__(self, run_dir: str, resume_step: int | None = None):
+    def __init__(self, run_dir: str, resume_step: int | None = None, tensorboard: bool = False):
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ModuleNotFoundError:
+                raise ValueError("logging.tensorboard needs the tensorboard package: pip install tensorboard") from None
+            self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if resume_step is not None and os.path.exists(self.path):
             with open(self.path, encoding="utf-8") as f:
@@ -27,9 +36,15 @@ class MetricsWriter:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self._tb is not None:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
         self._file.close()
+        if self._tb is not None:
+            self._tb.close()
 
 
 class Progress:
