@@ -1,7 +1,7 @@
 """``python -m galvatron.train`` / ``galvatron train``: search (or load) a plan and train with it.
 
 With no arguments it trains a small GPT on the built-in corpus with 4 local processes (gloo on
-CPU), about two minutes on a 2-core machine. Under ``torchrun`` it uses the ranks torchrun
+CPU), under a minute on a 2-core machine. Under ``torchrun`` it uses the ranks torchrun
 started (``--nproc`` is ignored). See ``galvatron train --help`` and docs/training.md.
 """
 
@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or TOML config file (sections: model, data, optim, parallel, checkpoint, logging)")
     p.add_argument("--model", dest="model.name", help="model name (galvatron.models.list()); default gpt2-debug")
     p.add_argument("--nproc", type=int, help="local processes to start (ignored under torchrun); default 4")
-    p.add_argument("--steps", type=int, help="optimizer steps; default 40")
+    p.add_argument("--steps", type=int, help="optimizer steps; default 100")
     p.add_argument("--seed", type=int)
     p.add_argument("--global-batch-size", type=int, dest="global_batch_size")
     p.add_argument("--seq-len", type=int, dest="model.seq_len")

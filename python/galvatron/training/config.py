@@ -79,7 +79,7 @@ class LoggingSection:
 
 @dataclass
 class TrainConfig:
-    steps: int = 40
+    steps: int = 100
     seed: int = 1234
     global_batch_size: int = 16
     nproc: int = 4
