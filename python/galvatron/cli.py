@@ -85,6 +85,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node)
     if args.model_profile:
         mp = ModelProfile.load(args.model_profile)
+        if args.seq_len and args.seq_len != mp.seq_len:
+            mp = mp.at_seq_len(args.seq_len)
     elif args.galvatron_profiles:
         mp = _galvatron_model(args)
     else:

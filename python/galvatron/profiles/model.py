@@ -123,6 +123,13 @@ class ModelProfile:
     def num_layers(self) -> int:
         return len(self.layer_type_of)
 
+    def at_seq_len(self, seq_len: int) -> ModelProfile:
+        """This (measured) profile at another sequence length, fitted from the lengths it was
+        measured at (see :mod:`galvatron.profiles.seq_scaling`)."""
+        from galvatron.profiles.seq_scaling import at_seq_len
+
+        return at_seq_len(self, seq_len)
+
     def to_tables(self) -> Any:
         if self.precision not in ("bf16", "fp16", "fp32"):
             raise ValueError(f"precision: {self.precision!r} is not accepted; accepted: 'bf16', 'fp16', 'fp32'")
