@@ -22,12 +22,12 @@ import argparse
 import json
 import random
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 
 from galvatron.parallel import layout as L
+from galvatron.profiler.hardware import time_once_ms
 
 HEADS, HEAD_DIM = 32, 128
 
@@ -70,16 +70,7 @@ def torch_copy_unpack(buf, dim, n, shapes, dsts=None):
 
 
 def _once_ms(fn: Callable[[], object], device: str) -> float:
-    if device == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
+    return time_once_ms(fn, device == "cuda")
 
 
 def time_ms(

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from galvatron.profiler.fit import fit_alpha_beta, summarize_ms
-from galvatron.profiles.hardware import HARDWARE_FORMAT_VERSION, Op, Placement
+from galvatron.profiles.hardware import HARDWARE_FORMAT_VERSION, Op, Placement, powers_of_two
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -73,20 +73,12 @@ class HardwareOptions:
 # ------------------------------------------------------------------------------- groups
 
 
-def _pow2(upto: int) -> list[int]:
-    out, n = [], 2
-    while n <= upto:
-        out.append(n)
-        n *= 2
-    return out
-
-
 def group_kinds(world: int, gpus_per_node: int, num_nodes: int) -> list[tuple[Placement, int, list[list[int]]]]:
     """Every (placement, size) a plan can produce, each with the groups that partition the
     world (ranks left over sit out). Strided groups are only listed where they differ from
     the consecutive ones (the cost model falls back from strided to consecutive)."""
     kinds = []
-    for n in _pow2(world):
+    for n in powers_of_two(world, start=2):
         if n <= gpus_per_node:
             cons = [list(range(b, b + n)) for b in range(0, world - n + 1, n)
                     if b % gpus_per_node + n <= gpus_per_node]
@@ -120,6 +112,20 @@ def p2p_kinds(world: int, gpus_per_node: int, num_nodes: int) -> list[tuple[Plac
 # ------------------------------------------------------------------------------- timing
 
 
+def time_once_ms(fn: Callable[[], Any], cuda: bool) -> float:
+    """Milliseconds of one call: CUDA events on a GPU, perf_counter on CPU."""
+    if cuda:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
 class Timer:
     """Time of ``fn`` in ms (median on GPU, minimum on CPU): CUDA events on GPU, barrier +
     perf_counter on CPU."""
@@ -151,16 +157,7 @@ class Timer:
         return [summarize_ms(s, self.cuda) for s in samples]
 
     def _once(self, fn: Callable[[], Any]) -> float:
-        if self.cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            return start.elapsed_time(end)
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+        return time_once_ms(fn, self.cuda)
 
 
 def _collective_fn(op: Op, nbytes: int, n: int, group: Any, device: torch.device) -> tuple[Callable[[], Any], int]:

@@ -8,16 +8,8 @@ Activation bytes come straight from the spec for every (sp kind, degree).
 
 from __future__ import annotations
 
-from galvatron.profiles.hardware import HardwareProfile
+from galvatron.profiles.hardware import HardwareProfile, powers_of_two
 from galvatron.profiles.model import EmbeddingProfile, LayerTypeProfile, ModelProfile
-
-
-def _degrees(max_degree: int) -> list[int]:
-    out, d = [], 1
-    while d <= max_degree:
-        out.append(d)
-        d *= 2
-    return out
 
 
 def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProfile | None = None,
@@ -44,7 +36,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     cb = 4 if precision == "fp32" else 2
     peak = hw.peak_tflops.get(precision, hw.peak_tflops.get("fp32", 1.0)) * 1e12 * hw.matmul_efficiency
     ms_per_flop = 1e3 / peak
-    degrees = _degrees(max_degree or hw.world_size)
+    degrees = powers_of_two(max_degree or hw.world_size)
     names = list(spec.layer_specs)
     layer_types = []
     for name in names:

@@ -36,6 +36,15 @@ class Placement(str, enum.Enum):
     INTER_NODE = "inter_node"  # ranks on several nodes
 
 
+def powers_of_two(upto: int, start: int = 1) -> list[int]:
+    """start, 2*start, 4*start, ... up to and including `upto` (start a power of two)."""
+    out, n = [], start
+    while n <= upto:
+        out.append(n)
+        n *= 2
+    return out
+
+
 _OP_C = {Op.ALL_REDUCE: _C.Op.ALL_REDUCE, Op.ALL_GATHER: _C.Op.ALL_GATHER,
          Op.REDUCE_SCATTER: _C.Op.REDUCE_SCATTER, Op.ALL_TO_ALL: _C.Op.ALL_TO_ALL, Op.P2P: _C.Op.P2P}
 _PLACEMENT_C = {Placement.CONSECUTIVE: _C.Placement.CONSECUTIVE, Placement.STRIDED: _C.Placement.STRIDED,

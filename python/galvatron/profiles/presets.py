@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from galvatron.profiles.hardware import Collective, HardwareProfile, Op, Placement
+from galvatron.profiles.hardware import Collective, HardwareProfile, Op, Placement, powers_of_two
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,6 @@ def preset_names() -> list[str]:
     return list(_PRESETS)
 
 
-def _pow2_upto(n: int) -> list[int]:
-    out, k = [], 2
-    while k <= n:
-        out.append(k)
-        k *= 2
-    return out
-
-
 def _alg_gbps(op: Op, n: int, bus: float) -> float:
     if op is Op.ALL_REDUCE:
         return bus * n / (2 * (n - 1))
@@ -92,7 +84,7 @@ def hardware_preset(name: str, num_nodes: int = 1, gpus_per_node: int = 8) -> Ha
     world = num_nodes * gpus_per_node
     colls = []
     for op in Op:
-        for n in _pow2_upto(max(world, 2)):
+        for n in powers_of_two(max(world, 2), start=2):
             placements = []
             if n <= gpus_per_node:
                 placements += [Placement.CONSECUTIVE, Placement.STRIDED]

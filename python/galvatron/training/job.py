@@ -62,10 +62,9 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
         return galvatron.ModelProfile.load(cached)
     if not torch.cuda.is_available() and not cfg.parallel.hardware and cfg.model.name.endswith("-debug"):
         from galvatron.profiler.model import ModelProfilerOptions, profile_model
+        from galvatron.profiles.hardware import powers_of_two
 
-        degree = 1
-        while degree * 2 <= world:
-            degree *= 2
+        degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
         # Each rank runs one thread; with more ranks than cores they also share the cores.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
