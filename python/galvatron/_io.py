@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
@@ -23,6 +26,16 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+
+
+def load_json(path: str | os.PathLike[str], parse: Callable[[Any], T], what: str) -> T:
+    """`parse(read_json(path))`; its ValueError gets the file name and `what` in front."""
+    p = os.fspath(path)
+    data = read_json(p)  # errors already name the file
+    try:
+        return parse(data)
+    except ValueError as e:
+        raise ValueError(f"{p}: invalid {what}: {e}") from None
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -10,7 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from galvatron.plan import Plan, read_json
+from galvatron._io import read_json
+from galvatron.plan import Plan
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
 

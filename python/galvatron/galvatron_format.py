@@ -28,7 +28,8 @@ import os
 import re
 from typing import Any
 
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, read_json
+from galvatron._io import read_json
+from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
 
 _REQUIRED = ("pp_deg", "tp_sizes_enc", "tp_consecutive_flags", "dp_types_enc", "checkpoint",
              "global_bsz", "chunks", "pp_division", "pipeline_type", "default_dp_type")

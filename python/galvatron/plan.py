@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron._io import atomic_write_text as _atomic_write
-from galvatron._io import read_json
+from galvatron._io import load_json
 
 PLAN_FORMAT_VERSION = 1
 
@@ -436,11 +436,7 @@ class Plan:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:
         """Load a plan saved by :meth:`save`; a Galvatron-2 file is detected and explained."""
-        data = read_json(path)
-        try:
-            return cls.from_dict(data)
-        except ValueError as e:
-            raise ValueError(f"{os.fspath(path)}: invalid plan: {e}") from None
+        return load_json(path, cls.from_dict, "plan")
 
     # ------------------------------------------------------------------ Galvatron-2 format
     @classmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
-from galvatron._io import atomic_write_text, read_json
+from galvatron._io import atomic_write_text, load_json
 
 HARDWARE_FORMAT_VERSION = 1
 
@@ -179,12 +179,7 @@ class HardwareProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HardwareProfile:
-        try:
-            return cls.from_dict(read_json(path))
-        except ValueError as e:
-            if str(e).startswith(os.fspath(path)):
-                raise
-            raise ValueError(f"{os.fspath(path)}: invalid hardware profile: {e}") from None
+        return load_json(path, cls.from_dict, "hardware profile")
 
     @classmethod
     def from_galvatron(cls, path: str | os.PathLike[str], num_nodes: int = 1, gpus_per_node: int = 8,

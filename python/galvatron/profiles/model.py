@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
-from galvatron._io import atomic_write_text, read_json
+from galvatron._io import atomic_write_text, load_json
 
 MODEL_FORMAT_VERSION = 1
 SP_KINDS = ("none", "megatron", "ulysses")
@@ -182,12 +182,7 @@ class ModelProfile:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ModelProfile:
-        try:
-            return cls.from_dict(read_json(path))
-        except ValueError as e:
-            if str(e).startswith(os.fspath(path)):
-                raise
-            raise ValueError(f"{os.fspath(path)}: invalid model profile: {e}") from None
+        return load_json(path, cls.from_dict, "model profile")
 
     @classmethod
     def from_galvatron(cls, computation_json: str | os.PathLike[str], memory_json: str | os.PathLike[str],
