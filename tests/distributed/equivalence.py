@@ -69,9 +69,17 @@ def run_case(model_name: str, plan, batches, ref, seed: int = 0,
     for b in batches:
         losses.append(pm.train_step(b))
         norms.append(pm.last_grad_norm)
+    return compare(pm, losses, norms, ref, max_grad_norm is not None)
+
+
+def compare(pm, losses, norms, ref, check_norms: bool = True, first_step: int = 0) -> dict:
+    """Errors of ``pm``'s per-step losses (and gradient norms) from step ``first_step`` on and
+    of its current local parameters against the reference run ``ref``."""
     ref_losses, ref_params, ref_norms = ref
+    ref_losses = ref_losses[first_step:first_step + len(losses)]
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses, strict=True))
-    if max_grad_norm is not None:  # the global gradient norm before clipping, every step
+    if check_norms:  # the global gradient norm before clipping, every step
+        ref_norms = ref_norms[first_step:first_step + len(norms)]
         loss_err = max([loss_err] + [abs(a - b) / b for a, b in zip(norms, ref_norms, strict=True)])
     param_err, worst = 0.0, ""
     names = set()

@@ -4,6 +4,7 @@ checkpoints and exits cleanly, a failing rank stops the run promptly."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -71,6 +72,24 @@ def test_a_killed_run_resumes_with_the_same_losses(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed from" in r.stdout
     assert losses(tmp_path / "cut") == losses(tmp_path / "ref")  # bit-exact on CPU
+
+
+def test_a_run_resumes_under_another_plan_and_world_size(tmp_path):
+    """Steps 1-6 on 2 processes (ZeRO-1); then steps 4-6 again from the step-3 checkpoint on 4
+    processes under pp 2 x tp 2 with ZeRO-3: the same losses (fp32, reduction order differs)."""
+    run = tmp_path / "r"
+    a = train(run, "--steps", "6", "--checkpoint.every", "3", "--pp", "1", "--dp-type", "zero1")
+    assert a.returncode == 0, a.stdout + a.stderr
+    first = losses(run)
+    shutil.rmtree(run / "checkpoints" / "step_00000006")
+    b = train(run, "--steps", "6", "--resume", "--nproc", "4", "--pp", "2", "--tp", "2", "--dp-type", "zero3",
+              "--num-microbatches", "2")
+    assert b.returncode == 0, b.stdout + b.stderr
+    assert "resumed from" in b.stdout and "at step 3 (resharded from world size 2" in b.stdout
+    assert json.load(open(run / "plan.json"))["world_size"] == 4
+    again = losses(run)
+    assert again[:3] == first[:3]
+    assert again[3:] == pytest.approx(first[3:], rel=1e-5)
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):

@@ -120,6 +120,7 @@ class ParallelModel:
     token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
     loss_fn: object = None
     last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
+    full_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # single-process shapes
     _count: int = 1  # global label-token (or sample) count of the current step
 
     # ------------------------------------------------------------------ training
@@ -396,7 +397,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
                        Optimizers(adam_params, shards, [u.ddp for u in units_all if u.ddp],
                                   lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                        bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
-                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss)
+                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss,
+                       full_shapes=b.full_shapes)
     if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
         emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
         if emb_p is not None and head_p is not None:
@@ -438,6 +440,7 @@ class _Builder:
             self.tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
                                                + [[r] for r in range(n, (plan.pp - 1) * n)])
         self.originals = list(model.parameters())  # keeps ids unique while layers are replaced
+        self.full_shapes = {nm: tuple(p.shape) for nm, p in model.named_parameters()}
         self.names_by_id: dict[int, str] = {}
         for nm, p in model.named_parameters(remove_duplicate=False):
             self.names_by_id.setdefault(id(p), nm)

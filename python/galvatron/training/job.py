@@ -203,7 +203,14 @@ def train_rank(cfg: TrainConfig) -> int:
             set_rng_state(state["rng"])
             start = int(state["step"])
             if rank == 0:
-                _log(f"resumed from {path} at step {start} (saved under {state.get('plan_summary', '?')})")
+                saved = dict(state.get("plan") or {}, predicted=None)
+                how = ("same plan" if saved == dict(plan.to_dict(), predicted=None) else
+                       f"resharded from world size {saved.get('world_size', '?')}, "
+                       f"{state.get('plan_summary', '?')}")
+                _log(f"resumed from {path} at step {start} ({how})")
+                if saved.get("global_batch_size") not in (None, plan.global_batch_size):
+                    _log(f"note: the checkpoint was trained with global batch size {saved['global_batch_size']}, "
+                         f"this run uses {plan.global_batch_size}")
         elif rank == 0:
             _log("no complete checkpoint found: starting from step 0")
     metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
@@ -262,7 +269,10 @@ def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) 
 
     state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
              "plan_summary": f"pp={plan.pp}, {len(set(plan.layers))} layer strategies", "plan": plan.to_dict()}
-    ckpt.save(step, RA.checkpoint_state(pm), state)
+    tensors, layout = RA.checkpoint_state(pm)  # collective
+    if layout is not None:  # rank 0 writes train_state.json
+        state["layout"] = layout
+    ckpt.save(step, tensors, state)
 
 
 def worker_main(run_dir: str) -> int:

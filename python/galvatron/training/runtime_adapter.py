@@ -2,9 +2,10 @@
 building, the learning rate, one step, memory, and this rank's checkpoint state.
 
 Checkpoint state: every rank saves its own parameter and optimizer shards under keys that start
-with ``rank{r}/`` (DTensors as their local shards), so a resumed run with the same plan and world
-size restores every bit of state. Resuming under a different plan or world size is refused
-with a clear message (resharding is not implemented yet).
+with ``rank{r}/`` (DTensors as their local shards), and rank 0 records in ``train_state.json``
+which piece of which logical tensor every key holds. Loading reads, on each rank, the saved
+pieces its own part needs: the same plan restores every bit of state from the rank's own keys;
+another plan or world size (resharding) reassembles the pieces (values copied exactly).
 """
 
 from __future__ import annotations
@@ -77,64 +78,47 @@ def eval_loss(pm, cfg, data, step: int, global_batch: int) -> float | None:
     return total / cfg.logging.eval_batches
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    return t.to_local() if hasattr(t, "to_local") else t
+def checkpoint_state(pm) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Collective. This rank's tensors to save (parameters and optimizer state under keys that
+    start with ``rank{r}/``) and, on rank 0, the layout of every rank's tensors (JSON: which
+    piece of which logical tensor each holds; see :mod:`galvatron.parallel.state`) that lets a
+    run under another plan or world size load them."""
+    from galvatron.parallel.state import local_state
 
-
-def _entries(pm) -> list[tuple[str, torch.Tensor]]:
-    """(key, local tensor) of everything this rank must save, in a fixed order."""
-    r = dist.get_rank()
-    out = []
-    for c, chunk in enumerate(pm.chunks):
-        for name, p in chunk.named_parameters():
-            out.append((f"rank{r}/model/{c}/{name}", _local(p.data)))
-    for k, opt in enumerate(pm.optimizer.optimizers):
-        for i, p in enumerate(opt.param_groups[0]["params"]):
-            for name, t in sorted(opt.state.get(p, {}).items()):
-                if torch.is_tensor(t):
-                    out.append((f"rank{r}/optim{k}/{i}/{name}", _local(t)))
-    return out
-
-
-def checkpoint_state(pm) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in _entries(pm)}
+    entries = local_state(pm)
+    mine = {e.key: [s.to_list() for s in e.segments] for e in entries}
+    every = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(mine, every, dst=0)
+    layout = None
+    if every is not None:
+        layout = {"version": 1, "shapes": {k: list(v) for k, v in pm.full_shapes.items()},
+                  "keys": {k: v for rank_keys in every for k, v in rank_keys.items()}}
+    return {e.key: e.tensor.detach() for e in entries}, layout
 
 
 def load_state(pm, path: str, train_state: dict[str, Any]) -> None:
-    """Restore this rank's shards saved by :func:`checkpoint_state` (same plan and world)."""
+    """Collective: restore parameters and optimizer state saved by :func:`checkpoint_state`
+    under any plan and world size (resharding: each rank reads the saved pieces it needs)."""
+    from galvatron.parallel.state import Segment, restore
     from galvatron.training.checkpoint import CheckpointManager, SafeFileSystemReader
 
-    saved_plan = Plan.from_dict(train_state["plan"]) if "plan" in train_state else None
-    if saved_plan is not None and (saved_plan.to_dict() | {"predicted": None}) != (pm.plan.to_dict() | {"predicted": None}):
-        raise ValueError(f"{path}: the checkpoint was written under another plan (pp={saved_plan.pp}, "
-                         f"world_size={saved_plan.world_size}); resuming under a different plan or world size "
-                         "is not supported yet: resume with the run's plan.json")
-    meta = SafeFileSystemReader(path).read_metadata()
-    r = dist.get_rank()
-    mine = {k: v for k, v in meta.state_dict_metadata.items() if k.startswith(f"rank{r}/")}
-    buffers = {k: torch.empty(tuple(v.size), dtype=v.properties.dtype) for k, v in mine.items()}
-    CheckpointManager.load(path, buffers)
-    with torch.no_grad():
-        for c, chunk in enumerate(pm.chunks):
-            for name, p in chunk.named_parameters():
-                _local(p.data).copy_(buffers[f"rank{r}/model/{c}/{name}"])
-        for k, opt in enumerate(pm.optimizer.optimizers):
-            for i, p in enumerate(opt.param_groups[0]["params"]):
-                prefix = f"rank{r}/optim{k}/{i}/"
-                names = sorted(key[len(prefix):] for key in buffers if key.startswith(prefix))
-                if not names:
-                    continue
-                st = opt.state.setdefault(p, {})
-                for name in names:
-                    value = buffers[prefix + name]
-                    cur = st.get(name)
-                    if cur is None:
-                        cur = torch.zeros_like(p) if value.shape == _local(p).shape and hasattr(p, "to_local") else None
-                    if cur is not None and hasattr(cur, "to_local"):
-                        cur.to_local().copy_(value)
-                        st[name] = cur
-                    else:
-                        st[name] = value.clone()
+    layout = train_state.get("layout")
+    if not isinstance(layout, dict) or layout.get("version") != 1:
+        raise ValueError(f"{path}: train_state.json has no tensor layout (written by an older "
+                         "version); it cannot be loaded")
+    keys = {k: [Segment.from_list(x) for x in v] for k, v in layout["keys"].items()}
+    shapes = {k: tuple(v) for k, v in layout["shapes"].items()}
+    meta = SafeFileSystemReader(path).read_metadata().state_dict_metadata
+
+    def read(wanted: list[str]) -> dict[str, torch.Tensor]:
+        missing = [k for k in wanted if k not in meta]
+        if missing:
+            raise ValueError(f"{path}: the checkpoint lacks the tensors {missing[:3]}")
+        bufs = {k: torch.empty(tuple(meta[k].size), dtype=meta[k].properties.dtype) for k in wanted}
+        CheckpointManager.load(path, bufs)
+        return bufs
+
+    restore(pm, keys, shapes, read)
 
 
 def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
