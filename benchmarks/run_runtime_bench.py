@@ -1,9 +1,11 @@
 """Runtime overhead: our DDP / ZeRO-3 plans vs the same training written directly with torch
-DDP / FSDP2 (2 gloo processes on CPU, fp32). Prints one JSON line per configuration.
+DDP / FSDP2 (2 gloo processes on CPU, fp32). Prints one JSON line per pair.
 
-Usage: ``python benchmarks/run_runtime_bench.py [--steps 10] [--hidden 256] [--layers 4]``.
-Median step time over ``--steps`` steps after 2 warm-up steps; model: gpt2 with the given
-size, sequence 128, global batch 8.
+Usage: ``python benchmarks/run_runtime_bench.py [--steps 20] [--repeats 3] [--hidden 256]
+[--layers 4]``. Model: gpt2 with the given size, sequence 128, global batch 8. Both trainings
+run in the same two processes, one step of each in turn, after 2 warm-up steps; a step's time
+is its slowest rank's. Reported: the median step times and the overhead, both as the ratio of
+the medians and as the median of the per-step paired ratios (robust to load drift).
 """
 
 from __future__ import annotations
@@ -27,32 +29,20 @@ def _data(cfg, gbs, seq, n):
     return [torch.randint(0, cfg.vocab_size, (gbs, seq), generator=g) for _ in range(n)]
 
 
-def _timed(step, batches):
-    times = []
-    for i, b in enumerate(batches):
-        t = time.perf_counter()
-        step(b)
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
-def _ours(rank, world, ov, dp_type, gbs, seq, steps):
+def _build_ours(world, cfg, dp_type, gbs, seq):
     import galvatron.models as M
     from galvatron import parallel
     from galvatron.plan import Plan
 
-    cfg = M.get_config("gpt2-debug", **ov)
     plan = Plan.uniform(world, cfg.num_layers, dp_type=dp_type, precision="fp32",
                         global_batch_size=gbs)
     pm = parallel.build(M.build(cfg, seed=0), plan, seed=0, seq_len=seq)
-    return _timed(lambda b: pm.train_step({"input_ids": b}), _data(cfg, gbs, seq, steps + 2))
+    return lambda b: pm.train_step({"input_ids": b})
 
 
-def _torch(rank, world, ov, kind, gbs, seq, steps):
+def _build_torch(rank, world, cfg, kind, gbs):
     import galvatron.models as M
 
-    cfg = M.get_config("gpt2-debug", **ov)
     model = M.build(cfg, seed=0)
     if kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -73,29 +63,54 @@ def _torch(rank, world, ov, kind, gbs, seq, steps):
         loss = model.loss(wrapped(input_ids=ids), {"labels": ids})
         loss.backward()
         opt.step()
+        return float(loss.detach())  # a training loop reads its loss (local mean here)
 
-    return _timed(step, _data(cfg, gbs, seq, steps + 2))
+    return step
+
+
+def _paired(rank, world, ov, kind, gbs, seq, steps):
+    """Both trainings in the same processes, one step of each in turn (which one goes first
+    alternates), so load changes on the machine hit both alike. Returns per-step times."""
+    import galvatron.models as M
+
+    cfg = M.get_config("gpt2-debug", **ov)
+    ours = _build_ours(world, cfg, "ddp" if kind == "ddp" else "zero3", gbs, seq)
+    ref = _build_torch(rank, world, cfg, kind, gbs)
+    data = _data(cfg, gbs, seq, steps + 2)
+    t_ours, t_ref = [], []
+    for i, b in enumerate(data):
+        order = [(ours, t_ours), (ref, t_ref)]
+        for fn, out in order if i % 2 else order[::-1]:
+            t = time.perf_counter()
+            fn(b)
+            if i >= 2:  # warm-up
+                out.append(time.perf_counter() - t)
+    return t_ours, t_ref
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     ov = dict(hidden_size=args.hidden, num_layers=args.layers, ffn_hidden=4 * args.hidden)
     gbs, seq = 8, 128
-    configs = (("torch_ddp", _torch, "ddp"), ("galvatron_ddp", _ours, "ddp"),
-               ("torch_fsdp2", _torch, "fsdp2"), ("galvatron_zero3", _ours, "zero3"))
-    runs: dict[str, list[float]] = {c[0]: [] for c in configs}
-    for _ in range(args.repeats):  # interleaved, so load changes hit every configuration
-        for name, fn, kind in configs:
-            runs[name].append(round(max(launch(2, fn, ov, kind, gbs, seq, args.steps)), 4))
-    for name, _, _ in configs:
-        print(json.dumps({"config": name, "world": 2, "model": "gpt2", **ov, "seq": seq,
-                          "global_batch": gbs, "best_median_step_s": min(runs[name]),
-                          "median_step_s_per_run": runs[name]}), flush=True)
+    for kind, ours_name in (("ddp", "galvatron_ddp"), ("fsdp2", "galvatron_zero3")):
+        ours, ref = [], []
+        for _ in range(args.repeats):
+            res = launch(2, _paired, ov, kind, gbs, seq, args.steps, timeout_s=600)
+            # a step lasts as long as its slowest rank
+            ours += [max(ts) for ts in zip(*(r[0] for r in res), strict=True)]
+            ref += [max(ts) for ts in zip(*(r[1] for r in res), strict=True)]
+        ratios = [a / b for a, b in zip(ours, ref, strict=True)]
+        print(json.dumps({
+            "pair": f"{ours_name}_vs_torch_{kind}", "world": 2, "model": "gpt2", **ov, "seq": seq,
+            "global_batch": gbs, "steps": len(ours), "torch_median_step_s": round(statistics.median(ref), 4),
+            "ours_median_step_s": round(statistics.median(ours), 4),
+            "overhead_of_medians": round(statistics.median(ours) / statistics.median(ref) - 1, 4),
+            "overhead_median_of_paired_ratios": round(statistics.median(ratios) - 1, 4)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ MODELS = ("gpt2-debug", "llama-debug")  # tied and untied embedding/head
 LEGS = {  # leg -> [(case, model, plan)], run in this order; leg k loads leg k-1's checkpoint
     2: [("gpt2", "gpt2-debug", C.plan(2, [S(tp=2), S(dp_type="zero1"), S(dp_type="zero3"),
                                           S(tp=2, sp_kind="megatron", dp_type="zero2")], GBS,
-                                         embedding=S(tp=2))),
+                                         embedding=S(dp_type="zero3"))),  # tied pair: one FSDP2 unit
         ("llama", "llama-debug", C.uniform(2, 4, GBS, dp_type="zero1"))],
     4: [("gpt2", "gpt2-debug", C.plan(4, [S(tp=2, dp_type="zero3"), S(dp_type="zero1"), S(tp=2),
                                           S(dp_type="zero2")], GBS,
