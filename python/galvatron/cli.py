@@ -212,7 +212,8 @@ def _add_plan_commands(sub: argparse._SubParsersAction) -> None:
 def _cmd_data_prepare(args: argparse.Namespace) -> int:
     from galvatron.training.data import prepare
 
-    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer)
+    meta = prepare(args.inputs, args.out, tokenizer=args.tokenizer, hf_dataset=args.hf_dataset,
+                   text_field=args.text_field, split=args.split)
     print(f"wrote {args.out}/tokens.bin: {meta['num_tokens']:,} tokens ({meta['dtype']}, vocabulary "
           f"{meta['vocab_size']}, tokenizer {meta['tokenizer']})")
     return 0
@@ -229,8 +230,14 @@ def _add_train_and_data_commands(sub: argparse._SubParsersAction) -> None:
     dsub = data.add_subparsers(dest="data_command", metavar="{prepare}")
     dsub.required = True
     prep = dsub.add_parser("prepare", help="tokenize text files into a token file",
-                           description="Tokenize UTF-8 text files into DIR/tokens.bin (uint16/uint32) + meta.json.")
-    prep.add_argument("inputs", nargs="+", help="text files")
+                           description="Tokenize UTF-8 text files and/or a Hugging Face dataset into "
+                                       "DIR/tokens.bin (uint16/uint32) + meta.json.")
+    prep.add_argument("inputs", nargs="*", help="text files")
+    prep.add_argument("--hf-dataset", help="a Hugging Face dataset (needs the datasets package): a save_to_disk "
+                                           "directory, BUILDER:FILES (json:data.jsonl, parquet:*.parquet, csv:..., "
+                                           "text:...) or a Hub name")
+    prep.add_argument("--text-field", default="text", help="the dataset field holding the text (default text)")
+    prep.add_argument("--split", default="train", help="the dataset split (default train)")
     prep.add_argument("--out", required=True, help="output directory")
     prep.add_argument("--tokenizer", default="byte", help="byte (built in), tiktoken:NAME or hf:PATH")
     prep.set_defaults(func=_cmd_data_prepare)

@@ -1,5 +1,6 @@
 """The training job's pieces on their own: config, data, checkpoints, schedule, launcher."""
 
+import json
 import os
 import pickle
 import time
@@ -85,6 +86,27 @@ def test_prepare_then_load_token_files(tmp_path):
         D.TokenData.load("tokens", str(tmp_path / "nano.bin"), token_dtype="uint32", seq_len=900)
     with pytest.raises(ValueError, match="tokenizer 'spm' is not accepted"):
         D.prepare([str(tmp_path / "a.txt")], str(tmp_path / "x"), tokenizer="spm")
+
+
+def test_prepare_from_hugging_face_datasets(tmp_path):
+    datasets = pytest.importorskip("datasets")  # in the test extra
+    rows = [{"text": "first record", "n": 1}, {"text": "second é", "n": 2}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    meta = D.prepare([], str(tmp_path / "j"), hf_dataset=f"json:{tmp_path / 'd.jsonl'}")
+    want = np.concatenate([D.byte_encode("first record"), [D.EOT], D.byte_encode("second é"), [D.EOT]])
+    assert np.array_equal(np.fromfile(tmp_path / "j" / "tokens.bin", dtype=np.uint16), want)
+    assert meta["sources"] == [f"hf:json:{tmp_path / 'd.jsonl'}[train].text"]
+    datasets.Dataset.from_list([{"body": r["text"]} for r in rows]).save_to_disk(str(tmp_path / "saved"))
+    D.prepare([], str(tmp_path / "s"), hf_dataset=str(tmp_path / "saved"), text_field="body")
+    assert np.array_equal(np.fromfile(tmp_path / "s" / "tokens.bin", dtype=np.uint16), want)
+    with pytest.raises(ValueError, match="no field 'body'; its fields are"):
+        D.prepare([], str(tmp_path / "x"), hf_dataset=f"json:{tmp_path / 'd.jsonl'}", text_field="body")
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        D.prepare([], str(tmp_path / "x"), hf_dataset=f"json:{tmp_path / 'd.jsonl'}", split="validation")
+    with pytest.raises(ValueError, match="holds int, not text"):
+        D.prepare([], str(tmp_path / "x"), hf_dataset=f"json:{tmp_path / 'd.jsonl'}", text_field="n")
+    with pytest.raises(ValueError, match="give text files and/or --hf-dataset"):
+        D.prepare([], str(tmp_path / "x"))
 
 
 def test_image_batches_are_deterministic():

@@ -48,9 +48,14 @@ def byte_decode(tokens: np.ndarray) -> str:
     return bytes(int(t) for t in tokens if t < 256).decode("utf-8", errors="replace")
 
 
-def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte") -> dict:
+def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte", hf_dataset: str | None = None,
+            text_field: str = "text", split: str = "train") -> dict:
     """Tokenize text files into ``out_dir/tokens.bin`` + ``meta.json`` (end-of-text between
-    files). ``tokenizer``: ``byte`` (built in), ``tiktoken:NAME`` or ``hf:PATH`` when installed."""
+    files). ``tokenizer``: ``byte`` (built in), ``tiktoken:NAME`` or ``hf:PATH`` when installed.
+    ``hf_dataset`` (needs the ``datasets`` package): also the ``text_field`` of every record of
+    ``split`` of a Hugging Face dataset, end-of-text between records (see :func:`hf_records`)."""
+    if not inputs and not hf_dataset:
+        raise ValueError("data prepare: give text files and/or --hf-dataset")
     encode, vocab, eot = _tokenizer(tokenizer)
     chunks = []
     for path in inputs:
@@ -61,6 +66,10 @@ def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte") -> dict:
             raise ValueError(f"{path}: cannot read as UTF-8 text: {e}") from None
         chunks.append(np.asarray(encode(text), dtype=np.int64))
         chunks.append(np.asarray([eot], dtype=np.int64))
+    if hf_dataset:
+        for text in hf_records(hf_dataset, text_field, split):
+            chunks.append(np.asarray(encode(text), dtype=np.int64))
+            chunks.append(np.asarray([eot], dtype=np.int64))
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     dtype = np.uint16 if vocab <= 65536 else np.uint32
     os.makedirs(out_dir, exist_ok=True)
@@ -68,10 +77,43 @@ def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte") -> dict:
     tokens.astype(dtype).tofile(tmp)
     os.replace(tmp, os.path.join(out_dir, "tokens.bin"))
     meta = {"version": 1, "tokenizer": tokenizer, "vocab_size": vocab, "eot": eot,
-            "dtype": np.dtype(dtype).name, "num_tokens": int(tokens.size), "sources": list(inputs)}
+            "dtype": np.dtype(dtype).name, "num_tokens": int(tokens.size),
+            "sources": list(inputs) + ([f"hf:{hf_dataset}[{split}].{text_field}"] if hf_dataset else [])}
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     return meta
+
+
+def hf_records(spec: str, text_field: str = "text", split: str = "train"):
+    """The ``text_field`` strings of a Hugging Face dataset, in order. ``spec``: a directory
+    written by ``Dataset.save_to_disk``, ``BUILDER:FILES`` for local files (``json:data.jsonl``,
+    ``parquet:train-*.parquet``, ``csv:...``, ``text:...``), or a dataset name on the Hub."""
+    try:
+        import datasets
+    except ModuleNotFoundError:
+        raise ValueError("--hf-dataset needs the datasets package: pip install datasets") from None
+    try:
+        saved = ("dataset_info.json", "dataset_dict.json", "state.json")
+        if os.path.isdir(spec) and any(os.path.exists(os.path.join(spec, f)) for f in saved):
+            ds = datasets.load_from_disk(spec)
+        elif ":" in spec and spec.split(":", 1)[0] in ("json", "parquet", "csv", "text", "arrow"):
+            builder, files = spec.split(":", 1)
+            ds = datasets.load_dataset(builder, data_files=files)
+        else:
+            ds = datasets.load_dataset(spec)
+    except (OSError, ValueError, FileNotFoundError) as e:
+        raise ValueError(f"--hf-dataset {spec}: cannot load it: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise ValueError(f"--hf-dataset {spec}: no split {split!r}; it has {sorted(ds)}")
+        ds = ds[split]
+    if text_field not in ds.column_names:
+        raise ValueError(f"--hf-dataset {spec}: no field {text_field!r}; its fields are {ds.column_names}")
+    for row in ds.select_columns([text_field]):
+        value = row[text_field]
+        if not isinstance(value, str):
+            raise ValueError(f"--hf-dataset {spec}: field {text_field!r} holds {type(value).__name__}, not text")
+        yield value
 
 
 def _tokenizer(spec: str):
