@@ -220,6 +220,8 @@ def train_rank(cfg: TrainConfig) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
     tokens_per_step = plan.global_batch_size * RA.model_seq_len(cfg, overrides)
+    flops_per_step = RA.model_flops_per_step(cfg, overrides, plan.global_batch_size)
+    peak_tflops = _device_peak_tflops(cfg, world)
     step = start
     try:
         while step < cfg.steps:
@@ -230,9 +232,14 @@ def train_rank(cfg: TrainConfig) -> int:
             loss, grad_norm = RA.train_step(pm, batch)
             dt = time.perf_counter() - t0
             step += 1
+            peaks = _gather_int(RA.peak_memory())
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
-                      "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": RA.peak_memory(),
-                      "predicted_step_time_s": predicted}
+                      "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": max(peaks),
+                      "peak_memory_bytes_per_rank": peaks, "predicted_step_time_s": predicted}
+            if flops_per_step:
+                record["model_tflops_per_s"] = flops_per_step / dt / 1e12
+                if peak_tflops:
+                    record["mfu"] = record["model_tflops_per_s"] / (world * peak_tflops)
             if cfg.logging.eval_every and step % cfg.logging.eval_every == 0 and data is not None:
                 record["eval_loss"] = RA.eval_loss(pm, cfg, data, step, plan.global_batch_size)
             if rank == 0:
@@ -255,6 +262,31 @@ def train_rank(cfg: TrainConfig) -> int:
         if rank == 0:
             _log(f"exported a Hugging Face model to {os.path.join(cfg.run_dir, 'hf')}")
     return 0
+
+
+def _gather_int(value: int) -> list[int]:
+    """``value`` of every rank (rank order); a collective."""
+    out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, torch.tensor([value], dtype=torch.int64))
+    return [int(t.item()) for t in out]
+
+
+def _device_peak_tflops(cfg: TrainConfig, world: int) -> float | None:
+    """Per-device peak TFLOP/s for the run's dtype: on CUDA the datasheet peak of the GPU when
+    it is one the presets know (A100, H100, H200), else the hardware profile the plan was made
+    with (a preset's datasheet peak, or on CPU the measured matmul rate); None if unknown."""
+    import galvatron
+
+    if torch.cuda.is_available():
+        name = torch.cuda.get_device_name().upper()
+        for key, preset in (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80g-sxm")):
+            if key in name:
+                return float(galvatron.hardware_preset(preset, 1, 1).peak_tflops[cfg.model.dtype])
+    try:
+        peak = _hardware(cfg, world).peak_tflops.get(cfg.model.dtype)
+    except ValueError:
+        return None
+    return float(peak) if peak else None
 
 
 def _agree(flag: bool) -> bool:

@@ -39,6 +39,15 @@ def build(parallel, cfg, plan: Plan, overrides: dict[str, Any]):
     return pm
 
 
+def model_flops_per_step(cfg, overrides: dict[str, Any], global_batch: int) -> float:
+    """Model FLOPs of one optimizer step: forward + backward (2x forward) of the whole model on
+    the global batch, from the model spec; recomputation (activation checkpointing) excluded."""
+    from galvatron import models
+
+    spec = models.spec(models.get_config(cfg.model.name, **overrides))
+    return 3.0 * spec.flops_fwd(global_batch, model_seq_len(cfg, overrides))
+
+
 def set_lr(pm, lr: float) -> None:
     for opt in pm.optimizer.optimizers:
         for group in opt.param_groups:
