@@ -19,16 +19,28 @@ def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed:
     """Random token batches; ``padding``: a random quarter of the tokens are masked out
     (mask 0, label -100; position 0 always kept so every query has a key), so masked keys
     change causal attention too and token counts differ between samples and ranks."""
-    vocab = M.get_config(model_name).vocab_size
+    cfg = M.get_config(model_name)
     g = torch.Generator().manual_seed(seed)
+
+    def tokens():
+        return torch.randint(0, cfg.vocab_size, (global_batch, seq), generator=g)
+
+    def pad_mask():
+        mask = (torch.rand(global_batch, seq, generator=g) > 0.25).long()
+        mask[:, 0] = 1
+        return mask
+
     out = []
     for _ in range(steps):
-        ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
+        ids = tokens()
         b = {"input_ids": ids}
+        if cfg.family == "t5":  # encoder-decoder: decoder inputs and their own targets
+            b.update(decoder_input_ids=tokens(), labels=tokens())
         if padding:
-            mask = (torch.rand(global_batch, seq, generator=g) > 0.25).long()
-            mask[:, 0] = 1
-            b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+            b["attention_mask"] = mask = pad_mask()
+            if cfg.family == "t5":  # the decoder has its own mask; labels follow it
+                b["decoder_attention_mask"] = mask = pad_mask()
+            b["labels"] = b.get("labels", ids).masked_fill(mask == 0, -100)
         out.append(b)
     return out
 

@@ -117,6 +117,9 @@ class GalvatronModel(nn.Module):
 
     config: ModelConfig
     input_names: ClassVar[tuple[str, ...]] = ()
+    # Encoder-decoder models: the input names (ids, padding mask) of the second stream that
+    # ``embed`` puts in ``Carry.memory`` / ``Carry.memory_mask``; None for one-stream models.
+    memory_inputs: ClassVar[tuple[str, str] | None] = None
     embed: nn.Module
     layers: nn.ModuleList
     head: nn.Module

@@ -15,6 +15,13 @@ from galvatron.models.base import GalvatronModel
 from galvatron.parallel import data_parallel as DP
 from galvatron.parallel import tensor_parallel as TP
 from galvatron.parallel.mesh import Groups, coords, validate
+from galvatron.parallel.shared import (
+    SharedHolder,
+    SharedParam,
+    detach_from_layers,
+    find_shared,
+    stages_using,
+)
 from galvatron.parallel.redistribute import (
     Layout,
     boundary_layout,
@@ -78,29 +85,49 @@ class Chunk(nn.Module):
     def _block(self, lay: Layout):
         return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, memory=None, memory_mask=None):
         """``x``: the micro-batch ids (first chunk) or this rank's boundary block; ``mask``:
         the whole micro-batch's padding mask ``[mb, seq]`` or None (passed on to the next
-        chunk beside the hidden block)."""
+        chunk beside the hidden block). Encoder-decoder models also carry the second stream
+        in Carry order: ``memory`` (its ids in the first chunk, else this rank's block; moved
+        between layouts exactly like ``x``) and its whole-micro-batch ``memory_mask``; an
+        absent mask is None or a ``[mb, 0]`` tensor (pipeline stages send only tensors)."""
+        mask, memory_mask = _present(mask), _present(memory_mask)
+        two = memory is not None
         if self.embed is not None:
             b0, b1, *_ = self._block(self.emb_layout)
-            x = self.embed(x[b0:b1])
+            x = self.embed(x[b0:b1], memory[b0:b1]) if two else self.embed(x[b0:b1])
+            x, memory = x if two else (x, None)
             cur = self.emb_layout
         else:
             cur = self.in_layout
         for layer, lay in zip(self.layers, self.layouts, strict=True):
             x = self._move(x, cur, lay)
+            if two:
+                memory = self._move(memory, cur, lay)
             cur = lay
-            rows = None
-            if mask is not None:
-                b0, b1, *_ = self._block(lay)
-                rows = mask[b0:b1]
-            x = layer(x, rows)
+            b0, b1, *_ = self._block(lay)
+            rows, mrows = (None if m is None else m[b0:b1] for m in (mask, memory_mask))
+            if not two:
+                x = layer(x, rows)
+                continue
+            x, memory = layer(x, rows, memory, mrows)
+            if layer.swaps_streams:  # the layer swapped hidden and memory: swap the masks
+                mask, memory_mask = memory_mask, mask
         if self.head is not None:
             x = self._move(x, cur, self.emb_layout)
             return self.head(x)
         x = self._move(x, cur, self.out_layout)
-        return x if mask is None else (x, mask)
+        if not two:
+            return x if mask is None else (x, mask)
+        empty = x.new_empty((self.ctx.plan.micro_batch_size, 0), dtype=torch.long)
+        return (x, empty if mask is None else mask, self._move(memory, cur, self.out_layout),
+                empty if memory_mask is None else memory_mask)
+
+
+def _present(mask):
+    """None for an absent mask (None or an empty ``[mb, 0]`` placeholder)."""
+    return None if mask is None or mask.numel() == 0 else mask
 
 
 @dataclass
@@ -117,6 +144,8 @@ class ParallelModel:
     schedule: object = None
     max_grad_norm: float | None = None
     input_key: str = "input_ids"
+    memory_inputs: tuple[str, str] | None = None  # encoder-decoder: second-stream input names
+    memory_ids: object = None  # batch -> second-stream ids (the model's, e.g. shifted labels)
     token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
     loss_fn: object = None
     last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
@@ -128,10 +157,10 @@ class ParallelModel:
         slices its part). Returns the global mean token loss (the same on every rank)."""
         from galvatron.parallel.pipeline import run_microbatches
 
-        ids, labels, mask, count = self._inputs(batch)
+        inputs, labels, count = self._inputs(batch)
         self.optimizer.zero_grad()
         with self._autocast():
-            local = run_microbatches(self, ids, labels, mask, count)
+            local = run_microbatches(self, inputs, labels, count)
         self.finish_grads()
         if self.max_grad_norm is not None:
             self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
@@ -142,17 +171,22 @@ class ParallelModel:
         """The global mean loss of `batch` (forward only: no gradients, no optimizer step)."""
         from galvatron.parallel.pipeline import run_microbatches
 
-        ids, labels, mask, count = self._inputs(batch)
+        inputs, labels, count = self._inputs(batch)
         # Pipeline schedules run their own forward-only path (and refuse no_grad around it).
         grad = torch.enable_grad() if self.plan.pp > 1 else torch.no_grad()
         with self._autocast(), grad:
-            local = run_microbatches(self, ids, labels, mask, count, train=False)
+            local = run_microbatches(self, inputs, labels, count, train=False)
         return self._global_loss(local)
 
     def _inputs(self, batch: dict[str, torch.Tensor]):
+        """``(chunk inputs of the global batch, labels, global label count)``; the inputs are
+        ``(ids[, mask])``, or ``(ids, mask, memory ids, memory mask)`` for encoder-decoder
+        models (absent masks as ``[batch, 0]``)."""
         plan, ctx = self.plan, self.ctx
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         ids = batch[self.input_key]
+        if self.memory_inputs is not None and "labels" not in batch:
+            raise ValueError("labels: required for encoder-decoder models (the decoder targets)")
         labels = batch.get("labels", ids)
         if self.shift_labels:
             labels = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
@@ -162,7 +196,19 @@ class ParallelModel:
                              f"got {tuple(ids.shape)}")
         # token losses: mean over label tokens; sample losses (classification): over samples
         count = int((labels != -100).sum()) if self.token_loss else labels.shape[0]
-        return ids, labels, batch.get("attention_mask"), count
+        mask = batch.get("attention_mask")
+        if self.memory_inputs is None:
+            return (ids,) if mask is None else (ids, mask), labels, count
+        mem_key, mem_mask_key = self.memory_inputs
+        mem = self.memory_ids(batch)  # given, or derived from the labels by the model
+        for name, t in ((mem_key, mem), ("labels", labels)):
+            if tuple(t.shape) != want:
+                raise ValueError(f"{name}: expected shape {want} (the runtime needs the decoder "
+                                 f"length equal to seq_len={ctx.seq_len}), got {tuple(t.shape)}")
+        empty = ids.new_empty((ids.shape[0], 0))
+        mem_mask = batch.get(mem_mask_key)
+        return ((ids, empty if mask is None else mask, mem,
+                 empty if mem_mask is None else mem_mask), labels, count)
 
     def _global_loss(self, local: float) -> float:
         """Sum of the local losses of one replica of the head (tp rank 0 of each head block)."""
@@ -198,6 +244,9 @@ class ParallelModel:
         for u in self.units:  # DDP all-reduces started in backward (sums commute with the rest)
             if u.ddp is not None:
                 u.ddp.finish()
+        for u in self.units:  # parameters shared by several layers: sum over their holders
+            if u.replicated:
+                DP.all_reduce_grads(u.dp_params, u.weight_group)
         for a, b, group in self.ties:
             ga, gb = a.grad, b.grad if b is not None else None
             if b is not None:  # both copies on this rank
@@ -377,7 +426,7 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
         raise ValueError("seq_len: required for models without max_seq_len")
     validate(plan, model, seq_len)
     b = _Builder(model, plan, seq_len, timeout_s, device)
-    units_all, chunks = [], []
+    units_all, chunks = b.shared_units(), []
     for c in b.my_chunks:
         embed_u = b.embed_unit() if c == 0 else None
         layer_units = [b.layer_unit(i) for i in range(b.starts[c], b.starts[c] + plan.stage_layers[c])]
@@ -396,7 +445,12 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
                        Optimizers(adam_params, shards, [u.ddp for u in units_all if u.ddp],
                                   lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                        bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
-                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss)
+                       input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss,
+                       memory_inputs=model.memory_inputs,
+                       memory_ids=getattr(model.embed, "decoder_input_ids", None))
+    if model.memory_inputs is not None and pm.memory_ids is None:
+        key = model.memory_inputs[0]
+        pm.memory_ids = lambda batch: batch[key]
     if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
         emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
         if emb_p is not None and head_p is not None:
@@ -432,7 +486,9 @@ class _Builder:
         if not any(p.is_meta for p in model.parameters()):
             model.to(device)
         self.ctx = Context(plan, rank, stage, self.me, n, seq_len, stage_group, groups, device)
-        self.ties = model.tied_parameters()
+        self.shared = find_shared(model.layers)  # before any layer is wrapped
+        shared_names = {n for sp in self.shared for n in _all_names(model, sp.param)}
+        self.ties = [t for t in model.tied_parameters() if t[0] not in shared_names]
         self.tie_group = None
         if self.ties and plan.pp > 1:
             self.tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
@@ -441,6 +497,9 @@ class _Builder:
         self.names_by_id: dict[int, str] = {}
         for nm, p in model.named_parameters(remove_duplicate=False):
             self.names_by_id.setdefault(id(p), nm)
+        # Every rank creates the shared parameters' groups in the same order.
+        self.shared_groups = [groups.get(self._holders(sp, world)) for sp in self.shared]
+        self.shared_modules = [detach_from_layers(sp) for sp in self.shared]
         self.num_chunks = len(plan.stage_layers)
         self.starts = [sum(plan.stage_layers[:c]) for c in range(self.num_chunks)]
         self.my_chunks = [c for c in range(self.num_chunks) if c % plan.pp == stage]
@@ -450,10 +509,36 @@ class _Builder:
             raise ValueError("embedding: a model without a vocabulary embedding/head supports "
                              "only data parallelism there (tp=1, no sequence split)")
         self.key = model.input_names[0]
+        self.memory_key = model.memory_inputs[0] if model.memory_inputs else None
         self.keep_tie = bool(self.ties) and plan.pp == 1
         self.sharded_tie = (self.keep_tie and e.dp_type in (DpType.ZERO2, DpType.ZERO3)
                             and self.grp[(e, "weight")] is not None)
         self.shared_vocab = None
+
+    def _holders(self, sp: SharedParam, world: int) -> list[list[int]]:
+        """Partition of the world: the ranks of every stage using ``sp``, then singletons."""
+        n, plan = self.n, self.plan
+        ranks = [st * n + i for st in stages_using(sp, plan.stage_layers, plan.pp)
+                 for i in range(n)]
+        return [ranks] + [[r] for r in range(world) if r not in ranks]
+
+    def shared_units(self) -> list[Unit]:
+        """One replicated unit per layer-shared parameter that this rank's layers use."""
+        mine = {i for c in self.my_chunks
+                for i in range(self.starts[c], self.starts[c] + self.plan.stage_layers[c])}
+        out = []
+        for sp, group, mod in zip(self.shared, self.shared_groups, self.shared_modules,
+                                  strict=True):
+            if not mine.intersection(sp.layers):
+                continue
+            holder = SharedHolder(mod)
+            meta = describe_params(holder, sp.name, self.names_by_id)
+            for m in meta:
+                m.tp_partial = False  # whole on every holder; summed over all of them
+            s = LayerStrategy()
+            out.append(Unit(f"shared.{sp.name}", holder, s, coords(s, self.n, self.me), None,
+                            None, group, meta, replicated=True))
+        return out
 
     def groups_of(self, s: LayerStrategy):
         return self.grp[(s, "tp")], self.grp[(s, "sp")], self.grp[(s, "weight")]
@@ -472,7 +557,8 @@ class _Builder:
             _set(model.embed, emb_name, ve)
         lay = embedding_layout(e, self.n)
         _, _, s0, s1, _ = lay.block(self.me, self.plan.micro_batch_size, self.ctx.seq_len)
-        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key)
+        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key,
+                      memory_key=self.memory_key)
         meta = describe_params(model.embed, "embed.", self.names_by_id)
         for p, m in zip(model.embed.parameters(), meta, strict=True):
             if ve is not None and p is ve.weight:
@@ -517,8 +603,8 @@ class _EmbedHead(nn.Module):
         super().__init__()
         self.embed_io, self.head_io = embed, head
 
-    def forward(self, x, part: str):
-        return self.embed_io(x) if part == "embed" else self.head_io(x)
+    def forward(self, *args, part: str):
+        return self.embed_io(*args) if part == "embed" else self.head_io(*args)
 
 
 class _Part:
@@ -528,8 +614,8 @@ class _Part:
     def __init__(self, owner: _EmbedHead, part: str) -> None:
         self.owner, self.part = owner, part
 
-    def __call__(self, x):
-        return self.owner(x, self.part)
+    def __call__(self, *args):
+        return self.owner(*args, part=self.part)
 
 
 def _merge_tied(embed_u: Unit, head_u: Unit):
@@ -554,6 +640,11 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
     seen: set[int] = set()
     for u in units:
         s = u.strategy
+        if u.replicated:  # synced by finish_grads, stepped by AdamW on every holder
+            u.dp_params = [p for p in u.params() if id(p) not in seen]
+            seen.update(id(p) for p in u.dp_params)
+            adam_params.extend(u.dp_params)
+            continue
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
             DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
             u.fsdp = True
@@ -568,6 +659,10 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
             if u.weight_group is not None and params and not u.fsdp:
                 u.ddp = DP.OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
     return adam_params, shards
+
+
+def _all_names(model: nn.Module, param) -> list[str]:
+    return [n for n, p in model.named_parameters(remove_duplicate=False) if p is param]
 
 
 def _vocab_param(units, which):
