@@ -15,19 +15,19 @@ from galvatron.models.base import GalvatronModel
 from galvatron.parallel import data_parallel as DP
 from galvatron.parallel import tensor_parallel as TP
 from galvatron.parallel.mesh import Groups, coords, validate
-from galvatron.parallel.shared import (
-    SharedHolder,
-    SharedParam,
-    detach_from_layers,
-    find_shared,
-    stages_using,
-)
 from galvatron.parallel.redistribute import (
     Layout,
     boundary_layout,
     embedding_layout,
     layout_of,
     redistribute,
+)
+from galvatron.parallel.shared import (
+    SharedHolder,
+    SharedParam,
+    detach_from_layers,
+    find_shared,
+    stages_using,
 )
 from galvatron.parallel.ulysses import apply_ulysses
 from galvatron.parallel.units import (
