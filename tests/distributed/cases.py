@@ -41,7 +41,7 @@ def world2():
         ("t5_mixed/t5", T5, plan(2, [
             S(tp=2), S(dp_type="zero3", checkpoint=True), S(sp=2, sp_kind="ulysses"),
             S(tp=2, sp_kind="megatron", dp_type="zero1"),
-        ], 4, embedding=S(tp=2, dp_type="zero2"))),
+        ], 4, embedding=S(dp_type="zero3"))),  # tied embedding+head: one FSDP2 unit
         # the decoder's table on both stages (layers 2 | 3), the encoder's on stage 0 only
         ("t5_pp_table_across_stages/t5", T5, plan(2, [
             S(), S(checkpoint=True), S(dp_type="zero3"), S(),
