@@ -75,6 +75,8 @@ def run_case(model_name: str, plan, batches, ref, seed: int = 0,
     pm = parallel.build(model, plan, seed=seed, seq_len=seq_len,
                         lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                         max_grad_norm=max_grad_norm)
+    held = {id(p) for c in pm.chunks for p in c.parameters()}  # what checkpoints save
+    assert all(id(p) in held for u in pm.units for p in u.params()), "a unit outside the chunks"
     if corrupt is not None:
         corrupt(pm)
     losses, norms = [], []

@@ -439,6 +439,9 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
         in_l = None if c == 0 else boundary_layout(b.n, plan.micro_batch_size)
         out_l = None if c == b.num_chunks - 1 else boundary_layout(b.n, plan.micro_batch_size)
         chunks.append(Chunk(b.ctx, embed_u, layer_units, head_u, in_l, out_l))
+    shared = [u.module for u in units_all if u.replicated]
+    if shared:  # registered once, so chunk parameters (checkpoints) cover everything held
+        chunks[0].shared = nn.ModuleList(shared)
     adam_params, shards = _apply_data_parallel(units_all, plan, b.ctx.device)
     b.originals.clear()
     pm = ParallelModel(plan, b.ctx, chunks, units_all,
