@@ -20,7 +20,8 @@ def _refs(layers: int, gbs: int, padding: bool = False):
     out = {}
     for m in C.MODELS:
         ov = {"num_layers": 2 if m == C.T5 else layers}  # T5: per stack (4 layers)
-        b = make_batches(m, gbs, SEQ, STEPS, padding=padding)
+        dec = SEQ // 2 if m == C.T5 else None  # T5: a decoder shorter than the encoder
+        b = make_batches(m, gbs, SEQ, STEPS, padding=padding, decoder_seq=dec)
         out[m] = (b, reference(m, b, max_grad_norm=CLIP, overrides=ov), ov)
     return out
 

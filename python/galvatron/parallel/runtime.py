@@ -52,6 +52,7 @@ class Context:
     me: int  # local index inside the stage
     n: int  # devices per stage
     seq_len: int
+    decoder_seq_len: int  # encoder-decoder models: the decoder length (else seq_len)
     stage_group: object
     groups: Groups
     device: torch.device = torch.device("cpu")
@@ -201,10 +202,11 @@ class ParallelModel:
             return (ids,) if mask is None else (ids, mask), labels, count
         mem_key, mem_mask_key = self.memory_inputs
         mem = self.memory_ids(batch)  # given, or derived from the labels by the model
+        dec_want = (plan.global_batch_size, ctx.decoder_seq_len)
         for name, t in ((mem_key, mem), ("labels", labels)):
-            if tuple(t.shape) != want:
-                raise ValueError(f"{name}: expected shape {want} (the runtime needs the decoder "
-                                 f"length equal to seq_len={ctx.seq_len}), got {tuple(t.shape)}")
+            if tuple(t.shape) != dec_want:
+                raise ValueError(f"{name}: expected shape {dec_want} (decoder_seq_len="
+                                 f"{ctx.decoder_seq_len} of build), got {tuple(t.shape)}")
         empty = ids.new_empty((ids.shape[0], 0))
         mem_mask = batch.get(mem_mask_key)
         return ((ids, empty if mask is None else mask, mem,
@@ -229,7 +231,8 @@ class ParallelModel:
     def loss_sum(self, logits, labels_mb) -> torch.Tensor:
         """Sum of token (or sample) losses of this rank's head block of one micro-batch."""
         lay = embedding_layout(self.plan.embedding, self.ctx.n)
-        b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        seq = labels_mb.shape[1] if labels_mb.dim() > 1 else self.ctx.seq_len  # T5: decoder
+        b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, seq)
         if not self.token_loss:  # the model's mean loss over its samples, times their number
             return self.loss_fn(logits, {"labels": labels_mb[b0:b1]}) * (b1 - b0)
         head_mod = self.chunks[-1].head_unit.module
@@ -410,6 +413,7 @@ def _set(root: nn.Module, name: str, mod: nn.Module) -> None:
 
 
 def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: int | None = None,
+          decoder_seq_len: int | None = None,
           lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
           max_grad_norm: float | None = None, timeout_s: float = 60.0,
           device: str | torch.device | None = None) -> ParallelModel:
@@ -424,8 +428,9 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     seq_len = seq_len or getattr(model.config, "max_seq_len", None)
     if seq_len is None:
         raise ValueError("seq_len: required for models without max_seq_len")
-    validate(plan, model, seq_len)
-    b = _Builder(model, plan, seq_len, timeout_s, device)
+    validate(plan, model, seq_len, decoder_seq_len)
+    decoder_seq_len = decoder_seq_len or seq_len
+    b = _Builder(model, plan, (seq_len, decoder_seq_len), timeout_s, device)
     units_all, chunks = b.shared_units(), []
     for c in b.my_chunks:
         embed_u = b.embed_unit() if c == 0 else None
@@ -470,7 +475,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
 class _Builder:
     """Groups, geometry and the unit constructors of one rank (used by :func:`build`)."""
 
-    def __init__(self, model, plan: Plan, seq_len: int, timeout_s: float, device) -> None:
+    def __init__(self, model, plan: Plan, seq_lens: tuple[int, int], timeout_s: float,
+                 device) -> None:
         import datetime
 
         world, rank = dist.get_world_size(), dist.get_rank()
@@ -488,7 +494,7 @@ class _Builder:
         device = torch.device(device)
         if not any(p.is_meta for p in model.parameters()):
             model.to(device)
-        self.ctx = Context(plan, rank, stage, self.me, n, seq_len, stage_group, groups, device)
+        self.ctx = Context(plan, rank, stage, self.me, n, *seq_lens, stage_group, groups, device)
         self.shared = find_shared(model.layers)  # before any layer is wrapped
         shared_names = {n for sp in self.shared for n in _all_names(model, sp.param)}
         self.ties = [t for t in model.tied_parameters() if t[0] not in shared_names]
@@ -559,9 +565,8 @@ class _Builder:
             self.shared_vocab = ve.weight
             _set(model.embed, emb_name, ve)
         lay = embedding_layout(e, self.n)
-        _, _, s0, s1, _ = lay.block(self.me, self.plan.micro_batch_size, self.ctx.seq_len)
-        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key,
-                      memory_key=self.memory_key)
+        _, _, si, _, _ = lay.block(self.me, self.plan.micro_batch_size, lay.n_seq)
+        mod = EmbedIO(model.embed, si, lay.n_seq, key=self.key, memory_key=self.memory_key)
         meta = describe_params(model.embed, "embed.", self.names_by_id)
         for p, m in zip(model.embed.parameters(), meta, strict=True):
             if ve is not None and p is ve.weight:

@@ -72,17 +72,18 @@ class LayerIO(nn.Module):
 
 class EmbedIO(nn.Module):
     """The model's embedding on a batch block of ids (and of the second stream's ids,
-    ``memory_key``, for encoder-decoder models); Ulysses keeps sequence block ``[s0, s1)``
-    (plain slice: the weight gradient is a partial sum over sp)."""
+    ``memory_key``, for encoder-decoder models); Ulysses keeps sequence block ``si`` of
+    ``n_seq`` of each stream (plain slice: the weight gradient is a partial sum over sp)."""
 
-    def __init__(self, embed: nn.Module, s0: int, s1: int, full: bool,
-                 key: str = "input_ids", memory_key: str | None = None) -> None:
+    def __init__(self, embed: nn.Module, si: int, n_seq: int, key: str = "input_ids",
+                 memory_key: str | None = None) -> None:
         super().__init__()
-        self.embed, self.s0, self.s1, self.full, self.key = embed, s0, s1, full, key
+        self.embed, self.si, self.n_seq, self.key = embed, si, n_seq, key
         self.memory_key = memory_key
 
     def _slice(self, h):
-        return h if self.full else h[:, self.s0:self.s1]
+        step = h.shape[1] // self.n_seq
+        return h if self.n_seq == 1 else h[:, self.si * step:(self.si + 1) * step]
 
     def forward(self, ids, memory_ids=None):
         batch = {self.key: ids}
