@@ -140,6 +140,12 @@ class GalvatronModel(nn.Module):
             carry = layer(carry)
         return self.head(carry)
 
+    def memory_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """Encoder-decoder models: the second stream's ids of ``batch``."""
+        if self.memory_inputs is None:
+            raise ValueError(f"{type(self).__name__} has no second stream")
+        return batch[self.memory_inputs[0]]
+
     def layer_types(self) -> list[str]:
         return [layer.layer_type for layer in self.layers]
 

@@ -229,6 +229,10 @@ class T5Model(GalvatronModel):
             self.head.lm_head.weight = self.embed.tok.weight
         self.record_ties()
 
+    def memory_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """``decoder_input_ids``, or the labels shifted right."""
+        return self.embed.decoder_input_ids(batch)
+
 
 # ---------------------------------------------------------------------------- spec
 

@@ -22,13 +22,7 @@ from galvatron.parallel.redistribute import (
     layout_of,
     redistribute,
 )
-from galvatron.parallel.shared import (
-    SharedHolder,
-    SharedParam,
-    detach_from_layers,
-    find_shared,
-    stages_using,
-)
+from galvatron.parallel.shared import detach_from_layers, find_shared, holders, shared_unit
 from galvatron.parallel.ulysses import apply_ulysses
 from galvatron.parallel.units import (
     EmbedIO,
@@ -97,8 +91,10 @@ class Chunk(nn.Module):
         two = memory is not None
         if self.embed is not None:
             b0, b1, *_ = self._block(self.emb_layout)
-            x = self.embed(x[b0:b1], memory[b0:b1]) if two else self.embed(x[b0:b1])
-            x, memory = x if two else (x, None)
+            if two:
+                x, memory = self.embed(x[b0:b1], memory[b0:b1])
+            else:
+                x = self.embed(x[b0:b1])
             cur = self.emb_layout
         else:
             cur = self.in_layout
@@ -454,11 +450,7 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
                                   lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                        bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
                        input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss,
-                       memory_inputs=model.memory_inputs,
-                       memory_ids=getattr(model.embed, "decoder_input_ids", None))
-    if model.memory_inputs is not None and pm.memory_ids is None:
-        key = model.memory_inputs[0]
-        pm.memory_ids = lambda batch: batch[key]
+                       memory_inputs=model.memory_inputs, memory_ids=model.memory_ids)
     if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
         emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
         if emb_p is not None and head_p is not None:
@@ -496,7 +488,7 @@ class _Builder:
             model.to(device)
         self.ctx = Context(plan, rank, stage, self.me, n, *seq_lens, stage_group, groups, device)
         self.shared = find_shared(model.layers)  # before any layer is wrapped
-        shared_names = {n for sp in self.shared for n in _all_names(model, sp.param)}
+        shared_names = {n for sp in self.shared for n in sp.names}
         self.ties = [t for t in model.tied_parameters() if t[0] not in shared_names]
         self.tie_group = None
         if self.ties and plan.pp > 1:
@@ -507,7 +499,8 @@ class _Builder:
         for nm, p in model.named_parameters(remove_duplicate=False):
             self.names_by_id.setdefault(id(p), nm)
         # Every rank creates the shared parameters' groups in the same order.
-        self.shared_groups = [groups.get(self._holders(sp, world)) for sp in self.shared]
+        self.shared_groups = [groups.get(holders(sp, plan.stage_layers, plan.pp, n))
+                              for sp in self.shared]
         self.shared_modules = [detach_from_layers(sp) for sp in self.shared]
         self.num_chunks = len(plan.stage_layers)
         self.starts = [sum(plan.stage_layers[:c]) for c in range(self.num_chunks)]
@@ -524,30 +517,14 @@ class _Builder:
                             and self.grp[(e, "weight")] is not None)
         self.shared_vocab = None
 
-    def _holders(self, sp: SharedParam, world: int) -> list[list[int]]:
-        """Partition of the world: the ranks of every stage using ``sp``, then singletons."""
-        n, plan = self.n, self.plan
-        ranks = [st * n + i for st in stages_using(sp, plan.stage_layers, plan.pp)
-                 for i in range(n)]
-        return [ranks] + [[r] for r in range(world) if r not in ranks]
-
     def shared_units(self) -> list[Unit]:
         """One replicated unit per layer-shared parameter that this rank's layers use."""
         mine = {i for c in self.my_chunks
                 for i in range(self.starts[c], self.starts[c] + self.plan.stage_layers[c])}
-        out = []
-        for sp, group, mod in zip(self.shared, self.shared_groups, self.shared_modules,
-                                  strict=True):
-            if not mine.intersection(sp.layers):
-                continue
-            holder = SharedHolder(mod)
-            meta = describe_params(holder, sp.name, self.names_by_id)
-            for m in meta:
-                m.tp_partial = False  # whole on every holder; summed over all of them
-            s = LayerStrategy()
-            out.append(Unit(f"shared.{sp.name}", holder, s, coords(s, self.n, self.me), None,
-                            None, group, meta, replicated=True))
-        return out
+        return [shared_unit(sp, mod, group, self.n, self.me, self.names_by_id)
+                for sp, group, mod in zip(self.shared, self.shared_groups, self.shared_modules,
+                                          strict=True)
+                if mine.intersection(sp.layers)]
 
     def groups_of(self, s: LayerStrategy):
         return self.grp[(s, "tp")], self.grp[(s, "sp")], self.grp[(s, "weight")]
@@ -667,10 +644,6 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
             if u.weight_group is not None and params and not u.fsdp:
                 u.ddp = DP.OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
     return adam_params, shards
-
-
-def _all_names(model: nn.Module, param) -> list[str]:
-    return [n for n, p in model.named_parameters(remove_duplicate=False) if p is param]
 
 
 def _vocab_param(units, which):

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from galvatron.parallel.mesh import coords
+from galvatron.parallel.units import Unit, describe_params
+from galvatron.plan import LayerStrategy
+
 
 @dataclass
 class SharedParam:
@@ -28,6 +32,7 @@ class SharedParam:
     param: nn.Parameter
     layers: tuple[int, ...]  # indices of the layers using it
     owners: list[tuple[nn.Module, str]]  # (parent, attribute) of every registration's module
+    names: tuple[str, ...] = ()  # every name it is registered under in the model
 
 
 def find_shared(layers: nn.ModuleList) -> list[SharedParam]:
@@ -52,7 +57,8 @@ def find_shared(layers: nn.ModuleList) -> list[SharedParam]:
                                  "be the only parameter of a submodule (e.g. an nn.Embedding) "
                                  "for the runtime to hold it apart from the layers")
             owners.append((layers.get_submodule(parent_path), attr))
-        out.append(SharedParam("layers." + ns[0], params[pid], used_by, owners))
+        out.append(SharedParam("layers." + ns[0], params[pid], used_by, owners,
+                               tuple("layers." + n for n in ns)))
     return out
 
 
@@ -86,3 +92,24 @@ def stages_using(shared: SharedParam, stage_layers: tuple[int, ...], pp: int) ->
             stages.add(c % pp)
         start += count
     return sorted(stages)
+
+
+def holders(shared: SharedParam, stage_layers: tuple[int, ...], pp: int,
+            n: int) -> list[list[int]]:
+    """Partition of the world (``pp * n`` ranks) for the group of ``shared``: the ranks of
+    every stage using it, then singletons."""
+    ranks = [st * n + i for st in stages_using(shared, stage_layers, pp) for i in range(n)]
+    return [ranks] + [[r] for r in range(pp * n) if r not in ranks]
+
+
+def shared_unit(shared: SharedParam, module: nn.Module, group, n: int, me: int,
+                names_by_id: dict[int, str]) -> Unit:
+    """The replicated unit holding ``module`` (the detached owner of ``shared``); ``group``:
+    all its holders (its gradient is summed over them)."""
+    holder = SharedHolder(module)
+    meta = describe_params(holder, shared.name, names_by_id)
+    for m in meta:
+        m.tp_partial = False  # whole on every holder (tp marked it partial): summed over all
+    s = LayerStrategy()
+    return Unit(f"shared.{shared.name}", holder, s, coords(s, n, me), None, None, group, meta,
+                replicated=True)
