@@ -6,7 +6,8 @@ from galvatron.plan import LayerStrategy as S
 from galvatron.plan import Plan
 
 FP32 = dict(precision="fp32")
-MODELS = ("gpt2-debug", "llama-debug", "bert-debug")
+MODELS = ("gpt2-debug", "llama-debug", "bert-debug", "t5-debug")
+T5 = "t5-debug"  # every T5 case has 4 layers: 2 encoder (sharing one bias table), 2 decoder
 
 
 def uniform(world, layers, gbs, **kw):
@@ -35,7 +36,17 @@ def world2():
             (f"pp_1f1b/{m}", m, uniform(2, 2, 4, pp=2, schedule="1f1b", num_microbatches=4)),
             (f"microbatches/{m}", m, uniform(2, 2, 4, num_microbatches=2, dp_type="zero3")),
         ]
-    return out
+    return out + [
+        # encoder-decoder, relative-bias tables shared by layers under different strategies
+        ("t5_mixed/t5", T5, plan(2, [
+            S(tp=2), S(dp_type="zero3", checkpoint=True), S(sp=2, sp_kind="ulysses"),
+            S(tp=2, sp_kind="megatron", dp_type="zero1"),
+        ], 4, embedding=S(dp_type="zero3"))),  # tied embedding+head: one FSDP2 unit
+        # the decoder's table on both stages (layers 2 | 3), the encoder's on stage 0 only
+        ("t5_pp_table_across_stages/t5", T5, plan(2, [
+            S(), S(checkpoint=True), S(dp_type="zero3"), S(),
+        ], 4, pp=2, stage_layers=(3, 1), schedule="1f1b", num_microbatches=2)),
+    ]
 
 
 def world4():
@@ -73,6 +84,17 @@ def world4():
             S(tp=2), S(dp_type="zero2"), S(tp=2, sp_kind="megatron", checkpoint=True),
             S(dp_type="zero3"),
         ], 8, embedding=S(dp_type="zero3"), pp=2, stage_layers=(3, 1), schedule="gpipe",
+            num_microbatches=2)),
+        ("mixed_encoder_decoder/t5", T5, plan(4, [
+            S(tp=4, checkpoint=True), S(tp=2, sp=2, sp_kind="ulysses", dp_type="zero3"),
+            S(tp=2, sp_kind="megatron", tp_consecutive=False, dp_type="zero2"),
+            S(sp=2, sp_kind="ulysses", dp_type="zero1"),
+        ], 8, embedding=S(tp=2, sp_kind="megatron", dp_type="zero1"))),
+        # the encoder's table on both stages (layers 0 | 1), the decoder's on stage 1 only
+        ("pp_encoder_decoder/t5", T5, plan(4, [
+            S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses"),
+            S(tp=2, sp_kind="megatron", checkpoint=True), S(dp_type="zero1"),
+        ], 8, embedding=S(tp=2, dp_type="zero2"), pp=2, stage_layers=(1, 3), schedule="gpipe",
             num_microbatches=2)),
     ]
 

@@ -15,20 +15,33 @@ EPS = float(os.environ.get("GALVATRON_TEST_EPS", "1e-5"))
 
 
 def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed: int = 1,
-                 padding: bool = False):
+                 padding: bool = False, decoder_seq: int | None = None):
     """Random token batches; ``padding``: a random quarter of the tokens are masked out
     (mask 0, label -100; position 0 always kept so every query has a key), so masked keys
     change causal attention too and token counts differ between samples and ranks."""
-    vocab = M.get_config(model_name).vocab_size
+    cfg = M.get_config(model_name)
     g = torch.Generator().manual_seed(seed)
+
+    def tokens(length=seq):
+        return torch.randint(0, cfg.vocab_size, (global_batch, length), generator=g)
+
+    def pad_mask(length=seq):
+        mask = (torch.rand(global_batch, length, generator=g) > 0.25).long()
+        mask[:, 0] = 1
+        return mask
+
     out = []
     for _ in range(steps):
-        ids = torch.randint(0, vocab, (global_batch, seq), generator=g)
+        ids = tokens()
         b = {"input_ids": ids}
+        dec = decoder_seq or seq
+        if cfg.family == "t5":  # encoder-decoder: decoder inputs and their own targets
+            b.update(decoder_input_ids=tokens(dec), labels=tokens(dec))
         if padding:
-            mask = (torch.rand(global_batch, seq, generator=g) > 0.25).long()
-            mask[:, 0] = 1
-            b.update(attention_mask=mask, labels=ids.masked_fill(mask == 0, -100))
+            b["attention_mask"] = mask = pad_mask()
+            if cfg.family == "t5":  # the decoder has its own mask; labels follow it
+                b["decoder_attention_mask"] = mask = pad_mask(dec)
+            b["labels"] = b.get("labels", ids).masked_fill(mask == 0, -100)
         out.append(b)
     return out
 
@@ -60,9 +73,13 @@ def run_case(model_name: str, plan, batches, ref, seed: int = 0,
 
     model = M.build(model_name, seed=seed, **(overrides or {}))
     seq_len = seq_len or batches[0]["input_ids"].shape[1]
+    dec = batches[0].get("decoder_input_ids")
     pm = parallel.build(model, plan, seed=seed, seq_len=seq_len,
+                        decoder_seq_len=None if dec is None else dec.shape[1],
                         lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                         max_grad_norm=max_grad_norm)
+    held = {id(p) for c in pm.chunks for p in c.parameters()}  # what checkpoints save
+    assert all(id(p) in held for u in pm.units for p in u.params()), "a unit outside the chunks"
     if corrupt is not None:
         corrupt(pm)
     losses, norms = [], []

@@ -19,8 +19,9 @@ STEPS, SEQ, CLIP = 3, 16, 1.0
 def _refs(layers: int, gbs: int, padding: bool = False):
     out = {}
     for m in C.MODELS:
-        ov = {"num_layers": layers}
-        b = make_batches(m, gbs, SEQ, STEPS, padding=padding)
+        ov = {"num_layers": 2 if m == C.T5 else layers}  # T5: per stack (4 layers)
+        dec = SEQ // 2 if m == C.T5 else None  # T5: a decoder shorter than the encoder
+        b = make_batches(m, gbs, SEQ, STEPS, padding=padding, decoder_seq=dec)
         out[m] = (b, reference(m, b, max_grad_norm=CLIP, overrides=ov), ov)
     return out
 
@@ -80,18 +81,25 @@ def test_pp2_tp2_dp2_mixed_plan_matches_single_process_on_8_ranks():
     _check(launch(8, _work, cases, refs), refs, cases)
 
 
-def _skip_dp_sync(pm):
-    for u in pm.units:
+def _skip_a_sync(pm):
+    """Layer-shared parameters (T5): no all-reduce of their gradients; else no DDP sync."""
+    shared = [u for u in pm.units if u.replicated]
+    for u in shared:
+        u.weight_group = None
+    for u in pm.units if not shared else []:
         if u.ddp is not None:
             u.ddp.group = None  # DDP: no gradient all-reduce
 
 
 def test_a_missing_gradient_sync_is_detected():
-    cases = [c for c in C.world2() if c[0] == "dp/gpt2-debug"]
+    cases = [c for c in C.world2() if c[0] in ("dp/gpt2-debug", "t5_mixed/t5")]
     refs = _refs(2, 4)
-    results = launch(2, _work, cases, refs, _skip_dp_sync)
+    results = launch(2, _work, cases, refs, _skip_a_sync)
     with pytest.raises(AssertionError, match="loss/grad-norm err"):
-        _check(results, refs, cases)
+        _check([r[:1] for r in results], refs, cases[:1])
+    # the shared relative-bias tables' gradients are only partial sums without their sync
+    with pytest.raises(AssertionError, match=r"t5_mixed/t5: .*\(layers\.\d\.attn\.rel_bias"):
+        _check([r[1:] for r in results], refs, cases[1:])
 
 
 def _fail_on_rank1(rank, world):

@@ -89,7 +89,7 @@ def compare(world: int = 2):
     results = launch(world, _measure, cases)
     hw = galvatron.hardware_preset("cpu-gloo", 1, world)
     profs = {m: galvatron.model_profile(m, seq_len=SEQ, hardware=hw, precision="fp32")
-             for m in C.MODELS}
+             for m in {m for _, m, _ in cases}}
     rows = []
     for rank, res in enumerate(results):
         for (key, meas), (_, m, plan) in zip(res, cases, strict=True):

@@ -152,3 +152,15 @@ def test_vision_models_train_on_synthetic_images(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rows = losses(tmp_path / "vit")
     assert len(rows) == 8 and rows[-1] < rows[0]
+
+
+def test_t5_trains_as_a_pipeline_with_evaluation(tmp_path):
+    """Encoder-decoder: the decoder continues the encoder's text (labels shifted right as its
+    inputs); two stages carry both streams, evaluation runs through the pipeline too."""
+    r = train(tmp_path / "t5", "--model", "t5-debug", "--model.overrides", "{}", "--steps", "6",
+              "--pp", "2", "--num-microbatches", "2", "--logging.eval_every", "3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = losses(tmp_path / "t5")
+    assert len(rows) == 6 and rows[-1] < rows[0]
+    with open(tmp_path / "t5" / "metrics.jsonl") as f:
+        assert sum("eval_loss" in line for line in f) == 2

@@ -70,6 +70,20 @@ def test_builtin_data_is_deterministic_and_shifted():
     assert D.byte_decode(D.byte_encode("héllo")) == "héllo"
 
 
+def test_encoder_decoder_batches_continue_the_encoder_text():
+    data = D.TokenData.load("builtin", seq_len=32)
+    lm = data.batch(5, 8, 32, seed=1)
+    b = data.batch(5, 8, 32, seed=1, continuation=True)
+    assert b["input_ids"].shape == b["labels"].shape == (8, 32)
+    starts = np.random.default_rng([1, 5, 0]).integers(0, data.train.size - 64, size=8)
+    for s, ids, labels in zip(starts, b["input_ids"], b["labels"], strict=True):
+        assert np.array_equal(data.train[s:s + 64], np.r_[ids, labels])  # one window of 64
+    assert not np.array_equal(lm["labels"], b["labels"])
+    with pytest.raises(ValueError, match="too few for windows of 64"):
+        D.TokenData(train=data.train[:64], eval=data.eval, vocab_size=257).batch(0, 2, 32, 1,
+                                                                              continuation=True)
+
+
 def test_prepare_then_load_token_files(tmp_path):
     (tmp_path / "a.txt").write_text("hello world " * 200)
     meta = D.prepare([str(tmp_path / "a.txt")], str(tmp_path / "out"))

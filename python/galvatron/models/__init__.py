@@ -14,6 +14,9 @@ Every model (``GalvatronModel``): ``embed(batch) -> Carry``, ``layers`` (each wi
 ``layer_type``, ``Carry -> Carry``), ``head(carry) -> logits``, ``forward(**hf_inputs)``,
 ``layer_types()``, ``loss(logits, batch)``, ``tied_parameters()``, ``retie()``,
 ``init_weights(seed)``. The carry per family is documented in each family's module docstring.
+Encoder-decoder models (T5) also name their second stream's inputs (``memory_inputs``), give
+its ids for a batch (``memory_ids(batch)``), and mark the layer that swaps the two streams
+(``swaps_streams``).
 
 Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention with ``core``, MLPs,
 RMSNorm, masks, RoPE), ``spec.py`` (ModelSpec: params, FLOPs, activation bytes),

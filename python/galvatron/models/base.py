@@ -117,6 +117,9 @@ class GalvatronModel(nn.Module):
 
     config: ModelConfig
     input_names: ClassVar[tuple[str, ...]] = ()
+    # Encoder-decoder models: the input names (ids, padding mask) of the second stream that
+    # ``embed`` puts in ``Carry.memory`` / ``Carry.memory_mask``; None for one-stream models.
+    memory_inputs: ClassVar[tuple[str, str] | None] = None
     embed: nn.Module
     layers: nn.ModuleList
     head: nn.Module
@@ -136,6 +139,12 @@ class GalvatronModel(nn.Module):
         for layer in self.layers:
             carry = layer(carry)
         return self.head(carry)
+
+    def memory_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """Encoder-decoder models: the second stream's ids of ``batch``."""
+        if self.memory_inputs is None:
+            raise ValueError(f"{type(self).__name__} has no second stream")
+        return batch[self.memory_inputs[0]]
 
     def layer_types(self) -> list[str]:
         return [layer.layer_type for layer in self.layers]

@@ -136,6 +136,7 @@ class T5EncoderLayer(nn.Module):
     def __init__(self, c: T5Config, rel_bias: nn.Embedding, last: bool) -> None:
         super().__init__()
         self.layer_type = "t5_encoder_last" if last else "t5_encoder"
+        self.swaps_streams = last  # returns Carry(memory, memory_mask, hidden, mask)
         self.norm1 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.attn = T5Attention(c, causal=False, rel_bias=rel_bias)
         self.norm2 = RMSNorm(c.hidden_size, eps=c.layer_norm_eps)
@@ -180,14 +181,19 @@ class T5Embed(nn.Module):
         self.tok = nn.Embedding(c.vocab_size, c.hidden_size)
         self.start, self.dropout = c.decoder_start_token_id, c.dropout
 
-    def forward(self, batch: dict[str, Tensor]) -> Carry:
+    def decoder_input_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """``batch['decoder_input_ids']``, or the labels shifted right (as HF does)."""
         dec_ids = batch.get("decoder_input_ids")
-        if dec_ids is None:
-            if "labels" not in batch:
-                raise ValueError("decoder_input_ids: missing (or give labels to shift right)")
-            labels = batch["labels"]  # shift right, as HF does
-            dec_ids = torch.cat([torch.full_like(labels[:, :1], self.start), labels[:, :-1]], 1)
-            dec_ids = dec_ids.masked_fill(dec_ids == -100, 0)
+        if dec_ids is not None:
+            return dec_ids
+        if "labels" not in batch:
+            raise ValueError("decoder_input_ids: missing (or give labels to shift right)")
+        labels = batch["labels"]
+        dec_ids = torch.cat([torch.full_like(labels[:, :1], self.start), labels[:, :-1]], 1)
+        return dec_ids.masked_fill(dec_ids == -100, 0)
+
+    def forward(self, batch: dict[str, Tensor]) -> Carry:
+        dec_ids = self.decoder_input_ids(batch)
         enc = dropout(self.tok(batch["input_ids"]), self.dropout, self.training)
         dec = dropout(self.tok(dec_ids), self.dropout, self.training)
         return Carry(enc, batch.get("attention_mask"), dec, batch.get("decoder_attention_mask"))
@@ -207,6 +213,7 @@ class T5Head(nn.Module):
 
 class T5Model(GalvatronModel):
     input_names = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+    memory_inputs = ("decoder_input_ids", "decoder_attention_mask")
 
     def __init__(self, config: T5Config) -> None:
         super().__init__(config)
@@ -221,6 +228,10 @@ class T5Model(GalvatronModel):
         if c.tie_word_embeddings:
             self.head.lm_head.weight = self.embed.tok.weight
         self.record_ties()
+
+    def memory_ids(self, batch: dict[str, Tensor]) -> Tensor:
+        """``decoder_input_ids``, or the labels shifted right."""
+        return self.embed.decoder_input_ids(batch)
 
 
 # ---------------------------------------------------------------------------- spec

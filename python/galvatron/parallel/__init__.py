@@ -23,7 +23,7 @@ Files, one per technique: ``mesh.py`` (rank coordinates, groups, plan validation
 ``ulysses.py`` (all-to-all around ``attn.core``), ``redistribute.py`` (activation layouts and
 the all-to-all between them), ``data_parallel.py`` (DDP sync, ZeRO-1, FSDP2 ZeRO-2/3),
 ``pipeline.py`` (micro-batches and schedules), ``faults.py`` (``fail_fast``), ``units.py`` (layer/embedding/head wrappers,
-checkpointing), ``runtime.py`` (``build``, ``ParallelModel``), ``layout.py`` (C++ layout kernels).
+checkpointing), ``shared.py`` (parameters shared by several layers: T5's bias tables), ``runtime.py`` (``build``, ``ParallelModel``), ``layout.py`` (C++ layout kernels).
 """
 
 from galvatron.parallel.faults import fail_fast

@@ -102,15 +102,19 @@ class Groups:
 # ---------------------------------------------------------------------------- validation
 
 
-def validate(plan: Plan, model, seq_len: int) -> None:
+def validate(plan: Plan, model, seq_len: int, decoder_seq_len: int | None = None) -> None:
     """Check the plan against the model and sequence length before any collective: every
     attention's heads and kv-heads divisible by ``tp*sp``, every MLP width by ``tp``, the
     sequence by every layout's sequence split (read from the layers, so per-stage widths
-    such as Swin's are checked too)."""
+    such as Swin's are checked too). Encoder-decoder models: both streams pass through every
+    layer's layout (and the pipeline boundary), so the decoder length must divide too."""
     from galvatron.parallel.redistribute import boundary_layout, layout_of
     from galvatron.parallel.tensor_parallel import find_blocks
 
     plan.validate(num_layers=len(model.layers))
+    if decoder_seq_len is not None and getattr(model, "memory_inputs", None) is None:
+        raise ValueError(f"decoder_seq_len={decoder_seq_len}: only encoder-decoder models have a "
+                         f"decoder; accepted for {type(model).__name__}: None")
     n = plan.devices_per_stage
     if getattr(getattr(model, "config", None), "family", "") == "swin":
         for i, s in enumerate(plan.layers):
@@ -130,16 +134,21 @@ def validate(plan: Plan, model, seq_len: int) -> None:
                 width = (m.fc_in if hasattr(m, "fc_in") else m.up_proj).out_features
                 if width % s.tp:
                     raise ValueError(f"{where}: tp={s.tp} must divide the MLP width {width}")
-    for where, s in [(f"layers[{i}]", s) for i, s in enumerate(plan.layers)] + [
-            ("embedding", plan.embedding)]:
-        lay = layout_of(s, n)
-        if seq_len % lay.n_seq:
-            raise ValueError(
-                f"{where}: sequence length {seq_len} is not divisible by its {lay.n_seq} "
-                "sequence shards")
-    if plan.pp > 1:
-        b = boundary_layout(n, plan.micro_batch_size)
-        if seq_len % b.n_seq:
-            raise ValueError(
-                f"pipeline boundary: sequence length {seq_len} must be divisible by "
-                f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")
+    lengths = [("sequence length", seq_len)]
+    if decoder_seq_len is not None and decoder_seq_len != seq_len:
+        lengths.append(("decoder length (decoder_seq_len)", decoder_seq_len))
+    for what, length in lengths:
+        for where, s in [(f"layers[{i}]", s) for i, s in enumerate(plan.layers)] + [
+                ("embedding", plan.embedding)]:
+            lay = layout_of(s, n)
+            if length % lay.n_seq:
+                raise ValueError(
+                    f"{where}: {what} {length} is not divisible by its {lay.n_seq} sequence "
+                    f"shards (sp_kind {s.sp_kind.value!r}, tp={s.tp}, sp={s.sp}); accepted: "
+                    f"lengths divisible by {lay.n_seq}, or a strategy without sequence split")
+        if plan.pp > 1:
+            b = boundary_layout(n, plan.micro_batch_size)
+            if length % b.n_seq:
+                raise ValueError(
+                    f"pipeline boundary: {what} {length} must be divisible by "
+                    f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")

@@ -21,18 +21,17 @@ from torch.distributed.pipelining import (
 from galvatron.plan import Schedule
 
 
-def run_microbatches(pm, ids, labels, mask, count: int, train: bool = True) -> float:
+def run_microbatches(pm, inputs, labels, count: int, train: bool = True) -> float:
     """Forward (+ backward when `train`) of every micro-batch; returns this rank's local loss
-    sum / count."""
+    sum / count. ``inputs``: the first chunk's arguments for the global batch (ids first)."""
     plan = pm.plan
     m = plan.num_microbatches
     if plan.pp == 1:
         chunk = pm.chunks[0]
         total = 0.0
-        for ids_mb, lab_mb, mask_mb in zip(ids.chunk(m), labels.chunk(m),
-                                           mask.chunk(m) if mask is not None else [None] * m,
-                                           strict=True):
-            loss = pm.loss_sum(chunk(ids_mb, mask_mb), lab_mb) / count
+        parts = [t.chunk(m) for t in inputs]
+        for i, lab_mb in enumerate(labels.chunk(m)):
+            loss = pm.loss_sum(chunk(*(p[i] for p in parts)), lab_mb) / count
             if train:
                 loss.backward()
             total += float(loss.detach())
@@ -46,7 +45,7 @@ def run_microbatches(pm, ids, labels, mask, count: int, train: bool = True) -> f
         kwargs.update(target=labels, losses=losses)
     run = pm.schedule.step if train else pm.schedule.eval
     if first:
-        run(ids, *([] if mask is None else [mask]), **kwargs)
+        run(*inputs, **kwargs)
     else:
         run(**kwargs)
     return float(sum(float(x.detach()) for x in losses))

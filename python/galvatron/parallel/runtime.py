@@ -22,6 +22,7 @@ from galvatron.parallel.redistribute import (
     layout_of,
     redistribute,
 )
+from galvatron.parallel.shared import detach_from_layers, find_shared, holders, shared_unit
 from galvatron.parallel.ulysses import apply_ulysses
 from galvatron.parallel.units import (
     EmbedIO,
@@ -45,6 +46,7 @@ class Context:
     me: int  # local index inside the stage
     n: int  # devices per stage
     seq_len: int
+    decoder_seq_len: int  # encoder-decoder models: the decoder length (else seq_len)
     stage_group: object
     groups: Groups
     device: torch.device = torch.device("cpu")
@@ -78,29 +80,51 @@ class Chunk(nn.Module):
     def _block(self, lay: Layout):
         return lay.block(self.ctx.me, self.ctx.plan.micro_batch_size, self.ctx.seq_len)
 
-    def forward(self, x, mask=None):
+    def forward(self, x, mask=None, memory=None, memory_mask=None):
         """``x``: the micro-batch ids (first chunk) or this rank's boundary block; ``mask``:
         the whole micro-batch's padding mask ``[mb, seq]`` or None (passed on to the next
-        chunk beside the hidden block)."""
+        chunk beside the hidden block). Encoder-decoder models also carry the second stream
+        in Carry order: ``memory`` (its ids in the first chunk, else this rank's block; moved
+        between layouts exactly like ``x``) and its whole-micro-batch ``memory_mask``; an
+        absent mask is None or a ``[mb, 0]`` tensor (pipeline stages send only tensors)."""
+        mask, memory_mask = _present(mask), _present(memory_mask)
+        two = memory is not None
         if self.embed is not None:
             b0, b1, *_ = self._block(self.emb_layout)
-            x = self.embed(x[b0:b1])
+            if two:
+                x, memory = self.embed(x[b0:b1], memory[b0:b1])
+            else:
+                x = self.embed(x[b0:b1])
             cur = self.emb_layout
         else:
             cur = self.in_layout
         for layer, lay in zip(self.layers, self.layouts, strict=True):
             x = self._move(x, cur, lay)
+            if two:
+                memory = self._move(memory, cur, lay)
             cur = lay
-            rows = None
-            if mask is not None:
-                b0, b1, *_ = self._block(lay)
-                rows = mask[b0:b1]
-            x = layer(x, rows)
+            b0, b1, *_ = self._block(lay)
+            rows, mrows = (None if m is None else m[b0:b1] for m in (mask, memory_mask))
+            if not two:
+                x = layer(x, rows)
+                continue
+            x, memory = layer(x, rows, memory, mrows)
+            if layer.swaps_streams:  # the layer swapped hidden and memory: swap the masks
+                mask, memory_mask = memory_mask, mask
         if self.head is not None:
             x = self._move(x, cur, self.emb_layout)
             return self.head(x)
         x = self._move(x, cur, self.out_layout)
-        return x if mask is None else (x, mask)
+        if not two:
+            return x if mask is None else (x, mask)
+        empty = x.new_empty((self.ctx.plan.micro_batch_size, 0), dtype=torch.long)
+        return (x, empty if mask is None else mask, self._move(memory, cur, self.out_layout),
+                empty if memory_mask is None else memory_mask)
+
+
+def _present(mask):
+    """None for an absent mask (None or an empty ``[mb, 0]`` placeholder)."""
+    return None if mask is None or mask.numel() == 0 else mask
 
 
 @dataclass
@@ -117,6 +141,8 @@ class ParallelModel:
     schedule: object = None
     max_grad_norm: float | None = None
     input_key: str = "input_ids"
+    memory_inputs: tuple[str, str] | None = None  # encoder-decoder: second-stream input names
+    memory_ids: object = None  # batch -> second-stream ids (the model's, e.g. shifted labels)
     token_loss: bool = True  # vocabulary head: per-token loss; else per-sample (model.loss)
     loss_fn: object = None
     last_grad_norm: float | None = None  # global gradient norm of the last step (before clipping)
@@ -129,10 +155,10 @@ class ParallelModel:
         slices its part). Returns the global mean token loss (the same on every rank)."""
         from galvatron.parallel.pipeline import run_microbatches
 
-        ids, labels, mask, count = self._inputs(batch)
+        inputs, labels, count = self._inputs(batch)
         self.optimizer.zero_grad()
         with self._autocast():
-            local = run_microbatches(self, ids, labels, mask, count)
+            local = run_microbatches(self, inputs, labels, count)
         self.finish_grads()
         if self.max_grad_norm is not None:
             self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
@@ -143,17 +169,22 @@ class ParallelModel:
         """The global mean loss of `batch` (forward only: no gradients, no optimizer step)."""
         from galvatron.parallel.pipeline import run_microbatches
 
-        ids, labels, mask, count = self._inputs(batch)
+        inputs, labels, count = self._inputs(batch)
         # Pipeline schedules run their own forward-only path (and refuse no_grad around it).
         grad = torch.enable_grad() if self.plan.pp > 1 else torch.no_grad()
         with self._autocast(), grad:
-            local = run_microbatches(self, ids, labels, mask, count, train=False)
+            local = run_microbatches(self, inputs, labels, count, train=False)
         return self._global_loss(local)
 
     def _inputs(self, batch: dict[str, torch.Tensor]):
+        """``(chunk inputs of the global batch, labels, global label count)``; the inputs are
+        ``(ids[, mask])``, or ``(ids, mask, memory ids, memory mask)`` for encoder-decoder
+        models (absent masks as ``[batch, 0]``)."""
         plan, ctx = self.plan, self.ctx
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         ids = batch[self.input_key]
+        if self.memory_inputs is not None and "labels" not in batch:
+            raise ValueError("labels: required for encoder-decoder models (the decoder targets)")
         labels = batch.get("labels", ids)
         if self.shift_labels:
             labels = torch.nn.functional.pad(labels, (0, 1), value=-100)[..., 1:]
@@ -163,7 +194,20 @@ class ParallelModel:
                              f"got {tuple(ids.shape)}")
         # token losses: mean over label tokens; sample losses (classification): over samples
         count = int((labels != -100).sum()) if self.token_loss else labels.shape[0]
-        return ids, labels, batch.get("attention_mask"), count
+        mask = batch.get("attention_mask")
+        if self.memory_inputs is None:
+            return (ids,) if mask is None else (ids, mask), labels, count
+        mem_key, mem_mask_key = self.memory_inputs
+        mem = self.memory_ids(batch)  # given, or derived from the labels by the model
+        dec_want = (plan.global_batch_size, ctx.decoder_seq_len)
+        for name, t in ((mem_key, mem), ("labels", labels)):
+            if tuple(t.shape) != dec_want:
+                raise ValueError(f"{name}: expected shape {dec_want} (decoder_seq_len="
+                                 f"{ctx.decoder_seq_len} of build), got {tuple(t.shape)}")
+        empty = ids.new_empty((ids.shape[0], 0))
+        mem_mask = batch.get(mem_mask_key)
+        return ((ids, empty if mask is None else mask, mem,
+                 empty if mem_mask is None else mem_mask), labels, count)
 
     def _global_loss(self, local: float) -> float:
         """Sum of the local losses of one replica of the head (tp rank 0 of each head block)."""
@@ -184,7 +228,8 @@ class ParallelModel:
     def loss_sum(self, logits, labels_mb) -> torch.Tensor:
         """Sum of token (or sample) losses of this rank's head block of one micro-batch."""
         lay = embedding_layout(self.plan.embedding, self.ctx.n)
-        b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, self.ctx.seq_len)
+        seq = labels_mb.shape[1] if labels_mb.dim() > 1 else self.ctx.seq_len  # T5: decoder
+        b0, b1, s0, s1, _ = lay.block(self.ctx.me, self.plan.micro_batch_size, seq)
         if not self.token_loss:  # the model's mean loss over its samples, times their number
             return self.loss_fn(logits, {"labels": labels_mb[b0:b1]}) * (b1 - b0)
         head_mod = self.chunks[-1].head_unit.module
@@ -199,6 +244,9 @@ class ParallelModel:
         for u in self.units:  # DDP all-reduces started in backward (sums commute with the rest)
             if u.ddp is not None:
                 u.ddp.finish()
+        for u in self.units:  # parameters shared by several layers: sum over their holders
+            if u.replicated:
+                DP.all_reduce_grads(u.dp_params, u.weight_group)
         for a, b, group in self.ties:
             ga, gb = a.grad, b.grad if b is not None else None
             if b is not None:  # both copies on this rank
@@ -362,6 +410,7 @@ def _set(root: nn.Module, name: str, mod: nn.Module) -> None:
 
 
 def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: int | None = None,
+          decoder_seq_len: int | None = None,
           lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.01,
           max_grad_norm: float | None = None, timeout_s: float = 60.0,
           device: str | torch.device | None = None) -> ParallelModel:
@@ -376,9 +425,10 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
     seq_len = seq_len or getattr(model.config, "max_seq_len", None)
     if seq_len is None:
         raise ValueError("seq_len: required for models without max_seq_len")
-    validate(plan, model, seq_len)
-    b = _Builder(model, plan, seq_len, timeout_s, device)
-    units_all, chunks = [], []
+    validate(plan, model, seq_len, decoder_seq_len)
+    decoder_seq_len = decoder_seq_len or seq_len
+    b = _Builder(model, plan, (seq_len, decoder_seq_len), timeout_s, device)
+    units_all, chunks = b.shared_units(), []
     for c in b.my_chunks:
         embed_u = b.embed_unit() if c == 0 else None
         layer_units = [b.layer_unit(i) for i in range(b.starts[c], b.starts[c] + plan.stage_layers[c])]
@@ -391,6 +441,9 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
         in_l = None if c == 0 else boundary_layout(b.n, plan.micro_batch_size)
         out_l = None if c == b.num_chunks - 1 else boundary_layout(b.n, plan.micro_batch_size)
         chunks.append(Chunk(b.ctx, embed_u, layer_units, head_u, in_l, out_l))
+    shared = [u.module for u in units_all if u.replicated]
+    if shared:  # registered once, so chunk parameters (checkpoints) cover everything held
+        chunks[0].shared = nn.ModuleList(shared)
     adam_params, shards = _apply_data_parallel(units_all, plan, b.ctx.device)
     b.originals.clear()
     pm = ParallelModel(plan, b.ctx, chunks, units_all,
@@ -398,6 +451,7 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
                                   lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                        bool(getattr(model, "shift_labels", False)), max_grad_norm=max_grad_norm,
                        input_key=b.key, token_loss=b.vocab is not None, loss_fn=model.loss,
+                       memory_inputs=model.memory_inputs, memory_ids=model.memory_ids,
                        full_shapes=b.full_shapes)
     if b.ties and not b.keep_tie:  # two copies: on this rank (pp=1, ZeRO-2/3) or two stages
         emb_p, head_p = _vocab_param(units_all, "embed"), _vocab_param(units_all, "head")
@@ -415,7 +469,8 @@ def build(model: str | GalvatronModel, plan: Plan, *, seed: int = 0, seq_len: in
 class _Builder:
     """Groups, geometry and the unit constructors of one rank (used by :func:`build`)."""
 
-    def __init__(self, model, plan: Plan, seq_len: int, timeout_s: float, device) -> None:
+    def __init__(self, model, plan: Plan, seq_lens: tuple[int, int], timeout_s: float,
+                 device) -> None:
         import datetime
 
         world, rank = dist.get_world_size(), dist.get_rank()
@@ -433,8 +488,10 @@ class _Builder:
         device = torch.device(device)
         if not any(p.is_meta for p in model.parameters()):
             model.to(device)
-        self.ctx = Context(plan, rank, stage, self.me, n, seq_len, stage_group, groups, device)
-        self.ties = model.tied_parameters()
+        self.ctx = Context(plan, rank, stage, self.me, n, *seq_lens, stage_group, groups, device)
+        self.shared = find_shared(model.layers)  # before any layer is wrapped
+        shared_names = {n for sp in self.shared for n in sp.names}
+        self.ties = [t for t in model.tied_parameters() if t[0] not in shared_names]
         self.tie_group = None
         if self.ties and plan.pp > 1:
             self.tie_group = groups.pair_group([[i, (plan.pp - 1) * n + i] for i in range(n)]
@@ -444,6 +501,10 @@ class _Builder:
         self.names_by_id: dict[int, str] = {}
         for nm, p in model.named_parameters(remove_duplicate=False):
             self.names_by_id.setdefault(id(p), nm)
+        # Every rank creates the shared parameters' groups in the same order.
+        self.shared_groups = [groups.get(holders(sp, plan.stage_layers, plan.pp, n))
+                              for sp in self.shared]
+        self.shared_modules = [detach_from_layers(sp) for sp in self.shared]
         self.num_chunks = len(plan.stage_layers)
         self.starts = [sum(plan.stage_layers[:c]) for c in range(self.num_chunks)]
         self.my_chunks = [c for c in range(self.num_chunks) if c % plan.pp == stage]
@@ -453,10 +514,20 @@ class _Builder:
             raise ValueError("embedding: a model without a vocabulary embedding/head supports "
                              "only data parallelism there (tp=1, no sequence split)")
         self.key = model.input_names[0]
+        self.memory_key = model.memory_inputs[0] if model.memory_inputs else None
         self.keep_tie = bool(self.ties) and plan.pp == 1
         self.sharded_tie = (self.keep_tie and e.dp_type in (DpType.ZERO2, DpType.ZERO3)
                             and self.grp[(e, "weight")] is not None)
         self.shared_vocab = None
+
+    def shared_units(self) -> list[Unit]:
+        """One replicated unit per layer-shared parameter that this rank's layers use."""
+        mine = {i for c in self.my_chunks
+                for i in range(self.starts[c], self.starts[c] + self.plan.stage_layers[c])}
+        return [shared_unit(sp, mod, group, self.n, self.me, self.names_by_id)
+                for sp, group, mod in zip(self.shared, self.shared_groups, self.shared_modules,
+                                          strict=True)
+                if mine.intersection(sp.layers)]
 
     def groups_of(self, s: LayerStrategy):
         return self.grp[(s, "tp")], self.grp[(s, "sp")], self.grp[(s, "weight")]
@@ -474,8 +545,8 @@ class _Builder:
             self.shared_vocab = ve.weight
             _set(model.embed, emb_name, ve)
         lay = embedding_layout(e, self.n)
-        _, _, s0, s1, _ = lay.block(self.me, self.plan.micro_batch_size, self.ctx.seq_len)
-        mod = EmbedIO(model.embed, s0, s1, full=lay.n_seq == 1, key=self.key)
+        _, _, si, _, _ = lay.block(self.me, self.plan.micro_batch_size, lay.n_seq)
+        mod = EmbedIO(model.embed, si, lay.n_seq, key=self.key, memory_key=self.memory_key)
         meta = describe_params(model.embed, "embed.", self.names_by_id)
         for p, m in zip(model.embed.parameters(), meta, strict=True):
             if ve is not None and p is ve.weight:
@@ -520,8 +591,8 @@ class _EmbedHead(nn.Module):
         super().__init__()
         self.embed_io, self.head_io = embed, head
 
-    def forward(self, x, part: str):
-        return self.embed_io(x) if part == "embed" else self.head_io(x)
+    def forward(self, *args, part: str):
+        return self.embed_io(*args) if part == "embed" else self.head_io(*args)
 
 
 class _Part:
@@ -531,8 +602,8 @@ class _Part:
     def __init__(self, owner: _EmbedHead, part: str) -> None:
         self.owner, self.part = owner, part
 
-    def __call__(self, x):
-        return self.owner(x, self.part)
+    def __call__(self, *args):
+        return self.owner(*args, part=self.part)
 
 
 def _merge_tied(embed_u: Unit, head_u: Unit):
@@ -557,6 +628,11 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
     seen: set[int] = set()
     for u in units:
         s = u.strategy
+        if u.replicated:  # synced by finish_grads, stepped by AdamW on every holder
+            u.dp_params = [p for p in u.params() if id(p) not in seen]
+            seen.update(id(p) for p in u.dp_params)
+            adam_params.extend(u.dp_params)
+            continue
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
             DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
             u.fsdp = True

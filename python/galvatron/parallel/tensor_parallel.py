@@ -179,6 +179,8 @@ class InputOp(nn.Module):
     def forward(self, x, *args, **kwargs):
         if kwargs.get("memory") is not None:
             kwargs["memory"] = self._op(kwargs["memory"])
+        if len(args) > 1 and args[1] is not None:  # Attention(x, padding_mask, memory)
+            args = (args[0], self._op(args[1]), *args[2:])
         return self.inner(self._op(x), *args, **kwargs)
 
 

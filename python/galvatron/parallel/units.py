@@ -42,39 +42,57 @@ class Unit:
     zero1: object = None  # ZeroOneShard
     ddp: object = None  # OverlappedAllReduce (DDP units with a weight group > 1)
     dp_params: list = field(default_factory=list)  # params this unit syncs (shared ones once)
+    replicated: bool = False  # whole copy on every rank of weight_group (see shared.py)
 
     def params(self) -> list[nn.Parameter]:
         return list(self.module.parameters())
 
 
 class LayerIO(nn.Module):
-    """One model layer as ``(hidden, mask) -> hidden``, optionally checkpointed."""
+    """One model layer as ``(hidden, mask) -> hidden``, or for two-stream (encoder-decoder)
+    models ``(hidden, mask, memory, memory_mask) -> (hidden, memory)``; optionally
+    checkpointed. ``swaps_streams``: the layer returns the streams swapped (T5's last encoder
+    layer), so the caller swaps its masks too."""
 
     def __init__(self, block: nn.Module, ckpt: bool) -> None:
         super().__init__()
         self.block, self.ckpt = block, ckpt
+        self.swaps_streams = bool(getattr(block, "swaps_streams", False))
 
-    def _run(self, hidden, mask):
-        return self.block(Carry(hidden, mask)).hidden
+    def _run(self, hidden, mask, memory=None, memory_mask=None):
+        out = self.block(Carry(hidden, mask, memory, memory_mask))
+        return out.hidden if memory is None else (out.hidden, out.memory)
 
-    def forward(self, hidden, mask=None):
+    def forward(self, hidden, mask=None, memory=None, memory_mask=None):
+        args = (hidden, mask, memory, memory_mask)
         if self.ckpt:
-            return checkpoint(self._run, hidden, mask, use_reentrant=False)
-        return self._run(hidden, mask)
+            return checkpoint(self._run, *args, use_reentrant=False)
+        return self._run(*args)
 
 
 class EmbedIO(nn.Module):
-    """The model's embedding on a batch block of ids; Ulysses keeps sequence block
-    ``[s0, s1)`` (plain slice: the weight gradient is a partial sum over sp)."""
+    """The model's embedding on a batch block of ids (and of the second stream's ids,
+    ``memory_key``, for encoder-decoder models); Ulysses keeps sequence block ``si`` of
+    ``n_seq`` of each stream (plain slice: the weight gradient is a partial sum over sp)."""
 
-    def __init__(self, embed: nn.Module, s0: int, s1: int, full: bool,
-                 key: str = "input_ids") -> None:
+    def __init__(self, embed: nn.Module, si: int, n_seq: int, key: str = "input_ids",
+                 memory_key: str | None = None) -> None:
         super().__init__()
-        self.embed, self.s0, self.s1, self.full, self.key = embed, s0, s1, full, key
+        self.embed, self.si, self.n_seq, self.key = embed, si, n_seq, key
+        self.memory_key = memory_key
 
-    def forward(self, ids):
-        h = self.embed({self.key: ids}).hidden
-        return h if self.full else h[:, self.s0:self.s1]
+    def _slice(self, h):
+        step = h.shape[1] // self.n_seq
+        return h if self.n_seq == 1 else h[:, self.si * step:(self.si + 1) * step]
+
+    def forward(self, ids, memory_ids=None):
+        batch = {self.key: ids}
+        if memory_ids is not None:
+            batch[self.memory_key] = memory_ids
+        c = self.embed(batch)
+        if memory_ids is None:
+            return self._slice(c.hidden)
+        return self._slice(c.hidden), self._slice(c.memory)
 
 
 class HeadIO(nn.Module):

@@ -158,13 +158,22 @@ class TokenData:
                              f"(need at least {n_eval + seq_len + 1})")
         return cls(train=tokens[:-n_eval], eval=tokens[-n_eval:], vocab_size=vocab)
 
-    def batch(self, step: int, global_batch: int, seq_len: int, seed: int, split: str = "train") -> dict:
-        """The global batch of `step`: input_ids and labels (next tokens), int64 arrays."""
+    def batch(self, step: int, global_batch: int, seq_len: int, seed: int, split: str = "train",
+              continuation: bool = False) -> dict:
+        """The global batch of `step`, int64 arrays: input_ids and labels (next tokens); with
+        `continuation` (encoder-decoder models) the labels are the `seq_len` tokens that follow
+        input_ids (the decoder continues the text; its inputs are the labels shifted right)."""
         data = self.train if split == "train" else self.eval
+        span = 2 * seq_len if continuation else seq_len + 1
+        if data.size <= span:
+            raise ValueError(f"data: the {split} split has {data.size} tokens, too few for windows "
+                             f"of {span}")
         rng = np.random.default_rng([seed, step, 0 if split == "train" else 1])
-        starts = rng.integers(0, data.size - seq_len - 1, size=global_batch)
-        idx = starts[:, None] + np.arange(seq_len + 1)[None, :]
+        starts = rng.integers(0, data.size - span, size=global_batch)
+        idx = starts[:, None] + np.arange(span)[None, :]
         window = np.asarray(data[idx], dtype=np.int64)
+        if continuation:
+            return {"input_ids": window[:, :seq_len], "labels": window[:, seq_len:]}
         return {"input_ids": window[:, :-1], "labels": window[:, 1:]}
 
 

@@ -29,6 +29,14 @@ def model_seq_len(cfg, overrides: dict[str, Any]) -> int:
     return models.spec(models.get_config(cfg.model.name, **overrides)).seq_len
 
 
+def encoder_decoder(cfg) -> bool:
+    """T5-like models: the batch's labels are a continuation of input_ids (see TokenData.batch)."""
+    from galvatron import models
+
+    family = models.FAMILIES[models.get_config(cfg.model.name).family]
+    return family.model_cls.memory_inputs is not None
+
+
 def build(parallel, cfg, plan: Plan, overrides: dict[str, Any]):
     from galvatron import models
 
@@ -62,7 +70,8 @@ def batch(cfg, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
         mc = models.get_config(cfg.model.name, **cfg.model.overrides)
         b = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
     else:
-        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed)
+        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed,
+                       continuation=encoder_decoder(cfg))
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
 
@@ -82,7 +91,8 @@ def eval_loss(pm, cfg, data, step: int, global_batch: int) -> float | None:
     """Mean loss over `logging.eval_batches` batches of the evaluation split."""
     total = 0.0
     for i in range(cfg.logging.eval_batches):
-        b = data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval")
+        b = data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval",
+                       continuation=encoder_decoder(cfg))
         total += pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
     return total / cfg.logging.eval_batches
 
