@@ -590,9 +590,30 @@ class _EmbedHead(nn.Module):
     def __init__(self, embed: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.embed_io, self.head_io = embed, head
+        self.zero3 = False  # set when FSDP2 shards it with ZeRO-3
 
     def forward(self, *args, part: str):
-        return self.embed_io(*args) if part == "embed" else self.head_io(*args)
+        if not hasattr(self, "set_reshard_after_forward"):  # not sharded (one rank)
+            return self.embed_io(*args) if part == "embed" else self.head_io(*args)
+        if self.zero3:
+            # ZeRO-3: free the gathered tensors after the embedding; keep them after the head,
+            # whose backward follows at once (pp=1), instead of gathering them again
+            self.set_reshard_after_forward(part == "embed")
+        if part == "head":
+            # one reduce-scatter per micro-batch, after the embedding's backward (the head's
+            # gradient accumulates unsharded until then)
+            self.set_requires_gradient_sync(False)
+            return self.head_io(*args)
+        out = self.embed_io(*args)
+        for t in out if isinstance(out, tuple) else (out,):  # T5: two streams
+            if isinstance(t, torch.Tensor) and t.requires_grad:
+                t.register_hook(self._sync_next)
+                break
+        return out
+
+    def _sync_next(self, grad):
+        self.set_requires_gradient_sync(True)  # the embedding's backward comes next
+        return grad
 
 
 class _Part:
@@ -634,8 +655,13 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
             adam_params.extend(u.dp_params)
             continue
         if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
-            DP.apply_fsdp(u.module, u.weight_group, s.dp_type, device.type)
+            # pp=1: the head's backward follows its forward at once, so ZeRO-3 keeps its
+            # gathered tensors from forward to backward (as FSDP2 does for a root module)
+            last = plan.pp == 1 and u.name == "head"
+            DP.apply_fsdp(u.module, u.weight_group, DpType.ZERO2 if last else s.dp_type, device.type)
             u.fsdp = True
+            if isinstance(u.module, _EmbedHead):
+                u.module.zero3 = s.dp_type is DpType.ZERO3
         params = [p for p in u.params() if id(p) not in seen]
         seen.update(id(p) for p in params)
         u.dp_params = params
