@@ -39,15 +39,43 @@ def _log(msg: str) -> None:
 
 # ------------------------------------------------------------------------------ the plan
 def _hardware(cfg: TrainConfig, world: int):
+    """The hardware profile of the run: ``parallel.hardware`` (a measured profile), else a
+    preset (``parallel.hardware_preset``; on CUDA default ``a100-80g-sxm``), else on CPU a quick
+    measurement of this machine's collectives with ``world`` local processes (about 10 s once;
+    cached under ``~/.cache/galvatron``), the ``cpu-gloo`` preset under torchrun. Kept in the
+    run directory (``hardware.json``) so every rank and a resumed run use the same one."""
     import galvatron
 
+    kept = os.path.join(cfg.run_dir, "hardware.json")
+    if os.path.exists(kept):
+        hw = galvatron.HardwareProfile.load(kept)
+        if hw.num_nodes * hw.gpus_per_node == world:
+            return hw
     if cfg.parallel.hardware:
-        return galvatron.HardwareProfile.load(cfg.parallel.hardware)
-    preset = cfg.parallel.hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
-    if torch.cuda.is_available() and preset != "cpu-gloo":
-        gpn = min(world, torch.cuda.device_count() or world)
-        return galvatron.hardware_preset(preset, num_nodes=max(1, world // gpn), gpus_per_node=gpn)
-    return galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
+        hw = galvatron.HardwareProfile.load(cfg.parallel.hardware)
+    elif torch.cuda.is_available() or cfg.parallel.hardware_preset or _under_launcher():
+        preset = cfg.parallel.hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
+        if torch.cuda.is_available() and preset != "cpu-gloo":
+            gpn = min(world, torch.cuda.device_count() or world)
+            hw = galvatron.hardware_preset(preset, num_nodes=max(1, world // gpn), gpus_per_node=gpn)
+        else:
+            hw = galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
+    else:
+        from galvatron.profiler.hardware import HardwareOptions
+        from galvatron.profiler.launch import profile_hardware
+
+        _log(f"measuring this machine's collectives with {world} local processes "
+             "(quick; cached under ~/.cache/galvatron)")
+        hw = profile_hardware(world, HardwareOptions(quick=True, verbose=False))
+    if os.path.isdir(cfg.run_dir):
+        hw.save(kept)
+    return hw
+
+
+def _under_launcher() -> bool:
+    from galvatron.training.launch import under_launcher
+
+    return under_launcher()
 
 
 def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
