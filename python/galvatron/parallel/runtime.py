@@ -108,9 +108,11 @@ class Chunk(nn.Module):
             if not two:
                 x = layer(x, rows)
                 continue
-            x, memory = layer(x, rows, memory, mrows)
-            if layer.swaps_streams:  # the layer swapped hidden and memory: swap the masks
-                mask, memory_mask = memory_mask, mask
+            if not layer.swaps_streams:  # memory passes through unchanged (see LayerIO)
+                x = layer(x, rows, memory, mrows)
+                continue
+            x, memory = layer(x, rows, memory, mrows)  # hidden and memory swapped: the masks too
+            mask, memory_mask = memory_mask, mask
         if self.head is not None:
             x = self._move(x, cur, self.emb_layout)
             return self.head(x)

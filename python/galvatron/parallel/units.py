@@ -50,9 +50,9 @@ class Unit:
 
 class LayerIO(nn.Module):
     """One model layer as ``(hidden, mask) -> hidden``, or for two-stream (encoder-decoder)
-    models ``(hidden, mask, memory, memory_mask) -> (hidden, memory)``; optionally
-    checkpointed. ``swaps_streams``: the layer returns the streams swapped (T5's last encoder
-    layer), so the caller swaps its masks too."""
+    models ``(hidden, mask, memory, memory_mask) -> hidden`` (memory passes unchanged) or, when
+    ``swaps_streams`` (T5's last encoder layer), ``-> (hidden, memory)`` with the streams
+    swapped, so the caller swaps its masks too; optionally checkpointed."""
 
     def __init__(self, block: nn.Module, ckpt: bool) -> None:
         super().__init__()
@@ -61,7 +61,17 @@ class LayerIO(nn.Module):
 
     def _run(self, hidden, mask, memory=None, memory_mask=None):
         out = self.block(Carry(hidden, mask, memory, memory_mask))
-        return out.hidden if memory is None else (out.hidden, out.memory)
+        if memory is None:
+            return out.hidden
+        if self.swaps_streams:
+            return out.hidden, out.memory
+        if out.memory is not memory:
+            raise ValueError(f"{type(self.block).__name__}: a layer that does not swap the streams "
+                             "must return the second stream (memory) unchanged")
+        # Not returned: the caller keeps it. Returned through FSDP2 it would get a pre-backward
+        # hook per layer that fires when its gradient arrives (after the decoder), gathering
+        # every encoder layer's ZeRO-3 parameters at once.
+        return out.hidden
 
     def forward(self, hidden, mask=None, memory=None, memory_mask=None):
         args = (hidden, mask, memory, memory_mask)
