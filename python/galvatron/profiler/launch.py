@@ -122,6 +122,15 @@ def profile_hardware(nproc: int | None = None, opts: HardwareOptions | None = No
     return prof
 
 
+def cached_profile(nproc: int, opts: HardwareOptions | None = None) -> HardwareProfile | None:
+    """The cached result of ``profile_hardware(nproc, opts)`` for local processes, or None."""
+    opts = opts or HardwareOptions()
+    backend, cuda = _check_backend(opts.backend)
+    opts = dataclasses.replace(opts, backend=backend).resolved(cuda)
+    hit = _cache_get(cache_key(opts, nproc, opts.simulate_nodes, backend, cuda))
+    return None if hit is None else hit[0]
+
+
 def _finish(data: dict[str, Any], name: str) -> HardwareProfile:
     data = dict(data, name=name)
     return HardwareProfile.from_dict(data)

@@ -62,11 +62,14 @@ def _hardware(cfg: TrainConfig, world: int):
             hw = galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
     else:
         from galvatron.profiler.hardware import HardwareOptions
-        from galvatron.profiler.launch import profile_hardware
+        from galvatron.profiler.launch import cached_profile, profile_hardware
 
-        _log(f"measuring this machine's collectives with {world} local processes "
-             "(quick; cached under ~/.cache/galvatron)")
-        hw = profile_hardware(world, HardwareOptions(quick=True, verbose=False))
+        opts = HardwareOptions(quick=True, verbose=False)
+        hw = cached_profile(world, opts)
+        if hw is None:
+            _log(f"measuring this machine's collectives with {world} local processes "
+                 "(quick, once: cached under ~/.cache/galvatron)")
+            hw = profile_hardware(world, opts)
     if os.path.isdir(cfg.run_dir):
         hw.save(kept)
     return hw
@@ -182,7 +185,7 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     plan.save(os.path.join(cfg.run_dir, "plan.json"))
     atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
     _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
-    _log(plan.summary())
+    _log(plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
     if pred is not None:
         _log("predicted " + pred.summary().replace("\n", "\n  "))
     return plan
