@@ -297,9 +297,17 @@ def train_rank(cfg: TrainConfig) -> int:
 
 def _gather_int(value: int) -> list[int]:
     """``value`` of every rank (rank order); a collective."""
-    out = [torch.zeros(1, dtype=torch.int64) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, torch.tensor([value], dtype=torch.int64))
+    dev = _comm_device()
+    out = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, torch.tensor([value], dtype=torch.int64, device=dev))
     return [int(t.item()) for t in out]
+
+
+def _comm_device() -> torch.device:
+    """Where small collective tensors live: this rank's GPU under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _device_peak_tflops(cfg: TrainConfig, world: int) -> float | None:
@@ -322,7 +330,7 @@ def _device_peak_tflops(cfg: TrainConfig, world: int) -> float | None:
 
 def _agree(flag: bool) -> bool:
     """True on every rank when any rank saw a stop signal."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
