@@ -108,14 +108,7 @@ def test_spec_tp_activation_bytes_equal_a_measured_tp_shard(name):
     slices) saves what ``act_bytes(tp=2)`` predicts: replicated norm side, halved inside."""
     model = M.build(name, seed=0).train()
     layer, tp = model.layers[0], 2
-    for n in ("q_proj", "k_proj", "v_proj"):
-        setattr(layer.attn, n, _shard_linear(getattr(layer.attn, n), tp, 0))
-    layer.attn.o_proj = _shard_linear(layer.attn.o_proj, tp, 1)
-    cols = ("fc_in",) if hasattr(layer.mlp, "fc_in") else ("gate_proj", "up_proj")
-    for n in cols:
-        setattr(layer.mlp, n, _shard_linear(getattr(layer.mlp, n), tp, 0))
-    row = "fc_out" if hasattr(layer.mlp, "fc_out") else "down_proj"
-    setattr(layer.mlp, row, _shard_linear(getattr(layer.mlp, row), tp, 1))
+    _shard_block(layer, tp)
     x = torch.randn(2, 16, 64, requires_grad=True)
     _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
     assert got == M.spec(name).layer(0).act_bytes(2, 16, 4, tp=tp)
