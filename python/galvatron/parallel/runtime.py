@@ -316,14 +316,19 @@ class ParallelModel:
         tp slice (ZeRO-2/3 shards gathered over the weight group; a collective, call it on
         every rank), ``src = (dim, start, length)`` or None."""
         out = []
-        seen = set()
+        for p, m in self.unique_params():
+            t = p.full_tensor() if hasattr(p, "full_tensor") else p
+            out.append((m.name, t.detach(), m.src))
+        return out
+
+    def unique_params(self) -> list[tuple[nn.Parameter, ParamMeta]]:
+        """``(parameter, metadata)`` of every parameter of this rank's units, each once."""
+        out, seen = [], set()
         for u in self.units:
             for p, m in zip(u.params(), u.meta, strict=True):
-                if id(p) in seen:
-                    continue
-                seen.add(id(p))
-                t = p.full_tensor() if hasattr(p, "full_tensor") else p
-                out.append((m.name, t.detach(), m.src))
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append((p, m))
         return out
 
 

@@ -81,17 +81,6 @@ def _flat_range(p: torch.Tensor) -> tuple[int, int]:
     return a, a + math.prod(local_shape)
 
 
-def _param_metas(pm) -> list[tuple[torch.Tensor, object]]:
-    """(parameter, ParamMeta) of every parameter of this rank, each once."""
-    out, seen = [], set()
-    for u in pm.units:
-        for p, m in zip(u.params(), u.meta, strict=True):
-            if id(p) not in seen:
-                seen.add(id(p))
-                out.append((p, m))
-    return out
-
-
 def _whole(p, m, kind: str, off: int = 0) -> Segment:
     a, b = _flat_range(p)
     return Segment(m.name, kind, m.src, tuple(p.shape), a, b, off)
@@ -102,7 +91,7 @@ def local_state(pm) -> list[Entry]:
     import torch.distributed as dist
 
     r = dist.get_rank()
-    metas = _param_metas(pm)
+    metas = pm.unique_params()
     by_id = {id(p): m for p, m in metas}
     out = [Entry(f"rank{r}/param/{j}", _local(p.detach()), [_whole(p, m, "param")])
            for j, (p, m) in enumerate(metas)]
@@ -155,7 +144,7 @@ def _copy_into(t: torch.Tensor, off: int = 0):
 def _targets(pm) -> list[_Target]:
     """Every place of this rank that a checkpoint fills, creating optimizer state as needed
     (AdamW creates it lazily; states the checkpoint lacks are dropped again)."""
-    metas = _param_metas(pm)
+    metas = pm.unique_params()
     by_id = {id(p): m for p, m in metas}
     out = [_Target(_whole(p, m, "param"), _copy_into(_local(p.data))) for p, m in metas]
     opt = pm.optimizer
@@ -290,7 +279,7 @@ def restore(pm, layout: dict[str, list[Segment]], full_shapes: dict[str, tuple[i
 
 def _drop_state(pm, names: set[str]) -> None:
     """Optimizer states the checkpoint does not have: back to "never stepped"."""
-    by_id = {id(p): m for p, m in _param_metas(pm)}
+    by_id = {id(p): m for p, m in pm.unique_params()}
     opt = pm.optimizer
     if opt.adamw is not None:
         for p in opt.adamw.param_groups[0]["params"]:
