@@ -21,11 +21,8 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
 from torch.optim.adamw import adamw
 
+from galvatron.parallel.tensor_parallel import all_gather_single, reduce_scatter_single
 from galvatron.plan import DpType
-
-# torch 2.13 names (the older names warn there); the older ones for torch < 2.13
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 
 def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu") -> nn.Module:
@@ -80,7 +77,7 @@ class ZeroOneShard:
             self.grad = flat[: self.total]
             return
         out = flat.new_empty(self.shard)
-        _reduce_scatter_single(out, flat, group=self.group)
+        reduce_scatter_single(out, flat, group=self.group)
         self.grad = out[: self.hi - self.lo]
 
     def segments(self):
@@ -103,7 +100,7 @@ class ZeroOneShard:
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
             buf = full.new_empty(self.shard * self.n)
-            _all_gather_single(buf, full.contiguous(), group=self.group)
+            all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
         off = 0
         with torch.no_grad():

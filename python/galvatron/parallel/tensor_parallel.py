@@ -29,8 +29,8 @@ from torch import nn
 from galvatron.parallel import layout as L
 
 # torch 2.13 names (the older names warn there); the older ones for torch < 2.13
-_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
 
 # ---------------------------------------------------------------------------- collectives
 
@@ -45,7 +45,7 @@ def _gather_seq(x, group):
     n = dist.get_world_size(group)
     x = x.contiguous()
     buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
-    _all_gather_single(buf, x, group=group)
+    all_gather_single(buf, x, group=group)
     shape = list(x.shape)
     shape[1] *= n
     return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
@@ -55,7 +55,7 @@ def _reduce_scatter_seq(x, group):
     n = dist.get_world_size(group)
     send = L.pack_dim_chunks([x.contiguous()], 1, n)
     out = x.new_empty(send.shape[1])
-    _reduce_scatter_single(out, send.reshape(-1), group=group)
+    reduce_scatter_single(out, send.reshape(-1), group=group)
     shape = list(x.shape)
     shape[1] //= n
     return out.view(shape)
