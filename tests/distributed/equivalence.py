@@ -65,27 +65,41 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms
 
 
-def run_case(model_name: str, plan, batches, ref, seed: int = 0,
-             max_grad_norm: float | None = None, overrides: dict | None = None,
-             corrupt=None, seq_len: int | None = None) -> dict:
-    """Train ``plan`` on this rank and compare with ``ref``; returns max errors."""
+def build_case(model_name: str, plan, batches, seed: int = 0,
+               max_grad_norm: float | None = None, overrides: dict | None = None,
+               seq_len: int | None = None):
+    """This rank's part of the model under ``plan`` with the reference's optimizer settings;
+    sequence (and T5 decoder) lengths read from ``batches``."""
     from galvatron import parallel
 
     model = M.build(model_name, seed=seed, **(overrides or {}))
     seq_len = seq_len or batches[0]["input_ids"].shape[1]
     dec = batches[0].get("decoder_input_ids")
-    pm = parallel.build(model, plan, seed=seed, seq_len=seq_len,
-                        decoder_seq_len=None if dec is None else dec.shape[1],
-                        lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
-                        max_grad_norm=max_grad_norm)
-    held = {id(p) for c in pm.chunks for p in c.parameters()}  # what checkpoints save
-    assert all(id(p) in held for u in pm.units for p in u.params()), "a unit outside the chunks"
-    if corrupt is not None:
-        corrupt(pm)
+    return parallel.build(model, plan, seed=seed, seq_len=seq_len,
+                          decoder_seq_len=None if dec is None else dec.shape[1],
+                          lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                          max_grad_norm=max_grad_norm)
+
+
+def train(pm, batches) -> tuple[list[float], list[float | None]]:
+    """Per-step losses and gradient norms of training ``pm`` on ``batches``."""
     losses, norms = [], []
     for b in batches:
         losses.append(pm.train_step(b))
         norms.append(pm.last_grad_norm)
+    return losses, norms
+
+
+def run_case(model_name: str, plan, batches, ref, seed: int = 0,
+             max_grad_norm: float | None = None, overrides: dict | None = None,
+             corrupt=None, seq_len: int | None = None) -> dict:
+    """Train ``plan`` on this rank and compare with ``ref``; returns max errors."""
+    pm = build_case(model_name, plan, batches, seed, max_grad_norm, overrides, seq_len)
+    held = {id(p) for c in pm.chunks for p in c.parameters()}  # what checkpoints save
+    assert all(id(p) in held for u in pm.units for p in u.params()), "a unit outside the chunks"
+    if corrupt is not None:
+        corrupt(pm)
+    losses, norms = train(pm, batches)
     return compare(pm, losses, norms, ref, max_grad_norm is not None)
 
 

@@ -61,17 +61,12 @@ def _leg(rank, world, root, refs, prev):
     for case, m, plan in LEGS[world]:
         batches, ref = refs[m][0], refs[m][1][first + 2]  # the reference after this leg
         seed = 0 if prev is None else 7  # a resumed leg starts from other weights: loading must matter
-        pm = parallel.build(M.build(m, seed=seed, **OVS[m]), plan, seq_len=SEQ, lr=E.LR, betas=E.BETAS,
-                            eps=E.EPS, weight_decay=E.WD, max_grad_norm=CLIP,
-                            decoder_seq_len=DEC if m == "t5-debug" else None)
+        pm = E.build_case(m, plan, batches, seed, CLIP, OVS[m])
         if prev is not None:
             path, state = CheckpointManager(f"{root}/{prev}/{case}").latest()
             assert state["step"] == first
             RA.load_state(pm, path, state)
-        losses, norms = [], []
-        for b in batches[first:first + 2]:
-            losses.append(pm.train_step(b))
-            norms.append(pm.last_grad_norm)
+        losses, norms = E.train(pm, batches[first:first + 2])
         tensors, layout = RA.checkpoint_state(pm)
         train_state = {"step": first + 2} | ({"layout": layout} if layout else {})
         CheckpointManager(f"{root}/{world}/{case}", rank=rank, barrier=dist.barrier).save(
