@@ -27,8 +27,6 @@ import torch  # noqa: E402
 
 # ~1.0B parameters: LLaMA-2 shapes at hidden 2048 (16 layers, 16 heads, SwiGLU 5632)
 ONE_B = dict(hidden_size=2048, num_layers=16, num_heads=16, num_kv_heads=16, ffn_hidden=5632)
-DATASHEET_TFLOPS = {"H200": {"bf16": 989.0, "fp32": 67.0}, "H100": {"bf16": 989.0, "fp32": 67.0},
-                    "A100": {"bf16": 312.0, "fp32": 19.5}}
 
 
 def _peak(device: torch.device, dtype: str, given: float | None) -> float | None:
@@ -36,11 +34,9 @@ def _peak(device: torch.device, dtype: str, given: float | None) -> float | None
         return given
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device).upper()
-    for key, peaks in DATASHEET_TFLOPS.items():
-        if key in name:
-            return peaks[dtype]
-    return None
+    from galvatron.profiles.presets import datasheet_peak_tflops
+
+    return datasheet_peak_tflops(torch.cuda.get_device_name(device), dtype)
 
 
 def _backends(device: torch.device) -> list[str]:

@@ -39,3 +39,12 @@ def test_one_billion_configuration_is_about_one_billion_parameters():
 
     n = models.spec(models.get_config("llama2-7b", **_load().ONE_B)).param_count()
     assert 0.9e9 < n < 1.1e9
+
+
+def test_datasheet_peaks_by_device_name():
+    from galvatron.profiles.presets import datasheet_peak_tflops
+
+    assert datasheet_peak_tflops("NVIDIA H100 80GB HBM3", "bf16") == 989.0
+    assert datasheet_peak_tflops("NVIDIA H200", "fp32") == 67.0
+    assert datasheet_peak_tflops("NVIDIA A100-SXM4-40GB", "bf16") == 312.0
+    assert datasheet_peak_tflops("NVIDIA GeForce RTX 4090", "bf16") is None

@@ -64,6 +64,16 @@ def preset_names() -> list[str]:
     return list(_PRESETS)
 
 
+def datasheet_peak_tflops(device_name: str, dtype: str) -> float | None:
+    """The datasheet peak TFLOP/s of a GPU a preset describes (A100, H100, H200), matched on
+    its name (e.g. ``torch.cuda.get_device_name()``); None for other devices."""
+    name = device_name.upper()
+    for key, preset in (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80g-sxm")):
+        if key in name:
+            return _PRESETS[preset].peak_tflops.get(dtype)
+    return None
+
+
 def _alg_gbps(op: Op, n: int, bus: float) -> float:
     if op is Op.ALL_REDUCE:
         return bus * n / (2 * (n - 1))

@@ -263,7 +263,7 @@ def train_rank(cfg: TrainConfig) -> int:
             loss, grad_norm = RA.train_step(pm, batch)
             dt = time.perf_counter() - t0
             step += 1
-            peaks = _gather_int(RA.peak_memory())
+            peaks = _gather_int(RA.peak_memory(), pm.ctx.device)
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
                       "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": max(peaks),
                       "peak_memory_bytes_per_rank": peaks, "predicted_step_time_s": predicted}
@@ -278,7 +278,7 @@ def train_rank(cfg: TrainConfig) -> int:
                 if step % cfg.logging.every == 0 or step == cfg.steps:
                     extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
                     progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
-            stop = _agree(_Stop.requested)
+            stop = _agree(_Stop.requested, pm.ctx.device)
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
                 _save(ckpt, pm, step, cfg, plan)
             if stop:
@@ -295,32 +295,23 @@ def train_rank(cfg: TrainConfig) -> int:
     return 0
 
 
-def _gather_int(value: int) -> list[int]:
-    """``value`` of every rank (rank order); a collective."""
-    dev = _comm_device()
-    out = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, torch.tensor([value], dtype=torch.int64, device=dev))
+def _gather_int(value: int, device: torch.device) -> list[int]:
+    """``value`` of every rank (rank order); a collective (tensors on the runtime's device)."""
+    out = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, torch.tensor([value], dtype=torch.int64, device=device))
     return [int(t.item()) for t in out]
-
-
-def _comm_device() -> torch.device:
-    """Where small collective tensors live: this rank's GPU under NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 def _device_peak_tflops(cfg: TrainConfig, world: int) -> float | None:
     """Per-device peak TFLOP/s for the run's dtype: on CUDA the datasheet peak of the GPU when
     it is one the presets know (A100, H100, H200), else the hardware profile the plan was made
     with (a preset's datasheet peak, or on CPU the measured matmul rate); None if unknown."""
-    import galvatron
+    from galvatron.profiles.presets import datasheet_peak_tflops
 
     if torch.cuda.is_available():
-        name = torch.cuda.get_device_name().upper()
-        for key, preset in (("H200", "h200"), ("H100", "h100-sxm"), ("A100", "a100-80g-sxm")):
-            if key in name:
-                return float(galvatron.hardware_preset(preset, 1, 1).peak_tflops[cfg.model.dtype])
+        peak = datasheet_peak_tflops(torch.cuda.get_device_name(), cfg.model.dtype)
+        if peak:
+            return float(peak)
     try:
         peak = _hardware(cfg, world).peak_tflops.get(cfg.model.dtype)
     except ValueError:
@@ -328,9 +319,9 @@ def _device_peak_tflops(cfg: TrainConfig, world: int) -> float | None:
     return float(peak) if peak else None
 
 
-def _agree(flag: bool) -> bool:
+def _agree(flag: bool, device: torch.device) -> bool:
     """True on every rank when any rank saw a stop signal."""
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=_comm_device())
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item())
 
