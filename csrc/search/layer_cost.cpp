@@ -75,7 +75,7 @@ void add_model_states(const CommModel& comm, const Strategy& s,
 
 }  // namespace
 
-LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const CommModel& comm,
+LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, const CommModel& comm,
                      const Strategy& s, int32_t stage_first, int32_t stage_size,
                      int32_t micro_batch) {
   LayerCost c;
