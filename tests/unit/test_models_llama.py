@@ -222,3 +222,23 @@ def test_llama_layer_runs_with_fewer_heads_like_a_tp_shard():
         attn.o_proj = o
         out = layer(M.Carry(torch.randn(2, 8, 64)))
     assert out.hidden.shape == (2, 8, 64)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_llama_bias_and_rope_scaling_activation_bytes_equal_measured(padded):
+    """Biases and scaled RoPE save nothing more (bias adds keep no input); a tp=2 shard too."""
+    from galvatron.models.spec import measure_saved_bytes
+    from tests.unit.models_hf_util import debug_batch, debug_labels
+    from tests.unit.test_models_spec import _shard_block, measured_parts
+
+    model = M.build("llama-debug", seed=0, attention_bias=True, mlp_bias=True, rope_type="llama3",
+                    rope_factor=8.0, rope_original_max_seq_len=8).train()
+    spec = M.spec(model.config)
+    inputs = debug_batch("llama-debug", 2, 8, padded)
+    _, layers, _ = measured_parts(model, inputs, debug_labels("llama-debug", inputs))
+    assert layers == [spec.layer(i).act_bytes(2, 8, 4, padded=padded) for i in range(2)]
+    layer = model.layers[0]
+    _shard_block(layer, 2)
+    x = torch.randn(2, 16, 64, requires_grad=True)
+    _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
+    assert got == spec.layer(0).act_bytes(2, 16, 4, tp=2)

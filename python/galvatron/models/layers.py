@@ -44,6 +44,8 @@ class Activation(str, enum.Enum):
     GELU_TANH = "gelu_tanh"  # tanh approximation (GPT-2 "gelu_new")
     RELU = "relu"  # T5 v1.0
     SILU = "silu"  # SwiGLU gate (LLaMA)
+    TANH = "tanh"
+    QUICK_GELU = "quick_gelu"  # x * sigmoid(1.702 x) (Hendrycks & Gimpel 2016)
 
 
 def activation_fn(act: Activation, x: Tensor) -> Tensor:
@@ -53,6 +55,10 @@ def activation_fn(act: Activation, x: Tensor) -> Tensor:
         return F.gelu(x, approximate="tanh")
     if act is Activation.RELU:
         return F.relu(x)
+    if act is Activation.TANH:
+        return torch.tanh(x)
+    if act is Activation.QUICK_GELU:
+        return x * torch.sigmoid(1.702 * x)
     return F.silu(x)
 
 
