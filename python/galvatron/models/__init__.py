@@ -9,6 +9,7 @@ Public API::
     galvatron.models.from_hf(hf_model) / to_hf(model)         # extra "hf"
     galvatron.models.load_hf_checkpoint(dir, layer_indices=None, include_embedding=True,
                                         include_head=True, device="cpu")
+    galvatron.models.save_hf_checkpoint(model, dir, max_shard_bytes=5 GiB)  # HF layout, sharded
 
 Every model (``GalvatronModel``): ``embed(batch) -> Carry``, ``layers`` (each with
 ``layer_type``, ``Carry -> Carry``), ``head(carry) -> logits``, ``forward(**hf_inputs)``,
@@ -33,7 +34,7 @@ import torch
 
 from galvatron.models import bert, gpt2, llama, swin, t5, vit
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
-from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
+from galvatron.models.hf import from_hf, load_hf_checkpoint, save_hf_checkpoint, to_hf
 from galvatron.models.layers import Activation, AttnBackend
 from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 
@@ -100,6 +101,7 @@ __all__ = [
     "get_config",
     "list",
     "load_hf_checkpoint",
+    "save_hf_checkpoint",
     "spec",
     "to_hf",
 ]
