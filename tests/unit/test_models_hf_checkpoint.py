@@ -280,3 +280,41 @@ def test_index_naming_the_wrong_shard_for_a_tensor_is_a_value_error(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text("{not json")
     with pytest.raises(ValueError, match="cannot read it as JSON"):
         M.load_hf_checkpoint(tmp_path)
+
+
+# config.json of meta-llama/Llama-3.1-8B as published (transformers 4.43 format: rope_scaling
+# and rope_theta at the top level)
+LLAMA31_8B_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072,
+    "mlp_bias": False, "model_type": "llama", "num_attention_heads": 32, "num_hidden_layers": 32,
+    "num_key_value_heads": 8, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.43.0.dev0", "use_cache": True, "vocab_size": 128256,
+}
+
+
+def test_published_llama31_config_gives_the_zoo_flavour(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA31_8B_CONFIG))
+    hc = transformers.AutoConfig.from_pretrained(tmp_path)
+    imported = M.FAMILIES["llama"].hf.config_from_hf(hc)
+    assert imported.dim == 128  # transformers fills head_dim in; ours leaves it derived
+    assert imported.replace(name="llama3.1-8b", head_dim=None) == M.get_config("llama3.1-8b")
+
+
+def test_checkpoint_with_a_transformers4_rope_config_loads_with_same_logits(tmp_path):
+    """config.json written the way the Hub's Llama 3.x checkpoints are (rope_scaling +
+    top-level rope_theta), weights sharded."""
+    hf = tiny_rope_biased_llama()
+    hf.save_pretrained(tmp_path, safe_serialization=True, max_shard_size="60KB")
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    params = cfg.pop("rope_parameters")
+    cfg["rope_theta"] = params.pop("rope_theta")
+    cfg["rope_scaling"] = params
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    ours = M.load_hf_checkpoint(tmp_path)
+    assert ours.config.rope_type.value == "llama3" and ours.config.rope_theta == 500000.0
+    assert max_logit_diff(hf, ours, input_ids=torch.randint(0, 512, (2, 8))) < ATOL
