@@ -58,7 +58,15 @@ NEW_OPTIONS = {
     "all-combined": ({"attention_bias": True, "mlp_bias": True, "rope_theta": 500000.0,
                       "rope_scaling": LLAMA3_ROPE, "num_key_value_heads": 4}, 8),
     "mistral-window-linear": ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, 8),
+    # Qwen2: q/k/v biased, o and the MLP not
+    "qwen2-qkv-bias": ({"tie_word_embeddings": True}, 8),
+    "qwen2-window-llama3": ({"use_sliding_window": True, "sliding_window": 3,
+                             "max_window_layers": 0, "rope_scaling": LLAMA3_ROPE}, 8),
 }
+
+
+def _kind(option: str) -> str:
+    return option.split("-")[0] if option.startswith(("mistral", "qwen2")) else "llama"
 
 
 def _inputs(seq: int, masked: bool) -> dict:
@@ -72,7 +80,7 @@ def _inputs(seq: int, masked: bool) -> dict:
 @pytest.mark.parametrize("option", list(NEW_OPTIONS))
 def test_llama_rope_scaling_and_biases_match_transformers(option, masked):
     kw, seq = NEW_OPTIONS[option]
-    hf = tiny_hf_llama("mistral" if option.startswith("mistral") else "llama", **kw)
+    hf = tiny_hf_llama(_kind(option), **kw)
     ours = M.from_hf(hf)
     assert max_logit_diff(hf, ours, **_inputs(seq, masked)) < ATOL
 
@@ -81,7 +89,7 @@ def test_llama_rope_scaling_and_biases_match_transformers(option, masked):
 def test_llama_each_new_option_changes_the_logits(option):
     """The comparison above can fail: without the option's effect the logits differ."""
     kw, seq = NEW_OPTIONS[option]
-    hf = tiny_hf_llama("mistral" if option.startswith("mistral") else "llama", **kw)
+    hf = tiny_hf_llama(_kind(option), **kw)
     ours = M.from_hf(hf)
     with torch.no_grad():
         for layer in ours.layers:
@@ -93,15 +101,33 @@ def test_llama_each_new_option_changes_the_logits(option):
     assert max_logit_diff(hf, ours, **_inputs(seq, False)) > 100 * ATOL
 
 
-@pytest.mark.parametrize("option", ["linear", "dynamic-past-max", "llama3", "all-combined"])
+@pytest.mark.parametrize("option", ["linear", "dynamic-past-max", "llama3", "all-combined",
+                                    "qwen2-qkv-bias", "qwen2-window-llama3"])
 def test_llama_rope_scaling_and_biases_roundtrip_to_hf(option):
     kw, _ = NEW_OPTIONS[option]
-    hf = tiny_hf_llama(**kw)
+    hf = tiny_hf_llama(_kind(option), **kw)
     assert_roundtrip_exact(hf)
-    back = M.to_hf(M.from_hf(hf)).config
-    for key in ("attention_bias", "mlp_bias", "max_position_embeddings"):
-        assert getattr(back, key) == getattr(hf.config, key), key
-    assert back.rope_parameters == hf.config.rope_parameters
+    back = M.to_hf(M.from_hf(hf))
+    assert type(back) is type(hf)
+    for key in ("attention_bias", "mlp_bias", "max_position_embeddings", "layer_types",
+                "sliding_window"):
+        assert getattr(back.config, key, None) == getattr(hf.config, key, None), key
+    assert back.config.rope_parameters == hf.config.rope_parameters
+
+
+def test_qwen2_with_mixed_sliding_and_full_layers_is_rejected_by_name():
+    hf_cfg = transformers.Qwen2Config(**{**LLAMA_TINY, "use_sliding_window": True,
+                                         "sliding_window": 3, "max_window_layers": 1})
+    with pytest.raises(ValueError, match="layer_types: .* mixes sliding and full attention"):
+        M.FAMILIES["llama"].hf.config_from_hf(hf_cfg)
+
+
+def test_llama_biases_transformers_cannot_hold_are_refused_on_export():
+    model = M.build("llama-debug", seed=0, attention_bias=True, o_proj_bias=False, mlp_bias=True)
+    with pytest.raises(ValueError, match="o_proj_bias=False cannot be exported"):
+        M.to_hf(model)
+    with pytest.raises(ValueError, match="MistralForCausalLM has no biases"):
+        M.to_hf(M.build("llama-debug", seed=0, mlp_bias=True, sliding_window=4))
 
 
 def test_llama_dynamic_rope_equals_default_up_to_the_original_length():
@@ -175,11 +201,12 @@ def test_llama31_flavours_have_the_published_parameter_counts():
     assert M.build("llama3.1-8b", device="meta").num_params() == 8_030_261_248
 
 
-@pytest.mark.parametrize("tp", [2])
-def test_llama_bias_spec_counts_equal_the_built_model_and_the_analytic_profile(tp):
+@pytest.mark.parametrize("kw", [dict(attention_bias=True, mlp_bias=True),
+                                dict(attention_bias=True, o_proj_bias=False)],
+                         ids=["llama-all-biases", "qwen2-qkv-biases"])
+def test_llama_bias_spec_counts_equal_the_built_model_and_the_analytic_profile(kw):
     from galvatron.profiles.analytic import model_profile
 
-    kw = dict(attention_bias=True, mlp_bias=True)
     model = M.build("llama-debug", seed=0, **kw)
     spec = M.spec(model.config)
     assert spec.param_count() == model.num_params()
@@ -187,41 +214,10 @@ def test_llama_bias_spec_counts_equal_the_built_model_and_the_analytic_profile(t
         assert sum(p.numel() for p in layer.parameters()) == spec.layer(i).param_count
     plain = M.spec("llama-debug").layer(0).param_count
     c = model.config
-    assert spec.layer(0).param_count - plain == (c.num_heads + 2 * c.num_kv_heads) * c.dim \
-        + c.hidden_size + 2 * c.ffn_hidden + c.hidden_size
-    prof = model_profile("llama-debug", max_degree=tp, **kw)
+    qkv, o, mlp = (c.num_heads + 2 * c.num_kv_heads) * c.dim, c.hidden_size, 2 * c.ffn_hidden + c.hidden_size
+    assert spec.layer(0).param_count - plain == qkv + (o if c.o_bias else 0) + (mlp if c.mlp_bias else 0)
+    prof = model_profile("llama-debug", max_degree=2, **kw)
     assert prof.layer_types[0].param_count == spec.layer(0).param_count
-
-
-def test_llama_math_backend_equals_sdpa_with_gqa_and_window():
-    # window 4 with 3 padded tokens: no query row is fully masked (those rows are undefined
-    # and differ between backends)
-    kw = dict(seed=3, sliding_window=4)
-    model, math = M.build("llama-debug", **kw).eval(), M.build("llama-debug", attn_backend="math", **kw).eval()
-    x, mask = ids(), right_padding_mask()
-    with torch.no_grad():
-        assert (model(input_ids=x, attention_mask=mask) - math(input_ids=x, attention_mask=mask)).abs().max() < ATOL
-
-
-def test_llama_layer_runs_with_fewer_heads_like_a_tp_shard():
-    """Layers reshape with the local head count: a half-width shard of q/k/v/o runs unchanged."""
-    model = M.build("llama-debug", seed=0).eval()
-    layer = model.layers[0]
-    attn = layer.attn
-    half_q, half_kv = attn.q_proj.out_features // 2, attn.k_proj.out_features // 2
-    with torch.no_grad():
-        shard = torch.nn.Linear(64, half_q, bias=False)
-        shard.weight.copy_(attn.q_proj.weight[:half_q])
-        attn.q_proj = shard
-        for name in ("k_proj", "v_proj"):
-            lin = torch.nn.Linear(64, half_kv, bias=False)
-            lin.weight.copy_(getattr(attn, name).weight[:half_kv])
-            setattr(attn, name, lin)
-        o = torch.nn.Linear(half_q, 64, bias=False)
-        o.weight.copy_(attn.o_proj.weight[:, :half_q])
-        attn.o_proj = o
-        out = layer(M.Carry(torch.randn(2, 8, 64)))
-    assert out.hidden.shape == (2, 8, 64)
 
 
 @pytest.mark.parametrize("padded", [False, True])

@@ -5,7 +5,9 @@ Carry: ``Carry(hidden [b, s, h], mask [b, s] or None)``, as GPT-2. RoPE position
 the full sequence). ``sliding_window`` (Mistral) limits each query to the last
 ``sliding_window`` keys. RoPE scaling (``rope_type``: ``linear``, ``dynamic``, ``llama3``; see
 :mod:`galvatron.models.rope`) and optional biases on the attention projections
-(``attention_bias``: q/k/v and o, as Hugging Face LLaMA) and the MLP (``mlp_bias``).
+(``attention_bias``: q/k/v and o, as Hugging Face LLaMA; ``o_proj_bias=False`` keeps o
+unbiased, as Qwen2) and the MLP (``mlp_bias``). Hugging Face ``LlamaForCausalLM``,
+``MistralForCausalLM`` and ``Qwen2ForCausalLM`` (without per-layer sliding windows) map here.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ class LlamaConfig(ModelConfig):
     sliding_window: int | None = None
     tie_word_embeddings: bool = False
     attention_bias: bool = False  # biases on q/k/v and o
+    o_proj_bias: bool | None = None  # o's bias alone (None: attention_bias; Qwen2: False)
     mlp_bias: bool = False  # biases on gate/up/down
 
     def validate(self) -> None:
@@ -76,9 +79,15 @@ class LlamaConfig(ModelConfig):
             check_positive(self, "rope_original_max_seq_len")
         if self.rope_scaling.rope_type is RopeType.DYNAMIC and self.dim <= 2:
             raise ValueError(f"head_dim must be > 2 for rope_type 'dynamic', got {self.dim}")
-        for flag in ("attention_bias", "mlp_bias"):
-            if not isinstance(getattr(self, flag), bool):
-                raise ValueError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        for flag in ("attention_bias", "mlp_bias", "o_proj_bias"):
+            value = getattr(self, flag)
+            if not isinstance(value, bool) and not (flag == "o_proj_bias" and value is None):
+                raise ValueError(f"{flag} must be true or false, got {value!r}")
+
+    @property
+    def o_bias(self) -> bool:
+        """Whether o_proj has a bias."""
+        return self.attention_bias if self.o_proj_bias is None else self.o_proj_bias
 
     @property
     def rope_scaling(self) -> RopeScaling:
@@ -147,7 +156,7 @@ class LlamaModel(GalvatronModel):
                 Attention(c.hidden_size, c.num_heads, c.num_kv_heads, c.dim,
                           bias=c.attention_bias, causal=True, backend=c.attn_backend,
                           rope_theta=c.rope_theta, sliding_window=c.sliding_window,
-                          rope_scaling=c.rope_scaling),
+                          rope_scaling=c.rope_scaling, out_bias=c.o_bias),
                 RMSNorm(c.hidden_size, eps=c.rms_norm_eps),
                 GatedMLP(c.hidden_size, c.ffn_hidden, Activation.SILU, bias=c.mlp_bias),
                 c.dropout,
@@ -168,7 +177,8 @@ def llama_spec(c: LlamaConfig) -> S.ModelSpec:
     h, f, v, d = c.hidden_size, c.ffn_hidden, c.vocab_size, c.dim
     qo, kv = c.num_heads * d, c.num_kv_heads * d
     matmul = 2 * h * qo + 2 * h * kv + 3 * h * f
-    biases = (qo + 2 * kv + h if c.attention_bias else 0) + (2 * f + h if c.mlp_bias else 0)
+    biases = ((qo + 2 * kv if c.attention_bias else 0) + (h if c.o_bias else 0)
+              + (2 * f + h if c.mlp_bias else 0))
     ffn = [S.linear_input_saved("mlp.input", h),
            S.SavedTensor("mlp.gate", per_token=f), S.SavedTensor("mlp.act", per_token=f),
            S.SavedTensor("mlp.up", per_token=f),
@@ -240,9 +250,25 @@ def _rope_to_hf(c: LlamaConfig) -> dict[str, Any]:
     return out
 
 
+def _sliding_window_from_hf(hc: Any) -> int | None:
+    """Mistral: ``sliding_window`` on every layer. Qwen2: only layers whose ``layer_types`` entry
+    is ``sliding_attention`` use it; all or none are supported."""
+    if hc.model_type != "qwen2":
+        return getattr(hc, "sliding_window", None)
+    kinds = set(getattr(hc, "layer_types", None) or ["full_attention"])
+    if kinds == {"full_attention"}:
+        return None
+    if kinds == {"sliding_attention"}:
+        return hc.sliding_window
+    raise ValueError(f"layer_types: {sorted(kinds)} mixes sliding and full attention layers; "
+                     "accepted: one kind for every layer (use_sliding_window with "
+                     "max_window_layers 0, or no sliding window)")
+
+
 def _config_from_hf(hc: Any) -> LlamaConfig:
     if hc.hidden_act != "silu":
         raise ValueError(f"hidden_act: {hc.hidden_act!r} is not supported; accepted: 'silu'")
+    qwen2 = hc.model_type == "qwen2"  # q/k/v biased, o and the MLP not
     return LlamaConfig(
         name=getattr(hc, "name_or_path", "") or f"{hc.model_type}-hf",
         vocab_size=hc.vocab_size, max_seq_len=hc.max_position_embeddings,
@@ -250,9 +276,10 @@ def _config_from_hf(hc: Any) -> LlamaConfig:
         num_heads=hc.num_attention_heads,
         num_kv_heads=hc.num_key_value_heads or hc.num_attention_heads,
         head_dim=getattr(hc, "head_dim", None), ffn_hidden=hc.intermediate_size,
-        rms_norm_eps=hc.rms_norm_eps, sliding_window=getattr(hc, "sliding_window", None),
+        rms_norm_eps=hc.rms_norm_eps, sliding_window=_sliding_window_from_hf(hc),
         tie_word_embeddings=hc.tie_word_embeddings,
-        attention_bias=bool(getattr(hc, "attention_bias", False)),
+        attention_bias=qwen2 or bool(getattr(hc, "attention_bias", False)),
+        o_proj_bias=False if qwen2 else None,
         mlp_bias=bool(getattr(hc, "mlp_bias", False)), **_rope_from_hf(hc),
     )
 
@@ -267,6 +294,14 @@ def _config_to_hf(c: LlamaConfig) -> Any:
               rope_theta=c.rope_theta, rope_scaling=_rope_to_hf(c),
               tie_word_embeddings=c.tie_word_embeddings,
               bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    if c.attention_bias and not c.o_bias and not c.mlp_bias:  # Qwen2
+        window = {} if c.sliding_window is None else dict(
+            use_sliding_window=True, sliding_window=c.sliding_window, max_window_layers=0)
+        return transformers.Qwen2Config(architectures=["Qwen2ForCausalLM"], **window, **kw)
+    if c.attention_bias != c.o_bias:
+        raise ValueError(f"attention_bias={c.attention_bias} with o_proj_bias={c.o_bias} cannot "
+                         "be exported: transformers' LLaMA biases q/k/v and o together, Qwen2 "
+                         "q/k/v only (and no MLP)")
     if c.sliding_window is not None:
         if c.attention_bias or c.mlp_bias:
             raise ValueError("attention_bias / mlp_bias with sliding_window cannot be exported: "
@@ -283,9 +318,10 @@ def _rules(c: LlamaConfig) -> list[Rule]:
         o, t = f"layers.{i}.", f"model.layers.{i}."
         r += [same(f"{o}norm1.weight", f"{t}input_layernorm.weight"),
               same(f"{o}norm2.weight", f"{t}post_attention_layernorm.weight")]
-        leaves = ("weight", "bias") if c.attention_bias else ("weight",)
-        r += [same(f"{o}attn.{p}_proj.{w}", f"{t}self_attn.{p}_proj.{w}")
-              for p in "qkvo" for w in leaves]
+        for p in "qkvo":
+            biased = c.o_bias if p == "o" else c.attention_bias
+            r += [same(f"{o}attn.{p}_proj.{w}", f"{t}self_attn.{p}_proj.{w}")
+                  for w in (("weight", "bias") if biased else ("weight",))]
         leaves = ("weight", "bias") if c.mlp_bias else ("weight",)
         r += [same(f"{o}mlp.{p}_proj.{w}", f"{t}mlp.{p}_proj.{w}")
               for p in ("gate", "up", "down") for w in leaves]
@@ -295,6 +331,6 @@ def _rules(c: LlamaConfig) -> list[Rule]:
     return r
 
 
-HF = HFAdapter(("LlamaForCausalLM", "MistralForCausalLM"), _config_from_hf, _config_to_hf,
+HF = HFAdapter(("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"), _config_from_hf, _config_to_hf,
                _rules, ignore=(r"lm_head\.weight", r".*rotary_emb\.inv_freq"))
 FAMILY = Family("llama", LlamaConfig, LlamaModel, FLAVOURS, llama_spec, HF)
