@@ -249,44 +249,47 @@ def _bias_before_reduce(pm):
 
 
 def _rope_bias_work(rank, world, cases, refs):
-    ov = {"num_layers": 4, **C.LLAMA_ROPE_BIAS}
     res = []
-    for key, m, plan in cases:
+    for key, m, plan, ov in cases:
         for padded in (False, True):
-            b, ref = refs[padded]
-            r = run_case(m, plan, b, ref, max_grad_norm=CLIP, overrides=ov)
+            b, ref = refs[(key, padded)]
+            r = run_case(m, plan, b, ref, max_grad_norm=CLIP, overrides={"num_layers": 4, **ov})
             res.append((f"{key}/{'padded' if padded else 'full'}", r))
-    key, m, plan = cases[0]  # negative control: the same check catches a bias added tp times
-    b, ref = refs[False]
-    r = run_case(m, plan, b, ref, max_grad_norm=CLIP, overrides=ov, corrupt=_bias_before_reduce)
+    key, m, plan, ov = cases[0]  # negative control: the same check catches a bias added tp times
+    b, ref = refs[(key, False)]
+    r = run_case(m, plan, b, ref, max_grad_norm=CLIP, overrides={"num_layers": 4, **ov},
+                 corrupt=_bias_before_reduce)
     return res + [("bias_added_per_rank", r)]
 
 
 def test_rope_scaled_biased_llama_mixed_plans_match_single_process_on_4_ranks():
-    """llama3 RoPE scaling + q/k/v/o and MLP biases under tp (column-sliced and row biases),
-    Megatron-SP, Ulysses, ZeRO-1/2/3, checkpointing and a 1F1B pipeline; with and without
-    padding. One 4-rank launch."""
-    ov = {"num_layers": 4, **C.LLAMA_ROPE_BIAS}
-    refs = {}
-    for padded in (False, True):
-        b = make_batches("llama-debug", 8, SEQ, STEPS, padding=padded)
-        refs[padded] = (b, reference("llama-debug", b, max_grad_norm=CLIP, overrides=ov))
-    plain = reference("llama-debug", refs[False][0], max_grad_norm=CLIP, overrides={"num_layers": 4})
-    assert abs(plain[0][-1] - refs[False][1][0][-1]) > 1e-4  # scaling and biases matter
+    """llama3 / dynamic RoPE scaling + q/k/v/o and MLP biases (or q/k/v only) under tp
+    (column-sliced and row biases), Megatron-SP, Ulysses, ZeRO-1/2/3, checkpointing and a 1F1B
+    pipeline; with and without padding. One 4-rank launch."""
     cases = C.llama_rope_bias_world4()
+    refs = {}
+    for key, m, _, ov in cases:
+        for padded in (False, True):
+            b = make_batches(m, 8, SEQ, STEPS, padding=padded)
+            refs[(key, padded)] = (b, reference(m, b, max_grad_norm=CLIP,
+                                                overrides={"num_layers": 4, **ov}))
+    for key, m, _, _ in cases[::2]:  # llama3 + all biases, dynamic + q/k/v biases
+        b, ref = refs[(key, False)]
+        plain = reference(m, b, max_grad_norm=CLIP, overrides={"num_layers": 4})
+        assert abs(plain[0][-1] - ref[0][-1]) > 1e-4  # the scaling and biases matter
     results = launch(4, _rope_bias_work, cases, refs)
-    failures, covered = [], set()
+    failures, covered = [], {}
     for rank_res in results:
         for key, r in rank_res:
-            covered.update(r["names"])
-            bad = r["loss_err"] > LOSS_RTOL or r["param_err"] > PARAM_RTOL
-            if key == "bias_added_per_rank":
-                continue
-            if bad:
+            covered.setdefault(key.rsplit("/", 1)[0], set()).update(r["names"])
+            if key != "bias_added_per_rank" and (r["loss_err"] > LOSS_RTOL
+                                                 or r["param_err"] > PARAM_RTOL):
                 failures.append(f"{key}: loss/grad-norm err={r['loss_err']:.2e} "
                                 f"param_err={r['param_err']:.2e} ({r['worst']})")
     assert not failures, "\n".join(failures)
-    assert set(refs[False][1][1]) <= covered
-    assert any(n.endswith("o_proj.bias") for n in covered)
+    for key, *_ in cases:
+        assert set(refs[(key, False)][1][1]) <= covered[key], key
+    assert any(n.endswith("o_proj.bias") for n in covered[cases[0][0]])
+    assert any(n.endswith("k_proj.bias") for n in covered[cases[2][0]])
     control = [r for rank_res in results for k, r in rank_res if k == "bias_added_per_rank"]
     assert max(max(r["loss_err"], r["param_err"]) for r in control) > 10 * PARAM_RTOL
