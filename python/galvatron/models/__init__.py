@@ -20,9 +20,10 @@ its ids for a batch (``memory_ids(batch)``), and mark the layer that swaps the t
 (``swaps_streams``).
 
 Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention with ``core``, MLPs,
-RMSNorm, masks, RoPE), ``spec.py`` (ModelSpec: params, FLOPs, activation bytes),
-``hf.py`` (Hugging Face mapping machinery), one file per family: ``gpt2.py``, ``llama.py``,
-``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
+RMSNorm, masks, RoPE), ``rope.py`` (RoPE tables and scaling: linear, dynamic NTK, llama3),
+``spec.py`` (ModelSpec: params, FLOPs, activation bytes), ``hf.py`` (Hugging Face mapping
+machinery, checkpoint loading and sharded saving), one file per family: ``gpt2.py``,
+``llama.py``, ``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
 """
 
 from __future__ import annotations
