@@ -318,3 +318,19 @@ def test_checkpoint_with_a_transformers4_rope_config_loads_with_same_logits(tmp_
     ours = M.load_hf_checkpoint(tmp_path)
     assert ours.config.rope_type.value == "llama3" and ours.config.rope_theta == 500000.0
     assert max_logit_diff(hf, ours, input_ids=torch.randint(0, 512, (2, 8))) < ATOL
+
+
+@pytest.mark.parametrize("family", list(TINY_HF))
+def test_save_hf_checkpoint_of_every_family_loads_in_transformers_and_here(tmp_path, family):
+    """Sharded (tiny shards) and whole: transformers' from_pretrained and our loader both give
+    the original logits (the training job's export_hf writes this way)."""
+    make, inputs = TINY_HF[family]
+    hf = make()
+    ours = M.from_hf(hf)
+    for sub, limit in (("sharded", 40_000), ("whole", 2**30)):
+        files = M.save_hf_checkpoint(ours, tmp_path / sub, max_shard_bytes=limit)
+        assert (len(files) > 1) == (sub == "sharded")
+        again = type(hf).from_pretrained(tmp_path / sub).eval()
+        x = inputs()
+        assert max_logit_diff(again, ours, **x) < ATOL
+        assert max_logit_diff(hf, M.load_hf_checkpoint(tmp_path / sub), **x) < ATOL
