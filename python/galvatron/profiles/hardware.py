@@ -181,14 +181,6 @@ class HardwareProfile:
     def load(cls, path: str | os.PathLike[str]) -> HardwareProfile:
         return load_json(path, cls.from_dict, "hardware profile")
 
-    @classmethod
-    def from_galvatron(cls, path: str | os.PathLike[str], num_nodes: int = 1, gpus_per_node: int = 8,
-                       device_memory_gb: float = 80.0) -> HardwareProfile:
-        """Import Galvatron-2's hardware profile files from a directory (or a list of files)."""
-        from galvatron.profiles.galvatron_import import hardware_from_galvatron
-
-        return hardware_from_galvatron(path, num_nodes, gpus_per_node, device_memory_gb)
-
     def summary(self) -> str:
         lines = [f"{self.name}: {self.num_nodes} node(s) x {self.gpus_per_node} devices, "
                  f"{self.device_memory_bytes / 2**30:.1f} GiB each, backend {self.backend} ({self.source})"]
