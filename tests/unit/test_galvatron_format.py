@@ -177,6 +177,6 @@ def test_single_replica_layers_do_not_count_as_a_second_dp_type():
     """A layer with tp = the stage's devices has one replica: its dp type is irrelevant and
     must not make a zero2 plan 'mix ddp and zero2' (the search gives such layers ddp)."""
     plan = Plan(world_size=4, layers=(LayerStrategy(tp=4), LayerStrategy(dp_type="zero2")),
-                global_batch_size=4)
+                global_batch_size=4, embedding=LayerStrategy(dp_type="zero2"))
     d = write_galvatron2_plan(plan)
     assert d["default_dp_type"] == "zero2" and d["tp_sizes_enc"] == "4,1"
