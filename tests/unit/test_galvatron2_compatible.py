@@ -122,3 +122,15 @@ def test_cli_search_galvatron2_compatible_writes_galvatron2_format(tmp_path, cap
     assert "version" not in d and d["pp_deg"] >= 1 and "vocab_sdp" in d and "sequence_parallel" in d
     assert "Galvatron-2 format" in capsys.readouterr().out
     assert main(["plan", "validate", str(out)]) == 0  # our loader detects and reads it back
+
+
+def test_core_enumeration_with_megatron_sp_only():
+    from galvatron import _C
+
+    o = _C.SearchOptions()
+    o.allow_megatron_sp, o.megatron_sp_only = False, True
+    strategies = _C.enumerate_strategies(o, 8, False)
+    assert {s.sp_kind for s in strategies if s.tp > 1} == {_C.SpKind.MEGATRON}
+    assert any(s.tp == 1 and s.sp_kind == _C.SpKind.NONE for s in strategies)  # tp 1 is unchanged
+    o.megatron_sp_only = False
+    assert {s.sp_kind for s in _C.enumerate_strategies(o, 8, False) if s.tp > 1} == {_C.SpKind.NONE}
