@@ -312,9 +312,9 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     n, nd = c.num_layers, c.decoder_layers
     types = ("t5_encoder",) * (n - 1) + ("t5_encoder_last",) + ("t5_decoder",) * nd
     tied = (n - 1 + nd - 1) * table + (v * h if c.tie_word_embeddings else 0)  # one table per stack
-    return S.ModelSpec(c.name, c.family, embed, head,
-                       {"t5_encoder": enc, "t5_encoder_last": last, "t5_decoder": dec}, types,
-                       c.max_seq_len, tied_param_count=tied)
+    specs = {"t5_encoder": enc, "t5_encoder_last": last, "t5_decoder": dec}
+    specs = {k: v for k, v in specs.items() if k in types}  # a 1-layer encoder has no t5_encoder
+    return S.ModelSpec(c.name, c.family, embed, head, specs, types, c.max_seq_len, tied_param_count=tied)
 
 
 # ---------------------------------------------------------------------------- Hugging Face
