@@ -112,7 +112,10 @@ def plan_from_galvatron_dict(
     if schedule is None:
         raise ValueError(f"pipeline_type: {d['pipeline_type']!r} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
     if megatron_sp is None:  # its runtime's default: on
-        megatron_sp = bool(_int_field(d, "sequence_parallel", 1))
+        value = _int_field(d, "sequence_parallel", 1)
+        if value not in (0, 1):
+            raise ValueError(f"sequence_parallel: expected 0 or 1, got {value}")
+        megatron_sp = value == 1
 
     def strategy(degree: int, ulysses: bool, zero3: bool, ckpt: bool, consec: bool) -> LayerStrategy:
         if ulysses and degree > 1:

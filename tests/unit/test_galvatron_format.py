@@ -89,6 +89,8 @@ def test_world_size_argument_then_key_then_file_name(tmp_path):
         (dict(chunks="many"), "chunks: expected an integer"),
         (dict(pp_division="2,3"), "stage_layers sums to 5 but the plan has 4 layers"),
         (dict(tp_sizes_enc="2,2,8,1"), "layers\\[2\\]: tp\\*sp=8 does not divide the 4 devices"),
+        (dict(sequence_parallel=2), "sequence_parallel: expected 0 or 1, got 2"),
+        (dict(vocab_sdp=3), "vocab_sdp: expected 0 or 1, got 3"),
     ],
 )
 def test_bad_galvatron_files_give_clear_errors(tmp_path, changes, message):
