@@ -114,7 +114,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"search time {res.search_time_s:.3f} s ({st['tasks']} tasks, {st['strategies']} strategies, "
           f"{st['dp_sweeps']} DP sweeps, {st['frontier_entries']} frontier entries)")
     if args.out:
-        save_plan(res.plan, args.out, args.format)
+        try:
+            save_plan(res.plan, args.out, args.format)
+        except ValueError as e:
+            if args.format != "galvatron2" or args.galvatron2_compatible:
+                raise
+            raise ValueError(f"{args.out}: {e} (--galvatron2-compatible searches only plans that "
+                             "export to that format)") from None
         print(f"wrote {args.out} ({'Galvatron-2' if args.format == 'galvatron2' else 'Galvatron'} format)")
     return 0
 
