@@ -2,7 +2,7 @@
 
 A :class:`HardwareProfile` is measured by ``galvatron profile hardware``, built from public
 specifications by :func:`hardware_preset`, or imported from Galvatron-2's profile files by
-:meth:`HardwareProfile.from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
+:func:`galvatron.profiles.hardware_from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
 where ``bytes`` is the message size: the full tensor for all-reduce, the gathered output for
 all-gather, the full input for reduce-scatter, what one rank sends in total for all-to-all,
 the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.

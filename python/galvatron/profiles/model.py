@@ -2,7 +2,7 @@
 
 A :class:`ModelProfile` describes one model at one sequence length and precision. It comes
 from the analytic model spec (:func:`model_profile`), from measurements (``galvatron profile
-model``) or from Galvatron-2's profile files (:meth:`ModelProfile.from_galvatron`). All tables
+model``) or from Galvatron-2's profile files (:func:`galvatron.profiles.model_from_galvatron`). All tables
 are keyed by the shard degree ``d = tp * sp`` (powers of two), per sample of a micro-batch.
 """
 
