@@ -69,8 +69,9 @@ std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt)
 std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t stage_size, bool embedding) {
   std::vector<Strategy> out;
   for (int32_t tp = 1; tp <= stage_size && tp <= opt.max_tp; tp *= 2) {
-    std::vector<std::pair<SpKind, int32_t>> kinds{{SpKind::kNone, 1}};
-    if (tp > 1 && opt.allow_megatron_sp) kinds.push_back({SpKind::kMegatron, 1});
+    std::vector<std::pair<SpKind, int32_t>> kinds;
+    if (tp == 1 || !opt.megatron_sp_only) kinds.push_back({SpKind::kNone, 1});
+    if (tp > 1 && (opt.allow_megatron_sp || opt.megatron_sp_only)) kinds.push_back({SpKind::kMegatron, 1});
     if (tp == 1 && opt.allow_ulysses) {
       for (int32_t sp = 2; sp <= opt.max_sp && sp <= stage_size; sp *= 2) kinds.push_back({SpKind::kUlysses, sp});
     }

@@ -2,7 +2,7 @@
 
 A :class:`HardwareProfile` is measured by ``galvatron profile hardware``, built from public
 specifications by :func:`hardware_preset`, or imported from Galvatron-2's profile files by
-:meth:`HardwareProfile.from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
+:func:`galvatron.profiles.hardware_from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
 where ``bytes`` is the message size: the full tensor for all-reduce, the gathered output for
 all-gather, the full input for reduce-scatter, what one rank sends in total for all-to-all,
 the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
@@ -180,14 +180,6 @@ class HardwareProfile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HardwareProfile:
         return load_json(path, cls.from_dict, "hardware profile")
-
-    @classmethod
-    def from_galvatron(cls, path: str | os.PathLike[str], num_nodes: int = 1, gpus_per_node: int = 8,
-                       device_memory_gb: float = 80.0) -> HardwareProfile:
-        """Import Galvatron-2's hardware profile files from a directory (or a list of files)."""
-        from galvatron.profiles.galvatron_import import hardware_from_galvatron
-
-        return hardware_from_galvatron(path, num_nodes, gpus_per_node, device_memory_gb)
 
     def summary(self) -> str:
         lines = [f"{self.name}: {self.num_nodes} node(s) x {self.gpus_per_node} devices, "
