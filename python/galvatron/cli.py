@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from galvatron._io import read_json
+from galvatron.models_cli import add_models_parser
 from galvatron.plan import Plan
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
@@ -106,8 +107,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     res = galvatron.search(mp, hw, memory_gb=args.memory_gb,
                            global_batch_size=_parse_list(args.global_batch_size, "global-batch-size"),
                            memory_headroom_gb=args.memory_headroom_gb, **space)
-    print(res.plan.summary())
-    print(res.predicted.summary())
+    print(res.plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
+    print("predicted " + res.predicted.summary().replace("\n", "\n  "))
     if res.best_uniform is not None:
         print(f"best uniform plan: {res.best_uniform.predicted.samples_per_s:.2f} samples/s "
               f"(speed-up of the searched plan: {res.speedup_over_uniform:.3f}x)")
@@ -116,7 +117,12 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"search time {res.search_time_s:.3f} s ({st['tasks']} tasks, {st['strategies']} strategies, "
           f"{st['dp_sweeps']} DP sweeps, {st['frontier_entries']} frontier entries)")
     if args.out:
-        res.plan.save(args.out)
+        plan = res.plan
+        from galvatron import models
+
+        if args.model in models.list() and not args.model_profile:  # the plan names its model
+            plan = plan.replace(model={"name": args.model, "overrides": {}, "seq_len": mp.seq_len})
+        plan.save(args.out)
         print(f"wrote {args.out}")
     return 0
 
@@ -251,13 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,models}")
     sub.required = True
     _add_search_command(sub)
     add_profile_parser(sub)
     _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)
+    add_models_parser(sub)
     return parser
 
 

@@ -69,13 +69,13 @@ def _hardware(cfg: TrainConfig, world: int):
             hw = galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
     else:
         from galvatron.profiler.hardware import HardwareOptions
-        from galvatron.profiler.launch import cached_profile, profile_hardware
+        from galvatron.profiler.launch import cache_dir, cached_profile, profile_hardware
 
         opts = HardwareOptions(quick=True, verbose=False)
         hw = cached_profile(world, opts)
         if hw is None:
             _log(f"measuring this machine's collectives with {world} local processes "
-                 "(quick, once: cached under ~/.cache/galvatron)")
+                 f"(quick, once: cached under {cache_dir()})")
             hw = profile_hardware(world, opts)
     if os.path.isdir(cfg.run_dir):
         hw.save(kept)
