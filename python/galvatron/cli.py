@@ -80,11 +80,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.hardware:
         hw = HardwareProfile.load(args.hardware)
     elif args.galvatron_profiles:
-        hw = HardwareProfile.from_galvatron(args.galvatron_profiles, num_nodes=args.nodes,
-                                            gpus_per_node=args.gpus_per_node,
+        nodes, gpn = _galvatron_layout(args)
+        hw = HardwareProfile.from_galvatron(args.galvatron_profiles, num_nodes=nodes, gpus_per_node=gpn,
                                             device_memory_gb=args.memory_gb or 80.0)
     else:
-        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes or 1, gpus_per_node=args.gpus_per_node or 8)
     if args.model_profile:
         mp = ModelProfile.load(args.model_profile)
         if args.seq_len and args.seq_len != mp.seq_len:
@@ -127,6 +127,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _galvatron_layout(args: argparse.Namespace) -> tuple[int, int]:
+    """Nodes and devices per node for a Galvatron-2 profile directory: --nodes/--gpus-per-node,
+    else the one ``{N}nodes_{G}gpus_per_node`` layout its file names give."""
+    import os
+
+    from galvatron.profiles.galvatron_import import layouts_in
+
+    d = args.galvatron_profiles
+    if not os.path.isdir(d):
+        raise ValueError(f"--galvatron-profiles {d}: no such directory (give a directory of Galvatron-2 profile "
+                         "JSON files, e.g. examples/galvatron2_profiles)")
+    if args.nodes and args.gpus_per_node:
+        return args.nodes, args.gpus_per_node
+    found = [(n, g) for n, g in layouts_in(d) if args.nodes in (None, n) and args.gpus_per_node in (None, g)]
+    if len(found) != 1:
+        named = ", ".join(f"{n}nodes_{g}gpus_per_node" for n, g in layouts_in(d)) or "none"
+        raise ValueError(f"--galvatron-profiles {d}: pass --nodes and --gpus-per-node (layouts in the file "
+                         f"names: {named})")
+    return found[0]
+
+
 def _galvatron_model(args: argparse.Namespace):
     import glob
     import os
@@ -155,8 +176,10 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="default 1, or what the --galvatron-profiles file names say")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="default 8, or what the --galvatron-profiles file names say")
     p.add_argument("--memory-gb", type=float, default=None, help="per-device budget in GiB (default: device memory)")
     p.add_argument("--memory-headroom-gb", type=float, default=0.0, help="GiB kept free on top of the model")
     p.add_argument("--global-batch-size", default="8", help="N, N,M,... or START:STOP[:STEP]")

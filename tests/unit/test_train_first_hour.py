@@ -175,3 +175,25 @@ def test_a_plan_model_record_is_validated():
         Plan(world_size=1, layers=(LayerStrategy(),), model={"name": "x", "layers": 3}).validate()
     with pytest.raises(ValueError, match="model must be null or an object"):
         Plan(world_size=1, layers=(LayerStrategy(),), model={"overrides": {}}).validate()
+
+
+# ------------------------------------------------------------------ 10. Galvatron-2 profiles
+GALVATRON2_DIR = os.path.join(os.path.dirname(EXAMPLE_PLAN), "..", "galvatron2_profiles")
+
+
+def test_the_shipped_galvatron2_profiles_search_with_the_layout_read_from_the_file_names(tmp_path, capsys):
+    argv = ["search", "--galvatron-profiles", GALVATRON2_DIR, "--model", "llama2-7b", "--num-layers", "32",
+            "--num-heads", "32", "--hidden-size", "4096", "--seq-len", "2048", "--memory-gb", "36",
+            "--global-batch-size", "64", "--out", str(tmp_path / "p.json")]
+    assert main(argv) == 0
+    assert "on 1x8 galvatron-1x8" in capsys.readouterr().out  # from *_1nodes_8gpus_per_node.json
+    assert Plan.load(tmp_path / "p.json").world_size == 8
+
+
+def test_a_missing_or_ambiguous_galvatron2_directory_says_so(tmp_path, capsys):
+    assert main(["search", "--galvatron-profiles", str(tmp_path / "nowhere"), "--model", "llama2-7b"]) == 2
+    assert "no such directory" in capsys.readouterr().err
+    for name in ("allreduce_bandwidth_1nodes_8gpus_per_node.json", "allreduce_bandwidth_2nodes_8gpus_per_node.json"):
+        (tmp_path / name).write_text("{}")
+    assert main(["search", "--galvatron-profiles", str(tmp_path), "--model", "llama2-7b"]) == 2
+    assert "1nodes_8gpus_per_node, 2nodes_8gpus_per_node" in capsys.readouterr().err
