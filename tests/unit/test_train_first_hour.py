@@ -197,3 +197,47 @@ def test_a_missing_or_ambiguous_galvatron2_directory_says_so(tmp_path, capsys):
         (tmp_path / name).write_text("{}")
     assert main(["search", "--galvatron-profiles", str(tmp_path), "--model", "llama2-7b"]) == 2
     assert "1nodes_8gpus_per_node, 2nodes_8gpus_per_node" in capsys.readouterr().err
+
+
+def test_the_job_measures_a_model_once_per_machine_model_seq_dtype_and_process_count(tmp_path, monkeypatch,
+                                                                                     capsys):
+    """Item 2/8: the cache is keyed by what the profile depends on (here: the measurement is
+    replaced by the analytic profile, counted), not kept per run directory."""
+    import galvatron.profiler.model as PM
+    from galvatron.training.job import model_profile_for
+
+    calls = []
+
+    def fake_profile_model(name, seq_len=None, precision="bf16", opts=None, **overrides):
+        calls.append((name, seq_len, precision))
+        hw = galvatron.hardware_preset("cpu-gloo", num_nodes=1, gpus_per_node=2)
+        return galvatron.model_profile(name, seq_len=seq_len, hardware=hw, precision=precision, **overrides)
+
+    monkeypatch.setattr(PM, "profile_model", fake_profile_model)
+    monkeypatch.setattr("galvatron.training.job.torch.cuda.is_available", lambda: False)
+
+    def profile(run, **flags):
+        cfg = build_config(None, {"run_dir": str(tmp_path / run), "model.seq_len": 64, **flags})
+        os.makedirs(cfg.run_dir, exist_ok=True)
+        return model_profile_for(cfg, None, world=2)
+
+    a = profile("a")
+    b = profile("b")  # another run directory, same inputs: no new measurement
+    assert len(calls) == 1 and a.to_dict() == b.to_dict()
+    assert os.path.exists(tmp_path / "b" / "model_profile.json")  # the run's record
+    assert profile("c", **{"model.dtype": "bf16"}).precision == "bf16"
+    assert profile("d", **{"model.name": "llama-debug"}).model == "llama-debug"
+    assert profile("e", **{"model.seq_len": 32}).seq_len == 32
+    assert len(calls) == 4
+    assert "measured gpt2-mini on this machine (seq 64, fp32, 2 processes); cached as" in capsys.readouterr().out
+
+
+def test_a_re_searched_plan_says_whether_it_changed(tmp_path):
+    from galvatron.training.job import _previous_plan_note
+
+    path = tmp_path / "plan.json"
+    assert _previous_plan_note(str(path), _plan(), "search on x") == ""
+    _plan().save(path)
+    assert _previous_plan_note(str(path), _plan().replace(predicted={"step_time_s": 1.0}), "search on x") == \
+        "; re-searched: the same plan as the run's previous plan.json"
+    assert "re-searched: differs from" in _previous_plan_note(str(path), _plan(tp=2), "search on x")
