@@ -88,7 +88,7 @@ def _under_launcher() -> bool:
     return under_launcher()
 
 
-MEASURED_MAX_PARAMS = 50_000_000  # on CPU, models up to this size are measured (seconds)
+MEASURED_MAX_PARAMS = 5_000_000  # on CPU, models up to this size are measured (seconds)
 
 
 def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
