@@ -17,15 +17,16 @@ from tests.distributed.equivalence import (
     LR,
     WD,
     compare,
+    describe,
     make_batches,
     reference,
     run_case,
     train,
+    within,
 )
 from tests.distributed.harness import launch
 
-LOSS_RTOL = 1e-5
-PARAM_RTOL = 2e-5  # max |diff| / max(max |ref|, 0.02) per tensor
+# Bounds: derived per case from fp32 rounding, the terms summed and Adam (tolerance.py).
 STEPS, SEQ, CLIP = 3, 16, 1.0
 
 
@@ -56,9 +57,8 @@ def _check(results, refs, cases):
             k, r = rank_res[i]
             assert k == key
             covered.update(r["names"])
-            if r["loss_err"] > LOSS_RTOL or r["param_err"] > PARAM_RTOL:
-                failures.append(f"{key}: loss/grad-norm err={r['loss_err']:.2e} "
-                                f"param_err={r['param_err']:.2e} ({r['worst']})")
+            if not within(r):
+                failures.append(f"{key}: {describe(r)}")
         missing = set(refs[m][1][1]) - covered
         if missing:
             failures.append(f"{key}: parameters on no rank: {sorted(missing)}")
@@ -209,7 +209,7 @@ def test_vit_classification_mixed_plans_match_single_process_on_4_ranks():
     ]
     for rank_res in launch(4, _vit_work, cases, batches, ref):
         for k, r in rank_res:
-            assert r["loss_err"] < LOSS_RTOL and r["param_err"] < PARAM_RTOL, (k, r)
+            assert within(r), (k, describe(r))
 
 
 def _swin_work(rank, world, cases, batches, ref):
@@ -239,7 +239,7 @@ def test_swin_mixed_plans_match_single_process_on_4_ranks():
     ]
     for rank_res in launch(4, _swin_work, cases, batches, ref):
         for k, r in rank_res:
-            assert r["loss_err"] < LOSS_RTOL and r["param_err"] < PARAM_RTOL, (k, r)
+            assert within(r), (k, describe(r))
 
 
 def _bias_before_reduce(pm):
@@ -355,10 +355,8 @@ def test_rope_scaled_biased_llama_mixed_plans_match_single_process_on_4_ranks(tm
     for rank_res in results:
         for key, r in rank_res:
             covered.setdefault(key.rsplit("/", 1)[0], set()).update(r["names"])
-            if key != "bias_added_per_rank" and (r["loss_err"] > LOSS_RTOL
-                                                 or r["param_err"] > PARAM_RTOL):
-                failures.append(f"{key}: loss/grad-norm err={r['loss_err']:.2e} "
-                                f"param_err={r['param_err']:.2e} ({r['worst']})")
+            if key != "bias_added_per_rank" and not within(r):
+                failures.append(f"{key}: {describe(r)}")
     assert not failures, "\n".join(failures)
     for key, *_ in cases:
         assert set(refs[(key, False)][1][1]) <= covered[key], key
@@ -366,4 +364,4 @@ def test_rope_scaled_biased_llama_mixed_plans_match_single_process_on_4_ranks(tm
     assert any(n.endswith("o_proj.bias") for n in covered[cases[0][0]])
     assert any(n.endswith("k_proj.bias") for n in covered[cases[2][0]])
     control = [r for rank_res in results for k, r in rank_res if k == "bias_added_per_rank"]
-    assert max(max(r["loss_err"], r["param_err"]) for r in control) > 10 * PARAM_RTOL
+    assert max(max(r["loss_err"] / r["loss_tol"], r["param_err"] / r["param_tol"]) for r in control) > 10

@@ -67,18 +67,22 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     if getattr(cfg, "tie_word_embeddings", False) and getattr(cfg, "vocab_size", None):
         tied = min(cfg.vocab_size * cfg.hidden_size, spec.embed.param_count, spec.head.param_count)
     emb_fwd = spec.embed.flops_fwd(1, seq) * ms_per_flop
+    # The runtime splits the embedding/head only through a vocabulary (vocab-parallel tables):
+    # without one (ViT, Swin) they stay data parallel, so the tables list degree 1 only and the
+    # search offers nothing else there.
+    emb_degrees = degrees if getattr(cfg, "vocab_size", None) else [1]
     head_fwd = spec.head.flops_fwd(1, seq) * ms_per_flop
     embedding = EmbeddingProfile(
         embed_param_count=spec.embed.param_count - tied,
         head_param_count=spec.head.param_count - tied,
         tied_param_count=tied,
         carry_bytes_per_sample=max(1, first.input_per_token) * first.tokens(seq) * cb, seq_len=seq,
-        embed_fwd_ms_per_sample={d: emb_fwd / d for d in degrees},
-        embed_bwd_ms_per_sample={d: 2 * emb_fwd / d for d in degrees},
-        head_fwd_ms_per_sample={d: head_fwd / d for d in degrees},
-        head_bwd_ms_per_sample={d: 2 * head_fwd / d for d in degrees},
-        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d) for d in degrees},
-        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d) for d in degrees},
+        embed_fwd_ms_per_sample={d: emb_fwd / d for d in emb_degrees},
+        embed_bwd_ms_per_sample={d: 2 * emb_fwd / d for d in emb_degrees},
+        head_fwd_ms_per_sample={d: head_fwd / d for d in emb_degrees},
+        head_bwd_ms_per_sample={d: 2 * head_fwd / d for d in emb_degrees},
+        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
+        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
     )
     return ModelProfile(model=model, seq_len=seq, layer_types=layer_types,
                         layer_type_of=[names.index(t) for t in spec.layer_types], embedding=embedding,
