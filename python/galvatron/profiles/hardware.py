@@ -10,6 +10,7 @@ the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import os
@@ -210,7 +211,7 @@ class HardwareProfile:
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "collectives"}
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "collectives"}
         d["collectives"] = [c.to_dict() for c in self.collectives]
         return {"version": HARDWARE_FORMAT_VERSION, "kind": "hardware", **d}
 
