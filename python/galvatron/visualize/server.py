@@ -64,7 +64,6 @@ class ServeConfig:
     search_timeout_s: float = 60.0  # per request, in the worker process
     worker_memory_bytes: int = 4 * 2**30  # RLIMIT_DATA of the worker; 0: no limit
     max_concurrent_searches: int = 2
-    in_process: bool = False  # search in the server process (no worker, no bounds): for tests only
 
 
 def _field(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -191,8 +190,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _search(self, params: Any) -> dict[str, Any]:
         cfg = self.cfg
-        if cfg.in_process:
-            return run_search(params, cfg)
         slots = self.server.search_slots  # type: ignore[attr-defined]
         if not slots.acquire(timeout=cfg.search_timeout_s):
             raise WorkerError(503, "the server is busy with other searches; try again")
