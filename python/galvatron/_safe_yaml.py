@@ -48,15 +48,17 @@ class _BoundedLoader(yaml.SafeLoader):
 def load_yaml(text: str, where: str) -> Any:
     """Parse one YAML document of plain data; any problem is a ``ValueError`` naming ``where``
     (and the line and column)."""
-    loader = _BoundedLoader(text)
+    loader = None
     try:
+        loader = _BoundedLoader(text)
         return loader.get_single_data()
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ValueError(f"{where}: cannot parse YAML{at}: {problem}") from None
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e)
+        raise ValueError(f"{where}: cannot parse YAML{at}: {str(problem).splitlines()[0][:200]}") from None
     except RecursionError:
         raise ValueError(f"{where}: YAML nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()

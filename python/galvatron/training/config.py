@@ -203,19 +203,29 @@ def load_file(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ValueError(f"{path}: config file not found")
     ext = os.path.splitext(path)[1].lower()
-    with open(path, "rb") as f:
-        raw = f.read(MAX_CONFIG_BYTES + 1)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
     try:
         if ext == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(raw.decode("utf-8"))
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:  # a ValueError: name the file here
+                raise ValueError(f"{path}: cannot parse TOML: {e}") from None
         elif ext in (".yaml", ".yml"):
-            data = load_yaml(raw.decode("utf-8"), path) or {}  # no aliases, bounded
+            data = load_yaml(text, path) or {}  # no aliases, bounded
         else:
             raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
     except ValueError:
