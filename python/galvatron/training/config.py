@@ -278,7 +278,22 @@ def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
                 _apply(cfg, {sec: {key: v}}, "")
     if overrides:
         _apply(cfg, parse_overrides(overrides), "")
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        if file and _file_alone_invalid(data):  # the file's own values are at fault: name it
+            raise ValueError(f"{file}: {e}") from None
+        raise
+
+
+def _file_alone_invalid(data: dict[str, Any]) -> bool:
+    alone = TrainConfig()
+    _apply(alone, data, "")
+    try:
+        alone.validate()
+    except ValueError:
+        return True
+    return False
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
