@@ -104,7 +104,7 @@ def test_galvatron2_plan_nonsense_is_refused(tmp_path, changes, field):
     (lambda d: d.update(num_nodes="2"), "num_nodes"),
 ])
 def test_hardware_profile_nonsense_is_refused(tmp_path, hw, mutate, field):
-    d = hw.to_dict()
+    d = json.loads(json.dumps(hw.to_dict()))  # a copy: the edit must not reach the fixture
     mutate(d)
     path = tmp_path / "hw.json"
     path.write_text(json.dumps(d))  # json writes NaN / Infinity literals, as a hostile file may

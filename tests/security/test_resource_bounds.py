@@ -13,7 +13,6 @@ import textwrap
 import pytest
 
 import galvatron
-from galvatron.search import MAX_FRONTIER_ENTRIES
 from galvatron.training.config import build_config
 
 LIMIT = 1 << 30  # RLIMIT_DATA of the child: heap and anonymous mappings (torch itself needs ~250 MiB)
@@ -64,6 +63,8 @@ def test_too_many_tasks_are_refused_with_the_count_and_how_to_narrow():
 
 
 def test_frontier_entries_are_bounded():
+    from galvatron.search import MAX_FRONTIER_ENTRIES
+
     hw = galvatron.hardware_preset("a100-80g-sxm", num_nodes=1, gpus_per_node=8)
     mp = galvatron.model_profile("gpt2-debug", hardware=hw)
     with pytest.raises(ValueError, match="max_frontier_entries: the search stopped after holding"):
