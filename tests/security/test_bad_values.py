@@ -244,3 +244,12 @@ def test_data_prepare_out_an_existing_file_is_one_line(tmp_path, capsys):
     out.write_text("not a directory")
     one_line_error(["data", "prepare", str(text), "--out", str(out)], capsys, "--out", "not a directory")
     assert out.read_text() == "not a directory"
+
+
+def test_metrics_nested_100000_deep_is_refused_not_a_recursion_error(tmp_path):
+    from galvatron.visualize import load_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 1.0}\n' + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(ValueError, match="metrics.jsonl:2: not usable JSON"):
+        load_metrics(path)
