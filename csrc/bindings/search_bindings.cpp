@@ -113,7 +113,9 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("megatron_sp_only", &SearchOptions::megatron_sp_only)
       .def_readwrite("search_pp_split", &SearchOptions::search_pp_split)
       .def_readwrite("uniform_only", &SearchOptions::uniform_only)
-      .def_readwrite("num_threads", &SearchOptions::num_threads);
+      .def_readwrite("num_threads", &SearchOptions::num_threads)
+      .def_readwrite("max_tasks", &SearchOptions::max_tasks)
+      .def_readwrite("max_frontier_entries", &SearchOptions::max_frontier_entries);
 }
 
 void bind_outputs(py::module_& m) {

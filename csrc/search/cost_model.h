@@ -14,6 +14,8 @@ int log2_exact(int64_t x);  // -1 when x is not a power of two
 // std::invalid_argument naming the field.
 void validate_model(const ModelTables& model);
 void validate_hardware(const HardwareTables& hw);
+// Refuses profiles whose memory sums at `max_global_batch` samples could overflow int64 bytes.
+void validate_magnitudes(const ModelTables& model, int64_t max_global_batch);
 
 // Collective time lookups.
 class CommModel {

@@ -1,5 +1,6 @@
 // Validation of profiles and plans, pipeline formulas, and the whole-plan prediction.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -73,6 +74,37 @@ void validate_model(const ModelTables& model) {
   if (e.carry_bytes_per_sample <= 0) fail("embedding.carry_bytes_per_sample must be > 0");
 }
 
+void validate_magnitudes(const ModelTables& model, int64_t max_global_batch) {
+  // Memory is summed in int64 bytes: bound every sum the cost model can form (all layers'
+  // activations for the whole batch, model states at 16 bytes per parameter plus transient
+  // copies) well inside int64, so no input can overflow it. Doubles (times) cannot overflow at
+  // these magnitudes once the profile's own values are finite and bounded.
+  double bytes = 0;
+  auto largest = [](const std::vector<int64_t>& t) {
+    int64_t m = 0;
+    for (int64_t v : t) m = std::max(m, v);
+    return static_cast<double>(m);
+  };
+  for (int32_t t : model.layer_type_of) {
+    const LayerTypeProfile& lt = model.layer_types[static_cast<size_t>(t)];
+    double per_sample = static_cast<double>(lt.carry_bytes_per_sample) + static_cast<double>(lt.ulysses_bytes_per_sample);
+    for (const auto& table : lt.act_bytes_per_sample) per_sample += largest(table);
+    bytes += per_sample * static_cast<double>(max_global_batch) + 32.0 * static_cast<double>(lt.param_count);
+  }
+  const EmbeddingProfile& e = model.embedding;
+  bytes += (static_cast<double>(e.carry_bytes_per_sample) + largest(e.embed_act_bytes_per_sample) +
+            largest(e.head_act_bytes_per_sample)) * static_cast<double>(max_global_batch);
+  bytes += 32.0 * (static_cast<double>(e.embed_param_count) + static_cast<double>(e.head_param_count) +
+                   2.0 * static_cast<double>(e.tied_param_count));
+  constexpr double kLimit = 1152921504606846976.0;  // 2^60 bytes (1 EiB): 8x below int64's range
+  if (!(bytes <= kLimit)) {
+    fail("global_batch_size " + std::to_string(max_global_batch) + ": the model's memory terms at this batch size "
+         "reach about 2^" + std::to_string(static_cast<int>(std::log2(bytes))) +
+         " bytes, beyond the 2^60 bytes the cost model accepts; use a smaller batch or check the profile's "
+         "parameter counts and bytes per sample");
+  }
+}
+
 static void validate_strategy(const ModelTables& model, const Strategy& s, int32_t stage_size,
                               int32_t micro_batch, const LayerTypeProfile* lt, const std::string& f) {
   if (s.tp < 1 || s.sp < 1) fail(f + ": tp and sp must be >= 1");
@@ -111,6 +143,7 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
 
 void validate_plan(const ModelTables& model, const PlanSpec& plan) {
   validate_model(model);
+  validate_magnitudes(model, plan.global_batch_size);
   if (plan.world_size < 1) fail("world_size must be >= 1");
   if (plan.pp < 1 || plan.world_size % plan.pp != 0) fail("pp=" + std::to_string(plan.pp) + " must divide world_size");
   if (plan.virtual_stages < 1) fail("virtual_stages must be >= 1");

@@ -1,6 +1,7 @@
 // Plain data of the cost model and the search: profiles in, plans and predictions out.
 // Units are in the names: _ms (milliseconds), _bytes, _gbps (1e9 bytes/s). No Python here.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -151,6 +152,13 @@ struct SearchOptions {
   bool search_pp_split = true;  // false: even split only
   bool uniform_only = false;   // every layer the same strategy (for the best-uniform baseline)
   int32_t num_threads = 1;
+  // Resource bounds (0: unlimited). The search refuses, before any work, a space of more than
+  // max_tasks tasks, and stops with std::invalid_argument once its frontiers have held more
+  // than max_frontier_entries entries in total (40 bytes each), so memory and time stay bounded.
+  int64_t max_tasks = 0;
+  int64_t max_frontier_entries = 0;
+  // Set by search() for the duration of one call: the entries used so far, shared by all tasks.
+  std::atomic<int64_t>* frontier_entries_used = nullptr;
 };
 
 struct SearchStats {

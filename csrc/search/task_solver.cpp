@@ -149,6 +149,8 @@ const Sweep& Solver::sweep(int32_t c, int32_t start, int32_t start_cls, int32_t 
   in.fixed_len = task_.pp == 1 && task_.v == 1;
   if (in.fixed_len) in.max_len = len;
   in.options = &ch.options;
+  in.entries_used = opt_.frontier_entries_used;
+  in.max_entries = opt_.max_frontier_entries;
   ++result_.sweeps;
   Sweep sw = run_sweep(in, *ch.tr, &result_.entries);
   return ch.sweeps.insert_or_assign(key, std::move(sw)).first->second;

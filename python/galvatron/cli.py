@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from galvatron._validate import INT32_MAX, short
 from galvatron.models_cli import add_models_parser
 from galvatron.plan_io import file_format, load_plan, save_plan
 from galvatron.profiler.cli import add_profile_parser
@@ -45,16 +46,32 @@ _DP_TYPES = "ddp,zero1,zero2,zero3"
 
 
 def _parse_list(text: str | None, name: str) -> list[int] | None:
-    """'64', '16,32,64' or '16:128:16' (start:stop:step, stop included) -> list of ints."""
+    """'64', '16,32,64' or '16:128:16' (start:stop:step, stop included) -> list of ints.
+
+    The count is checked before the list is built: '1:100000000' is refused at once."""
+    from galvatron.search import MAX_LIST_VALUES
+
     if text is None:
         return None
+    usage = f"--{name}: expected N, N,M,... or START:STOP[:STEP] of integers 1 to {INT32_MAX}, got {short(text)}"
     try:
         if ":" in text:
             a, b, *c = (int(x) for x in text.split(":"))
-            return list(range(a, b + 1, c[0] if c else 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--{name}: expected N, N,M,... or START:STOP[:STEP], got {text!r}") from None
+            if len(c) > 1 or (c and c[0] < 1):
+                raise ValueError
+            values: range | list[int] = range(a, b + 1, c[0] if c else 1)
+        else:
+            if text.count(",") >= MAX_LIST_VALUES:
+                raise ValueError(f"--{name}: more than {MAX_LIST_VALUES} values; narrow it")
+            values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("--") else usage) from None
+    if len(values) > MAX_LIST_VALUES:
+        raise ValueError(f"--{name}: {text} gives {len(values)} values; accepted: at most {MAX_LIST_VALUES} "
+                         "(narrow it, e.g. with a step: 1024:65536:1024)")
+    if not values or min(values) < 1 or max(values) > INT32_MAX:
+        raise ValueError(usage)
+    return list(values)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:

@@ -41,6 +41,7 @@ import re
 from typing import Any
 
 from galvatron._io import read_json
+from galvatron._validate import INT32_MAX, MAX_LAYERS, MAX_WORLD, check_int_like, check_list, short
 from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
 
 _REQUIRED = ("pp_deg", "tp_sizes_enc", "tp_consecutive_flags", "dp_types_enc", "checkpoint",
@@ -53,18 +54,21 @@ _PRECISION_RE = re.compile(r"_(bf16|fp16|fp32)(?:[_.]|$)")
 
 def _int_list(d: dict[str, Any], key: str) -> list[int]:
     raw = d[key]
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return [raw]
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return [check_int_like(raw, key, 0)]
     if isinstance(raw, list):
         items = raw
     elif isinstance(raw, str):
+        if raw.count(",") >= MAX_LAYERS:
+            raise ValueError(f"{key}: more than {MAX_LAYERS} entries")
         items = [x.strip() for x in raw.split(",") if x.strip() != ""]
     else:
-        raise ValueError(f"{key}: expected a comma-joined string of integers, got {raw!r}")
+        raise ValueError(f"{key}: expected a comma-joined string of integers, got {short(raw)}")
+    check_list(items, key)
     try:
-        return [int(x) for x in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected a comma-joined string of integers, got {raw!r}") from None
+        return [check_int_like(x, f"{key}[{i}]", 0) for i, x in enumerate(items)]
+    except ValueError as e:
+        raise ValueError(f"{key}: expected a comma-joined string of integers ({e})") from None
 
 
 def _flag(value: int, key: str, i: int) -> bool:
@@ -73,14 +77,14 @@ def _flag(value: int, key: str, i: int) -> bool:
     return value == 1
 
 
-def _int_field(d: dict[str, Any], key: str, default: int | None = None) -> int:
+def _int_field(d: dict[str, Any], key: str, default: int | None = None, lo: int = 1) -> int:
     raw = d.get(key, default)
     if raw is None:
         raise ValueError(f"{key}: missing")
     try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected an integer, got {raw!r}") from None
+        return check_int_like(raw, key, lo)
+    except ValueError:
+        raise ValueError(f"{key}: expected an integer from {lo} to {INT32_MAX}, got {short(raw)}") from None
 
 
 def world_size_from_name(path: str | os.PathLike[str]) -> int | None:
@@ -105,14 +109,14 @@ def plan_from_galvatron_dict(
         if len(vals) != n:
             raise ValueError(f"{key} has {len(vals)} entries but tp_sizes_enc has {n}")
         per_layer[key] = vals
-    default_dp = _DEFAULT_DP.get(str(d["default_dp_type"]))
+    default_dp = _DEFAULT_DP.get(d["default_dp_type"]) if isinstance(d["default_dp_type"], str) else None
     if default_dp is None:
-        raise ValueError(f"default_dp_type: {d['default_dp_type']!r} is not accepted; accepted: 'ddp', 'zero2'")
-    schedule = _PIPELINE_TYPES.get(str(d["pipeline_type"]))
+        raise ValueError(f"default_dp_type: {short(d['default_dp_type'])} is not accepted; accepted: 'ddp', 'zero2'")
+    schedule = _PIPELINE_TYPES.get(d["pipeline_type"]) if isinstance(d["pipeline_type"], str) else None
     if schedule is None:
-        raise ValueError(f"pipeline_type: {d['pipeline_type']!r} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
+        raise ValueError(f"pipeline_type: {short(d['pipeline_type'])} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
     if megatron_sp is None:  # its runtime's default: on
-        value = _int_field(d, "sequence_parallel", 1)
+        value = _int_field(d, "sequence_parallel", 1, lo=0)
         if value not in (0, 1):
             raise ValueError(f"sequence_parallel: expected 0 or 1, got {value}")
         megatron_sp = value == 1
@@ -137,7 +141,7 @@ def plan_from_galvatron_dict(
             _flag(per_layer["tp_consecutive_flags"][i], "tp_consecutive_flags", i),
         ))
     vtp = _int_field(d, "vtp", 1)
-    embedding = strategy(vtp, bool(_int_field(d, "vsp", 0)), _embedding_sdp(d), False, True)
+    embedding = strategy(vtp, bool(_flag(_int_field(d, "vsp", 0, lo=0), "vsp", 0)), _embedding_sdp(d), False, True)
     plan = Plan(
         world_size=world_size,
         layers=tuple(layers),
@@ -154,7 +158,7 @@ def plan_from_galvatron_dict(
 
 def _embedding_sdp(d: dict[str, Any]) -> bool:
     """``vocab_sdp`` (what its runtime reads) or ``embed_sdp`` (what its search writes)."""
-    values = {k: _int_field(d, k) for k in ("vocab_sdp", "embed_sdp") if k in d}
+    values = {k: _int_field(d, k, lo=0) for k in ("vocab_sdp", "embed_sdp") if k in d}
     for k, v in values.items():
         if v not in (0, 1):
             raise ValueError(f"{k}: expected 0 or 1, got {v}")
@@ -171,9 +175,9 @@ def plan_from_galvatron_file(
     d = read_json(p)
     if world_size is None and isinstance(d, dict) and "world_size" in d:
         try:
-            world_size = int(d["world_size"])
-        except (TypeError, ValueError):
-            raise ValueError(f"{p}: world_size: expected an integer, got {d['world_size']!r}") from None
+            world_size = check_int_like(d["world_size"], "world_size", 1, MAX_WORLD)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
     if world_size is None:
         world_size = world_size_from_name(p)
     if world_size is None:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron._io import atomic_write_text as _atomic_write
 from galvatron._io import load_json
+from galvatron._validate import INT32_MAX, MAX_LAYERS, check_float, check_int, short
 
 PLAN_FORMAT_VERSION = 1
 
@@ -64,17 +66,17 @@ def _enum_value(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
         return value
     try:
         return enum_cls(value)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: an unhashable value such as a list
         accepted = ", ".join(repr(m.value) for m in enum_cls)  # type: ignore[attr-defined]
-        raise ValueError(f"{field_name}: {value!r} is not accepted; accepted: {accepted}") from None
+        raise ValueError(f"{field_name}: {short(value)} is not accepted; accepted: {accepted}") from None
 
 
 def _positive_int(value: Any, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field_name} must be an integer >= 1, got {value!r}")
+        raise ValueError(f"{field_name} must be an integer >= 1, got {short(value)}")
     if value < 1:
         raise ValueError(f"{field_name} must be >= 1, got {value}")
-    return value
+    return check_int(value, field_name, 1, INT32_MAX)  # the C++ core stores int32
 
 
 @dataclass(frozen=True)
@@ -101,9 +103,9 @@ class LayerStrategy:
         _positive_int(self.tp, f"{where}.tp")
         _positive_int(self.sp, f"{where}.sp")
         if not isinstance(self.checkpoint, bool):
-            raise ValueError(f"{where}.checkpoint must be true or false, got {self.checkpoint!r}")
+            raise ValueError(f"{where}.checkpoint must be true or false, got {short(self.checkpoint)}")
         if not isinstance(self.tp_consecutive, bool):
-            raise ValueError(f"{where}.tp_consecutive must be true or false, got {self.tp_consecutive!r}")
+            raise ValueError(f"{where}.tp_consecutive must be true or false, got {short(self.tp_consecutive)}")
         if self.sp_kind is SpKind.ULYSSES and self.sp < 2:
             raise ValueError(f"{where}.sp must be >= 2 when sp_kind is 'ulysses', got {self.sp}")
         if self.sp_kind is not SpKind.ULYSSES and self.sp != 1:
@@ -295,6 +297,8 @@ class Plan:
         _positive_int(self.global_batch_size, "global_batch_size")
         if not self.layers:
             raise ValueError("layers: a plan needs at least one layer strategy")
+        if len(self.layers) > MAX_LAYERS:
+            raise ValueError(f"layers: {len(self.layers)} layer strategies; accepted: at most {MAX_LAYERS}")
         if num_layers is not None and num_layers != len(self.layers):
             raise ValueError(
                 f"layers: the plan has {len(self.layers)} layer strategies but the model has "
@@ -320,6 +324,9 @@ class Plan:
         if self.predicted is not None and not isinstance(self.predicted, dict):
             raise ValueError("predicted must be a JSON object or null")
         _validate_model_record(self.model)
+        for key in ("step_time_s", "samples_per_s", "max_peak_memory_bytes"):  # shown by summary()
+            if self.predicted and key in self.predicted:
+                check_float(self.predicted[key], f"predicted.{key}", 0.0, 1e30)
         return self
 
     def _validate_schedule(self) -> None:
@@ -350,7 +357,8 @@ class Plan:
             )
         for c, n in enumerate(self.stage_layers):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"stage_layers[{c}] must be an integer >= 1, got {n!r}")
+                raise ValueError(f"stage_layers[{c}] must be an integer >= 1, got {short(n)}")
+            check_int(n, f"stage_layers[{c}]", 1, MAX_LAYERS)
         if sum(self.stage_layers) != len(self.layers):
             raise ValueError(
                 f"stage_layers sums to {sum(self.stage_layers)} but the plan has "
@@ -419,10 +427,14 @@ class Plan:
         layers = d["layers"]
         if not isinstance(layers, list):
             raise ValueError("layers must be a list of layer strategies")
+        if len(layers) > MAX_LAYERS:
+            raise ValueError(f"layers: {len(layers)} layer strategies; accepted: at most {MAX_LAYERS}")
         kwargs = {k: v for k, v in d.items() if k not in ("version", "layers", "embedding")}
         if "stage_layers" in kwargs:
             if not isinstance(kwargs["stage_layers"], list):
                 raise ValueError("stage_layers must be a list of integers")
+            if len(kwargs["stage_layers"]) > MAX_LAYERS:
+                raise ValueError(f"stage_layers: {len(kwargs['stage_layers'])} entries; accepted: at most {MAX_LAYERS}")
             kwargs["stage_layers"] = tuple(kwargs["stage_layers"])
         strategies = tuple(LayerStrategy.from_dict(x, f"layers[{i}]") for i, x in enumerate(layers))
         if "embedding" in d:
@@ -523,4 +535,6 @@ def _validate_model_record(model: Any) -> None:
 
 
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n in increasing order, in O(sqrt(n)) (n may be as large as 2**31)."""
+    low = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return low + [n // d for d in reversed(low) if d * d != n]

@@ -73,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"galvatron train: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # under torchrun: another rank died; one line, not a gloo traceback
+        from galvatron.training import rank_errors
+
+        if not rank_errors.is_lost_peer(e):
+            raise
+        print(rank_errors.lost_peer_message(int(os.environ.get("RANK", -1)), e), file=sys.stderr)
+        return rank_errors.LOST_PEER_EXIT
 
 
 def _agreed_run_dir(cfg, rank: int, dist) -> str:

@@ -10,6 +10,7 @@ the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import os
@@ -18,8 +19,22 @@ from typing import Any
 
 from galvatron import _C
 from galvatron._io import atomic_write_text, load_json
+from galvatron._validate import (
+    MAX_BYTES,
+    MAX_MS,
+    MAX_WORLD,
+    check_dict,
+    check_float,
+    check_int,
+    check_list,
+    check_str,
+    short,
+)
 
 HARDWARE_FORMAT_VERSION = 1
+MIN_BANDWIDTH_GBPS = 1e-6  # 1 kB/s: below this every collective takes longer than any run
+MAX_BANDWIDTH_GBPS = 1e7  # 10 PB/s: no link comes near; Infinity is refused
+MAX_ALPHA_MS = 1e6
 
 
 class Op(str, enum.Enum):
@@ -78,15 +93,44 @@ class Collective:
     def from_dict(cls, d: Any, where: str) -> Collective:
         if not isinstance(d, dict):
             raise ValueError(f"{where} must be a JSON object")
-        try:
-            return cls(op=Op(d["op"]), group_size=int(d["group_size"]),
-                       placement=Placement(d.get("placement", "consecutive")),
-                       alpha_ms=float(d["alpha_ms"]), bandwidth_gbps=float(d["bandwidth_gbps"]),
-                       points=tuple((float(b), float(t)) for b, t in d.get("points", ())))
-        except KeyError as e:
-            raise ValueError(f"{where}: missing key {e.args[0]!r}") from None
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {e}") from None
+        unknown = sorted(set(d) - {"op", "group_size", "placement", "alpha_ms", "bandwidth_gbps", "points"})
+        if unknown:
+            raise ValueError(f"{where}: unknown keys {[k[:40] for k in unknown[:5]]}")
+        for key in ("op", "group_size", "alpha_ms", "bandwidth_gbps"):
+            if key not in d:
+                raise ValueError(f"{where}: missing key {key!r}")
+        points = check_list(d.get("points", []), f"{where}.points", 10_000)
+        for i, pt in enumerate(points):
+            if not isinstance(pt, (list, tuple)) or len(pt) != 2:
+                raise ValueError(f"{where}.points[{i}] must be a [bytes, ms] pair, got {short(pt)}")
+        c = cls(op=_enum(Op, d["op"], f"{where}.op"), group_size=d["group_size"],
+                placement=_enum(Placement, d.get("placement", "consecutive"), f"{where}.placement"),
+                alpha_ms=d["alpha_ms"], bandwidth_gbps=d["bandwidth_gbps"],
+                points=tuple((b, t) for b, t in points))
+        c.validate(where)
+        return c
+
+    def validate(self, where: str = "collective") -> Collective:
+        """Every field finite and in range (a bandwidth of Infinity or 0 is refused)."""
+        _enum(Op, self.op, f"{where}.op")
+        _enum(Placement, self.placement, f"{where}.placement")
+        check_int(self.group_size, f"{where}.group_size", 2, MAX_WORLD)
+        check_float(self.alpha_ms, f"{where}.alpha_ms", 0.0, MAX_ALPHA_MS)
+        check_float(self.bandwidth_gbps, f"{where}.bandwidth_gbps", MIN_BANDWIDTH_GBPS, MAX_BANDWIDTH_GBPS)
+        for i, (b, t) in enumerate(self.points):
+            check_float(b, f"{where}.points[{i}][0] (bytes)", 0.0, float(MAX_BYTES))
+            check_float(t, f"{where}.points[{i}][1] (ms)", 0.0, MAX_MS)
+        return self
+
+
+def _enum(cls: type, value: Any, where: str) -> Any:
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except (ValueError, TypeError):
+        accepted = ", ".join(repr(m.value) for m in cls)  # type: ignore[attr-defined]
+        raise ValueError(f"{where}: {short(value)} is not accepted; accepted: {accepted}") from None
 
 
 @dataclass(frozen=True)
@@ -120,12 +164,32 @@ class HardwareProfile:
         return None
 
     def validate(self) -> HardwareProfile:
-        for name in ("num_nodes", "gpus_per_node", "device_memory_bytes"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not self.overlap_slowdown >= 1.0:
-            raise ValueError(f"overlap_slowdown must be >= 1, got {self.overlap_slowdown}")
+        """Check every field's type and range (``ValueError`` naming it), then the C++ rules."""
+        check_int(self.num_nodes, "num_nodes", 1, 65536)
+        check_int(self.gpus_per_node, "gpus_per_node", 1, 4096)
+        if self.num_nodes * self.gpus_per_node > MAX_WORLD:
+            raise ValueError(f"num_nodes x gpus_per_node = {self.num_nodes * self.gpus_per_node} devices; "
+                             f"accepted: at most {MAX_WORLD}")
+        check_int(self.device_memory_bytes, "device_memory_bytes", 1, MAX_BYTES)
+        check_float(self.overlap_slowdown, "overlap_slowdown", 1.0, 100.0)
+        check_float(self.optimizer_ms_per_param, "optimizer_ms_per_param", 0.0, 1e3)
+        check_int(self.framework_overhead_bytes, "framework_overhead_bytes", 0, MAX_BYTES)
+        check_int(self.comm_buffer_bytes, "comm_buffer_bytes", 0, MAX_BYTES)
+        check_dict(self.peak_tflops, "peak_tflops")
+        for k, v in self.peak_tflops.items():
+            check_str(k, "peak_tflops key", 32)
+            check_float(v, f"peak_tflops.{k}", 0.0, 1e6, lo_open=True)
+        check_float(self.matmul_efficiency, "matmul_efficiency", 0.0, 1.0, lo_open=True)
+        for name in ("name", "backend", "source"):
+            check_str(getattr(self, name), name, 256)
+        check_dict(self.measurements, "measurements")
+        colls = self.collectives
+        if not isinstance(colls, tuple) or len(colls) > 100_000:
+            raise ValueError("collectives must be a list of at most 100000 entries")
+        for i, c in enumerate(colls):
+            if not isinstance(c, Collective):
+                raise ValueError(f"collectives[{i}] must be a Collective, got {short(c)}")
+            c.validate(f"collectives[{i}]")
         _C.validate_hardware(self.to_tables())
         return self
 
@@ -147,7 +211,7 @@ class HardwareProfile:
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "collectives"}
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "collectives"}
         d["collectives"] = [c.to_dict() for c in self.collectives]
         return {"version": HARDWARE_FORMAT_VERSION, "kind": "hardware", **d}
 
@@ -166,8 +230,7 @@ class HardwareProfile:
         for key in ("num_nodes", "gpus_per_node", "device_memory_bytes", "collectives"):
             if key not in d:
                 raise ValueError(f"{key}: missing")
-        if not isinstance(d["collectives"], list):
-            raise ValueError("collectives must be a list")
+        check_list(d["collectives"], "collectives", 100_000)
         kwargs = {k: v for k, v in d.items() if k in known and k != "collectives"}
         colls = tuple(Collective.from_dict(c, f"collectives[{i}]") for i, c in enumerate(d["collectives"]))
         return cls(collectives=colls, **kwargs).validate()

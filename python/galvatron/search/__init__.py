@@ -14,16 +14,22 @@ embedding/head strategy (same choices, no checkpointing).
 the result always exports to its plan format: one global Megatron-SP switch (searched both
 ways: every tp > 1 layer with it, or none), one default dp type (ddp or zero2, each searched)
 plus ZeRO-3, the even layer split, adjacent ranks, and the GPipe or 1F1B schedule.
+
+Resource bounds (refused with ``ValueError`` naming the numbers and how to narrow the space):
+at most ``MAX_LIST_VALUES`` values per list option, ``max_tasks`` tasks (counted before any
+work) and ``max_frontier_entries`` Pareto-frontier entries in total (bounds memory and time).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Sized
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 from galvatron import _C
+from galvatron._validate import MAX_BYTES, check_float, check_int, short
 from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import ModelProfile
@@ -149,20 +155,40 @@ class SearchResult:
         return self.predicted.samples_per_s / self.best_uniform.predicted.samples_per_s
 
 
+MAX_LIST_VALUES = 4096  # values of one searched list (batch sizes, micro-batch counts, pp degrees)
+MAX_TASKS = 20_000  # tasks of one search (pp x schedule x virtual stages x batch x micro-batches)
+MAX_FRONTIER_ENTRIES = 25_000_000  # ~1 GiB of frontiers; the largest benchmark needs 0.7 M
+
+
 def _ints(value: int | Iterable[int] | None, name: str) -> list[int]:
+    """An integer, a list or a range of integers, each 1..2**31-1, at most MAX_LIST_VALUES of
+    them; counted before anything is built, so a range of 10**8 values is refused at once."""
     if value is None:
         return []
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer or a list of integers")
     if isinstance(value, int):
-        return [value]
-    try:
-        out = [int(v) for v in value]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, a list or a range of integers, got {value!r}") from None
+        return [check_int(value, name)]
+    size = len(value) if isinstance(value, Sized) else None
+    if size is not None and size > MAX_LIST_VALUES:
+        raise ValueError(f"{name}: {size} values; accepted: at most {MAX_LIST_VALUES} (narrow the range, "
+                         "e.g. a step: 1024:65536:1024)")
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, Iterable):
+        raise ValueError(f"{name} must be an integer, a list or a range of integers, got {short(value)}")
+    out = []
+    for v in value:
+        if len(out) == MAX_LIST_VALUES:
+            raise ValueError(f"{name}: more than {MAX_LIST_VALUES} values; narrow the range")
+        out.append(check_int(int(v) if isinstance(v, Integral) and not isinstance(v, bool) else v,
+                             f"{name}[{len(out)}]"))
     if not out:
         raise ValueError(f"{name}: empty")
     return out
+
+
+def _memory_bytes(memory_gb: Any, name: str) -> int:
+    """GiB (a finite number, 0 to 2**20) -> bytes; inf, NaN, negatives and non-numbers refused."""
+    return int(check_float(memory_gb, name, 0.0, MAX_BYTES / GiB) * GiB)
 
 
 def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: int = 8, max_pp: int = 64,
@@ -171,7 +197,8 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
              allow_strided: bool = True, megatron_sp_only: bool = False,
              schedules: Sequence[Schedule | str] = ("1f1b",),
              num_microbatches: int | Iterable[int] | None = None, pp_degrees: Iterable[int] | None = None,
-             virtual_stages: int | Iterable[int] = 2, pp_split: str = "searched", num_threads: int = 0) -> Any:
+             virtual_stages: int | Iterable[int] = 2, pp_split: str = "searched", num_threads: int = 0,
+             max_tasks: int = MAX_TASKS, max_frontier_entries: int = MAX_FRONTIER_ENTRIES) -> Any:
     if pp_split not in ("searched", "even"):
         raise ValueError(f"pp_split: {pp_split!r} is not accepted; accepted: 'searched', 'even'")
     o = _C.SearchOptions()
@@ -181,7 +208,8 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.num_microbatches = _ints(num_microbatches, "num_microbatches")
     o.pp_degrees = _ints(pp_degrees, "pp_degrees")
     o.virtual_stages = _ints(virtual_stages, "virtual_stages")
-    o.max_tp, o.max_pp, o.max_sp = max_tp, max_pp, max_sp
+    o.max_tp, o.max_pp, o.max_sp = (check_int(v, k) for k, v in (("max_tp", max_tp), ("max_pp", max_pp),
+                                                                  ("max_sp", max_sp)))
     if isinstance(dp_types, str) or isinstance(schedules, str):
         raise ValueError("dp_types and schedules must be lists, e.g. ['zero2', 'zero3'] and ['1f1b']")
     o.dp_types = [_DP[_enum_value(DpType, d, "dp_types")] for d in dp_types]
@@ -190,7 +218,9 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.allow_checkpoint, o.allow_strided = allow_checkpoint, allow_strided
     o.megatron_sp_only = megatron_sp_only
     o.search_pp_split = pp_split == "searched"
-    o.num_threads = num_threads
+    o.num_threads = check_int(num_threads, "num_threads", 0, 4096)
+    o.max_tasks = check_int(max_tasks, "max_tasks", 0, 2**40)
+    o.max_frontier_entries = check_int(max_frontier_entries, "max_frontier_entries", 0, 2**40)
     return o
 
 
@@ -277,11 +307,8 @@ def galvatron2_spaces(space: dict[str, Any]) -> list[dict[str, Any]]:
 def _search_space(model: ModelProfile, hardware: HardwareProfile, memory_gb: float | None,
                   global_batch_size: int | Iterable[int], memory_headroom_gb: float,
                   uniform_baseline: bool, **space: Any) -> SearchResult:
-    for name, v in (("memory_gb", memory_gb), ("memory_headroom_gb", memory_headroom_gb)):
-        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
-            raise ValueError(f"{name} must be a number >= 0, got {v!r}")
-    device = hardware.device_memory_bytes if memory_gb is None else int(memory_gb * GiB)
-    budget = device - int(memory_headroom_gb * GiB)
+    device = hardware.device_memory_bytes if memory_gb is None else _memory_bytes(memory_gb, "memory_gb")
+    budget = device - _memory_bytes(memory_headroom_gb, "memory_headroom_gb")
     if budget <= 0:
         raise ValueError(f"memory_gb - memory_headroom_gb must be > 0 (got {device / GiB:.2f} GiB - "
                          f"{memory_headroom_gb} GiB)")

@@ -8,12 +8,18 @@ overrides. Every unknown key is an error that lists the accepted keys of its sec
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+from galvatron._io import parse_json_text
+from galvatron._safe_yaml import load_yaml
+from galvatron._validate import check_float, check_str, short
+
+MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass
@@ -101,6 +107,13 @@ class TrainConfig:
         for name in ("steps", "global_batch_size", "nproc"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, hi in (("steps", 2**40), ("global_batch_size", 2**31 - 1), ("nproc", 4096)):
+            if getattr(self, name) > hi:
+                raise ValueError(f"{name} must be at most {hi}, got {getattr(self, name)}")
+        if self.model.seq_len > 2**31 - 1:
+            raise ValueError(f"model.seq_len must be at most {2**31 - 1}, got {self.model.seq_len}")
+        if not 0 <= self.data.eval_fraction < 1:
+            raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         if self.model.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
         _resolve_data_kind(self)
@@ -134,7 +147,9 @@ def _resolve_data_kind(cfg: TrainConfig) -> None:
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a file or command-line value to the annotated type of `key`."""
+    """Convert a file or command-line value to the annotated type of `key`, checking the type
+    before anything else: a list or mapping in a string field is an error, not text; 7.9 or
+    true in an integer field is an error, not 7 or 1; NaN and Infinity are refused."""
     origin = typing.get_origin(tp)
     if tp is bool:
         if isinstance(value, bool):
@@ -143,22 +158,43 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if tp in (int, float, str):
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        try:
-            return tp(value) if not (tp is int and isinstance(value, str)) else int(float(value))
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+        raise ValueError(f"{key}: expected true or false, got {short(value)}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected str (a string), got {short(value)}")
+        return check_str(value, key)
+    if tp is int:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lstrip("+-").isdigit() and len(text) <= 20:
+                value = int(text)
+            else:
+                try:  # "1e3" from a command line
+                    value = float(text) if len(text) <= 40 else None
+                except ValueError:
+                    value = None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            raise ValueError(f"{key}: expected int (an integer), got {short(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and len(value) <= 40:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected float (a number), got {short(value)}")
+        return check_float(value, key, -1e300, 1e300)
     if origin is dict or tp is dict:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError(f"{key}: expected a JSON object, got {value!r}") from None
+                value = parse_json_text(value, key)
+            except ValueError:
+                raise ValueError(f"{key}: expected a JSON object, got {short(value)}") from None
         if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+            raise ValueError(f"{key}: expected a mapping, got {short(value)}")
         return dict(value)
     if isinstance(tp, types.UnionType):
         return value
@@ -186,19 +222,29 @@ def load_file(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ValueError(f"{path}: config file not found")
     ext = os.path.splitext(path)[1].lower()
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
     try:
         if ext == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(raw.decode("utf-8"))
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:  # a ValueError: name the file here
+                raise ValueError(f"{path}: cannot parse TOML: {e}") from None
         elif ext in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
+            data = load_yaml(text, path) or {}  # no aliases, bounded
         else:
             raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
     except ValueError:
@@ -238,7 +284,11 @@ def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
                  overrides: list[str] | None = None) -> TrainConfig:
     cfg = TrainConfig()
     if file:
-        _apply(cfg, load_file(file), "")
+        data = load_file(file)
+        try:
+            _apply(cfg, data, "")
+        except ValueError as e:
+            raise ValueError(f"{file}: {e}") from None
     if flags:
         _apply(cfg, {k: v for k, v in flags.items() if v is not None and "." not in k}, "")
         for k, v in flags.items():
@@ -247,7 +297,22 @@ def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
                 _apply(cfg, {sec: {key: v}}, "")
     if overrides:
         _apply(cfg, parse_overrides(overrides), "")
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        if file and _file_alone_invalid(data):  # the file's own values are at fault: name it
+            raise ValueError(f"{file}: {e}") from None
+        raise
+
+
+def _file_alone_invalid(data: dict[str, Any]) -> bool:
+    alone = TrainConfig()
+    _apply(alone, data, "")
+    try:
+        alone.validate()
+    except ValueError:
+        return True
+    return False
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

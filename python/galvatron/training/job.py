@@ -25,6 +25,7 @@ import torch.distributed as dist
 from galvatron._io import atomic_write_text
 from galvatron.plan import Plan
 from galvatron.training import data as D
+from galvatron.training import rank_errors
 from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from galvatron.training.config import TrainConfig, dump_yaml
 from galvatron.training.metrics import MetricsWriter, Progress
@@ -252,7 +253,10 @@ def init_distributed(timeout_s: float = 300.0) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        except RuntimeError as e:  # DistNetworkError: MASTER_PORT taken, master unreachable
+            raise rank_errors.start_error(e) from None
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -384,12 +388,17 @@ def worker_main(run_dir: str) -> int:
     from galvatron.training.config import build_config
 
     cfg = build_config(os.path.join(run_dir, "config.yaml"))
-    init_distributed()
     try:
+        init_distributed()
         return train_rank(cfg)
     except ValueError as e:
-        print(f"galvatron: error on rank {dist.get_rank()}: {e}", file=sys.stderr, flush=True)
+        print(f"galvatron: error on rank {os.environ.get('RANK', '?')}: {e}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as e:  # another rank died: one line, not a gloo traceback
+        if not rank_errors.is_lost_peer(e):
+            raise
+        print(rank_errors.lost_peer_message(dist.get_rank(), e), file=sys.stderr, flush=True)
+        return rank_errors.LOST_PEER_EXIT
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -79,7 +79,17 @@ def _model(args: argparse.Namespace, hw: Any, precision: str, plan: Plan | None 
     return mp
 
 
+def _memory_gb(args: argparse.Namespace) -> float | None:
+    """--memory-gb checked before any work or file: -3, 0, inf and nan are refused."""
+    from galvatron._validate import MAX_BYTES, check_float
+
+    if args.memory_gb is None:
+        return None
+    return check_float(args.memory_gb, "--memory-gb", 0.0, MAX_BYTES / 2**30, lo_open=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    _memory_gb(args)
     if args.serve:
         return _serve(args)
     if not args.plan:
@@ -102,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.baseline:
         baseline = load_plan(args.baseline, world_size=plan.world_size)
     metrics = load_metrics(args.metrics) if args.metrics else None
-    budget = int(args.memory_gb * 2**30) if args.memory_gb else None
+    budget = None if args.memory_gb is None else int(_memory_gb(args) * 2**30)
     data = report_data(plan, mp, hw, memory_budget_bytes=budget, baseline=baseline, metrics=metrics,
                        warmup_steps=args.warmup_steps, plan_label=os.path.basename(args.plan),
                        baseline_label="baseline" if args.baseline else "best uniform plan", title=args.title)
