@@ -11,8 +11,9 @@ import pytest
 
 import galvatron
 from galvatron import ModelProfile, Plan
-from galvatron.cli import load_any_plan, main
-from galvatron.profiles import HardwareProfile
+from galvatron.cli import main
+from galvatron.plan_io import load_plan as load_any_plan
+from galvatron.profiles import HardwareProfile, hardware_from_galvatron, model_from_galvatron
 from tests.unit.test_galvatron_format import G2_PLAN
 from tests.unit.test_search_api import write_galvatron_profiles
 
@@ -148,7 +149,7 @@ def test_profile_magnitudes_that_would_overflow_int64_are_refused(mp, hw):
 
 # ---------------------------------------------------------------------------- Galvatron-2 profiles
 def g2_model(tmp_path):
-    return ModelProfile.from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
+    return model_from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
                                        tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512,
                                        model="toy", num_layers=4, num_heads=8, hidden_size=256)
 
@@ -187,7 +188,7 @@ def test_galvatron2_overlap_coefficient_nan_is_refused_not_turned_into_one(tmp_p
     write_galvatron_profiles(tmp_path)
     (tmp_path / "overlap_coefficient.json").write_text('{"overlap_coe": NaN}')
     with pytest.raises(ValueError, match="overlap_coe must be a finite number") as info:
-        HardwareProfile.from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
+        hardware_from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
     assert "overlap_coefficient.json" in str(info.value)
 
 
@@ -203,7 +204,7 @@ def test_galvatron2_hardware_errors_name_file_and_key(tmp_path, name, text, fiel
     write_galvatron_profiles(tmp_path)
     (tmp_path / name).write_text(text)
     with pytest.raises(ValueError) as info:
-        HardwareProfile.from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
+        hardware_from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
     assert name in str(info.value) and field in str(info.value), str(info.value)
 
 

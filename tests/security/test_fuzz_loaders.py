@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import galvatron
 from galvatron import ModelProfile, Plan
-from galvatron.cli import load_any_plan
+from galvatron.plan_io import load_plan as load_any_plan
 from galvatron.profiles import HardwareProfile
 from galvatron.training.config import build_config
 from tests.unit.test_galvatron_format import G2_PLAN

@@ -194,7 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not slots.acquire(timeout=cfg.search_timeout_s):
             raise WorkerError(503, "the server is busy with other searches; try again")
         try:
-            return search_in_worker(params, cfg, cfg.search_timeout_s, cfg.worker_memory_bytes)
+            return search_in_worker(run_search, params, cfg, cfg.search_timeout_s, cfg.worker_memory_bytes)
         finally:
             slots.release()
 

@@ -13,6 +13,7 @@ import multiprocessing
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 _CTX_LOCK = threading.Lock()
@@ -40,13 +41,11 @@ def _limit_memory(limit_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, hard))
 
 
-def _main(conn: Any, params: Any, cfg: Any, memory_bytes: int) -> None:
-    """Worker body: search, send ("ok", data) / ("error", message) / ("internal", name)."""
-    from galvatron.visualize.server import run_search
-
+def _main(conn: Any, job: Callable[[Any, Any], Any], params: Any, cfg: Any, memory_bytes: int) -> None:
+    """Worker body: ``job(params, cfg)``, send ("ok", data) / ("error", message) / ("internal", name)."""
     try:
         _limit_memory(memory_bytes)
-        conn.send(("ok", run_search(params, cfg)))
+        conn.send(("ok", job(params, cfg)))
     except ValueError as e:
         conn.send(("error", str(e)))
     except MemoryError:
@@ -66,12 +65,14 @@ class WorkerError(Exception):
         self.status = status
 
 
-def search_in_worker(params: Any, cfg: Any, timeout_s: float, memory_bytes: int) -> dict[str, Any]:
-    """``run_search(params, cfg)`` in a fresh bounded process. Raises ``ValueError`` for bad
+def search_in_worker(job: Callable[[Any, Any], Any], params: Any, cfg: Any, timeout_s: float,
+                     memory_bytes: int) -> dict[str, Any]:
+    """``job(params, cfg)`` (a module-level function, e.g. the server's ``run_search``) in a fresh
+    bounded process. Raises ``ValueError`` for bad
     input (the worker's message) and :class:`WorkerError` past the time or memory bound."""
     ctx = _context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_main, args=(send, params, cfg, memory_bytes), daemon=True)
+    proc = ctx.Process(target=_main, args=(send, job, params, cfg, memory_bytes), daemon=True)
     proc.start()
     send.close()
     try:
