@@ -183,8 +183,11 @@ def test_checkpoint_loading_never_reads_the_dcp_metadata_pickle(tmp_path):
         pickle.dump(Evil(), f)
     with pytest.warns(UserWarning, match="skipping checkpoint .*step_00000001.*.metadata has"):
         assert mgr.latest() is None
+    from tests.security.attacks import recompute_commit
+
+    recompute_commit(path)  # as an attacker would: now every checksum matches
     target = state(0)
-    CheckpointManager.load(path, target)  # the index comes from tensors.json
+    CheckpointManager.load(mgr.latest()[0], target)  # the index comes from tensors.json
     assert torch.equal(target["model"]["w"], torch.full((3, 4), 1.0)) and not marker.exists()
 
 

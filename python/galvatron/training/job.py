@@ -25,8 +25,14 @@ import torch.distributed as dist
 from galvatron._io import atomic_write_text
 from galvatron.plan import Plan
 from galvatron.training import data as D
-from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
+from galvatron.training.checkpoint import (
+    CheckpointManager,
+    check_rng_state,
+    rng_state,
+    set_rng_state,
+)
 from galvatron.training.config import TrainConfig, dump_yaml
+from galvatron.training.guards import NonFiniteGuard, finite_state, non_finite
 from galvatron.training.metrics import MetricsWriter, Progress
 from galvatron.training.schedule import lr_at
 
@@ -227,10 +233,11 @@ def train_rank(cfg: TrainConfig) -> int:
     ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier)
     start = 0
     if cfg.resume:
-        found = ckpt.latest()
+        found = ckpt.resume_point()  # the newest intact one (damaged ones named and skipped), or an error
         if found is not None:
-            path, state = found
-            RA.load_state(pm, path, state)
+            path, state, tensors = found
+            check_rng_state(state.get("rng"), f"{path}/train_state.json")
+            RA.load_state(pm, path, state, tensors)
             set_rng_state(state["rng"])
             start = int(state["step"])
             if rank == 0:
@@ -242,8 +249,6 @@ def train_rank(cfg: TrainConfig) -> int:
                 if saved.get("global_batch_size") not in (None, plan.global_batch_size):
                     _log(f"note: the checkpoint was trained with global batch size {saved['global_batch_size']}, "
                          f"this run uses {plan.global_batch_size}")
-        elif rank == 0:
-            _log("no complete checkpoint found: starting from step 0")
     metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
@@ -254,6 +259,7 @@ def train_rank(cfg: TrainConfig) -> int:
     flops_per_step = RA.model_flops_per_step(cfg, overrides, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
+    guard = NonFiniteGuard(cfg.optim.nonfinite_patience)
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
@@ -279,12 +285,16 @@ def train_rank(cfg: TrainConfig) -> int:
                     extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
                     progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
             stop = _agree(_Stop.requested, pm.ctx.device)
+            guard.update(step, _agree(bool(non_finite(loss, grad_norm)), pm.ctx.device),
+                         " and ".join(non_finite(loss, grad_norm)))
+            saved = False
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
-                _save(ckpt, pm, step, cfg, plan)
+                saved = _save(ckpt, pm, step, cfg, plan, guard.healthy)
             if stop:
                 if rank == 0:
-                    _log(f"stopped by a signal after step {step}; checkpoint saved, resume with --resume")
-                return 0
+                    _log(f"stopped by a signal after step {step}; " + (
+                        "checkpoint saved, resume with --resume" if saved else "no checkpoint (non-finite state)"))
+                return 0 if saved else 3
     finally:
         if metrics is not None:
             metrics.close()
@@ -326,15 +336,23 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) -> None:
+def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan, healthy: bool = True) -> bool:
+    """Collective: checkpoint step ``step`` unless the state is not finite (then False)."""
     from galvatron.training import runtime_adapter as RA
 
+    tensors, layout = RA.checkpoint_state(pm)  # collective
+    if _agree(not (healthy and finite_state(tensors)), pm.ctx.device):
+        if dist.get_rank() == 0:
+            _log(f"not saving a checkpoint at step {step}: the state is not finite")
+        if step == cfg.steps:
+            raise ValueError(f"step {step}: training ended with a non-finite state; no checkpoint written")
+        return False
     state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
              "plan_summary": f"pp={plan.pp}, {len(set(plan.layers))} layer strategies", "plan": plan.to_dict()}
-    tensors, layout = RA.checkpoint_state(pm)  # collective
     if layout is not None:  # rank 0 writes train_state.json
         state["layout"] = layout
     ckpt.save(step, tensors, state)
+    return True
 
 
 def worker_main(run_dir: str) -> int:
@@ -362,5 +380,7 @@ def summarize_run(run_dir: str) -> str:
     if not rows:
         return "no steps run"
     first, last = rows[0], rows[-1]
-    return (f"loss {first['loss']:.4f} -> {last['loss']:.4f} over steps {first['step']}-{last['step']}; "
+    loss = [f"{r['loss']:.4f}" if isinstance(r.get("loss"), (int, float)) else str(r.get("nonfinite", {}).get("loss"))
+            for r in (first, last)]
+    return (f"loss {loss[0]} -> {loss[1]} over steps {first['step']}-{last['step']}; "
             f"median step {sorted(r['step_time_s'] for r in rows)[len(rows) // 2]:.3f} s")
