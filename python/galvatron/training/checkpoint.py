@@ -425,9 +425,24 @@ class CheckpointManager:
                 warnings.warn(f"skipping checkpoint {path}: damaged or incomplete ({result})", stacklevel=2)
         if not required:
             return None
+        raise self._none_intact(skipped)
+
+    def resume_candidate(self) -> str:
+        """One process, cheap (no data hashed): the newest checkpoint whose COMMIT, file sizes and
+        JSON files are in order; a ValueError naming everything found when there is none."""
+        skipped = []
+        for step in reversed(self._steps()):
+            try:
+                self.inspect(self.path(step))
+                return self.path(step)
+            except ValueError as e:
+                skipped.append(f"step_{step:08d}: {e}")
+        raise self._none_intact(skipped)
+
+    def _none_intact(self, skipped: list[str]) -> ValueError:
         partial = sorted(n for n in os.listdir(self.root) if n.endswith(".partial")) if os.path.isdir(self.root) else []
         what = "; ".join(skipped + [f"{n}: an interrupted save" for n in partial]) or "no checkpoints at all"
-        raise ValueError(f"--resume: no intact checkpoint under {self.root} ({what})")
+        return ValueError(f"--resume: no intact checkpoint under {self.root} ({what}); nothing was changed")
 
     # ---------------------------------------------------------------- load
     @staticmethod

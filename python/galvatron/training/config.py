@@ -172,22 +172,23 @@ def load_file(path: str) -> dict[str, Any]:
     ext = os.path.splitext(path)[1].lower()
     with open(path, "rb") as f:
         raw = f.read()
+    if ext not in (".toml", ".yaml", ".yml"):
+        raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
     try:
+        text = raw.decode("utf-8")
         if ext == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(raw.decode("utf-8"))
-        elif ext in (".yaml", ".yml"):
+            data = tomllib.loads(text)
+        else:
             import yaml
 
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
-        else:
-            raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
-    except ValueError:
-        raise
-    except Exception as e:  # parser errors of either format
+            data = yaml.safe_load(text) or {}
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    except Exception as e:  # parser errors of either format (TOMLDecodeError is a ValueError)
         raise ValueError(f"{path}: cannot parse: {e}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: the top level must be a mapping")

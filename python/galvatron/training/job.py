@@ -22,9 +22,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from galvatron._io import atomic_write_text
 from galvatron.plan import Plan
 from galvatron.training import data as D
+from galvatron.training import runfiles
 from galvatron.training.checkpoint import (
     CheckpointManager,
     check_rng_state,
@@ -174,6 +174,8 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"run_dir {cfg.run_dir}: not writable: {e.strerror or e}") from None
+    if cfg.resume:  # refuse before writing anything when no checkpoint can be resumed from
+        CheckpointManager(cfg.run_dir, collective=False).resume_candidate()
     mcfg = models.get_config(cfg.model.name, **cfg.model.overrides)
     num_layers = len(models.spec(mcfg).layer_types)
     plan, how = obtain_plan(cfg, world, num_layers)
@@ -188,8 +190,10 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     except ValueError as e:  # e.g. a hardware profile for another world size
         _log(f"note: no prediction for this plan: {e}")
         pred = None
-    plan.save(os.path.join(cfg.run_dir, "plan.json"))
-    atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
+    cfg.global_batch_size = plan.global_batch_size  # the saved config says what the run uses
+    runfiles.start(cfg.run_dir)  # a resume writes them as pending until the checkpoint is loaded
+    runfiles.write(cfg.run_dir, "plan.json", plan.validate().to_json(), pending=cfg.resume)
+    runfiles.write(cfg.run_dir, "config.yaml", dump_yaml(cfg), pending=cfg.resume)
     _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
     _log(plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
     if pred is not None:
@@ -223,7 +227,7 @@ def train_rank(cfg: TrainConfig) -> int:
     from galvatron.training import runtime_adapter as RA
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    plan = Plan.load(os.path.join(cfg.run_dir, "plan.json")).validate(world_size=world)
+    plan = Plan.load(runfiles.path(cfg.run_dir, "plan.json")).validate(world_size=world)
     data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
                             cfg.model.seq_len) if cfg.data.kind != "images" else None
     overrides = dict(cfg.model.overrides)
@@ -241,6 +245,7 @@ def train_rank(cfg: TrainConfig) -> int:
             set_rng_state(state["rng"])
             start = int(state["step"])
             if rank == 0:
+                runfiles.accept(cfg.run_dir)  # only now does this run's config replace the last one
                 saved = dict(state.get("plan") or {}, predicted=None)
                 how = ("same plan" if saved == dict(plan.to_dict(), predicted=None) else
                        f"resharded from world size {saved.get('world_size', '?')}, "
@@ -359,7 +364,7 @@ def worker_main(run_dir: str) -> int:
     """Entry of one local rank started by the launcher."""
     from galvatron.training.config import build_config
 
-    cfg = build_config(os.path.join(run_dir, "config.yaml"))
+    cfg = build_config(runfiles.path(run_dir, "config.yaml"))
     init_distributed()
     try:
         return train_rank(cfg)

@@ -9,8 +9,8 @@ own semantics hold (the variable that names the launcher is not set)."""
 
 from __future__ import annotations
 
-import os
 import ctypes
+import os
 import signal
 import socket
 import subprocess
