@@ -1,0 +1,126 @@
+"""Run-directory and training faults in one process (or a tiny launcher): the run lock, ranks
+dying with their launcher, the non-finite guard, valid metrics JSON, config errors naming the
+file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+
+def test_a_second_job_on_a_locked_run_directory_is_refused_naming_the_holder(tmp_path):
+    from galvatron.training.runlock import RunLock
+
+    with RunLock(str(tmp_path)):
+        with pytest.raises(ValueError, match=rf"in use by another job \(pid {os.getpid()} "):
+            RunLock(str(tmp_path)).acquire()
+    RunLock(str(tmp_path)).acquire().release()  # released on exit
+
+
+def test_the_lock_of_a_killed_job_is_stale_and_replaced(tmp_path):
+    from galvatron.training.runlock import RunLock
+
+    code = ("import sys, time\nfrom galvatron.training.runlock import RunLock\n"
+            f"RunLock({str(tmp_path)!r}).acquire()\nprint('locked', flush=True)\ntime.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(ValueError, match=f"pid {p.pid} "):
+            RunLock(str(tmp_path)).acquire()
+    finally:
+        p.kill()
+        p.wait()
+    lock = RunLock(str(tmp_path)).acquire()
+    assert lock.stale and f"pid {p.pid} " in lock.stale
+    lock.release()
+
+
+def test_ranks_die_with_a_killed_launcher(tmp_path):
+    """A launcher (spawn) of two ranks that call die_with_launcher is SIGKILLed: the ranks go too."""
+    rank = tmp_path / "rank.py"
+    rank.write_text(textwrap.dedent(f"""
+        import os, time
+        from galvatron.training.launch import die_with_launcher
+        die_with_launcher()
+        open(os.path.join({str(tmp_path)!r}, "pid" + os.environ["RANK"]), "w").write(str(os.getpid()))
+        time.sleep(120)
+    """))
+    launcher = subprocess.Popen([sys.executable, "-c", "import sys\nfrom galvatron.training.launch import spawn\n"
+                                 f"sys.exit(spawn(2, [{str(rank)!r}], {str(tmp_path / 'logs')!r}))"])
+    pids = []
+    try:
+        deadline = time.monotonic() + 60
+        while len(pids) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            pids = [int((tmp_path / f"pid{r}").read_text()) for r in range(2)
+                    if (tmp_path / f"pid{r}").exists() and (tmp_path / f"pid{r}").read_text()]
+        assert len(pids) == 2, "the ranks did not start"
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(p) for p in pids):
+        time.sleep(0.1)
+    alive = [p for p in pids if _running(p)]
+    for p in alive:  # clean up before failing
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"orphan ranks {alive} outlived their launcher"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_metrics_lines_stay_valid_json_with_non_finite_values(tmp_path):
+    from galvatron.training.metrics import MetricsWriter
+
+    w = MetricsWriter(str(tmp_path))
+    w.write({"step": 1, "loss": 2.5, "grad_norm": 1.0})
+    w.write({"step": 2, "loss": math.nan, "grad_norm": math.inf})
+    w.close()
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line, parse_constant=lambda c: pytest.fail(f"bare {c} in metrics.jsonl")) for line in f]
+    assert rows[1]["loss"] is None and rows[1]["grad_norm"] is None
+    assert rows[1]["nonfinite"] == {"loss": "nan", "grad_norm": "inf"} and rows[0]["loss"] == 2.5
+
+
+def test_the_non_finite_guard_stops_after_its_patience_naming_the_step():
+    from galvatron.training.guards import NonFiniteGuard, non_finite
+
+    assert non_finite(1.0, None) == [] and non_finite(math.nan, math.inf) == ["loss", "grad_norm"]
+    g = NonFiniteGuard()  # default patience 0: the first non-finite step stops
+    g.update(1, False)
+    with pytest.raises(ValueError, match="step 2: non-finite loss"):
+        g.update(2, True, "loss")
+    g = NonFiniteGuard(patience=2)
+    g.update(3, True)
+    g.update(4, False)  # a finite step resets the count
+    g.update(5, True)
+    g.update(6, True)
+    assert not g.healthy
+    with pytest.raises(ValueError, match=r"step 7: .*non-finite since step 5.*nonfinite_patience = 2"):
+        g.update(7, True)
+
+
+def test_a_toml_or_yaml_parse_error_names_the_file(tmp_path):
+    from galvatron.training.config import build_config
+
+    for name, text in (("c.toml", "steps = = 3\n"), ("c.yaml", "steps: [3\n"), ("d.toml", "steps = 3\n\xff")):
+        path = tmp_path / name
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(ValueError, match=f"{path}: (cannot parse|not a UTF-8)"):
+            build_config(str(path))
+    with pytest.raises(ValueError, match="optim.nonfinite_patience must be >= 0"):
+        build_config(None, None, ["--optim.nonfinite_patience", "-1"])
