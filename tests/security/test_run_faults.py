@@ -124,3 +124,26 @@ def test_a_toml_or_yaml_parse_error_names_the_file(tmp_path):
             build_config(str(path))
     with pytest.raises(ValueError, match="optim.nonfinite_patience must be >= 0"):
         build_config(None, None, ["--optim.nonfinite_patience", "-1"])
+
+
+def test_the_saved_config_records_the_plans_batch_size_and_a_refused_resume_writes_nothing(tmp_path):
+    import yaml
+
+    import galvatron
+    from galvatron.plan import Plan
+    from galvatron.training.config import build_config
+    from galvatron.training.job import prepare_run
+
+    hw = tmp_path / "hw.json"
+    galvatron.hardware_preset("cpu-gloo", num_nodes=1, gpus_per_node=2).save(str(hw))
+    plan = tmp_path / "plan.json"
+    Plan.uniform(2, 4, global_batch_size=12).save(str(plan))
+    run = tmp_path / "run"
+    flags = ["--parallel.plan", str(plan), "--parallel.hardware", str(hw)]
+    prepare_run(build_config(None, {"global_batch_size": 8, "run_dir": str(run)}, flags), 2)
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["global_batch_size"] == 12  # what the run uses, not the overridden flag
+    before = {n: (run / n).read_bytes() for n in ("config.yaml", "plan.json")}
+    with pytest.raises(ValueError, match=r"--resume: no intact checkpoint .*\(no checkpoints at all\)"):
+        prepare_run(build_config(None, {"global_batch_size": 8, "run_dir": str(run), "resume": True}, flags), 2)
+    assert {n: (run / n).read_bytes() for n in before} == before
