@@ -233,11 +233,13 @@ class CheckpointManager:
 
     Collective when a process group is initialised (every rank calls ``save``/``latest``
     together; pass ``collective=False`` to inspect a run directory from one process).
-    ``barrier`` overrides the group's barrier; ``rank`` is used only without a process group."""
+    ``barrier`` overrides the group's barrier; ``rank`` is used only without a process group;
+    ``warn`` reports a skipped checkpoint (default: ``warnings.warn``)."""
 
     def __init__(self, run_dir: str, keep: int = 2, rank: int = 0, barrier: Callable[[], None] | None = None,
-                 collective: bool | None = None):
+                 collective: bool | None = None, warn: Callable[[str], None] | None = None):
         self.root = os.path.join(run_dir, "checkpoints")
+        self.warn = warn or (lambda msg: warnings.warn(msg, stacklevel=4))
         self.keep = keep
         self.group = _Group(collective, barrier, rank)
         self.rank = self.group.rank
@@ -422,7 +424,7 @@ class CheckpointManager:
                 return path, result[0], result[1]
             skipped.append(f"{os.path.basename(path)}: {result}")
             if self.group.rank == 0:
-                warnings.warn(f"skipping checkpoint {path}: damaged or incomplete ({result})", stacklevel=2)
+                self.warn(f"skipping checkpoint {path}: damaged or incomplete ({result})")
         if not required:
             return None
         raise self._none_intact(skipped)

@@ -234,7 +234,8 @@ def train_rank(cfg: TrainConfig) -> int:
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
     pm = RA.build(parallel, cfg, plan, overrides)
-    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier)
+    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
+                             warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     start = 0
     if cfg.resume:
         found = ckpt.resume_point()  # the newest intact one (damaged ones named and skipped), or an error
