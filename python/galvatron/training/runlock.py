@@ -33,7 +33,7 @@ class RunLock:
             os.makedirs(self.run_dir, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as e:
-            raise ValueError(f"run_dir {self.run_dir}: cannot create its lock file: {e.strerror or e}") from None
+            raise ValueError(f"run_dir {self.run_dir}: not writable: {e.strerror or e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
