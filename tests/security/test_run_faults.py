@@ -147,3 +147,11 @@ def test_the_saved_config_records_the_plans_batch_size_and_a_refused_resume_writ
     with pytest.raises(ValueError, match=r"--resume: no intact checkpoint .*\(no checkpoints at all\)"):
         prepare_run(build_config(None, {"global_batch_size": 8, "run_dir": str(run), "resume": True}, flags), 2)
     assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_a_torn_metrics_line_does_not_stop_a_resume(tmp_path):
+    from galvatron.training.metrics import MetricsWriter
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n3\n{"step": 3, "lo')
+    MetricsWriter(str(tmp_path), resume_step=2).close()  # a kill mid-write left the last line torn
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n'

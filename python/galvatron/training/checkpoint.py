@@ -375,6 +375,8 @@ class CheckpointManager:
         ts = small[TRAIN_STATE]
         if not isinstance(ts, dict) or type(ts.get("step")) is not int or ts["step"] < 0:
             raise ValueError(f"{TRAIN_STATE}: 'step' must be an integer >= 0")
+        if not isinstance(ts.get("plan", {}), dict) or not isinstance(ts.get("plan_summary", ""), str):
+            raise ValueError(f"{TRAIN_STATE}: 'plan' must be a mapping and 'plan_summary' a string")
         if ts["step"] != commit.get("step"):
             raise ValueError(f"{TRAIN_STATE} says step {ts['step']}, COMMIT says {commit.get('step')}")
         data_bytes = {n: r["bytes"] for n, r in files.items() if _DATA_FILE_RE.match(n)}

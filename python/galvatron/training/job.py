@@ -11,7 +11,6 @@ saves a checkpoint and exits cleanly.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -381,8 +380,9 @@ def summarize_run(run_dir: str) -> str:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return "no metrics written"
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from galvatron.training.metrics import read_rows
+
+    rows = read_rows(path)
     if not rows:
         return "no steps run"
     first, last = rows[0], rows[-1]
