@@ -266,11 +266,10 @@ class CheckpointManager:
         if g.rank == 0:
             err = self._try(lambda: self._write_json(partial, train_state, manifest_from_metadata(md)))
         self._check(step, g.first_error(err), partial)
-        names = sorted(os.listdir(partial))
-        mine: dict[str, Any] = {}
+        mine: dict[str, Any] = {}  # this rank's share of the files: size and SHA-256
         err = self._try(lambda: mine.update(
             {n: {"bytes": os.path.getsize(os.path.join(partial, n)), "sha256": sha256_file(os.path.join(partial, n))}
-             for n in names[g.rank::g.world]}))
+             for n in sorted(os.listdir(partial))[g.rank::g.world]}))
         shares = g.all_gather((err, mine))
         self._check(step, next((e for e, _ in shares if e), None), partial)
         if g.rank == 0:
