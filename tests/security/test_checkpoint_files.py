@@ -170,6 +170,12 @@ def test_a_tampered_layout_is_refused_before_any_read(segments, message):
         validate_layout(_layout(**segments), TENSORS, SHAPES, "ts")
 
 
+def test_a_layout_key_saved_with_a_non_floating_dtype_is_refused():
+    tensors = dict(TENSORS, **{"rank0/param/1": {"dtype": "int64", "shape": [8], "chunks": []}})
+    with pytest.raises(ValueError, match="saved as int64; a floating dtype is expected"):
+        validate_layout(_layout(), tensors, SHAPES, "ts")
+
+
 def test_a_layout_of_another_model_names_the_parameter():
     with pytest.raises(ValueError, match="parameter 'w' has shape"):
         validate_layout(_layout(), TENSORS, {"w": (8, 4), "b": (8,)}, "ts")

@@ -186,6 +186,8 @@ def validate_layout(layout, tensors: dict[str, dict], model_shapes: dict[str, tu
             raise ValueError(f"{where}: layout key {key!r:.80} is not a tensor of the checkpoint")
         if not isinstance(segs, list) or not segs:
             raise ValueError(f"{where}: layout.keys[{key!r}] must be a non-empty list of segments")
+        if t["dtype"] not in ("float32", "float64", "bfloat16", "float16"):
+            raise ValueError(f"{where}: layout key {key!r} is saved as {t['dtype']}; a floating dtype is expected")
         numel = math.prod(t["shape"])
         keys[key] = [_check_segment(x, shapes, numel, f"{where}: layout.keys[{key!r}][{i}]")
                      for i, x in enumerate(segs)]
