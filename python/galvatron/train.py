@@ -44,11 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     from galvatron.training import job
     from galvatron.training.config import build_config
-    from galvatron.training.launch import spawn, under_launcher
+    from galvatron.training.launch import die_with_launcher, spawn, under_launcher
     from galvatron.training.rundir import point_latest, resolve_run_dir
+    from galvatron.training.runlock import RunLock
 
     try:
         if args.worker:
+            die_with_launcher()
             return job.worker_main(args.worker)
         flags = {k: v for k, v in vars(args).items() if k not in ("config", "worker")}
         cfg = build_config(args.config, flags, rest)
@@ -57,16 +59,17 @@ def main(argv: list[str] | None = None) -> int:
             import torch.distributed as dist
 
             cfg.run_dir = _agreed_run_dir(cfg, rank, dist)
-            if rank == 0:
-                job.prepare_run(cfg, world)
-            dist.barrier()
+            _lock_and_prepare_on_rank0(job, cfg, rank, world)
             return job.train_rank(cfg)
         cfg.run_dir, fresh = resolve_run_dir(cfg.run_dir, cfg.model.name, cfg.resume)
-        job.prepare_run(cfg, cfg.nproc)
-        if fresh:
-            point_latest(cfg.run_dir)
-        code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
-                     os.path.join(cfg.run_dir, "logs"))
+        with RunLock(cfg.run_dir) as lock:  # held until every rank has exited
+            if lock.stale:
+                print(f"note: replaced the lock of a job that is no longer running ({lock.stale})")
+            job.prepare_run(cfg, cfg.nproc)
+            if fresh:
+                point_latest(cfg.run_dir)
+            code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
+                         os.path.join(cfg.run_dir, "logs"))
         print(f"galvatron train: {'finished' if code == 0 else f'failed (exit {code})'}; "
               f"{job.summarize_run(cfg.run_dir)}; run directory {cfg.run_dir}")
         return code
@@ -102,6 +105,28 @@ def _agreed_run_dir(cfg, rank: int, dist) -> str:
     if status == "error":
         raise ValueError(value)
     return value
+
+
+_HELD = []  # under torchrun rank 0 holds the run-directory lock for the life of its process
+
+
+def _lock_and_prepare_on_rank0(job, cfg, rank: int, world: int) -> None:
+    """Under torchrun: rank 0 locks the run directory and prepares the run; every rank raises
+    rank 0's error, if any (instead of waiting for a barrier until the timeout)."""
+    import torch.distributed as dist
+
+    from galvatron.training.runlock import RunLock
+
+    box: list = [None]
+    if rank == 0:
+        try:
+            _HELD.append(RunLock(cfg.run_dir).acquire())
+            job.prepare_run(cfg, world)
+        except ValueError as e:
+            box[0] = str(e)
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise ValueError(box[0] if rank == 0 else f"rank 0 could not prepare the run: {box[0]}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class OptimSection:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0
+    nonfinite_patience: int = 0  # consecutive steps with a NaN/inf loss or grad norm before the job stops
 
 
 @dataclass
@@ -126,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"model.seq_len must be >= 2, got {self.model.seq_len}")
         if self.checkpoint.keep < 1:
             raise ValueError(f"checkpoint.keep must be >= 1, got {self.checkpoint.keep}")
+        if self.optim.nonfinite_patience < 0:
+            raise ValueError(f"optim.nonfinite_patience must be >= 0, got {self.optim.nonfinite_patience}")
         if not 0 <= self.optim.min_lr <= self.optim.lr:
             raise ValueError("optim.min_lr must be between 0 and optim.lr")
         return self
@@ -234,6 +237,7 @@ def load_file(path: str) -> dict[str, Any]:
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
     try:
+        text = raw.decode("utf-8")
         if ext == ".toml":
             try:
                 import tomllib

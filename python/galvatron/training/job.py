@@ -11,7 +11,6 @@ saves a checkpoint and exits cleanly.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -22,12 +21,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from galvatron._io import atomic_write_text
 from galvatron.plan import Plan
 from galvatron.training import data as D
-from galvatron.training import rank_errors
-from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
+from galvatron.training import rank_errors, runfiles
+from galvatron.training.checkpoint import (
+    CheckpointManager,
+    check_rng_state,
+    rng_state,
+    set_rng_state,
+)
 from galvatron.training.config import TrainConfig, dump_yaml
+from galvatron.training.guards import NonFiniteGuard, finite_state, non_finite
 from galvatron.training.metrics import MetricsWriter, Progress
 from galvatron.training.resume import check_steps
 from galvatron.training.resume import describe as describe_resume
@@ -194,8 +198,9 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"run_dir {cfg.run_dir}: not writable: {e.strerror or e}") from None
-    if cfg.resume and (found := CheckpointManager(cfg.run_dir).latest()) is not None:
-        check_steps(int(found[1]["step"]), cfg.steps, found[0])  # before the run's files change
+    if cfg.resume:  # refuse before writing anything: nothing intact to resume from, or a step past --steps
+        found_path = CheckpointManager(cfg.run_dir, collective=False).resume_candidate()
+        check_steps(int(CheckpointManager.inspect(found_path)[0]["step"]), cfg.steps, found_path)
     mcfg = models.get_config(cfg.model.name, **cfg.model.overrides)
     num_layers = len(models.spec(mcfg).layer_types)
     plan, how = obtain_plan(cfg, world, num_layers)
@@ -213,8 +218,10 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     seq = cfg.model.seq_len if cfg.data.kind != "images" else models.spec(mcfg).seq_len
     plan = plan.replace(model={"name": cfg.model.name, "overrides": dict(cfg.model.overrides), "seq_len": seq})
     how += _previous_plan_note(os.path.join(cfg.run_dir, "plan.json"), plan, how)
-    plan.save(os.path.join(cfg.run_dir, "plan.json"))
-    atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
+    cfg.global_batch_size = plan.global_batch_size  # the saved config says what the run uses
+    runfiles.start(cfg.run_dir)  # a resume writes them as pending until the checkpoint is loaded
+    runfiles.write(cfg.run_dir, "plan.json", plan.validate().to_json(), pending=cfg.resume)
+    runfiles.write(cfg.run_dir, "config.yaml", dump_yaml(cfg), pending=cfg.resume)
     _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {_plural(world, 'process', 'processes')} | "
          f"plan from {how}")
     _log(plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
@@ -266,30 +273,31 @@ def train_rank(cfg: TrainConfig) -> int:
     from galvatron.training import runtime_adapter as RA
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    plan = Plan.load(os.path.join(cfg.run_dir, "plan.json")).validate(world_size=world)
+    plan = Plan.load(runfiles.path(cfg.run_dir, "plan.json")).validate(world_size=world)
     data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
                             cfg.model.seq_len) if cfg.data.kind != "images" else None
     overrides = dict(cfg.model.overrides)
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
     pm = RA.build(parallel, cfg, plan, overrides)
-    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier)
+    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
+                             warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     start = 0
     if cfg.resume:
-        found = ckpt.latest()
+        found = ckpt.resume_point()  # the newest intact one (damaged ones named and skipped), or an error
         if found is not None:
-            path, state = found
+            path, state, tensors = found
             start = int(state["step"])
             check_steps(start, cfg.steps, path)
-            RA.load_state(pm, path, state)
+            check_rng_state(state.get("rng"), f"{path}/train_state.json")
+            RA.load_state(pm, path, state, tensors)
             set_rng_state(state["rng"])
             if rank == 0:
+                runfiles.accept(cfg.run_dir)  # only now does this run's config replace the last one
                 how, *notes = describe_resume(state.get("plan"), plan, state.get("plan_summary", "?"))
                 _log(f"resumed from {path} at step {start} ({how})")
                 for note in notes:
                     _log(note)
-        elif rank == 0:
-            _log("no complete checkpoint found: starting from step 0")
     metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
@@ -300,6 +308,7 @@ def train_rank(cfg: TrainConfig) -> int:
     flops_per_step = RA.model_flops_per_step(cfg, overrides, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
+    guard = NonFiniteGuard(cfg.optim.nonfinite_patience)
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
@@ -325,12 +334,16 @@ def train_rank(cfg: TrainConfig) -> int:
                     extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
                     progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
             stop = _agree(_Stop.requested, pm.ctx.device)
+            guard.update(step, _agree(bool(non_finite(loss, grad_norm)), pm.ctx.device),
+                         " and ".join(non_finite(loss, grad_norm)))
+            saved = False
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
-                _save(ckpt, pm, step, cfg, plan)
+                saved = _save(ckpt, pm, step, cfg, plan, guard.healthy)
             if stop:
                 if rank == 0:
-                    _log(f"stopped by a signal after step {step}; checkpoint saved, resume with --resume")
-                return 0
+                    _log(f"stopped by a signal after step {step}; " + (
+                        "checkpoint saved, resume with --resume" if saved else "no checkpoint (non-finite state)"))
+                return 0 if saved else 3
     finally:
         if metrics is not None:
             metrics.close()
@@ -372,22 +385,30 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) -> None:
+def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan, healthy: bool = True) -> bool:
+    """Collective: checkpoint step ``step`` unless the state is not finite (then False)."""
     from galvatron.training import runtime_adapter as RA
 
+    tensors, layout = RA.checkpoint_state(pm)  # collective
+    if _agree(not (healthy and finite_state(tensors)), pm.ctx.device):
+        if dist.get_rank() == 0:
+            _log(f"not saving a checkpoint at step {step}: the state is not finite")
+        if step == cfg.steps:
+            raise ValueError(f"step {step}: training ended with a non-finite state; no checkpoint written")
+        return False
     state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
              "plan_summary": f"pp={plan.pp}, {_plural(len(set(plan.layers)), 'layer strategy', 'layer strategies')}", "plan": plan.to_dict()}
-    tensors, layout = RA.checkpoint_state(pm)  # collective
     if layout is not None:  # rank 0 writes train_state.json
         state["layout"] = layout
     ckpt.save(step, tensors, state)
+    return True
 
 
 def worker_main(run_dir: str) -> int:
     """Entry of one local rank started by the launcher."""
     from galvatron.training.config import build_config
 
-    cfg = build_config(os.path.join(run_dir, "config.yaml"))
+    cfg = build_config(runfiles.path(run_dir, "config.yaml"))
     try:
         init_distributed()
         return train_rank(cfg)
@@ -408,10 +429,13 @@ def summarize_run(run_dir: str) -> str:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return "no metrics written"
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from galvatron.training.metrics import read_rows
+
+    rows = read_rows(path)
     if not rows:
         return "no steps run"
     first, last = rows[0], rows[-1]
-    return (f"loss {first['loss']:.4f} -> {last['loss']:.4f} over steps {first['step']}-{last['step']}; "
+    loss = [f"{r['loss']:.4f}" if isinstance(r.get("loss"), (int, float)) else str(r.get("nonfinite", {}).get("loss"))
+            for r in (first, last)]
+    return (f"loss {loss[0]} -> {loss[1]} over steps {first['step']}-{last['step']}; "
             f"median step {sorted(r['step_time_s'] for r in rows)[len(rows) // 2]:.3f} s")
