@@ -6,6 +6,11 @@ specifications by :func:`hardware_preset`, or imported from Galvatron-2's profil
 where ``bytes`` is the message size: the full tensor for all-reduce, the gathered output for
 all-gather, the full input for reduce-scatter, what one rank sends in total for all-to-all,
 the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
+
+Any group size: a profile measured at some sizes is extended to every size the world can form
+(:meth:`HardwareProfile.complete`, with the bus-bandwidth model of
+:mod:`galvatron.profiles.collectives`); the derived entries are marked ``derived`` and
+:attr:`HardwareProfile.derived_sizes` names them.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ class Collective:
     alpha_ms: float
     bandwidth_gbps: float
     points: tuple[tuple[float, float], ...] = ()
+    derived: bool = False  # interpolated/extrapolated from measured sizes, not measured
 
     def time_ms(self, nbytes: float) -> float:
         return self.alpha_ms + nbytes / (self.bandwidth_gbps * 1e6)
@@ -72,6 +78,8 @@ class Collective:
                              "bandwidth_gbps": self.bandwidth_gbps}
         if self.points:
             d["points"] = [list(p) for p in self.points]
+        if self.derived:
+            d["derived"] = True
         return d
 
     @classmethod
@@ -82,7 +90,8 @@ class Collective:
             return cls(op=Op(d["op"]), group_size=int(d["group_size"]),
                        placement=Placement(d.get("placement", "consecutive")),
                        alpha_ms=float(d["alpha_ms"]), bandwidth_gbps=float(d["bandwidth_gbps"]),
-                       points=tuple((float(b), float(t)) for b, t in d.get("points", ())))
+                       points=tuple((float(b), float(t)) for b, t in d.get("points", ())),
+                       derived=bool(d.get("derived", False)))
         except KeyError as e:
             raise ValueError(f"{where}: missing key {e.args[0]!r}") from None
         except (TypeError, ValueError) as e:
@@ -103,8 +112,15 @@ class HardwareProfile:
     optimizer_ms_per_param: float = 0.0
     framework_overhead_bytes: int = 0
     comm_buffer_bytes: int = 0
+    inter_node_rings: int = 1  # see HardwareTables.inter_node_rings (csrc/search/problem.h)
     peak_tflops: dict[str, float] = field(default_factory=dict)  # per dtype: bf16, fp16, fp32
-    matmul_efficiency: float = 0.6  # achieved / peak for the analytic model profile
+    # The analytic model profile's compute model (galvatron.profiles.gpu_compute): achieved /
+    # peak of the best-shaped large GEMM; with num_sms > 0 each GEMM is further priced by its
+    # tile and wave quantisation and memory-bound operators by memory_bandwidth_gbps.
+    matmul_efficiency: float = 0.6
+    num_sms: int = 0  # 0: flat model (every FLOP at peak * matmul_efficiency)
+    memory_bandwidth_gbps: float = 0.0  # device memory (HBM) bandwidth, datasheet
+    attention_efficiency: float = 0.0  # fused (flash) attention fwd+bwd achieved / peak; 0: matmul_efficiency
     source: str = "preset"
     measurements: dict[str, Any] = field(default_factory=dict)  # profiler details; not used by the search
 
@@ -119,11 +135,33 @@ class HardwareProfile:
                 return c
         return None
 
+    def complete(self) -> HardwareProfile:
+        """This profile with an entry for every (op, placement) it has at every group size the
+        world can form; entries it lacks are derived (marked ``derived``) by
+        :func:`galvatron.profiles.collectives.interpolate`."""
+        from galvatron.profiles.collectives import group_sizes, interpolate
+
+        colls = interpolate(self.collectives, group_sizes(self.world_size, self.gpus_per_node))
+        return self if len(colls) == len(self.collectives) else dataclasses.replace(self, collectives=colls)
+
+    @property
+    def derived_sizes(self) -> dict[str, list[int]]:
+        """Group sizes whose entries are derived rather than measured, per op (after
+        :meth:`complete`); empty when every entry the world needs was measured."""
+        out: dict[str, set[int]] = {}
+        for c in self.complete().collectives:
+            if c.derived:
+                out.setdefault(c.op.value, set()).add(c.group_size)
+        return {k: sorted(v) for k, v in sorted(out.items())}
+
     def validate(self) -> HardwareProfile:
         for name in ("num_nodes", "gpus_per_node", "device_memory_bytes"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.inter_node_rings, bool) or not isinstance(self.inter_node_rings, int) \
+                or self.inter_node_rings < 1:
+            raise ValueError(f"inter_node_rings must be an integer >= 1, got {self.inter_node_rings!r}")
         if not self.overlap_slowdown >= 1.0:
             raise ValueError(f"overlap_slowdown must be >= 1, got {self.overlap_slowdown}")
         _C.validate_hardware(self.to_tables())
@@ -133,7 +171,7 @@ class HardwareProfile:
         t = _C.HardwareTables()
         t.num_nodes, t.gpus_per_node = self.num_nodes, self.gpus_per_node
         entries = []
-        for c in self.collectives:
+        for c in self.complete().collectives:
             e = _C.CollectiveEntry()
             e.op, e.group_size, e.placement = _OP_C[c.op], c.group_size, _PLACEMENT_C[c.placement]
             e.alpha_ms, e.bandwidth_gbps = c.alpha_ms, c.bandwidth_gbps
@@ -143,6 +181,7 @@ class HardwareProfile:
         t.optimizer_ms_per_param = self.optimizer_ms_per_param
         t.framework_overhead_bytes = self.framework_overhead_bytes
         t.comm_buffer_bytes = self.comm_buffer_bytes
+        t.inter_node_rings = self.inter_node_rings
         return t
 
     # ---------------------------------------------------------------- JSON
@@ -194,5 +233,6 @@ class HardwareProfile:
                  f"{self.device_memory_bytes / 2**30:.1f} GiB each, backend {self.backend} ({self.source})"]
         for c in sorted(self.collectives, key=lambda c: (c.op.value, c.placement.value, c.group_size)):
             lines.append(f"  {c.op.value:<15} n={c.group_size:<5} {c.placement.value:<12} "
-                         f"alpha {c.alpha_ms * 1e3:8.1f} us  {c.bandwidth_gbps:9.2f} GB/s")
+                         f"alpha {c.alpha_ms * 1e3:8.1f} us  {c.bandwidth_gbps:9.2f} GB/s"
+                         + ("  (derived)" if c.derived else ""))
         return "\n".join(lines)
