@@ -103,6 +103,8 @@ def topology_collectives(topo: Topology, num_nodes: int, gpus_per_node: int,
     out = []
     for n in sizes or group_sizes(world, gpus_per_node):
         for op in Op:
+            if op is Op.P2P and n != 2:
+                continue
             placements = []
             if n <= gpus_per_node:
                 placements += [Placement.CONSECUTIVE, Placement.STRIDED]
@@ -119,9 +121,10 @@ def topology_collectives(topo: Topology, num_nodes: int, gpus_per_node: int,
     return tuple(out)
 
 
-def interpolate(collectives: tuple[Collective, ...], sizes: list[int]) -> tuple[Collective, ...]:
+def interpolate(collectives: tuple[Collective, ...], sizes: list[int], gpus_per_node: int) -> tuple[Collective, ...]:
     """``collectives`` plus derived entries for every (op, placement) measured at some size and
-    every size of ``sizes`` it lacks (see the module docstring)."""
+    every size of ``sizes`` it lacks where the placement exists (a group inside a node has at
+    most ``gpus_per_node`` ranks; p2p has 2), see the module docstring."""
     have: dict[tuple[Op, Placement], dict[int, Collective]] = {}
     for c in collectives:
         have.setdefault((c.op, c.placement), {})[c.group_size] = c
@@ -129,7 +132,9 @@ def interpolate(collectives: tuple[Collective, ...], sizes: list[int]) -> tuple[
     for (op, pl), measured in sorted(have.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)):
         known = sorted(measured)
         for n in sizes:
-            if n in measured or n < 2:
+            if n in measured or n < 2 or (op is Op.P2P and n != 2):
+                continue
+            if pl is not Placement.INTER_NODE and n > gpus_per_node:
                 continue
             lo = max((k for k in known if k < n), default=None)
             hi = min((k for k in known if k > n), default=None)

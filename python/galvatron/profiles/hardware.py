@@ -141,7 +141,7 @@ class HardwareProfile:
         :func:`galvatron.profiles.collectives.interpolate`."""
         from galvatron.profiles.collectives import group_sizes, interpolate
 
-        colls = interpolate(self.collectives, group_sizes(self.world_size, self.gpus_per_node))
+        colls = interpolate(self.collectives, group_sizes(self.world_size, self.gpus_per_node), self.gpus_per_node)
         return self if len(colls) == len(self.collectives) else dataclasses.replace(self, collectives=colls)
 
     @property

@@ -107,6 +107,8 @@ def _gloo_collectives(s: _Spec, num_nodes: int, gpus_per_node: int) -> tuple[Col
     out = []
     for n in group_sizes(num_nodes * gpus_per_node, gpus_per_node):
         for op in Op:
+            if op is Op.P2P and n != 2:
+                continue
             pls = ([Placement.CONSECUTIVE, Placement.STRIDED] if n <= gpus_per_node else [])
             if num_nodes > 1 or op is Op.P2P:
                 pls.append(Placement.INTER_NODE)
