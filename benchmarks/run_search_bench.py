@@ -44,17 +44,18 @@ QUICK = {"llama2-7b/8/36GB", "llama2-13b/16/40GB", "llama2-70b/1024/80GB", "llam
 
 def record(name: str, model: ModelProfile, hw: HardwareProfile, memory_gb: float, batch: int, threads: int,
            source: str) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = galvatron.search(model, hw, memory_gb=memory_gb, global_batch_size=batch, num_threads=threads,
                            uniform_baseline=True)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     p = res.plan
     return {
         "case": name, "model": model.model, "source": source, "world_size": hw.world_size,
         "memory_gb": memory_gb, "global_batch_size": batch, "seq_len": model.seq_len, "threads": threads,
         "search_time_s": round(res.search_time_s, 4),
         "uniform_search_time_s": round(res.best_uniform.search_time_s, 4) if res.best_uniform else None,
-        "total_time_s": round(total, 4), **res.stats,
+        "total_time_s": round(total, 4), "total_cpu_s": round(cpu, 4), "load_average_1m": os.getloadavg()[0],
+        **res.stats,
         "samples_per_s": round(res.predicted.samples_per_s, 4),
         "uniform_samples_per_s": round(res.best_uniform.predicted.samples_per_s, 4) if res.best_uniform else None,
         "speedup_over_uniform": round(res.speedup_over_uniform, 4) if res.best_uniform else None,
