@@ -170,3 +170,30 @@ def test_breakdown_keeps_gradient_sync_out_of_the_optimizer_and_sums_to_the_step
     assert sum(b.values()) == pytest.approx(pred.step_time_s * 1e3, rel=1e-9)
     strategy = LayerStrategy()
     assert strategy.tp == 1
+
+
+def test_cli_search_on_three_nodes_of_eight(capsys):
+    """`galvatron search --nodes 3 --gpus-per-node 8` with a shipped preset (it failed with "no
+    collectives entry for op=all_reduce group_size=24" before)."""
+    from galvatron.cli import main
+
+    assert main(["search", "--nodes", "3", "--gpus-per-node", "8", "--model", "gpt2-small", "--seq-len", "512",
+                 "--global-batch-size", "48", "--hardware-preset", "a100-80g-sxm", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "world_size=24" in out and "note:" not in out  # presets derive nothing
+
+
+def test_cli_search_says_which_collectives_a_measured_profile_lacks(tmp_path, capsys):
+    from galvatron.cli import main
+
+    colls = tuple(Collective(op, n, pl, 0.01, 100.0) for op in Op for n in (2, 4) for pl in Placement
+                  if op is not Op.P2P or n == 2)
+    hw = HardwareProfile(num_nodes=1, gpus_per_node=6, device_memory_bytes=2**36, collectives=colls,
+                         source="measured")
+    path = tmp_path / "hw.json"
+    hw.save(path)
+    assert main(["search", "--hardware", str(path), "--model", "gpt2-small", "--seq-len", "512",
+                 "--global-batch-size", "12", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: the hardware profile was not measured at these group sizes" in out
+    assert "'all_reduce': [3, 6]" in out
