@@ -32,7 +32,8 @@ them. Their backward moves twice the forward bytes (each reads its saved input a
 gradient and writes the input gradient). The counts are listed in :func:`elementwise_elements`.
 
 Everything here is per sample of ``seq`` tokens (``M = seq``); the cost model scales it with
-the local batch.
+the local batch. One tile shape only: a GEMM with fewer than 128 rows or columns is padded to a
+whole tile (cuBLAS would pick a smaller tile), so skinny GEMMs are priced pessimistically.
 """
 
 from __future__ import annotations
