@@ -22,7 +22,12 @@ import sys
 import time
 
 import galvatron
-from galvatron.profiles import HardwareProfile, ModelProfile
+from galvatron.profiles import (
+    HardwareProfile,
+    ModelProfile,
+    hardware_from_galvatron,
+    model_from_galvatron,
+)
 
 # (name, model, seq, nodes, gpus per node, memory GB, global batch)
 CASES = [
@@ -70,8 +75,8 @@ def reference_case(ref: str, threads: int) -> dict | None:
     mem = os.path.join(ref, "memory_profiling_bf16_llama2-7b_all.json")
     if not (os.path.exists(comp) and os.path.exists(mem)):
         return None
-    hw = HardwareProfile.from_galvatron(ref, num_nodes=1, gpus_per_node=8, device_memory_gb=36)
-    mp = ModelProfile.from_galvatron(comp, mem, seq_len=2048, model="llama2-7b", num_layers=32, num_heads=32,
+    hw = hardware_from_galvatron(ref, num_nodes=1, gpus_per_node=8, device_memory_gb=36)
+    mp = model_from_galvatron(comp, mem, seq_len=2048, model="llama2-7b", num_layers=32, num_heads=32,
                                      hidden_size=4096)
     return record("reference llama2-7b/8/36GB (Galvatron-2 profiles)", mp, hw, 36, 64, threads, "galvatron-2 files")
 

@@ -114,6 +114,7 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("allow_megatron_sp", &SearchOptions::allow_megatron_sp)
       .def_readwrite("allow_checkpoint", &SearchOptions::allow_checkpoint)
       .def_readwrite("allow_strided", &SearchOptions::allow_strided)
+      .def_readwrite("megatron_sp_only", &SearchOptions::megatron_sp_only)
       .def_readwrite("search_pp_split", &SearchOptions::search_pp_split)
       .def_readwrite("uniform_only", &SearchOptions::uniform_only)
       .def_readwrite("num_threads", &SearchOptions::num_threads);

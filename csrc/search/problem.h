@@ -163,6 +163,7 @@ struct SearchOptions {
   std::vector<DpType> dp_types{DpType::kDdp, DpType::kZero1, DpType::kZero2, DpType::kZero3};
   bool allow_ulysses = true, allow_megatron_sp = true, allow_checkpoint = true;
   bool allow_strided = true;  // tp groups of non-adjacent ranks
+  bool megatron_sp_only = false;  // every tp > 1 strategy with Megatron-SP (one global switch)
   bool search_pp_split = true;  // false: even split only
   bool uniform_only = false;   // every layer the same strategy (for the best-uniform baseline)
   int32_t num_threads = 1;

@@ -65,8 +65,9 @@ std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t sta
   const std::vector<int32_t> degrees = divisors(stage_size);
   for (int32_t tp : degrees) {
     if (tp > opt.max_tp) break;
-    std::vector<std::pair<SpKind, int32_t>> kinds{{SpKind::kNone, 1}};
-    if (tp > 1 && opt.allow_megatron_sp) kinds.push_back({SpKind::kMegatron, 1});
+    std::vector<std::pair<SpKind, int32_t>> kinds;
+    if (tp == 1 || !opt.megatron_sp_only) kinds.push_back({SpKind::kNone, 1});
+    if (tp > 1 && (opt.allow_megatron_sp || opt.megatron_sp_only)) kinds.push_back({SpKind::kMegatron, 1});
     if (tp == 1 && opt.allow_ulysses) {
       for (int32_t sp : degrees) {
         if (sp > 1 && sp <= opt.max_sp) kinds.push_back({SpKind::kUlysses, sp});

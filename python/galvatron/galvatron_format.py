@@ -14,9 +14,21 @@ Field mapping (Galvatron-2 -> ours):
 ``pp_division``             ``stage_layers``
 ``pipeline_type``           ``gpipe`` | ``pipedream_flush`` (= ``1f1b``)
 ``vtp`` / ``vsp``           embedding/LM-head degree, and 1 = that degree is Ulysses
-``embed_sdp``               1 = embedding/LM-head is ``zero3``
-``sequence_parallel``       (optional; Galvatron-2 takes it as a flag) Megatron-SP on tp layers
+``vocab_sdp`` / ``embed_sdp``  1 = embedding/LM-head is ``zero3`` (its runtime reads
+                            ``vocab_sdp``, its search writes ``embed_sdp``: both are written)
+``sequence_parallel``       (optional) Megatron-SP on every tp > 1 layer and the embedding
 ==========================  =========================================================
+
+Megatron-SP: Galvatron-2's runtime takes it from its training arguments (on by default), never
+from the plan file, and applies it to every tp > 1 layer. So a file without a
+``sequence_parallel`` key imports with Megatron-SP on its tp > 1 layers unless the caller says
+otherwise (``megatron_sp=False``, CLI ``--no-megatron-sp``); the export always writes the key.
+
+What the format cannot express is refused on export with the field named: interleaved 1F1B,
+ZeRO-1, ddp and zero2 in one plan, tp combined with Ulysses in one layer, Megatron-SP on some
+tp layers only, and strided (non-adjacent) tp ranks on the embedding (there is no flag for it).
+The dp type of a layer with a single replica (tp * sp = the stage's devices) does not matter
+and is written as the default.
 
 The format does not record the world size; it is taken from ``world_size=``, else the
 file's ``world_size`` key, else its ``{N}nodes_{G}gpus_per_node`` file name.
@@ -99,8 +111,11 @@ def plan_from_galvatron_dict(
     schedule = _PIPELINE_TYPES.get(str(d["pipeline_type"]))
     if schedule is None:
         raise ValueError(f"pipeline_type: {d['pipeline_type']!r} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
-    if megatron_sp is None:
-        megatron_sp = bool(_int_field(d, "sequence_parallel", 0))
+    if megatron_sp is None:  # its runtime's default: on
+        value = _int_field(d, "sequence_parallel", 1)
+        if value not in (0, 1):
+            raise ValueError(f"sequence_parallel: expected 0 or 1, got {value}")
+        megatron_sp = value == 1
 
     def strategy(degree: int, ulysses: bool, zero3: bool, ckpt: bool, consec: bool) -> LayerStrategy:
         if ulysses and degree > 1:
@@ -122,8 +137,7 @@ def plan_from_galvatron_dict(
             _flag(per_layer["tp_consecutive_flags"][i], "tp_consecutive_flags", i),
         ))
     vtp = _int_field(d, "vtp", 1)
-    embedding = strategy(vtp, bool(_int_field(d, "vsp", 0)), bool(_int_field(d, "embed_sdp", 0)),
-                         False, True)
+    embedding = strategy(vtp, bool(_int_field(d, "vsp", 0)), _embedding_sdp(d), False, True)
     plan = Plan(
         world_size=world_size,
         layers=tuple(layers),
@@ -136,6 +150,18 @@ def plan_from_galvatron_dict(
         precision=precision,
     )
     return plan.validate()
+
+
+def _embedding_sdp(d: dict[str, Any]) -> bool:
+    """``vocab_sdp`` (what its runtime reads) or ``embed_sdp`` (what its search writes)."""
+    values = {k: _int_field(d, k) for k in ("vocab_sdp", "embed_sdp") if k in d}
+    for k, v in values.items():
+        if v not in (0, 1):
+            raise ValueError(f"{k}: expected 0 or 1, got {v}")
+    if len(set(values.values())) > 1:
+        raise ValueError(f"vocab_sdp={values['vocab_sdp']} and embed_sdp={values['embed_sdp']} disagree; "
+                         "they are the same setting (ZeRO-3 on the embedding/LM-head)")
+    return bool(next(iter(values.values()), 0))
 
 
 def plan_from_galvatron_file(
@@ -180,7 +206,9 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
     if plan.schedule is Schedule.INTERLEAVED_1F1B:
         raise ValueError("schedule: 'interleaved_1f1b' cannot be expressed in the Galvatron-2 format "
                          "(accepted there: gpipe, 1f1b)")
-    non_zero3 = {s.dp_type for s in (*plan.layers, plan.embedding) if s.dp_type is not DpType.ZERO3}
+    per_stage = plan.devices_per_stage
+    replicated = [s for s in (*plan.layers, plan.embedding) if s.tp * s.sp < per_stage]
+    non_zero3 = {s.dp_type for s in replicated if s.dp_type is not DpType.ZERO3}
     if DpType.ZERO1 in non_zero3:
         raise ValueError("dp_type: 'zero1' cannot be expressed in the Galvatron-2 format "
                          "(accepted there: ddp, zero2, zero3)")
@@ -193,6 +221,11 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
     if len(msp) > 1:
         raise ValueError("sp_kind: the Galvatron-2 format has one Megatron-SP switch for all tp "
                          "layers, but this plan uses it on some tp layers only")
+    e = plan.embedding
+    if 1 < e.tp * e.sp < per_stage and not e.tp_consecutive:  # strided differs only with dp > 1
+        raise ValueError("embedding.tp_consecutive: the Galvatron-2 format has no strided-rank flag for "
+                         "the embedding (vtp/vsp always use adjacent ranks), so this plan's strided "
+                         "embedding would be lost; search with --galvatron2-compatible (adjacent ranks)")
     encoded = [_encode_strategy(s, f"layers[{i}]") for i, s in enumerate(plan.layers)]
     vdeg, vsp = _encode_strategy(plan.embedding, "embedding")
 
@@ -214,8 +247,8 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
         "vtp": vdeg,
         "vsp": vsp,
         "embed_sdp": int(plan.embedding.dp_type is DpType.ZERO3),
+        "vocab_sdp": int(plan.embedding.dp_type is DpType.ZERO3),
+        "sequence_parallel": int(msp != {False}),
         "world_size": plan.world_size,
     }
-    if msp == {True}:
-        out["sequence_parallel"] = 1
     return out

@@ -1,8 +1,8 @@
 """The training plan: what every hybrid-parallel decision is, as typed dataclasses.
 
 A :class:`Plan` is the single hand-off between the search and the runtime. It is saved as
-versioned JSON (``plan.save`` / ``Plan.load``) and can be converted to and from Galvatron-2's
-plan format (:mod:`galvatron.galvatron_format`).
+versioned JSON (``plan.save`` / ``Plan.load``); files of either this format or Galvatron-2's
+are read and written by :mod:`galvatron.plan_io` (mapping in :mod:`galvatron.galvatron_format`).
 
 Mesh layout of one pipeline stage (``world_size // pp`` devices, ranks of stage ``s`` are
 ``s*per_stage ... (s+1)*per_stage-1``). Inside a stage a layer's devices form a
@@ -393,10 +393,10 @@ class Plan:
             raise ValueError(f"a plan must be a JSON object, got {type(d).__name__}")
         version = d.get("version")
         if version is None:
-            if "tp_sizes_enc" in d or "pp_deg" in d:
+            if is_galvatron2_plan(d):
                 raise ValueError(
                     "this looks like a Galvatron-2 plan (it has 'pp_deg'/'tp_sizes_enc'); "
-                    "load it with Plan.from_galvatron_json(path, world_size=...)"
+                    "load it with galvatron.plan_io.load_plan(path, world_size=...)"
                 )
             raise ValueError("version: missing; a Galvatron plan has a 'version' field")
         if version != PLAN_FORMAT_VERSION:
@@ -435,28 +435,9 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:
-        """Load a plan saved by :meth:`save`; a Galvatron-2 file is detected and explained."""
+        """Load a plan saved by :meth:`save`; a Galvatron-2 file is detected and explained
+        (:func:`galvatron.plan_io.load_plan` reads either format)."""
         return load_json(path, cls.from_dict, "plan")
-
-    # ------------------------------------------------------------------ Galvatron-2 format
-    @classmethod
-    def from_galvatron_json(
-        cls,
-        path: str | os.PathLike[str],
-        world_size: int | None = None,
-        megatron_sp: bool | None = None,
-    ) -> Plan:
-        from galvatron.galvatron_format import plan_from_galvatron_file
-
-        return plan_from_galvatron_file(path, world_size=world_size, megatron_sp=megatron_sp)
-
-    def to_galvatron_json(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        from galvatron.galvatron_format import plan_to_galvatron_dict
-
-        d = plan_to_galvatron_dict(self)
-        if path is not None:
-            _atomic_write(path, json.dumps(d, indent=4) + "\n")
-        return d
 
     # ------------------------------------------------------------------ display
     def layer_runs(self) -> list[tuple[int, int, int, LayerStrategy]]:
@@ -510,6 +491,13 @@ class Plan:
             if bits:
                 lines.append("predicted: " + ", ".join(bits))
         return "\n".join(lines)
+
+
+def is_galvatron2_plan(data: Any) -> bool:
+    """Whether parsed plan JSON is Galvatron-2's format (no ``version``, its ``pp_deg`` or
+    ``tp_sizes_enc`` keys). The one definition: ``Plan.from_dict``, :mod:`galvatron.plan_io`
+    and the CLI all ask here."""
+    return isinstance(data, dict) and "version" not in data and ("pp_deg" in data or "tp_sizes_enc" in data)
 
 
 def _divisors(n: int) -> list[int]:

@@ -110,7 +110,8 @@ def tiny_hf_bert(**kw):
 def tiny_hf_t5(**kw):
     torch.manual_seed(0)
     t = _hf()
-    cfg = t.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, vocab_size=VOCAB,
+    kw = {"num_layers": 2, **kw}
+    cfg = t.T5Config(d_model=64, d_kv=16, d_ff=128, num_heads=4, vocab_size=VOCAB,
                      decoder_start_token_id=0, **kw)
     hf = t.T5ForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # HF's N(0, 1) embeddings give unscaled logits ~1e2; keep them O(1)

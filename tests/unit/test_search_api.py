@@ -7,7 +7,12 @@ import pytest
 
 import galvatron
 from galvatron import LayerStrategy, Plan
-from galvatron.profiles import HardwareProfile, ModelProfile
+from galvatron.profiles import (
+    HardwareProfile,
+    ModelProfile,
+    hardware_from_galvatron,
+    model_from_galvatron,
+)
 
 GiB = 2**30
 
@@ -173,7 +178,7 @@ def write_galvatron_profiles(d):
 
 def test_galvatron_profile_import(tmp_path):
     write_galvatron_profiles(tmp_path)
-    hw = HardwareProfile.from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
+    hw = hardware_from_galvatron(tmp_path, num_nodes=1, gpus_per_node=4, device_memory_gb=16)
     # Bus bandwidth 80 MB/ms = 83.886 GB/s; algorithm bandwidth of a 2-rank all-gather = bus * 2 / 1,
     # of a 2-rank all-reduce = bus * 2 / 2.
     assert hw.collective("all_gather", 2, "consecutive").bandwidth_gbps == pytest.approx(2 * 80 * 2**20 / 1e6)
@@ -185,7 +190,7 @@ def test_galvatron_profile_import(tmp_path):
     assert 1.0 / (a2a.bandwidth_gbps * 1e6) * 2**20 == pytest.approx(0.04, rel=1e-6)
     assert a2a.alpha_ms == pytest.approx(0.05, rel=1e-6)
     assert hw.overlap_slowdown == pytest.approx(1.2)
-    mp = ModelProfile.from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
+    mp = model_from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
                                      tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512, model="toy",
                                      num_layers=4, num_heads=8, hidden_size=256)
     lt = mp.layer_types[0]
@@ -197,7 +202,7 @@ def test_galvatron_profile_import(tmp_path):
     res = galvatron.search(mp, hw, memory_gb=16, global_batch_size=8, num_threads=1)
     assert res.predicted.samples_per_s > 0
     with pytest.raises(ValueError, match="num_layers is needed"):
-        ModelProfile.from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
+        model_from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
                                     tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512)
 
 
@@ -231,7 +236,7 @@ def test_same_input_same_plan_whatever_the_thread_count(mp, hw):
 
 def test_galvatron_model_import_takes_the_shape_from_a_known_model_name(tmp_path):
     write_galvatron_profiles(tmp_path)
-    mp = ModelProfile.from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
+    mp = model_from_galvatron(tmp_path / "computation_profiling_bf16_toy_all.json",
                                      tmp_path / "memory_profiling_bf16_toy_all.json", seq_len=512, model="gpt2-small")
     assert mp.num_layers == 12 and mp.layer_types[0].num_heads == 12
     assert mp.layer_types[0].carry_bytes_per_sample == 512 * 768 * 2

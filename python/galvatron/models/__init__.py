@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from galvatron.models import bert, gpt2, llama, swin, t5, vit
+from galvatron.models import hf as _hf
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
-from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
 from galvatron.models.layers import Activation, AttnBackend
 from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 
@@ -77,6 +77,26 @@ def spec(name_or_config: str | ModelConfig, **overrides: Any) -> ModelSpec:
     """The analytic :class:`ModelSpec` (parameters, FLOPs, activation bytes per layer type)."""
     cfg = _as_config(name_or_config, overrides)
     return FAMILIES[cfg.family].spec(cfg)
+
+
+def from_hf(hf_model: torch.nn.Module) -> GalvatronModel:
+    """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
+    return _hf.from_hf(hf_model, FAMILIES)
+
+
+def to_hf(model: GalvatronModel) -> torch.nn.Module:
+    """A ``transformers`` model with our weights (built on CPU from the converted config)."""
+    return _hf.to_hf(model, FAMILIES)
+
+
+def load_hf_checkpoint(path: Any, layer_indices: Any = None, include_embedding: bool = True,
+                       include_head: bool = True, device: str | torch.device = "cpu") -> GalvatronModel:
+    """Build our model from a local HF directory (``config.json`` + ``*.safetensors``); with
+    ``layer_indices`` and the ``include_*`` flags only those parts are read and materialised
+    (see :func:`galvatron.models.hf.load_hf_checkpoint`)."""
+    return _hf.load_hf_checkpoint(path, FAMILIES, layer_indices=layer_indices,
+                                  include_embedding=include_embedding, include_head=include_head,
+                                  device=device)
 
 
 def _as_config(name_or_config: str | ModelConfig, overrides: dict[str, Any]) -> ModelConfig:

@@ -91,15 +91,9 @@ class HFAdapter:
         return out
 
 
-def _registry() -> dict[str, Any]:
-    from galvatron.models import FAMILIES
-
-    return FAMILIES
-
-
-def _family_of_hf(archs: list[str]) -> Any:
+def _family_of_hf(archs: list[str], families: dict[str, Any]) -> Any:
     known = []
-    for fam in _registry().values():
+    for fam in families.values():
         if fam.hf is None:
             continue
         known += list(fam.hf.architectures)
@@ -141,9 +135,11 @@ def _check_keys(adapter: HFAdapter, rules: list[Rule], available: Iterable[str],
         )
 
 
-def from_hf(hf_model: nn.Module) -> nn.Module:
-    """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
-    fam = _family_of_hf([type(hf_model).__name__])
+def from_hf(hf_model: nn.Module, families: dict[str, Any]) -> nn.Module:
+    """Our model with the weights of a ``transformers`` model (same config, copied tensors).
+    ``families``: the registry (``galvatron.models.FAMILIES``; passed in, so this module does
+    not import the package that imports it)."""
+    fam = _family_of_hf([type(hf_model).__name__], families)
     cfg = fam.hf.config_from_hf(hf_model.config)
     with torch.device("meta"):  # no initialisation work: every tensor is copied below
         model = fam.model_cls(cfg)
@@ -156,13 +152,11 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     return model.train(hf_model.training)
 
 
-def to_hf(model: nn.Module) -> nn.Module:
+def to_hf(model: nn.Module, families: dict[str, Any]) -> nn.Module:
     """A ``transformers`` model with our weights (built on CPU from the converted config)."""
     import transformers
 
-    from galvatron.models import FAMILIES
-
-    fam = FAMILIES[model.config.family]
+    fam = families[model.config.family]
     hf_config = fam.hf.config_to_hf(model.config)
     hf_model = getattr(transformers, hf_config.architectures[0])(hf_config)
     ours = model.state_dict()
@@ -207,6 +201,7 @@ def _safetensors_index(path: str) -> dict[str, str]:
 
 def load_hf_checkpoint(
     path: str | os.PathLike[str],
+    families: dict[str, Any],
     layer_indices: Iterable[int] | None = None,
     include_embedding: bool = True,
     include_head: bool = True,
@@ -226,7 +221,7 @@ def load_hf_checkpoint(
     if not os.path.exists(os.path.join(path, "config.json")):
         raise ValueError(f"{path}: no config.json")
     hf_config = transformers.AutoConfig.from_pretrained(path)
-    fam = _family_of_hf(list(getattr(hf_config, "architectures", None) or []))
+    fam = _family_of_hf(list(getattr(hf_config, "architectures", None) or []), families)
     cfg = fam.hf.config_from_hf(hf_config)
     with torch.device("meta"):
         model = fam.model_cls(cfg)

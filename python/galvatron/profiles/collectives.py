@@ -20,7 +20,7 @@ inter-node entry describes a group with one rank per node (its ring leaves every
 one NIC). The C++ core scales it by the ranks the group has on each node, up to
 ``HardwareTables.inter_node_rings`` parallel rings (NCCL's channels over as many NICs).
 
-:func:`interpolate` extends a *measured* profile to group sizes it was not measured at with the
+:func:`interpolate` (defined with :class:`HardwareProfile`) extends a *measured* profile to group sizes it was not measured at with the
 same model: the measured bus bandwidth (algorithm bandwidth times the bus factor) and latency
 are interpolated linearly in ``log2(n)`` between the two nearest measured sizes, and held at the
 nearest one beyond the measured range (extrapolation). Every derived entry is marked
@@ -32,20 +32,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from galvatron.profiles.hardware import Collective, Op, Placement
+from galvatron.profiles.hardware import (
+    Collective,
+    Op,
+    Placement,
+    bus_factor,
+    group_sizes,
+    interpolate,
+)
+
+__all__ = ["Topology", "algorithm_gbps", "bus_factor", "group_sizes", "interpolate", "latency_ms",
+           "topology_collectives"]
 
 # NCCL's LL128 latencies in microseconds (src/graph/tuning.cc, hwLat / baseLat).
 RING_BASE_US, RING_NVLINK_HOP_US, RING_NET_HOP_US = 10.0, 1.9, 4.0
 TREE_BASE_US, TREE_NVLINK_HOP_US, TREE_NET_HOP_US = 4.4, 1.2, 8.5
-
-
-def bus_factor(op: Op, n: int) -> float:
-    """Bytes on the busiest link per byte of the message (nccl-tests' busbw / algbw)."""
-    if op is Op.P2P or n <= 1:
-        return 1.0
-    if op is Op.ALL_REDUCE:
-        return 2.0 * (n - 1) / n
-    return (n - 1) / n
 
 
 def algorithm_gbps(op: Op, n: int, bus_gbps: float) -> float:
@@ -87,13 +88,6 @@ class Topology:
         return max(1, min(self.nics_per_node, gpus_per_node, by_nvlink))
 
 
-def group_sizes(world: int, gpus_per_node: int) -> list[int]:
-    """Every group size the search or the runtime can form on ``world`` devices: tp, sp, dp and
-    stage groups divide the world size; pipeline p2p and the tied-weight sync use 2."""
-    del gpus_per_node  # groups inside a node divide the world size too
-    return sorted({d for d in range(2, world + 1) if world % d == 0} | {2})
-
-
 def topology_collectives(topo: Topology, num_nodes: int, gpus_per_node: int,
                          sizes: list[int] | None = None) -> tuple[Collective, ...]:
     """Entries for every op, every size of ``sizes`` (default :func:`group_sizes`) and every
@@ -118,33 +112,4 @@ def topology_collectives(topo: Topology, num_nodes: int, gpus_per_node: int,
                 else:
                     nodes, bus = 1, topo.intra_bus_gbps
                 out.append(Collective(op, n, pl, latency_ms(op, n, nodes), algorithm_gbps(op, n, bus)))
-    return tuple(out)
-
-
-def interpolate(collectives: tuple[Collective, ...], sizes: list[int], gpus_per_node: int) -> tuple[Collective, ...]:
-    """``collectives`` plus derived entries for every (op, placement) measured at some size and
-    every size of ``sizes`` it lacks where the placement exists (a group inside a node has at
-    most ``gpus_per_node`` ranks; p2p has 2), see the module docstring."""
-    have: dict[tuple[Op, Placement], dict[int, Collective]] = {}
-    for c in collectives:
-        have.setdefault((c.op, c.placement), {})[c.group_size] = c
-    out = list(collectives)
-    for (op, pl), measured in sorted(have.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)):
-        known = sorted(measured)
-        for n in sizes:
-            if n in measured or n < 2 or (op is Op.P2P and n != 2):
-                continue
-            if pl is not Placement.INTER_NODE and n > gpus_per_node:
-                continue
-            lo = max((k for k in known if k < n), default=None)
-            hi = min((k for k in known if k > n), default=None)
-            if lo is None or hi is None:
-                near = measured[lo if hi is None else hi]
-                bus, alpha = near.bandwidth_gbps * bus_factor(op, near.group_size), near.alpha_ms
-            else:
-                w = (math.log2(n) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
-                a, b = measured[lo], measured[hi]
-                bus = (1 - w) * a.bandwidth_gbps * bus_factor(op, lo) + w * b.bandwidth_gbps * bus_factor(op, hi)
-                alpha = (1 - w) * a.alpha_ms + w * b.alpha_ms
-            out.append(Collective(op, n, pl, alpha, algorithm_gbps(op, n, bus), derived=True))
     return tuple(out)

@@ -60,8 +60,9 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return alpha, 1.0 / (slope * 1e6)
 
 
-def hardware_from_galvatron(path: Any, num_nodes: int, gpus_per_node: int,
-                            device_memory_gb: float) -> HardwareProfile:
+def hardware_from_galvatron(path: Any, num_nodes: int = 1, gpus_per_node: int = 8,
+                            device_memory_gb: float = 80.0) -> HardwareProfile:
+    """Galvatron-2's hardware profile files of a directory (or a list of files)."""
     files = _files(path)
     ar_file = _pick(files, "allreduce_bandwidth", num_nodes, gpus_per_node)
     if ar_file is None:
@@ -160,9 +161,11 @@ def _shape_from_zoo(model: str, num_layers: int | None, num_heads: int | None,
             hidden_size or getattr(cfg, "hidden_size", None))
 
 
-def model_from_galvatron(computation_json: Any, memory_json: Any, seq_len: int, model: str,
-                         num_layers: int | None, num_heads: int | None, hidden_size: int | None,
-                         precision: str) -> ModelProfile:
+def model_from_galvatron(computation_json: Any, memory_json: Any, seq_len: int,
+                         model: str = "galvatron-model", num_layers: int | None = None,
+                         num_heads: int | None = None, hidden_size: int | None = None,
+                         precision: str = "bf16") -> ModelProfile:
+    """Galvatron-2's computation and memory profiles of one model at ``seq_len``."""
     comp, mem = read_json(computation_json), read_json(memory_json)
     where = os.fspath(memory_json)
     try:

@@ -2,14 +2,14 @@
 
 A :class:`HardwareProfile` is measured by ``galvatron profile hardware``, built from public
 specifications by :func:`hardware_preset`, or imported from Galvatron-2's profile files by
-:meth:`HardwareProfile.from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
+:func:`galvatron.profiles.hardware_from_galvatron`. Collective time is ``alpha_ms + bytes / bandwidth``
 where ``bytes`` is the message size: the full tensor for all-reduce, the gathered output for
 all-gather, the full input for reduce-scatter, what one rank sends in total for all-to-all,
 the payload for p2p. Units are in the key names; 1 GB/s = 1e9 bytes/s.
 
 Any group size: a profile measured at some sizes is extended to every size the world can form
 (:meth:`HardwareProfile.complete`, with the bus-bandwidth model of
-:mod:`galvatron.profiles.collectives`); the derived entries are marked ``derived`` and
+:func:`interpolate`, the bus-bandwidth model of :mod:`galvatron.profiles.collectives`); the derived entries are marked ``derived`` and
 :attr:`HardwareProfile.derived_sizes` names them.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,53 @@ class Collective:
             raise ValueError(f"{where}: {e}") from None
 
 
+def bus_factor(op: Op, n: int) -> float:
+    """Bytes on the busiest link per byte of the message (nccl-tests' busbw / algbw)."""
+    if op is Op.P2P or n <= 1:
+        return 1.0
+    if op is Op.ALL_REDUCE:
+        return 2.0 * (n - 1) / n
+    return (n - 1) / n
+
+
+def group_sizes(world: int, gpus_per_node: int) -> list[int]:
+    """Every group size the search or the runtime can form on ``world`` devices: tp, sp, dp and
+    stage groups divide the world size; pipeline p2p and the tied-weight sync use 2."""
+    del gpus_per_node  # groups inside a node divide the world size too
+    return sorted({d for d in range(2, world + 1) if world % d == 0} | {2})
+
+
+def interpolate(collectives: tuple[Collective, ...], sizes: list[int], gpus_per_node: int) -> tuple[Collective, ...]:
+    """``collectives`` plus derived entries for every (op, placement) measured at some size and
+    every size of ``sizes`` it lacks where the placement exists (a group inside a node has at
+    most ``gpus_per_node`` ranks; p2p has 2): per (op, placement), bus bandwidth (algorithm
+    bandwidth times :func:`bus_factor`) and latency linear in ``log2(n)`` between the two nearest
+    measured sizes, held at the nearest one outside the measured range; marked ``derived``."""
+    have: dict[tuple[Op, Placement], dict[int, Collective]] = {}
+    for c in collectives:
+        have.setdefault((c.op, c.placement), {})[c.group_size] = c
+    out = list(collectives)
+    for (op, pl), measured in sorted(have.items(), key=lambda kv: (kv[0][0].value, kv[0][1].value)):
+        known = sorted(measured)
+        for n in sizes:
+            if n in measured or n < 2 or (op is Op.P2P and n != 2):
+                continue
+            if pl is not Placement.INTER_NODE and n > gpus_per_node:
+                continue
+            lo = max((k for k in known if k < n), default=None)
+            hi = min((k for k in known if k > n), default=None)
+            if lo is None or hi is None:
+                near = measured[lo if hi is None else hi]
+                bus, alpha = near.bandwidth_gbps * bus_factor(op, near.group_size), near.alpha_ms
+            else:
+                w = (math.log2(n) - math.log2(lo)) / (math.log2(hi) - math.log2(lo))
+                a, b = measured[lo], measured[hi]
+                bus = (1 - w) * a.bandwidth_gbps * bus_factor(op, lo) + w * b.bandwidth_gbps * bus_factor(op, hi)
+                alpha = (1 - w) * a.alpha_ms + w * b.alpha_ms
+            out.append(Collective(op, n, pl, alpha, bus / bus_factor(op, n), derived=True))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class HardwareProfile:
     """What the cost model needs to know about a cluster."""
@@ -139,8 +187,6 @@ class HardwareProfile:
         """This profile with an entry for every (op, placement) it has at every group size the
         world can form; entries it lacks are derived (marked ``derived``) by
         :func:`galvatron.profiles.collectives.interpolate`."""
-        from galvatron.profiles.collectives import group_sizes, interpolate
-
         colls = interpolate(self.collectives, group_sizes(self.world_size, self.gpus_per_node), self.gpus_per_node)
         return self if len(colls) == len(self.collectives) else dataclasses.replace(self, collectives=colls)
 
@@ -219,14 +265,6 @@ class HardwareProfile:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> HardwareProfile:
         return load_json(path, cls.from_dict, "hardware profile")
-
-    @classmethod
-    def from_galvatron(cls, path: str | os.PathLike[str], num_nodes: int = 1, gpus_per_node: int = 8,
-                       device_memory_gb: float = 80.0) -> HardwareProfile:
-        """Import Galvatron-2's hardware profile files from a directory (or a list of files)."""
-        from galvatron.profiles.galvatron_import import hardware_from_galvatron
-
-        return hardware_from_galvatron(path, num_nodes, gpus_per_node, device_memory_gb)
 
     def summary(self) -> str:
         lines = [f"{self.name}: {self.num_nodes} node(s) x {self.gpus_per_node} devices, "

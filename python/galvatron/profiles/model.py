@@ -2,9 +2,9 @@
 
 A :class:`ModelProfile` describes one model at one sequence length and precision. It comes
 from the analytic model spec (:func:`model_profile`), from measurements (``galvatron profile
-model``) or from Galvatron-2's profile files (:meth:`ModelProfile.from_galvatron`). All tables
-are keyed by the shard degree ``d = tp * sp`` (any positive integers; the core uses a degree only
-where the profile has it), per sample of a micro-batch.
+model``) or from Galvatron-2's profile files (:func:`galvatron.profiles.model_from_galvatron`). All
+tables are keyed by the shard degree ``d = tp * sp`` (any positive integers; the core uses a
+degree only where the profile has it), per sample of a micro-batch.
 """
 
 from __future__ import annotations
@@ -203,16 +203,6 @@ class ModelProfile:
     def load(cls, path: str | os.PathLike[str]) -> ModelProfile:
         return load_json(path, cls.from_dict, "model profile")
 
-    @classmethod
-    def from_galvatron(cls, computation_json: str | os.PathLike[str], memory_json: str | os.PathLike[str],
-                       seq_len: int, model: str = "galvatron-model", num_layers: int | None = None,
-                       num_heads: int | None = None, hidden_size: int | None = None,
-                       precision: str = "bf16") -> ModelProfile:
-        """Import Galvatron-2's computation and memory profiles (see galvatron_import)."""
-        from galvatron.profiles.galvatron_import import model_from_galvatron
-
-        return model_from_galvatron(computation_json, memory_json, seq_len, model, num_layers, num_heads,
-                                    hidden_size, precision)
 
 
 def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:

@@ -11,6 +11,11 @@ divisor) up to ``max_sp`` -- where the model allows the degree (it divides the h
 the sequence, and the profile has the degree),
 data-parallel type in ``dp_types``, checkpointing, adjacent or strided tp ranks; one
 embedding/head strategy (same choices, no checkpointing).
+
+``galvatron2_compatible=True`` restricts the space to what Galvatron-2's runtime executes, so
+the result always exports to its plan format: one global Megatron-SP switch (searched both
+ways: every tp > 1 layer with it, or none), one default dp type (ddp or zero2, each searched)
+plus ZeRO-3, the even layer split, adjacent ranks, and the GPipe or 1F1B schedule.
 """
 
 from __future__ import annotations
@@ -165,7 +170,8 @@ def _ints(value: int | Iterable[int] | None, name: str) -> list[int]:
 def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: int = 8, max_pp: int = 64,
              max_sp: int = 8, dp_types: Sequence[DpType | str] = ("ddp", "zero1", "zero2", "zero3"),
              allow_ulysses: bool = True, allow_megatron_sp: bool = True, allow_checkpoint: bool = True,
-             allow_strided: bool = True, schedules: Sequence[Schedule | str] = ("1f1b",),
+             allow_strided: bool = True, megatron_sp_only: bool = False,
+             schedules: Sequence[Schedule | str] = ("1f1b",),
              num_microbatches: int | Iterable[int] | None = None, pp_degrees: Iterable[int] | None = None,
              virtual_stages: int | Iterable[int] = 2, pp_split: str = "searched", num_threads: int = 0) -> Any:
     if pp_split not in ("searched", "even"):
@@ -184,6 +190,7 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.schedules = [_SCHED[_enum_value(Schedule, s, "schedules")] for s in schedules]
     o.allow_ulysses, o.allow_megatron_sp = allow_ulysses, allow_megatron_sp
     o.allow_checkpoint, o.allow_strided = allow_checkpoint, allow_strided
+    o.megatron_sp_only = megatron_sp_only
     o.search_pp_split = pp_split == "searched"
     o.num_threads = num_threads
     return o
@@ -191,14 +198,87 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
 
 def search(model: ModelProfile, hardware: HardwareProfile, memory_gb: float | None = None,
            global_batch_size: int | Iterable[int] = 8, memory_headroom_gb: float = 0.0,
-           uniform_baseline: bool = True, **space: Any) -> SearchResult:
+           uniform_baseline: bool = True, galvatron2_compatible: bool = False, **space: Any) -> SearchResult:
     """Find the plan with the highest predicted throughput that fits in memory.
 
     ``memory_gb``: per-device budget in GiB (default: the hardware profile's device memory);
     ``memory_headroom_gb`` is kept free on top of the cost model's own overheads. Space options:
-    see the module docstring. Raises ``ValueError`` naming the field for bad input, and, when
-    nothing fits, with the smallest memory that would fit and the plan that needs it.
+    see the module docstring (``galvatron2_compatible``: only plans Galvatron-2's runtime runs).
+    Raises ``ValueError`` naming the field for bad input, and, when nothing fits, with the
+    smallest memory that would fit and the plan that needs it.
     """
+    if galvatron2_compatible:
+        best: SearchResult | None = None
+        first_error: ValueError | None = None
+        total_s, stats = 0.0, {}
+        for sub in galvatron2_spaces(space):  # ties keep the earlier space (listed order)
+            try:
+                r = _search_space(model, hardware, memory_gb, global_batch_size, memory_headroom_gb,
+                                  uniform_baseline, **sub)
+            except ValueError as e:
+                if "no plan in the search space fits" not in str(e):
+                    raise
+                first_error = first_error or e
+                continue
+            total_s += r.search_time_s
+            stats = {k: stats.get(k, 0) + v for k, v in r.stats.items()}
+            if best is None or r.predicted.samples_per_s > best.predicted.samples_per_s:
+                uniform = best.best_uniform if best is not None else None
+                best = r
+                best.best_uniform = _better(uniform, r.best_uniform)
+            else:
+                best.best_uniform = _better(best.best_uniform, r.best_uniform)
+        if best is None:
+            assert first_error is not None
+            raise first_error
+        best.search_time_s, best.stats = total_s, stats
+        return best
+    return _search_space(model, hardware, memory_gb, global_batch_size, memory_headroom_gb,
+                         uniform_baseline, **space)
+
+
+def _better(a: SearchResult | None, b: SearchResult | None) -> SearchResult | None:
+    if a is None or (b is not None and b.predicted.samples_per_s > a.predicted.samples_per_s):
+        return b
+    return a
+
+
+_G2_DEFAULT_DP = (DpType.DDP, DpType.ZERO2)  # Galvatron-2's default_dp_type values
+
+
+def galvatron2_spaces(space: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sub-spaces whose union is the Galvatron-2-executable part of ``space``: per default
+    dp type (ddp, zero2; each with ZeRO-3 when allowed) and Megatron-SP switch (off, on)."""
+    fixed = {"pp_split": "even", "allow_strided": False}
+    for key, value in fixed.items():
+        if key in space and space[key] != value:
+            raise ValueError(f"{key}={space[key]!r} is outside what Galvatron-2 runs "
+                             f"(galvatron2_compatible needs {key}={value!r})")
+    if space.get("megatron_sp_only"):
+        raise ValueError("megatron_sp_only: galvatron2_compatible searches the Megatron-SP switch itself")
+    schedules = [_enum_value(Schedule, s, "schedules") for s in space.get("schedules", ("1f1b",))]
+    schedules = [s for s in schedules if s is not Schedule.INTERLEAVED_1F1B]
+    if not schedules:
+        raise ValueError("schedules: Galvatron-2 runs gpipe and 1f1b only (galvatron2_compatible)")
+    dp_types = [_enum_value(DpType, d, "dp_types") for d in space.get("dp_types", tuple(DpType))]
+    zero3 = [DpType.ZERO3] if DpType.ZERO3 in dp_types else []
+    defaults = [d for d in _G2_DEFAULT_DP if d in dp_types] or [None]
+    if defaults == [None] and not zero3:
+        raise ValueError("dp_types: Galvatron-2 runs ddp, zero2 and zero3 only (galvatron2_compatible)")
+    sp_switch = [False, True] if space.get("allow_megatron_sp", True) else [False]
+    out = []
+    for default in defaults:
+        for sp_on in sp_switch:
+            sub = {**space, **fixed, "schedules": schedules,
+                   "dp_types": ([default] if default else []) + zero3,
+                   "allow_megatron_sp": sp_on, "megatron_sp_only": sp_on}
+            out.append(sub)
+    return out
+
+
+def _search_space(model: ModelProfile, hardware: HardwareProfile, memory_gb: float | None,
+                  global_batch_size: int | Iterable[int], memory_headroom_gb: float,
+                  uniform_baseline: bool, **space: Any) -> SearchResult:
     for name, v in (("memory_gb", memory_gb), ("memory_headroom_gb", memory_headroom_gb)):
         if v is not None and not (isinstance(v, (int, float)) and v >= 0):
             raise ValueError(f"{name} must be a number >= 0, got {v!r}")
@@ -247,4 +327,4 @@ def _infeasible_message(out: Any, model: ModelProfile, budget: int, headroom_gb:
     return msg
 
 
-__all__ = ["Prediction", "SearchResult", "estimate", "plan_from_c", "plan_to_c", "search"]
+__all__ = ["Prediction", "SearchResult", "estimate", "galvatron2_spaces", "plan_from_c", "plan_to_c", "search"]

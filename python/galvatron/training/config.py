@@ -27,8 +27,8 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    kind: str = "builtin"  # builtin (shipped corpus) | tokens (pre-tokenized .bin) | images (synthetic)
-    path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`
+    kind: str = "builtin"  # builtin (shipped corpus) | tokens (pre-tokenized .bin) | megatron | images (synthetic)
+    path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`; megatron: PREFIX
     token_dtype: str = "auto"  # auto (from meta.json) | uint16 | uint32
     eval_fraction: float = 0.05
 
@@ -101,10 +101,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
-        if self.data.kind not in ("builtin", "tokens", "images"):
-            raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', 'images'")
-        if self.data.kind == "tokens" and not self.data.path:
-            raise ValueError("data.path is required with data.kind = 'tokens'")
+        if self.data.kind not in ("builtin", "tokens", "megatron", "images"):
+            raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', "
+                             "'megatron', 'images'")
+        if self.data.kind in ("tokens", "megatron") and not self.data.path:
+            raise ValueError(f"data.path is required with data.kind = '{self.data.kind}'")
         if self.model.seq_len < 2:
             raise ValueError(f"model.seq_len must be >= 2, got {self.model.seq_len}")
         if self.checkpoint.keep < 1:

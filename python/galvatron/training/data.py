@@ -150,6 +150,8 @@ class TokenData:
              seq_len: int = 128) -> TokenData:
         if kind == "builtin":
             tokens, vocab = byte_encode(builtin_corpus()), BYTE_VOCAB
+        elif kind == "megatron":
+            tokens, vocab = _load_megatron(path)
         else:
             tokens, vocab = _load_bin(path, token_dtype)
         n_eval = max(seq_len + 1, int(tokens.size * eval_fraction))
@@ -195,6 +197,20 @@ def _load_bin(path: str, token_dtype: str) -> tuple[np.ndarray, int]:
     tokens = np.memmap(path, dtype=dtype, mode="r")
     vocab = int(meta.get("vocab_size", int(tokens.max()) + 1 if tokens.size else 1))
     return tokens, vocab
+
+
+def _load_megatron(prefix: str) -> tuple[np.ndarray, int]:
+    """The token stream of a Megatron indexed dataset (memory-mapped) and its vocabulary
+    bound (largest id + 1; the format does not record the vocabulary)."""
+    from galvatron.training.megatron_data import open_dataset
+
+    ds = open_dataset(prefix)
+    if ds.num_tokens == 0:
+        return ds.tokens, 1
+    low, high = int(ds.tokens.min()), int(ds.tokens.max())
+    if low < 0:
+        raise ValueError(f"{ds.prefix}.bin: token id {low} is negative")
+    return ds.tokens, high + 1
 
 
 def image_batch(step: int, global_batch: int, image_size: int, channels: int, num_classes: int,

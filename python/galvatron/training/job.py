@@ -126,11 +126,11 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
 def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, str]:
     """The plan of the run and how it was obtained."""
     import galvatron
-    from galvatron.cli import load_any_plan
+    from galvatron.plan_io import load_plan
 
     p = cfg.parallel
     if p.plan:
-        plan = load_any_plan(p.plan, world_size=world)
+        plan = load_plan(p.plan, world_size=world)
         if plan.global_batch_size != cfg.global_batch_size:
             _log(f"note: the plan's global batch size {plan.global_batch_size} replaces --global-batch-size "
                  f"{cfg.global_batch_size}")

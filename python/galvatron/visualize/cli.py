@@ -78,17 +78,17 @@ def run(args: argparse.Namespace) -> int:
         from galvatron.visualize.png import require_matplotlib
 
         require_matplotlib()
-    from galvatron.cli import load_any_plan
+    from galvatron.plan_io import load_plan
     from galvatron.visualize import load_metrics, report_data, write_report
 
-    plan = load_any_plan(args.plan, world_size=args.world_size)
+    plan = load_plan(args.plan, world_size=args.world_size)
     hw = _hardware(args, plan.world_size)
     mp = _model(args, hw, args.precision or plan.precision.value)
     baseline: Plan | str | None = "search"
     if args.no_baseline:
         baseline = None
     elif args.baseline:
-        baseline = load_any_plan(args.baseline, world_size=plan.world_size)
+        baseline = load_plan(args.baseline, world_size=plan.world_size)
     metrics = load_metrics(args.metrics) if args.metrics else None
     budget = int(args.memory_gb * 2**30) if args.memory_gb else None
     data = report_data(plan, mp, hw, memory_budget_bytes=budget, baseline=baseline, metrics=metrics,
