@@ -33,9 +33,10 @@ Sources:
   A100 at 235 GB/s in its own model, src/graph/tuning.cc; H100 NVLink4 without NVLS ~360).
   NIC: line rate of one 200 or 400 Gb/s port per GPU, less ~4% protocol overhead.
 - Collective latencies: NCCL's own model (see :mod:`galvatron.profiles.collectives`).
-- overlap_slowdown ``1 + 16 / SMs``: an NCCL collective overlapped with compute runs its 16
-  channels as 16 thread blocks, each holding an SM the GEMMs then lack (NCCL's default channel
-  count on NVSwitch systems); memory-bandwidth contention is not counted.
+- overlap_slowdown ``1 + 16 / SMs``: an NCCL collective overlapped with compute runs each of
+  its channels as a thread block that holds an SM the GEMMs then lack; we take 16 channels, the
+  order NCCL opens on 8-GPU NVSwitch nodes (the count varies with the NCCL version and topology;
+  NCCL_MIN_NCHANNELS / NCCL_MAX_NCHANNELS set it). Memory-bandwidth contention is not counted.
 - The optimizer step moves ~28 B per parameter (AdamW: read p, g, m, v; write p, m, v) at the
   HBM bandwidth.
 - cpu-gloo: measured on the 2-core development VM with ``galvatron profile hardware`` (2 gloo
