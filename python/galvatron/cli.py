@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from galvatron.models_cli import add_models_parser
 from galvatron.plan_io import file_format, load_plan, save_plan
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
@@ -71,11 +72,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.hardware:
         hw = HardwareProfile.load(args.hardware)
     elif args.galvatron_profiles:
-        hw = hardware_from_galvatron(args.galvatron_profiles, num_nodes=args.nodes,
-                                            gpus_per_node=args.gpus_per_node,
-                                            device_memory_gb=args.memory_gb or 80.0)
+        nodes, gpn = _galvatron_layout(args)
+        hw = hardware_from_galvatron(args.galvatron_profiles, num_nodes=nodes, gpus_per_node=gpn,
+                                     device_memory_gb=args.memory_gb or 80.0)
     else:
-        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes or 1, gpus_per_node=args.gpus_per_node or 8)
     if hw.derived_sizes:
         print("note: the hardware profile was not measured at these group sizes; their collectives are "
               f"interpolated from the measured sizes (docs/cost_model.md): {hw.derived_sizes}", flush=True)
@@ -107,8 +108,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     res = galvatron.search(mp, hw, memory_gb=args.memory_gb,
                            global_batch_size=_parse_list(args.global_batch_size, "global-batch-size"),
                            memory_headroom_gb=args.memory_headroom_gb, **space)
-    print(res.plan.summary())
-    print(res.predicted.summary())
+    print(res.plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
+    print("predicted " + res.predicted.summary().replace("\n", "\n  "))
     if res.best_uniform is not None:
         print(f"best uniform plan: {res.best_uniform.predicted.samples_per_s:.2f} samples/s "
               f"(speed-up of the searched plan: {res.speedup_over_uniform:.3f}x)")
@@ -117,8 +118,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"search time {res.search_time_s:.3f} s ({st['tasks']} tasks, {st['strategies']} strategies, "
           f"{st['dp_sweeps']} DP sweeps, {st['frontier_entries']} frontier entries)")
     if args.out:
+        plan = res.plan
+        from galvatron import models
+
+        if args.model in models.list() and not args.model_profile:  # the plan names its model
+            plan = plan.replace(model={"name": args.model, "overrides": {}, "seq_len": mp.seq_len})
         try:
-            save_plan(res.plan, args.out, args.format)
+            save_plan(plan, args.out, args.format)
         except ValueError as e:
             if args.format != "galvatron2" or args.galvatron2_compatible:
                 raise
@@ -126,6 +132,27 @@ def _cmd_search(args: argparse.Namespace) -> int:
                              "export to that format)") from None
         print(f"wrote {args.out} ({'Galvatron-2' if args.format == 'galvatron2' else 'Galvatron'} format)")
     return 0
+
+
+def _galvatron_layout(args: argparse.Namespace) -> tuple[int, int]:
+    """Nodes and devices per node for a Galvatron-2 profile directory: --nodes/--gpus-per-node,
+    else the one ``{N}nodes_{G}gpus_per_node`` layout its file names give."""
+    import os
+
+    from galvatron.profiles.galvatron_import import layouts_in
+
+    d = args.galvatron_profiles
+    if not os.path.isdir(d):
+        raise ValueError(f"--galvatron-profiles {d}: no such directory (give a directory of Galvatron-2 profile "
+                         "JSON files, e.g. examples/galvatron2_profiles)")
+    if args.nodes and args.gpus_per_node:
+        return args.nodes, args.gpus_per_node
+    found = [(n, g) for n, g in layouts_in(d) if args.nodes in (None, n) and args.gpus_per_node in (None, g)]
+    if len(found) != 1:
+        named = ", ".join(f"{n}nodes_{g}gpus_per_node" for n, g in layouts_in(d)) or "none"
+        raise ValueError(f"--galvatron-profiles {d}: pass --nodes and --gpus-per-node (layouts in the file "
+                         f"names: {named})")
+    return found[0]
 
 
 def _galvatron_model(args: argparse.Namespace):
@@ -156,8 +183,10 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="default 1, or what the --galvatron-profiles file names say")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="default 8, or what the --galvatron-profiles file names say")
     p.add_argument("--memory-gb", type=float, default=None, help="per-device budget in GiB (default: device memory)")
     p.add_argument("--memory-headroom-gb", type=float, default=0.0, help="GiB kept free on top of the model")
     p.add_argument("--global-batch-size", default="8", help="N, N,M,... or START:STOP[:STEP]")
@@ -268,13 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,models}")
     sub.required = True
     _add_search_command(sub)
     add_profile_parser(sub)
     _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)
+    add_models_parser(sub)
     return parser
 
 

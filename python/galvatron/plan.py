@@ -161,7 +161,9 @@ class Plan:
     ``stage_layers`` gives the number of layers of each pipeline chunk in model order; its
     length is ``pp * virtual_stages`` (chunk ``c`` runs on pipeline rank ``c % pp``), so
     non-uniform splits are expressed directly. ``predicted`` optionally carries the cost-model
-    prediction that produced the plan (a JSON-compatible dict, see ``galvatron.Prediction``).
+    prediction that produced the plan (a JSON-compatible dict, see ``galvatron.Prediction``);
+    ``model`` optionally records the model it was made for (``{"name": zoo flavour, "overrides":
+    {...}, "seq_len": N}``), so tools need no ``--model`` for it.
     """
 
     world_size: int
@@ -175,6 +177,7 @@ class Plan:
     embedding: LayerStrategy = field(default_factory=LayerStrategy)
     precision: Precision = Precision.BF16
     predicted: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -316,6 +319,7 @@ class Plan:
             raise ValueError("embedding.checkpoint is not supported; accepted: false")
         if self.predicted is not None and not isinstance(self.predicted, dict):
             raise ValueError("predicted must be a JSON object or null")
+        _validate_model_record(self.model)
         return self
 
     def _validate_schedule(self) -> None:
@@ -385,6 +389,7 @@ class Plan:
             "embedding": self.embedding.to_dict(),
             "layers": [s.to_dict() for s in self.layers],
             "predicted": self.predicted,
+            **({"model": self.model} if self.model is not None else {}),
         }
 
     @classmethod
@@ -498,6 +503,23 @@ def is_galvatron2_plan(data: Any) -> bool:
     ``tp_sizes_enc`` keys). The one definition: ``Plan.from_dict``, :mod:`galvatron.plan_io`
     and the CLI all ask here."""
     return isinstance(data, dict) and "version" not in data and ("pp_deg" in data or "tp_sizes_enc" in data)
+
+
+def _validate_model_record(model: Any) -> None:
+    """``model``: null or {"name": str, "overrides": {...}, "seq_len": int >= 1} (the last two optional)."""
+    if model is None:
+        return
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
+        raise ValueError('model must be null or an object with a "name" (a model flavour), '
+                         f"got {model!r}")
+    unknown = sorted(set(model) - {"name", "overrides", "seq_len"})
+    if unknown:
+        raise ValueError(f"model: unknown keys {unknown}; accepted: ['name', 'overrides', 'seq_len']")
+    if not isinstance(model.get("overrides", {}), dict):
+        raise ValueError("model.overrides must be an object")
+    seq = model.get("seq_len")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+        raise ValueError(f"model.seq_len must be an integer >= 1 or null, got {seq!r}")
 
 
 def _divisors(n: int) -> list[int]:

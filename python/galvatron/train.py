@@ -14,7 +14,7 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or TOML config file (sections: model, data, optim, parallel, checkpoint, logging)")
-    p.add_argument("--model", dest="model.name", help="model name (galvatron.models.list()); default gpt2-debug")
+    p.add_argument("--model", dest="model.name", help="model name (galvatron models); default gpt2-mini")
     p.add_argument("--nproc", type=int, help="local processes to start (ignored under torchrun); default 4")
     p.add_argument("--steps", type=int, help="optimizer steps; default 100")
     p.add_argument("--seed", type=int)
@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="store_const", const=True, dest="parallel.checkpoint",
                    help="global mode: activation checkpointing on every layer")
     p.add_argument("--num-microbatches", type=int, dest="parallel.num_microbatches")
-    p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints)")
-    p.add_argument("--resume", action="store_const", const=True, help="continue from the newest complete checkpoint")
+    p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints); "
+                   "default: a fresh runs/<model>-<time>, linked from runs/latest")
+    p.add_argument("--resume", action="store_const", const=True,
+                   help="continue from the newest complete checkpoint (of runs/latest without --run-dir)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from galvatron.training import job
     from galvatron.training.config import build_config
     from galvatron.training.launch import spawn, under_launcher
+    from galvatron.training.rundir import point_latest, resolve_run_dir
 
     try:
         if args.worker:
@@ -51,13 +54,17 @@ def main(argv: list[str] | None = None) -> int:
         cfg = build_config(args.config, flags, rest)
         if under_launcher():
             rank, world = job.init_distributed()
-            if rank == 0:
-                job.prepare_run(cfg, world)
             import torch.distributed as dist
 
+            cfg.run_dir = _agreed_run_dir(cfg, rank, dist)
+            if rank == 0:
+                job.prepare_run(cfg, world)
             dist.barrier()
             return job.train_rank(cfg)
+        cfg.run_dir, fresh = resolve_run_dir(cfg.run_dir, cfg.model.name, cfg.resume)
         job.prepare_run(cfg, cfg.nproc)
+        if fresh:
+            point_latest(cfg.run_dir)
         code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
                      os.path.join(cfg.run_dir, "logs"))
         print(f"galvatron train: {'finished' if code == 0 else f'failed (exit {code})'}; "
@@ -66,6 +73,28 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"galvatron train: error: {e}", file=sys.stderr)
         return 2
+
+
+def _agreed_run_dir(cfg, rank: int, dist) -> str:
+    """Under torchrun: rank 0 resolves the run directory (a fresh one has a time stamp in its
+    name) and every rank takes its answer; an error there is raised on every rank."""
+    from galvatron.training.rundir import point_latest, resolve_run_dir
+
+    answer: list = [None]
+    if rank == 0:
+        try:
+            run_dir, fresh = resolve_run_dir(cfg.run_dir, cfg.model.name, cfg.resume)
+            if fresh:
+                os.makedirs(run_dir, exist_ok=True)
+                point_latest(run_dir)
+            answer = [("ok", run_dir)]
+        except ValueError as e:
+            answer = [("error", str(e))]
+    dist.broadcast_object_list(answer, src=0)
+    status, value = answer[0]
+    if status == "error":
+        raise ValueError(value)
+    return value
 
 
 if __name__ == "__main__":

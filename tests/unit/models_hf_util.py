@@ -96,7 +96,15 @@ def tiny_hf_llama(kind: str = "llama", **kw):
     t = _hf()
     if kind == "mistral":
         return t.MistralForCausalLM(t.MistralConfig(**{**LLAMA_TINY, "sliding_window": 3, **kw})).eval()
-    return t.LlamaForCausalLM(t.LlamaConfig(**{**LLAMA_TINY, **kw})).eval()
+    if kind == "qwen2":
+        hf = t.Qwen2ForCausalLM(t.Qwen2Config(**{**LLAMA_TINY, **kw})).eval()
+    else:
+        hf = t.LlamaForCausalLM(t.LlamaConfig(**{**LLAMA_TINY, **kw})).eval()
+    with torch.no_grad():  # HF initialises biases to 0: make them matter
+        for name, p in hf.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    return hf
 
 
 def tiny_hf_bert(**kw):

@@ -61,21 +61,21 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
                       causal=getattr(cfg, "family", "") in ("gpt2", "llama"),
                       dropout=float(getattr(cfg, "dropout", 0.0) or 0.0) > 0)
 
-    def times(ls, flops_fwd: float) -> tuple[dict[int, float], dict[int, float]]:  # noqa: ANN001
-        """Forward and backward ms per sample at every degree."""
+    def times(ls, flops_fwd: float, degs: list[int]) -> tuple[dict[int, float], dict[int, float]]:  # noqa: ANN001
+        """Forward and backward ms per sample at every degree of ``degs``."""
         if dev is None:
             fwd = flops_fwd * ms_per_flop
-            return {d: fwd / d for d in degrees}, {d: 2 * fwd / d for d in degrees}
+            return {d: fwd / d for d in degs}, {d: 2 * fwd / d for d in degs}
         from galvatron.profiles.gpu_compute import layer_ms
 
-        pairs = {d: layer_ms(dev, ls, seq, d, **shape_opts) for d in degrees}
+        pairs = {d: layer_ms(dev, ls, seq, d, **shape_opts) for d in degs}
         return {d: p[0] for d, p in pairs.items()}, {d: p[1] for d, p in pairs.items()}
 
     names = list(spec.layer_specs)
     layer_types = []
     for name in names:
         ls = spec.layer_specs[name]
-        fwd_t, bwd_t = times(ls, ls.flops_fwd(1, seq))
+        fwd_t, bwd_t = times(ls, ls.flops_fwd(1, seq), degrees)
         tokens = ls.tokens(seq)
         head_dim = ls.head_dim or (ls.hidden_size // max(ls.num_heads, 1))
         acts = {kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
@@ -100,8 +100,12 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     tied = 0
     if getattr(cfg, "tie_word_embeddings", False) and getattr(cfg, "vocab_size", None):
         tied = min(cfg.vocab_size * cfg.hidden_size, spec.embed.param_count, spec.head.param_count)
-    emb_fwd, emb_bwd = times(spec.embed, spec.embed.flops_fwd(1, seq))
-    head_fwd, head_bwd = times(spec.head, spec.head.flops_fwd(1, seq))
+    # The runtime splits the embedding/head only through a vocabulary (vocab-parallel tables):
+    # without one (ViT, Swin) they stay data parallel, so the tables list degree 1 only and the
+    # search offers nothing else there.
+    emb_degrees = degrees if getattr(cfg, "vocab_size", None) else [1]
+    emb_fwd, emb_bwd = times(spec.embed, spec.embed.flops_fwd(1, seq), emb_degrees)
+    head_fwd, head_bwd = times(spec.head, spec.head.flops_fwd(1, seq), emb_degrees)
     embedding = EmbeddingProfile(
         embed_param_count=spec.embed.param_count - tied,
         head_param_count=spec.head.param_count - tied,
@@ -109,9 +113,9 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         carry_bytes_per_sample=max(1, first.input_per_token) * first.tokens(seq) * cb, seq_len=seq,
         embed_fwd_ms_per_sample=emb_fwd, embed_bwd_ms_per_sample=emb_bwd,
         head_fwd_ms_per_sample=head_fwd, head_bwd_ms_per_sample=head_bwd,
-        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d) for d in degrees},
-        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d) for d in degrees},
-        head_transient_bytes_per_sample={d: _loss_transient_bytes(spec.head, seq, d, kernels) for d in degrees},
+        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
+        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
+        head_transient_bytes_per_sample={d: _loss_transient_bytes(spec.head, seq, d, kernels) for d in emb_degrees},
     )
     return ModelProfile(model=model, seq_len=seq, layer_types=layer_types,
                         layer_type_of=[names.index(t) for t in spec.layer_types], embedding=embedding,

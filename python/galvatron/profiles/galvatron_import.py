@@ -212,3 +212,17 @@ def model_from_galvatron(computation_json: Any, memory_json: Any, seq_len: int,
     return ModelProfile(model=model, seq_len=seq_len, layer_types=[lt], layer_type_of=[0] * num_layers,
                         embedding=embedding, precision=precision, source="galvatron",
                         model_config={"name": model, "num_layers": num_layers})
+
+
+_LAYOUT = re.compile(r"_(\d+)nodes_(\d+)gpus_per_node")
+
+
+def layouts_in(path: str | os.PathLike[str]) -> list[tuple[int, int]]:
+    """The ``(num_nodes, gpus_per_node)`` layouts named by a Galvatron-2 profile directory's
+    hardware file names (``allreduce_bandwidth_{N}nodes_{G}gpus_per_node.json``, ...)."""
+    found = set()
+    for f in _files(path):
+        m = _LAYOUT.search(os.path.basename(f))
+        if m and not os.path.basename(f).startswith("galvatron_config"):
+            found.add((int(m.group(1)), int(m.group(2))))
+    return sorted(found)

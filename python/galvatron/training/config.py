@@ -18,16 +18,18 @@ from typing import Any
 
 @dataclass
 class ModelSection:
-    name: str = "gpt2-debug"
+    name: str = "gpt2-mini"  # a zoo flavour (galvatron models): a small GPT of 4 layers x 128 wide
     seq_len: int = 128
     dtype: str = "fp32"  # fp32 | bf16 (bf16 compute with fp32 master weights and reductions)
-    # Model config fields; the default makes gpt2-debug a small GPT of 4 layers x 128 wide.
-    overrides: dict[str, Any] = field(default_factory=lambda: {"num_layers": 4, "hidden_size": 128})
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields to change
 
 
 @dataclass
 class DataSection:
-    kind: str = "builtin"  # builtin (shipped corpus) | tokens (pre-tokenized .bin) | megatron | images (synthetic)
+    # "" (default): follows the model (images for ViT/Swin, builtin for the others) |
+    # builtin (shipped corpus) | tokens (pre-tokenized .bin) | megatron (PREFIX.bin + PREFIX.idx) |
+    # images (synthetic)
+    kind: str = ""
     path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`; megatron: PREFIX
     token_dtype: str = "auto"  # auto (from meta.json) | uint16 | uint32
     eval_fraction: float = 0.05
@@ -83,7 +85,7 @@ class TrainConfig:
     seed: int = 1234
     global_batch_size: int = 16
     nproc: int = 4
-    run_dir: str = "runs/default"
+    run_dir: str = ""  # default: a fresh runs/<model>-<time> (runs/latest points at it)
     resume: bool = False
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -101,6 +103,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
+        _resolve_data_kind(self)
         if self.data.kind not in ("builtin", "tokens", "megatron", "images"):
             raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', "
                              "'megatron', 'images'")
@@ -113,6 +116,21 @@ class TrainConfig:
         if not 0 <= self.optim.min_lr <= self.optim.lr:
             raise ValueError("optim.min_lr must be between 0 and optim.lr")
         return self
+
+
+def _resolve_data_kind(cfg: TrainConfig) -> None:
+    """The data follows the model: images for vision models (ViT, Swin), text otherwise; a text
+    kind for a vision model (or images for a text model) is refused naming both."""
+    from galvatron import models
+
+    family = models.get_config(cfg.model.name).family  # unknown names: ValueError listing the zoo
+    vision = family in ("vit", "swin")
+    if not cfg.data.kind:
+        cfg.data.kind = "images" if vision else "builtin"
+    elif vision != (cfg.data.kind == "images") and cfg.data.kind in ("builtin", "tokens", "megatron", "images"):
+        wanted = "'images'" if vision else "'builtin', 'tokens' or 'megatron'"
+        raise ValueError(f"data.kind: {cfg.data.kind!r} does not fit model {cfg.model.name!r} ({family}); "
+                         f"accepted for it: {wanted} (or leave data.kind unset: it follows the model)")
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:

@@ -28,6 +28,8 @@ from galvatron.training import data as D
 from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
 from galvatron.training.config import TrainConfig, dump_yaml
 from galvatron.training.metrics import MetricsWriter, Progress
+from galvatron.training.resume import check_steps
+from galvatron.training.resume import describe as describe_resume
 from galvatron.training.schedule import lr_at
 
 GiB = 2**30
@@ -37,12 +39,17 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 # ------------------------------------------------------------------------------ the plan
 def _hardware(cfg: TrainConfig, world: int):
     """The hardware profile of the run: ``parallel.hardware`` (a measured profile), else a
     preset (``parallel.hardware_preset``; on CUDA default ``a100-80g-sxm``), else on CPU a quick
     measurement of this machine's collectives with ``world`` local processes (about 10 s once;
-    cached under ``~/.cache/galvatron``), the ``cpu-gloo`` preset under torchrun. Kept in the
+    cached under ``~/.cache/galvatron``), the ``cpu-gloo`` preset under torchrun and for one
+    process (there are no collectives to measure). Kept in the
     run directory (``hardware.json``) so every rank and a resumed run use the same one."""
     import galvatron
 
@@ -53,7 +60,7 @@ def _hardware(cfg: TrainConfig, world: int):
             return hw
     if cfg.parallel.hardware:
         hw = galvatron.HardwareProfile.load(cfg.parallel.hardware)
-    elif torch.cuda.is_available() or cfg.parallel.hardware_preset or _under_launcher():
+    elif torch.cuda.is_available() or cfg.parallel.hardware_preset or _under_launcher() or world == 1:
         preset = cfg.parallel.hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
         if torch.cuda.is_available() and preset != "cpu-gloo":
             gpn = min(world, torch.cuda.device_count() or world)
@@ -62,13 +69,13 @@ def _hardware(cfg: TrainConfig, world: int):
             hw = galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
     else:
         from galvatron.profiler.hardware import HardwareOptions
-        from galvatron.profiler.launch import cached_profile, profile_hardware
+        from galvatron.profiler.launch import cache_dir, cached_profile, profile_hardware
 
         opts = HardwareOptions(quick=True, verbose=False)
         hw = cached_profile(world, opts)
         if hw is None:
             _log(f"measuring this machine's collectives with {world} local processes "
-                 "(quick, once: cached under ~/.cache/galvatron)")
+                 f"(quick, once: cached under {cache_dir()})")
             hw = profile_hardware(world, opts)
     if os.path.isdir(cfg.run_dir):
         hw.save(kept)
@@ -81,46 +88,64 @@ def _under_launcher() -> bool:
     return under_launcher()
 
 
+MEASURED_MAX_PARAMS = 5_000_000  # on CPU, models up to this size are measured (seconds)
+
+
 def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
     """The model profile the search uses: on CPU without a measured hardware profile, a quick
-    measurement of this machine (about a second for the debug models, kept in the run
-    directory); otherwise the analytic profile from the model spec."""
+    measurement of this machine for small models (seconds; cached by machine, model, sequence
+    length, dtype and process count, see :mod:`galvatron.training.profile_cache`; a copy is kept
+    in the run directory); otherwise the analytic profile from the model spec."""
     import galvatron
+    from galvatron import models
 
     seq = None if cfg.data.kind == "images" else cfg.model.seq_len  # vision: the model's patches
-    cached = os.path.join(cfg.run_dir, "model_profile.json")
-    if os.path.exists(cached):
-        return galvatron.ModelProfile.load(cached)
-    if not torch.cuda.is_available() and not cfg.parallel.hardware and cfg.model.name.endswith("-debug"):
-        from galvatron.profiler.model import ModelProfilerOptions, profile_model
-        from galvatron.profiles.hardware import powers_of_two
-
-        degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
-        # Each rank runs one thread; with more ranks than cores they also share the cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
-                               opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
-                               **cfg.model.overrides)
-        finally:
-            torch.set_num_threads(threads)
-        share = max(1.0, world / (os.cpu_count() or 1))
-        for lt in mp.layer_types:
-            for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
-                for d in table:
-                    table[d] *= share
-            lt.fwd_ms_fixed *= share
-            lt.bwd_ms_fixed *= share
-        e = mp.embedding
-        for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
-                      e.head_bwd_ms_per_sample):
-            for d in table:
-                table[d] *= share
-        mp.save(cached)
+    small = models.spec(cfg.model.name, **cfg.model.overrides).param_count() <= MEASURED_MAX_PARAMS
+    if not torch.cuda.is_available() and not cfg.parallel.hardware and small:
+        mp = _measured_model_profile(cfg, seq, world)
+        if os.path.isdir(cfg.run_dir):
+            mp.save(os.path.join(cfg.run_dir, "model_profile.json"))
         return mp
     return galvatron.model_profile(cfg.model.name, seq_len=seq, hardware=hw,
                                    precision=cfg.model.dtype, **cfg.model.overrides)
+
+
+def _measured_model_profile(cfg: TrainConfig, seq: int | None, world: int) -> Any:
+    from galvatron.profiler.model import ModelProfilerOptions, profile_model
+    from galvatron.profiles.hardware import powers_of_two
+    from galvatron.training import profile_cache
+
+    degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
+    share = max(1.0, world / (os.cpu_count() or 1))
+    key = profile_cache.model_cache_key(cfg.model.name, cfg.model.overrides, seq, cfg.model.dtype, world,
+                                        degree, share)
+    cached = profile_cache.load_cached(key)
+    if cached is not None:
+        return cached
+    # Each rank runs one thread; with more ranks than cores they also share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
+                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
+                           **cfg.model.overrides)
+    finally:
+        torch.set_num_threads(threads)
+    for lt in mp.layer_types:
+        for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
+            for d in table:
+                table[d] *= share
+        lt.fwd_ms_fixed *= share
+        lt.bwd_ms_fixed *= share
+    e = mp.embedding
+    for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
+                  e.head_bwd_ms_per_sample):
+        for d in table:
+            table[d] *= share
+    where = profile_cache.store(key, mp)
+    _log(f"measured {cfg.model.name} on this machine (seq {seq or 'of the model'}, {cfg.model.dtype}, "
+         f"{_plural(world, 'process', 'processes')})" + (f"; cached as {where}" if where else ""))
+    return mp
 
 
 def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, str]:
@@ -168,6 +193,8 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"run_dir {cfg.run_dir}: not writable: {e.strerror or e}") from None
+    if cfg.resume and (found := CheckpointManager(cfg.run_dir).latest()) is not None:
+        check_steps(int(found[1]["step"]), cfg.steps, found[0])  # before the run's files change
     mcfg = models.get_config(cfg.model.name, **cfg.model.overrides)
     num_layers = len(models.spec(mcfg).layer_types)
     plan, how = obtain_plan(cfg, world, num_layers)
@@ -182,13 +209,31 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     except ValueError as e:  # e.g. a hardware profile for another world size
         _log(f"note: no prediction for this plan: {e}")
         pred = None
+    seq = cfg.model.seq_len if cfg.data.kind != "images" else models.spec(mcfg).seq_len
+    plan = plan.replace(model={"name": cfg.model.name, "overrides": dict(cfg.model.overrides), "seq_len": seq})
+    how += _previous_plan_note(os.path.join(cfg.run_dir, "plan.json"), plan, how)
     plan.save(os.path.join(cfg.run_dir, "plan.json"))
     atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
-    _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
+    _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {_plural(world, 'process', 'processes')} | "
+         f"plan from {how}")
     _log(plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
     if pred is not None:
         _log("predicted " + pred.summary().replace("\n", "\n  "))
     return plan
+
+
+def _previous_plan_note(path: str, plan: Plan, how: str) -> str:
+    """For a run directory that already has a plan (a resumed run): whether this run's plan,
+    re-searched or not, is the same."""
+    if not os.path.exists(path):
+        return ""
+    try:
+        old = Plan.load(path)
+    except ValueError:
+        return ""
+    same = old.replace(predicted=None, model=None) == plan.replace(predicted=None, model=None)
+    verb = "re-searched" if how.startswith("search") else "replaced"
+    return f"; {verb}: {'the same plan as' if same else 'differs from'} the run's previous plan.json"
 
 
 # ------------------------------------------------------------------------------ one rank
@@ -230,18 +275,15 @@ def train_rank(cfg: TrainConfig) -> int:
         found = ckpt.latest()
         if found is not None:
             path, state = found
+            start = int(state["step"])
+            check_steps(start, cfg.steps, path)
             RA.load_state(pm, path, state)
             set_rng_state(state["rng"])
-            start = int(state["step"])
             if rank == 0:
-                saved = dict(state.get("plan") or {}, predicted=None)
-                how = ("same plan" if saved == dict(plan.to_dict(), predicted=None) else
-                       f"resharded from world size {saved.get('world_size', '?')}, "
-                       f"{state.get('plan_summary', '?')}")
+                how, *notes = describe_resume(state.get("plan"), plan, state.get("plan_summary", "?"))
                 _log(f"resumed from {path} at step {start} ({how})")
-                if saved.get("global_batch_size") not in (None, plan.global_batch_size):
-                    _log(f"note: the checkpoint was trained with global batch size {saved['global_batch_size']}, "
-                         f"this run uses {plan.global_batch_size}")
+                for note in notes:
+                    _log(note)
         elif rank == 0:
             _log("no complete checkpoint found: starting from step 0")
     metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
@@ -330,7 +372,7 @@ def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) 
     from galvatron.training import runtime_adapter as RA
 
     state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
-             "plan_summary": f"pp={plan.pp}, {len(set(plan.layers))} layer strategies", "plan": plan.to_dict()}
+             "plan_summary": f"pp={plan.pp}, {_plural(len(set(plan.layers)), 'layer strategy', 'layer strategies')}", "plan": plan.to_dict()}
     tensors, layout = RA.checkpoint_state(pm)  # collective
     if layout is not None:  # rank 0 writes train_state.json
         state["layout"] = layout

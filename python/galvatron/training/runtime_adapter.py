@@ -142,7 +142,8 @@ def load_state(pm, path: str, train_state: dict[str, Any]) -> None:
 
 def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
     """Collective: gathers the full weights on rank 0 and writes a Hugging Face directory
-    (config + safetensors) there. Needs the ``hf`` extra (transformers, safetensors)."""
+    (config + safetensors, :func:`galvatron.models.save_hf_checkpoint`) there. Needs the ``hf``
+    extra (transformers, safetensors)."""
     from galvatron import models
 
     parts = pm.local_parameters()  # collective (ZeRO-2/3 shards are gathered)
@@ -171,10 +172,9 @@ def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
     aliases = {alias for _, alias in model.tied_parameters()}
     missing = [k for k in target if k not in full and k not in aliases]
     model.load_state_dict({**target, **full})
-    try:
-        hf = models.to_hf(model)
+    try:  # the HF layout (sharded past 5 GiB) without building a transformers model
+        models.save_hf_checkpoint(model, out_dir)
     except ModuleNotFoundError:
         raise ValueError("checkpoint.export_hf needs the hf extra: pip install 'galvatron[hf]'") from None
-    hf.save_pretrained(out_dir, safe_serialization=True)
     if missing:
         print(f"note: {len(missing)} tensors kept their initial values in the export: {missing[:5]}", flush=True)

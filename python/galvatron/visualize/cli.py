@@ -18,9 +18,11 @@ def add_visualize_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
                     "that re-runs the search as the memory budget, batch size, sequence length or device count "
                     "change.")
     p.add_argument("plan", nargs="?", help="plan JSON (ours or Galvatron-2's, detected)")
-    p.add_argument("--model", help="model name (galvatron.models.list()) for the analytic model profile")
+    p.add_argument("--model", help="model name (galvatron models) for the analytic model profile; default: "
+                                    "the model the plan records")
     p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length (default: the plan's recorded one, else the model's)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="default: the plan's precision (bf16 with --serve)")
     p.add_argument("--hardware", help="a measured hardware profile JSON")
@@ -57,14 +59,24 @@ def _hardware(args: argparse.Namespace, world_size: int | None) -> Any:
     return hardware_preset(args.hardware_preset, num_nodes=nodes, gpus_per_node=gpn)
 
 
-def _model(args: argparse.Namespace, hw: Any, precision: str) -> Any:
+def _model(args: argparse.Namespace, hw: Any, precision: str, plan: Plan | None = None) -> Any:
+    """The model profile: --model-profile, else --model, else the model the plan records (a
+    run's plan.json names its model, overrides and sequence length)."""
     from galvatron.profiles import ModelProfile, model_profile
 
     if args.model_profile:
         return ModelProfile.load(args.model_profile)
-    if not args.model:
-        raise ValueError("--model (or --model-profile) is required")
-    return model_profile(args.model, seq_len=args.seq_len, hardware=hw, precision=precision)
+    record = (plan.model if plan is not None else None) or {}
+    name = args.model or record.get("name")
+    if not name:
+        raise ValueError("--model (or --model-profile) is required: this plan does not record its model")
+    overrides = (record.get("overrides") or {}) if name == record.get("name") else {}
+    seq = args.seq_len or (record.get("seq_len") if name == record.get("name") else None)
+    mp = model_profile(name, seq_len=seq, hardware=hw, precision=precision, **overrides)
+    if args.seq_len is None:
+        print(f"sequence length {mp.seq_len} " + ("(recorded in the plan)" if seq else
+              "(the model's default; pass --seq-len for the one the plan was searched with)"))
+    return mp
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan, world_size=args.world_size)
     hw = _hardware(args, plan.world_size)
-    mp = _model(args, hw, args.precision or plan.precision.value)
+    mp = _model(args, hw, args.precision or plan.precision.value, plan)
     baseline: Plan | str | None = "search"
     if args.no_baseline:
         baseline = None
