@@ -12,18 +12,15 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-double at(const std::vector<double>& table, int idx, const char* what) {
-  if (idx < 0 || idx >= static_cast<int>(table.size())) {
-    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
+// Entry of a per-degree table for shard degree `degree` (see problem.h); throws when the
+// profile has none.
+template <typename T>
+T at(const std::vector<T>& table, const std::vector<int32_t>& degrees, int64_t degree, const char* what) {
+  const int32_t i = degree_index(degrees, degree);
+  if (i < 0 || i >= static_cast<int32_t>(table.size()) || table[i] < 0) {
+    throw std::invalid_argument(std::string(what) + ": no entry for shard degree " + std::to_string(degree));
   }
-  return table[idx];
-}
-
-int64_t at(const std::vector<int64_t>& table, int idx, const char* what) {
-  if (idx < 0 || idx >= static_cast<int>(table.size())) {
-    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
-  }
-  return table[idx];
+  return table[i];
 }
 
 // Model-state bytes and data-parallel communication of `param_count` parameters (before tp
@@ -42,7 +39,7 @@ void add_model_states(const CommModel& comm, const Strategy& s,
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
   if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * kParamBytes * p_local;  // 2 gathered + 1 grad
 
-  const int32_t n = g.weight_group;
+  const int32_t n = g.weight_group, rpn = g.weight_ranks_per_node;
   const Placement pl = g.weight_placement;
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
   const double gather_bytes = static_cast<double>(kParamBytes * p_local);
@@ -50,21 +47,21 @@ void add_model_states(const CommModel& comm, const Strategy& s,
     // Once per step: DDP's all-reduce starts in the last micro-batch's backward (overlapped);
     // ZeRO-1 reduce-scatters after it (not overlapped).
     case DpType::kDdp:
-      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes)) - c.bwd_ms;
+      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes, rpn)) - c.bwd_ms;
       break;
     case DpType::kZero1:
-      c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
-      c.optimizer_ms += comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
+      c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn) +
+                        comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local), rpn);
       break;
     case DpType::kZero2: {
-      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
-      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes, rpn);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn);
       c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, rs) - c.bwd_ms;
       break;
     }
     case DpType::kZero3: {
-      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
-      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes, rpn);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn);
       c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, ag + rs) - c.bwd_ms;
       break;
     }
@@ -80,30 +77,31 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
                      int32_t micro_batch) {
   LayerCost c;
   const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
-  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t deg = int64_t{s.tp} * s.sp;
   const int64_t lb = micro_batch / g.dp;  // samples on this device
   const double lbd = static_cast<double>(lb);
-  c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
-  c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, lt.degrees, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, lt.degrees, deg, "bwd_ms_per_sample") * lbd;
   if (s.checkpoint) c.bwd_ms += c.fwd_ms;  // recomputation
   const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
 
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
     const double one = s.sp_kind == SpKind::kMegatron
-                           ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes) +
-                                 comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes)
-                           : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+                           ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node) +
+                                 comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes,
+                                              g.tp_ranks_per_node)
+                           : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
     c.tp_comm_ms = passes * lt.tp_collectives * one;
   }
   if (s.sp_kind == SpKind::kUlysses) {
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
-    c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
+    c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local, g.sp_ranks_per_node);
   }
   add_model_states(comm, s, g, lt.param_count, c);
 
   const int kind = static_cast<int>(s.sp_kind);
-  const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
+  const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
   if (s.checkpoint) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
     c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
@@ -120,23 +118,27 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   const EmbeddingProfile& e = model.embedding;
   LayerCost c;
   const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
-  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t deg = int64_t{s.tp} * s.sp;
   const int64_t lb = micro_batch / g.dp;
   const double lbd = static_cast<double>(lb);
-  c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
-  c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, e.degrees, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, e.degrees, deg, "bwd_ms_per_sample") * lbd;
   const double act_full_bytes = static_cast<double>(e.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
     // Vocab-parallel embedding: all-reduce of the partial lookups (forward). Column-parallel
     // head: all-reduce of the input gradient (backward). Megatron-SP runs them as plain tp; the
     // sequence split/gather is the neighbouring redistribution.
-    c.tp_comm_ms = comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+    c.tp_comm_ms = comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
   add_model_states(comm, s, g, params, c);
-  c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
+  c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, e.degrees, deg,
                    "act_bytes_per_sample") * lb;
+  if (head && !e.head_transient_bytes_per_sample.empty()) {
+    c.spike_bytes = std::max(c.spike_bytes, at(e.head_transient_bytes_per_sample, e.degrees, deg,
+                                               "head_transient_bytes_per_sample") * lb);
+  }
   return c;
 }
 

@@ -51,11 +51,18 @@ struct HardwareTables {
   // and b (comm) takes max(a, b) + (overlap_slowdown - 1) * min(a, b).
   double overlap_slowdown = 1.0;
   double optimizer_ms_per_param = 0.0;    // AdamW step time per local fp32 parameter
+  // Inter-node entries describe a group with one rank per node (its ring leaves each node
+  // through one NIC). A group with r ranks on each node runs min(r, inter_node_rings) rings at
+  // once over as many NICs (NCCL's channels), multiplying the bandwidth. 1: entries as they are.
+  int32_t inter_node_rings = 1;
   int64_t framework_overhead_bytes = 0;   // runtime context, allocator slack, kernels
   int64_t comm_buffer_bytes = 0;          // communication library buffers
 };
 
-// Per-degree tables are indexed by log2(degree): entry i is for degree 2^i.
+// Per-degree tables: entry i is for the shard degree degrees[i] (d = tp*sp; ascending,
+// distinct, any positive integers). A negative entry marks a degree the profile lacks.
+int32_t degree_index(const std::vector<int32_t>& degrees, int64_t degree);  // -1 when absent
+
 struct LayerTypeProfile {
   std::string name;
   int64_t param_count = 0;
@@ -66,7 +73,8 @@ struct LayerTypeProfile {
   int64_t ulysses_bytes_per_sample = 0;  // q,k,v + attention output, full sequence, per fwd
   int64_t seq_len = 1;                   // Megatron-SP / Ulysses degrees must divide it
   bool allow_sequence_parallel = true;   // false: the layer needs the whole sequence (Swin windows)
-  // Compute per sample on a shard of degree d = tp*sp (index log2 d).
+  std::vector<int32_t> degrees;  // the shard degrees the tables below have entries for
+  // Compute per sample on a shard of degree d = tp*sp.
   std::vector<double> fwd_ms_per_sample;
   std::vector<double> bwd_ms_per_sample;  // backward without recomputation
   double fwd_ms_fixed = 0.0;              // per micro-batch constant (launch overheads)
@@ -80,9 +88,13 @@ struct EmbeddingProfile {
   int64_t embed_param_count = 0;  // on the first stage
   int64_t head_param_count = 0;   // on the last stage, excluding a tied weight
   int64_t tied_param_count = 0;   // weight shared by embedding and head (a copy on each end when pp > 1)
-  std::vector<double> embed_fwd_ms_per_sample, embed_bwd_ms_per_sample;  // index log2(tp*sp)
+  std::vector<int32_t> degrees;  // the shard degrees the tables below have entries for
+  std::vector<double> embed_fwd_ms_per_sample, embed_bwd_ms_per_sample;
   std::vector<double> head_fwd_ms_per_sample, head_bwd_ms_per_sample;
   std::vector<int64_t> embed_act_bytes_per_sample, head_act_bytes_per_sample;
+  // Working memory of the loss beyond what it keeps for backward (the fp32 logits and their
+  // gradients at large vocabularies), per sample; empty: none.
+  std::vector<int64_t> head_transient_bytes_per_sample;
   int64_t carry_bytes_per_sample = 0;  // embedding output / head input
   int64_t seq_len = 1;
 };
@@ -119,6 +131,10 @@ struct MemoryBreakdown {
 struct TimeBreakdown {  // milliseconds of one step on the critical stage
   double compute_ms = 0, tp_comm_ms = 0, sp_comm_ms = 0, dp_comm_ms = 0, p2p_ms = 0;
   double redistribution_ms = 0, optimizer_ms = 0, bubble_ms = 0;
+  // Per-step gradient synchronisation left exposed: DDP's all-reduce beyond the backward it
+  // overlaps, ZeRO-1's reduce-scatter and parameter all-gather, the tied-weight all-reduce.
+  // optimizer_ms is the optimizer step alone.
+  double grad_sync_ms = 0;
 };
 
 struct LayerTiming {  // one micro-batch unless stated

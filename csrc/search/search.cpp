@@ -18,24 +18,12 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-// Divisors of n in increasing order, in O(sqrt(n)).
-std::vector<int32_t> divisors(int32_t n) {
-  std::vector<int32_t> low, high;
-  for (int64_t i = 1; i * i <= n; ++i) {
-    if (n % i != 0) continue;
-    low.push_back(static_cast<int32_t>(i));
-    if (i * i != n) high.push_back(static_cast<int32_t>(n / i));
-  }
-  low.insert(low.end(), high.rbegin(), high.rend());
-  return low;
-}
-
 std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt) {
   const int32_t layers = static_cast<int32_t>(model.layer_type_of.size());
   std::vector<int32_t> pps = opt.pp_degrees;
   if (pps.empty()) {
     for (int32_t p : divisors(opt.world_size)) {
-      if (p <= opt.max_pp && log2_exact(p) >= 0) pps.push_back(p);
+      if (p <= opt.max_pp) pps.push_back(p);
     }
   }
   std::vector<Task> tasks;
@@ -84,12 +72,18 @@ std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt)
 
 std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t stage_size, bool embedding) {
   std::vector<Strategy> out;
-  for (int32_t tp = 1; tp <= stage_size && tp <= opt.max_tp; tp *= 2) {
+  // Every divisor of the stage size is a candidate degree; the model's divisibility (heads,
+  // sequence, profiled degrees) is checked per layer type by the solver.
+  const std::vector<int32_t> degrees = divisors(stage_size);
+  for (int32_t tp : degrees) {
+    if (tp > opt.max_tp) break;
     std::vector<std::pair<SpKind, int32_t>> kinds;
     if (tp == 1 || !opt.megatron_sp_only) kinds.push_back({SpKind::kNone, 1});
     if (tp > 1 && (opt.allow_megatron_sp || opt.megatron_sp_only)) kinds.push_back({SpKind::kMegatron, 1});
     if (tp == 1 && opt.allow_ulysses) {
-      for (int32_t sp = 2; sp <= opt.max_sp && sp <= stage_size; sp *= 2) kinds.push_back({SpKind::kUlysses, sp});
+      for (int32_t sp : degrees) {
+        if (sp > 1 && sp <= opt.max_sp) kinds.push_back({SpKind::kUlysses, sp});
+      }
     }
     for (auto [kind, sp] : kinds) {
       if (stage_size % (tp * sp) != 0) continue;

@@ -94,6 +94,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
                                      device_memory_gb=args.memory_gb or 80.0)
     else:
         hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes or 1, gpus_per_node=args.gpus_per_node or 8)
+    if hw.derived_sizes:
+        print("note: the hardware profile was not measured at these group sizes; their collectives are "
+              f"interpolated from the measured sizes (docs/cost_model.md): {hw.derived_sizes}", flush=True)
     if args.model_profile:
         mp = ModelProfile.load(args.model_profile)
         if args.seq_len and args.seq_len != mp.seq_len:

@@ -142,7 +142,13 @@ def test_bad_model_profiles_name_the_field(tmp_path, mp):
     d["layer_types"][0]["fwd_ms_per_sample"] = {"1": 1.0, "4": 0.25}
     path = tmp_path / "mp.json"
     path.write_text(json.dumps(d))
-    with pytest.raises(ValueError, match="degrees \\[4\\] are not consecutive powers of two"):
+    # any degrees are accepted (not only powers of two), but every table must cover them
+    with pytest.raises(ValueError, match="bwd_ms_per_sample: degrees \\[2, 8\\] are not among the profiled "
+                                         "degrees \\[1, 4\\]"):
+        ModelProfile.load(path)
+    d["layer_types"][0]["fwd_ms_per_sample"] = {"0": 1.0}
+    path.write_text(json.dumps(d))
+    with pytest.raises(ValueError, match="degrees \\[0\\] are not positive integers"):
         ModelProfile.load(path)
     path.write_text("{")
     with pytest.raises(ValueError, match="malformed JSON"):

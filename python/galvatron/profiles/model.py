@@ -2,8 +2,9 @@
 
 A :class:`ModelProfile` describes one model at one sequence length and precision. It comes
 from the analytic model spec (:func:`model_profile`), from measurements (``galvatron profile
-model``) or from Galvatron-2's profile files (:func:`galvatron.profiles.model_from_galvatron`). All tables
-are keyed by the shard degree ``d = tp * sp`` (powers of two), per sample of a micro-batch.
+model``) or from Galvatron-2's profile files (:func:`galvatron.profiles.model_from_galvatron`). All
+tables are keyed by the shard degree ``d = tp * sp`` (any positive integers; the core uses a
+degree only where the profile has it), per sample of a micro-batch.
 """
 
 from __future__ import annotations
@@ -35,17 +36,25 @@ MODEL_FORMAT_VERSION = 1
 SP_KINDS = ("none", "megatron", "ulysses")
 
 
-def _table(d: dict[int, Any], what: str) -> list[Any]:
-    """{1: a, 2: b, 4: c} -> [a, b, c]; degrees must be consecutive powers of two from 1."""
-    out = []
-    deg = 1
-    while deg in d:
-        out.append(d[deg])
-        deg *= 2
-    extra = sorted(set(d) - {2**i for i in range(len(out))})
+def _degrees(d: dict[int, Any], what: str) -> list[int]:
+    """The shard degrees of a table, ascending; any positive integers."""
+    bad = sorted(k for k in d if isinstance(k, bool) or not isinstance(k, int) or k < 1)
+    if bad:
+        raise ValueError(f"{what}: degrees {bad} are not positive integers")
+    if not d:
+        raise ValueError(f"{what}: no entries")
+    return sorted(d)
+
+
+def _table(d: dict[int, Any], degrees: list[int], what: str, missing: Any = None) -> list[Any]:
+    """{1: a, 2: b, 3: c} -> [a, b, c] over ``degrees``; a degree the table lacks is an error,
+    or ``missing`` when given (the core reads a negative entry as "not profiled")."""
+    extra = sorted(set(d) - set(degrees))
     if extra:
-        raise ValueError(f"{what}: degrees {extra} are not consecutive powers of two starting at 1")
-    return out
+        raise ValueError(f"{what}: degrees {extra} are not among the profiled degrees {degrees}")
+    if missing is None and set(d) != set(degrees):
+        raise ValueError(f"{what}: no entries for degrees {sorted(set(degrees) - set(d))}")
+    return [d.get(k, missing) for k in degrees]
 
 
 def _int_keys(d: Any, what: str) -> dict[int, Any]:
@@ -103,7 +112,7 @@ def _check_embedding(e: Any) -> None:
     for name in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample",
                  "head_bwd_ms_per_sample"):
         _ms_table(getattr(e, name), f"embedding.{name}")
-    for name in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
+    for name in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample", "head_transient_bytes_per_sample"):
         _bytes_table(getattr(e, name), f"embedding.{name}")
 
 
@@ -151,11 +160,14 @@ class LayerTypeProfile:
         t.num_heads, t.num_kv_heads, t.tp_collectives = self.num_heads, self.num_kv_heads, self.tp_collectives
         t.ulysses_bytes_per_sample, t.seq_len = self.ulysses_bytes_per_sample, self.seq_len
         t.allow_sequence_parallel = bool(self.sequence_parallel)
-        t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
-        t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, f"{self.name}.bwd_ms_per_sample")
+        degrees = _degrees(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
+        t.degrees = degrees
+        t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, degrees, f"{self.name}.fwd_ms_per_sample")
+        t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, degrees, f"{self.name}.bwd_ms_per_sample")
         t.fwd_ms_fixed, t.bwd_ms_fixed = self.fwd_ms_fixed, self.bwd_ms_fixed
         t.act_bytes_per_sample = [
-            [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), f"{self.name}.act_bytes_per_sample.{k}")]
+            [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), degrees,
+                                    f"{self.name}.act_bytes_per_sample.{k}", None if k == "none" else -1)]
             for k in SP_KINDS
         ]
         return t
@@ -176,15 +188,22 @@ class EmbeddingProfile:
     head_bwd_ms_per_sample: dict[int, float] = field(default_factory=dict)
     embed_act_bytes_per_sample: dict[int, int] = field(default_factory=dict)
     head_act_bytes_per_sample: dict[int, int] = field(default_factory=dict)
+    # the loss's working memory beyond what it keeps (fp32 logits and gradients); {}: none
+    head_transient_bytes_per_sample: dict[int, int] = field(default_factory=dict)
 
     def to_c(self) -> Any:
         e = _C.EmbeddingProfile()
         e.embed_param_count, e.head_param_count = self.embed_param_count, self.head_param_count
         e.tied_param_count, e.carry_bytes_per_sample = self.tied_param_count, self.carry_bytes_per_sample
         e.seq_len = self.seq_len
+        degrees = _degrees(self.embed_fwd_ms_per_sample, "embedding.embed_fwd_ms_per_sample")
+        e.degrees = degrees
         for name in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample",
                      "head_bwd_ms_per_sample", "embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
-            setattr(e, name, _table(getattr(self, name), f"embedding.{name}"))
+            setattr(e, name, _table(getattr(self, name), degrees, f"embedding.{name}"))
+        if self.head_transient_bytes_per_sample:
+            e.head_transient_bytes_per_sample = [int(v) for v in _table(
+                self.head_transient_bytes_per_sample, degrees, "embedding.head_transient_bytes_per_sample")]
         return e
 
 
@@ -305,7 +324,7 @@ def _embedding_from_dict(x: Any) -> EmbeddingProfile:
     kw = dict(x)
     for k in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample", "head_bwd_ms_per_sample"):
         kw[k] = _ms_table(kw.get(k, {}), f"embedding.{k}")
-    for k in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
+    for k in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample", "head_transient_bytes_per_sample"):
         kw[k] = _bytes_table(kw.get(k, {}), f"embedding.{k}")
     e = EmbeddingProfile(**kw)
     _check_embedding(e)

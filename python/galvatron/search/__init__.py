@@ -1,12 +1,14 @@
 """Python front of the C++ search: ``galvatron.search``, ``galvatron.estimate``.
 
 The space searched (exact optimum of the cost model over it; see docs/search.md):
-pp in ``pp_degrees`` (default: powers of two dividing the world size, up to ``max_pp`` and the
+pp in ``pp_degrees`` (default: every divisor of the world size, up to ``max_pp`` and the
 layer count); schedule in ``schedules``; virtual stages (interleaved only); global batch in
 ``global_batch_size``; micro-batch count in ``num_microbatches`` (default: every divisor of the
 batch); the layer split across pipeline ranks (any split with >= 1 layer per rank, or the even
-split with ``pp_split="even"``; interleaved schedules use the even split); per layer: tp in
-powers of two up to ``max_tp`` (optionally with Megatron-SP), or Ulysses sp up to ``max_sp``,
+split with ``pp_split="even"``; interleaved schedules use the even split); per layer: tp any
+divisor of the stage size up to ``max_tp`` (optionally with Megatron-SP), or Ulysses sp (any
+divisor) up to ``max_sp`` -- where the model allows the degree (it divides the head counts and
+the sequence, and the profile has the degree),
 data-parallel type in ``dp_types``, checkpointing, adjacent or strided tp ranks; one
 embedding/head strategy (same choices, no checkpointing).
 
@@ -116,7 +118,7 @@ class Prediction:
 _MEM_FIELDS = ("param_bytes", "grad_bytes", "optimizer_bytes", "activation_bytes", "transient_bytes",
                "buffer_bytes", "overhead_bytes", "total_bytes")
 _TIME_FIELDS = ("compute_ms", "tp_comm_ms", "sp_comm_ms", "dp_comm_ms", "p2p_ms", "redistribution_ms",
-                "optimizer_ms", "bubble_ms")
+                "grad_sync_ms", "optimizer_ms", "bubble_ms")
 _LAYER_FIELDS = ("fwd_ms", "bwd_ms", "tp_comm_ms", "sp_comm_ms", "dp_comm_ms", "redistribution_ms", "per_step_ms")
 
 
