@@ -47,11 +47,13 @@ LayerGroups layer_groups(const CommModel& comm, const Strategy& s, int32_t stage
 struct LayerCost {
   // One micro-batch.
   double fwd_ms = 0, bwd_ms = 0;  // compute; bwd includes recomputation when checkpointed
+  double recompute_ms = 0;        // the recomputation inside bwd_ms
   double tp_comm_ms = 0, sp_comm_ms = 0;
   double dp_comm_ms = 0;  // exposed ZeRO-2/3 gather/scatter time beyond compute
   // One step.
   double grad_sync_ms = 0;  // exposed DDP/ZeRO-1 sync beyond the backward it overlaps with
   double optimizer_ms = 0;  // optimizer step + ZeRO-1 parameter all-gather
+  double zero1_gather_ms = 0;  // that all-gather (part of optimizer_ms)
   // Bytes per device.
   int64_t param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;
   int64_t act_bytes = 0;    // kept for backward by one micro-batch

@@ -54,7 +54,8 @@ void add_model_states(const CommModel& comm, const Strategy& s,
       break;
     case DpType::kZero1:
       c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
-      c.optimizer_ms += comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
+      c.zero1_gather_ms = comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
+      c.optimizer_ms += c.zero1_gather_ms;
       break;
     case DpType::kZero2: {
       const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
@@ -85,7 +86,8 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
   const double lbd = static_cast<double>(lb);
   c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
   c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
-  if (s.checkpoint) c.bwd_ms += c.fwd_ms;  // recomputation
+  if (s.checkpoint) c.recompute_ms = c.fwd_ms;  // recomputation, part of bwd_ms
+  c.bwd_ms += c.recompute_ms;
   const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
 
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;

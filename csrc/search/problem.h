@@ -115,9 +115,13 @@ struct MemoryBreakdown {
   }
 };
 
-struct TimeBreakdown {  // milliseconds of one step on the critical stage
+struct TimeBreakdown {  // milliseconds of one step on the critical stage (or one stage)
   double compute_ms = 0, tp_comm_ms = 0, sp_comm_ms = 0, dp_comm_ms = 0, p2p_ms = 0;
   double redistribution_ms = 0, optimizer_ms = 0, bubble_ms = 0;
+  // Parts of the above: forward compute and recomputation (both inside compute_ms), and the
+  // exposed per-step data-parallel communication: gradient sync and ZeRO-1's parameter
+  // all-gather (inside optimizer_ms, which is the whole per-step tail).
+  double fwd_ms = 0, recompute_ms = 0, dp_sync_ms = 0;
 };
 
 struct LayerTiming {  // one micro-batch unless stated
@@ -132,6 +136,7 @@ struct Prediction {
   std::vector<LayerTiming> layer_timing;
   LayerTiming embedding_timing;
   TimeBreakdown breakdown;
+  std::vector<TimeBreakdown> stage_breakdown;  // every pipeline rank's step, as `breakdown`
   int32_t critical_stage = 0;
 };
 

@@ -1,4 +1,4 @@
-"""The ``galvatron`` command line: ``galvatron {search,profile,train,visualize,plan} ...``.
+"""The ``galvatron`` command line: ``galvatron {search,profile,train,visualize,plan,data,check} ...``.
 
 Each subcommand lives in a small ``_cmd_*`` function; user errors (``ValueError``) are printed
 as one line ``galvatron: error: ...`` with exit status 2, never as a traceback.
@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from galvatron._io import read_json
+from galvatron.check.cli import add_check_parser
 from galvatron.plan import Plan
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
@@ -251,13 +252,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,check}")
     sub.required = True
     _add_search_command(sub)
     add_profile_parser(sub)
     _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)
+    add_check_parser(sub)
     return parser
 
 
