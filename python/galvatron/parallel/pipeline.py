@@ -46,6 +46,8 @@ def run_microbatches(pm, inputs, labels, count: int, train: bool = True) -> floa
     kwargs = {}
     if last:
         kwargs.update(target=labels, losses=losses)
+    if train:  # the step's outputs are not used: torch would keep every micro-batch's logits
+        kwargs["return_outputs"] = False
     run = pm.schedule.step if train else pm.schedule.eval
     with region("pipeline"):  # p2p and bubble: what the stages' forward/backward do not claim
         if first:
