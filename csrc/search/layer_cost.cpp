@@ -74,9 +74,17 @@ void add_model_states(const CommModel& comm, const Strategy& s,
                     static_cast<double>(s.dp_type == DpType::kDdp ? p_local : p_shard);
 }
 
+// Autocast (bf16/fp16) casts each fp32 weight a matmul uses once per step and keeps the cast
+// until the step's autocast region ends (its weight cache; backward reuses it): `compute_bytes`
+// per element of this device's tp shard, unsharded under ZeRO-2/3. Measured with
+// `galvatron check --fake` (docs/cost_model.md).
+int64_t autocast_weight_bytes(const ModelTables& model, int64_t param_count, int32_t tp) {
+  return model.mixed_precision ? int64_t{model.compute_bytes} * ceil_div(param_count, tp) : 0;
+}
+
 }  // namespace
 
-LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, const CommModel& comm,
+LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const CommModel& comm,
                      const Strategy& s, int32_t stage_first, int32_t stage_size,
                      int32_t micro_batch) {
   LayerCost c;
@@ -103,6 +111,7 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
     c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
   }
   add_model_states(comm, s, g, lt.param_count, c);
+  c.param_bytes += autocast_weight_bytes(model, lt.param_count, s.tp);
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
@@ -137,6 +146,7 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
   add_model_states(comm, s, g, params, c);
+  if (head) c.param_bytes += autocast_weight_bytes(model, e.head_param_count + e.tied_param_count, s.tp);
   c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
                    "act_bytes_per_sample") * lb;
   return c;
