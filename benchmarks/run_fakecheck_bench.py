@@ -25,6 +25,8 @@ def main() -> None:
     ap.add_argument("--only", choices=("7b", "70b"), default=None)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--procs", type=int, default=2, help="ranks simulated at once")
+    ap.add_argument("--first-only", action="store_true", help="only the first rank of every stage")
+    ap.add_argument("--plans", default="", help="comma-separated plan keys (default: all)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     sets = [("llama2-7b", llama2_7b_on_8()), ("llama2-70b", llama2_70b_on_64())]
@@ -34,8 +36,11 @@ def main() -> None:
     for model, plans in sets:
         worst = 0.0
         for key, plan in plans:
+            if args.plans and key not in args.plans.split(","):
+                continue
             t0 = time.perf_counter()
-            rep = check_fake(plan, model, args.seq_len, parallel_procs=args.procs)
+            ranks = [s * plan.devices_per_stage for s in range(plan.pp)] if args.first_only else None
+            rep = check_fake(plan, model, args.seq_len, ranks=ranks, parallel_procs=args.procs)
             print(format_fake(rep), file=sys.stderr, flush=True)
             for r in rep["ranks"]:
                 line = {"model": model, "plan": key, "world_size": plan.world_size, "seq_len": args.seq_len,
