@@ -111,6 +111,10 @@ def check(plan: Plan, model_name: str, seq_len: int | None = None, overrides: di
     from galvatron.check import report as R
 
     if prediction is None:
+        from galvatron.training.launch import under_launcher
+
+        if under_launcher():  # as the job does: no local measurement from inside torchrun
+            profile_kw.setdefault("measure", False)
         hw, mp = profiles_for(model_name, seq_len, plan.world_size, overrides, plan.precision.value,
                               **profile_kw)
         prediction = galvatron.estimate(plan, mp, hw)
