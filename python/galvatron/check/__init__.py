@@ -83,7 +83,9 @@ def measure(plan: Plan, model_name: str, seq_len: int | None = None, overrides: 
     spec = _spec(plan, model_name, seq_len, dict(overrides or {}), steps, warmup, memory)
     if under_launcher():
         from galvatron.check.worker import run_spec
+        from galvatron.training.job import init_distributed
 
+        init_distributed()
         return run_spec(spec, gather=True)
     nproc = nproc or plan.world_size
     if nproc != plan.world_size:
