@@ -136,7 +136,8 @@ void bind_outputs(py::module_& m) {
       .def_readonly("sp_comm_ms", &TimeBreakdown::sp_comm_ms).def_readonly("dp_comm_ms", &TimeBreakdown::dp_comm_ms)
       .def_readonly("p2p_ms", &TimeBreakdown::p2p_ms).def_readonly("redistribution_ms", &TimeBreakdown::redistribution_ms)
       .def_readonly("optimizer_ms", &TimeBreakdown::optimizer_ms).def_readonly("bubble_ms", &TimeBreakdown::bubble_ms)
-      .def_readonly("grad_sync_ms", &TimeBreakdown::grad_sync_ms);
+      .def_readonly("grad_sync_ms", &TimeBreakdown::grad_sync_ms)
+      .def_readonly("fwd_ms", &TimeBreakdown::fwd_ms).def_readonly("recompute_ms", &TimeBreakdown::recompute_ms);
   py::class_<LayerTiming>(m, "LayerTiming")
       .def_readonly("fwd_ms", &LayerTiming::fwd_ms).def_readonly("bwd_ms", &LayerTiming::bwd_ms)
       .def_readonly("tp_comm_ms", &LayerTiming::tp_comm_ms).def_readonly("sp_comm_ms", &LayerTiming::sp_comm_ms)
@@ -147,6 +148,7 @@ void bind_outputs(py::module_& m) {
       .def_readonly("step_time_ms", &Prediction::step_time_ms).def_readonly("stage_time_ms", &Prediction::stage_time_ms)
       .def_readonly("stage_memory", &Prediction::stage_memory).def_readonly("layer_timing", &Prediction::layer_timing)
       .def_readonly("embedding_timing", &Prediction::embedding_timing).def_readonly("breakdown", &Prediction::breakdown)
+      .def_readonly("stage_breakdown", &Prediction::stage_breakdown)
       .def_readonly("critical_stage", &Prediction::critical_stage);
   py::class_<SearchStats>(m, "SearchStats")
       .def_readonly("tasks", &SearchStats::tasks).def_readonly("strategies", &SearchStats::strategies)

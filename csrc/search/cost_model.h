@@ -56,6 +56,7 @@ LayerGroups layer_groups(const CommModel& comm, const Strategy& s, int32_t stage
 struct LayerCost {
   // One micro-batch.
   double fwd_ms = 0, bwd_ms = 0;  // compute; bwd includes recomputation when checkpointed
+  double recompute_ms = 0;        // the recomputation inside bwd_ms
   double tp_comm_ms = 0, sp_comm_ms = 0;
   double dp_comm_ms = 0;  // exposed ZeRO-2/3 gather/scatter time beyond compute
   // One step.

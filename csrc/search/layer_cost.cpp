@@ -70,9 +70,17 @@ void add_model_states(const CommModel& comm, const Strategy& s,
                     static_cast<double>(s.dp_type == DpType::kDdp ? p_local : p_shard);
 }
 
+// Autocast (bf16/fp16) casts each fp32 weight a matmul uses once per step and keeps the cast
+// until the step's autocast region ends (its weight cache; backward reuses it): `compute_bytes`
+// per element of this device's tp shard, unsharded under ZeRO-2/3. Measured with
+// `galvatron check --fake` (docs/cost_model.md).
+int64_t autocast_weight_bytes(const ModelTables& model, int64_t param_count, int32_t tp) {
+  return model.mixed_precision ? int64_t{model.compute_bytes} * ceil_div(param_count, tp) : 0;
+}
+
 }  // namespace
 
-LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, const CommModel& comm,
+LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const CommModel& comm,
                      const Strategy& s, int32_t stage_first, int32_t stage_size,
                      int32_t micro_batch) {
   LayerCost c;
@@ -82,7 +90,8 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
   const double lbd = static_cast<double>(lb);
   c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, lt.degrees, deg, "fwd_ms_per_sample") * lbd;
   c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, lt.degrees, deg, "bwd_ms_per_sample") * lbd;
-  if (s.checkpoint) c.bwd_ms += c.fwd_ms;  // recomputation
+  if (s.checkpoint) c.recompute_ms = c.fwd_ms;  // recomputation, part of bwd_ms
+  c.bwd_ms += c.recompute_ms;
   const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
 
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
@@ -99,6 +108,7 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
     c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local, g.sp_ranks_per_node);
   }
   add_model_states(comm, s, g, lt.param_count, c);
+  c.param_bytes += autocast_weight_bytes(model, lt.param_count, s.tp);
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
@@ -133,6 +143,7 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
   add_model_states(comm, s, g, params, c);
+  if (head) c.param_bytes += autocast_weight_bytes(model, e.head_param_count + e.tied_param_count, s.tp);
   c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, e.degrees, deg,
                    "act_bytes_per_sample") * lb;
   if (head && !e.head_transient_bytes_per_sample.empty()) {

@@ -66,6 +66,8 @@ void add_memory(MemoryBreakdown& mem, const LayerCost& c, int32_t inflight) {
 
 void add_timing(LayerTiming& t, TimeBreakdown& part, const LayerCost& c) {
   part.compute_ms += c.fwd_ms + c.bwd_ms;
+  part.fwd_ms += c.fwd_ms;
+  part.recompute_ms += c.recompute_ms;
   part.tp_comm_ms += c.tp_comm_ms;
   part.sp_comm_ms += c.sp_comm_ms;
   part.dp_comm_ms += c.dp_comm_ms;
@@ -153,21 +155,27 @@ Prediction finish_prediction(const StageContext& ctx, const HardwareTables& hw, 
   out.step_time_ms = pipeline_step_ms(x, ctx.v, ctx.m);
   const int32_t crit = static_cast<int32_t>(std::max_element(x.begin(), x.end()) - x.begin());
   out.critical_stage = crit;
-  // The critical rank's step: m micro-batches of work, its per-step tail, and the rest is bubble.
-  const TimeBreakdown& p = parts[crit];
-  TimeBreakdown& b = out.breakdown;
-  b.compute_ms = ctx.m * p.compute_ms;
-  b.tp_comm_ms = ctx.m * p.tp_comm_ms;
-  b.sp_comm_ms = ctx.m * p.sp_comm_ms;
-  b.dp_comm_ms = ctx.m * p.dp_comm_ms;
-  b.p2p_ms = ctx.m * p.p2p_ms;
-  b.redistribution_ms = ctx.m * p.redistribution_ms;
-  // The per-step tail e[crit] = exposed gradient sync + optimizer step, each in its own field.
-  b.grad_sync_ms = p.grad_sync_ms;
-  b.optimizer_ms = p.optimizer_ms;
-  const double busy = b.compute_ms + b.tp_comm_ms + b.sp_comm_ms + b.dp_comm_ms + b.p2p_ms +
-                      b.redistribution_ms + b.grad_sync_ms + b.optimizer_ms;
-  b.bubble_ms = std::max(0.0, out.step_time_ms - busy);
+  // A rank's step: m micro-batches of work, its per-step tail, and the rest is bubble.
+  out.stage_breakdown.assign(ctx.pp, TimeBreakdown{});
+  for (int32_t r = 0; r < ctx.pp; ++r) {
+    const TimeBreakdown& p = parts[r];
+    TimeBreakdown& b = out.stage_breakdown[r];
+    b.compute_ms = ctx.m * p.compute_ms;
+    b.fwd_ms = ctx.m * p.fwd_ms;
+    b.recompute_ms = ctx.m * p.recompute_ms;
+    b.tp_comm_ms = ctx.m * p.tp_comm_ms;
+    b.sp_comm_ms = ctx.m * p.sp_comm_ms;
+    b.dp_comm_ms = ctx.m * p.dp_comm_ms;
+    b.p2p_ms = ctx.m * p.p2p_ms;
+    b.redistribution_ms = ctx.m * p.redistribution_ms;
+    // The per-step tail e[r] = exposed gradient sync + optimizer step, each in its own field.
+    b.grad_sync_ms = p.grad_sync_ms;
+    b.optimizer_ms = p.optimizer_ms;
+    const double busy = b.compute_ms + b.tp_comm_ms + b.sp_comm_ms + b.dp_comm_ms + b.p2p_ms +
+                        b.redistribution_ms + b.grad_sync_ms + b.optimizer_ms;
+    b.bubble_ms = std::max(0.0, out.step_time_ms - busy);
+  }
+  out.breakdown = out.stage_breakdown[crit];
   return out;
 }
 

@@ -128,13 +128,15 @@ struct MemoryBreakdown {
   }
 };
 
-struct TimeBreakdown {  // milliseconds of one step on the critical stage
+struct TimeBreakdown {  // milliseconds of one step on the critical stage (or one stage)
   double compute_ms = 0, tp_comm_ms = 0, sp_comm_ms = 0, dp_comm_ms = 0, p2p_ms = 0;
   double redistribution_ms = 0, optimizer_ms = 0, bubble_ms = 0;
   // Per-step gradient synchronisation left exposed: DDP's all-reduce beyond the backward it
   // overlaps, ZeRO-1's reduce-scatter and parameter all-gather, the tied-weight all-reduce.
   // optimizer_ms is the optimizer step alone.
   double grad_sync_ms = 0;
+  // Parts of compute_ms: forward compute and recomputation (inside backward).
+  double fwd_ms = 0, recompute_ms = 0;
 };
 
 struct LayerTiming {  // one micro-batch unless stated
@@ -149,6 +151,7 @@ struct Prediction {
   std::vector<LayerTiming> layer_timing;
   LayerTiming embedding_timing;
   TimeBreakdown breakdown;
+  std::vector<TimeBreakdown> stage_breakdown;  // every pipeline rank's step, as `breakdown`
   int32_t critical_stage = 0;
 };
 

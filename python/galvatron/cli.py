@@ -1,4 +1,4 @@
-"""The ``galvatron`` command line: ``galvatron {search,profile,train,visualize,plan} ...``.
+"""The ``galvatron`` command line: ``galvatron {search,profile,train,visualize,plan,data,check} ...``.
 
 Each subcommand lives in a small ``_cmd_*`` function; user errors (``ValueError``) are printed
 as one line ``galvatron: error: ...`` with exit status 2, never as a traceback.
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from galvatron._validate import INT32_MAX, short
 from galvatron.models_cli import add_models_parser
 from galvatron.plan_io import file_format, load_plan, save_plan
+from galvatron.check.cli import add_check_parser
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
 
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,models}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,models,check}")
     sub.required = True
     _add_search_command(sub)
     add_profile_parser(sub)
@@ -322,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_visualize_parser(sub)
     _add_plan_commands(sub)
     add_models_parser(sub)
+    add_check_parser(sub)
     return parser
 
 

@@ -38,6 +38,11 @@ def test_default_style_run_trains_and_writes_the_run_directory(tmp_path):
             "peak_memory_bytes_per_rank", "model_tflops_per_s", "mfu"} <= set(rows[0])
     r0 = rows[-1]
     assert len(r0["peak_memory_bytes_per_rank"]) == 2 and r0["peak_memory_bytes"] == max(r0["peak_memory_bytes_per_rank"])
+    # live tensor bytes (a few MiB for this model), not the process's RSS (hundreds of MiB),
+    # beside the cost model's prediction of the same quantity
+    assert all(0 < b < 64 * 2**20 for b in r0["peak_memory_bytes_per_rank"])
+    pred = r0["predicted_peak_memory_bytes_per_rank"]
+    assert len(pred) == 2 and all(0 < b < 64 * 2**20 for b in pred) and r0["predicted_step_time_s"] > 0
     # model FLOPs: 3 x forward FLOPs of the spec on the global batch; MFU against 2 x the fp32 rate
     # of the run's hardware profile (on CPU: this machine's measured matmul rate)
     peak = json.load(open(tmp_path / "a" / "hardware.json"))["peak_tflops"]["fp32"]

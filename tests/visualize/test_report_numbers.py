@@ -129,3 +129,20 @@ def test_metrics_written_per_rank_take_the_slowest_rank_and_per_rank_peaks(llama
     assert [s["step_time_s"] for s in m["series"]] == [1.007, 1.008, 1.009]
     assert m["step_time_s"]["measured"] == pytest.approx(1.0085)
     assert [s["measured"] for s in m["stage_peak_memory_bytes"]] == [13 * GiB, 17 * GiB]
+
+
+def test_metrics_with_the_jobs_live_tensor_prediction_compare_rank_by_rank(llama, tmp_path):
+    plan, mp, hw = llama
+    path = tmp_path / "m.jsonl"
+    pred = [(5 + r) * GiB for r in range(8)]
+    with open(path, "w") as f:
+        for step in range(2):
+            f.write(json.dumps({"step": step, "loss": 2.0, "step_time_s": 1.0,
+                                "peak_memory_bytes_per_rank": [(4 + r) * GiB for r in range(8)],
+                                "predicted_peak_memory_bytes_per_rank": pred}) + "\n")
+    m = report_data(plan, mp, hw, baseline=None, metrics=load_metrics(path))["measured"]
+    assert m["peak_memory_bytes"]["predicted"] == 12 * GiB and m["peak_memory_bytes"]["measured"] == 11 * GiB
+    assert [r["error"] for r in m["rank_peak_memory_bytes"]] == pytest.approx([1 / (4 + r) for r in range(8)])
+    assert [s["predicted"] for s in m["stage_peak_memory_bytes"]] == [8 * GiB, 12 * GiB]  # largest per stage
+    assert "peak live tensors, rank 7" in render_report(report_data(plan, mp, hw, baseline=None,
+                                                                     metrics=load_metrics(path)))

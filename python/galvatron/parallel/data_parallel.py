@@ -21,6 +21,9 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import fully_shard
 from torch.optim.adamw import adamw
 
+from galvatron.parallel import instrument
+from galvatron.parallel.instrument import region
+from galvatron.parallel.layout import _is_fake
 from galvatron.parallel.tensor_parallel import all_gather_single, reduce_scatter_single
 from galvatron.plan import DpType
 
@@ -44,6 +47,11 @@ def all_reduce_grads(params: list[nn.Parameter], group) -> None:
     """Sum the gradients of ``params`` over ``group`` (one flat all-reduce)."""
     if group is None or not params:
         return
+    with region("dp_comm"):
+        _all_reduce_grads(params, group)
+
+
+def _all_reduce_grads(params: list[nn.Parameter], group) -> None:
     flat = flat_grads(params)
     dist.all_reduce(flat, group=group)
     off = 0
@@ -77,7 +85,8 @@ class ZeroOneShard:
             self.grad = flat[: self.total]
             return
         out = flat.new_empty(self.shard)
-        reduce_scatter_single(out, flat, group=self.group)
+        with region("dp_comm"):
+            reduce_scatter_single(out, flat, group=self.group)
         self.grad = out[: self.hi - self.lo]
 
     def segments(self):
@@ -100,7 +109,8 @@ class ZeroOneShard:
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
             buf = full.new_empty(self.shard * self.n)
-            all_gather_single(buf, full.contiguous(), group=self.group)
+            with region("dp_comm"):
+                all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
         off = 0
         with torch.no_grad():
@@ -160,6 +170,7 @@ class OverlappedAllReduce:
     def __init__(self, params: list[nn.Parameter], group, num_microbatches: int) -> None:
         self.params, self.group, self.m = params, group, num_microbatches
         self.count, self.work, self.flat, self.buffer = 0, None, None, None
+        self.issued = None  # instrumentation: when the all-reduce was started
         for p in params:
             p.register_post_accumulate_grad_hook(self._hook)
 
@@ -178,6 +189,8 @@ class OverlappedAllReduce:
     def _views_intact(self) -> bool:
         if self.buffer is None:
             return False
+        if _is_fake(self.buffer):  # no storage to compare (galvatron check --fake); in place
+            return True
         base, size = self.buffer.data_ptr(), self.buffer.element_size()
         off = 0
         for p in self.params:
@@ -191,13 +204,16 @@ class OverlappedAllReduce:
         if self.group is not None and self.count == self.m * len(self.params):
             self.flat = self.buffer if self._views_intact() else flat_grads(self.params)
             self.work = dist.all_reduce(self.flat, group=self.group, async_op=True)
+            self.issued = instrument.clock()
 
     def finish(self) -> None:
         if self.group is not None:
             if self.work is None:
                 all_reduce_grads(self.params, self.group)
             else:
-                self.work.wait()
+                with region("dp_comm"):
+                    self.work.wait()
+                instrument.async_span(self.issued)
                 if self.flat is not self.buffer:
                     off = 0
                     for p in self.params:

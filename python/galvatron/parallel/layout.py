@@ -152,6 +152,8 @@ def _out_shapes(shapes: Sequence[Shape], names: Sequence[str]) -> list[list[int]
 
 
 def _kernel_kind(t: torch.Tensor) -> str:
+    if _is_fake(t):  # shapes without data (galvatron check --fake): allocate, copy nothing
+        return "fake"
     if t.element_size() not in _INT_OF_SIZE:
         return "torch"
     if t.device.type == "cpu":
@@ -159,6 +161,12 @@ def _kernel_kind(t: torch.Tensor) -> str:
     if t.device.type == "cuda" and _C.with_cuda:
         return "cuda"
     return "torch"
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
 
 
 def _np_bytes(t: torch.Tensor):
@@ -189,6 +197,8 @@ def _pack(tensors, dim, n, num_threads, dst) -> torch.Tensor:
     else:
         buf = _check_dst(dst, first, (n, total // n), "dst")
     kind = _kernel_kind(first)
+    if kind == "fake":
+        return buf
     if kind == "torch":
         return buf.copy_(reference_pack_dim_chunks(tensors, dim, n))
     if kind == "cpu":
@@ -213,6 +223,8 @@ def _unpack(buf, dim, n, shapes, num_threads, dsts) -> list[torch.Tensor]:
         pairs = enumerate(zip(dsts, shapes, strict=True))
         outs = [_check_dst(o, buf, s, f"dsts[{i}]") for i, (o, s) in pairs]
     kind = _kernel_kind(buf)
+    if kind == "fake":
+        return outs
     if kind == "torch":
         for o, r in zip(outs, reference_unpack_dim_chunks(buf, dim, n, shapes), strict=True):
             o.copy_(r)

@@ -18,6 +18,7 @@ from torch.distributed.pipelining import (
     ScheduleInterleaved1F1B,
 )
 
+from galvatron.parallel.instrument import region
 from galvatron.plan import Schedule
 
 
@@ -31,9 +32,11 @@ def run_microbatches(pm, inputs, labels, count: int, train: bool = True) -> floa
         total = 0.0
         parts = [t.chunk(m) for t in inputs]
         for i, lab_mb in enumerate(labels.chunk(m)):
-            loss = pm.loss_sum(chunk(*(p[i] for p in parts)), lab_mb) / count
+            with region("forward"):
+                loss = pm.loss_sum(chunk(*(p[i] for p in parts)), lab_mb) / count
             if train:
-                loss.backward()
+                with region("backward"):
+                    loss.backward()
             total += float(loss.detach())
         return total
     losses: list[torch.Tensor] = []
@@ -43,11 +46,14 @@ def run_microbatches(pm, inputs, labels, count: int, train: bool = True) -> floa
     kwargs = {}
     if last:
         kwargs.update(target=labels, losses=losses)
+    if train:  # the step's outputs are not used: torch would keep every micro-batch's logits
+        kwargs["return_outputs"] = False
     run = pm.schedule.step if train else pm.schedule.eval
-    if first:
-        run(*inputs, **kwargs)
-    else:
-        run(**kwargs)
+    with region("pipeline"):  # p2p and bubble: what the stages' forward/backward do not claim
+        if first:
+            run(*inputs, **kwargs)
+        else:
+            run(**kwargs)
     return float(sum(float(x.detach()) for x in losses))
 
 
@@ -55,7 +61,7 @@ def build_schedule(pm, pp_group):
     plan = pm.plan
     num_stages = len(plan.stage_layers)
     chunk_ids = [c for c in range(num_stages) if c % plan.pp == pm.ctx.stage]
-    stages = [PipelineStage(ch, c, num_stages, pm.ctx.device, group=pp_group)
+    stages = [_TimedStage(ch, c, num_stages, pm.ctx.device, group=pp_group)
               for ch, c in zip(pm.chunks, chunk_ids, strict=True)]
 
     def loss_fn(logits, target):
@@ -66,3 +72,16 @@ def build_schedule(pm, pp_group):
         return ScheduleInterleaved1F1B(stages, m, loss_fn=loss_fn, scale_grads=False)
     cls = ScheduleGPipe if plan.schedule is Schedule.GPIPE else Schedule1F1B
     return cls(stages[0], m, loss_fn=loss_fn, scale_grads=False)
+
+
+class _TimedStage(PipelineStage):
+    """A ``PipelineStage`` whose forward and backward of a micro-batch are instrumentation
+    regions (:mod:`galvatron.parallel.instrument`; no-ops unless recording)."""
+
+    def forward_one_chunk(self, *args, **kwargs):
+        with region("forward"):
+            return super().forward_one_chunk(*args, **kwargs)
+
+    def backward_one_chunk(self, *args, **kwargs):
+        with region("backward"):
+            return super().backward_one_chunk(*args, **kwargs)

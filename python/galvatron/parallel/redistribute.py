@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from galvatron.parallel.instrument import region
 from galvatron.plan import LayerStrategy, SpKind
 
 
@@ -141,12 +142,14 @@ class _Redistribute(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, src, dst, me, n, b, s, group):
         ctx.args = (src, dst, me, n, b, s, group)
-        return _move(x.contiguous(), src, dst, me, n, b, s, group)
+        with region("redistribution"):
+            return _move(x.contiguous(), src, dst, me, n, b, s, group)
 
     @staticmethod
     def backward(ctx, g):
         src, dst, me, n, b, s, group = ctx.args
-        return _move(g.contiguous(), dst, src, me, n, b, s, group), *([None] * 7)
+        with region("redistribution"):
+            return _move(g.contiguous(), dst, src, me, n, b, s, group), *([None] * 7)
 
 
 def needs_move(src: Layout, dst: Layout) -> bool:

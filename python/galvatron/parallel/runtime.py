@@ -14,6 +14,7 @@ from torch import nn
 from galvatron.models.base import GalvatronModel
 from galvatron.parallel import data_parallel as DP
 from galvatron.parallel import tensor_parallel as TP
+from galvatron.parallel.instrument import region
 from galvatron.parallel.mesh import Groups, coords, validate
 from galvatron.parallel.redistribute import (
     Layout,
@@ -157,15 +158,17 @@ class ParallelModel:
         slices its part). Returns the global mean token loss (the same on every rank)."""
         from galvatron.parallel.pipeline import run_microbatches
 
-        inputs, labels, count = self._inputs(batch)
-        self.optimizer.zero_grad()
-        with self._autocast():
-            local = run_microbatches(self, inputs, labels, count)
-        self.finish_grads()
-        if self.max_grad_norm is not None:
-            self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
-        self.optimizer.step()
-        return self._global_loss(local)
+        with region("other"):  # instrumentation: what no inner region claims
+            inputs, labels, count = self._inputs(batch)
+            self.optimizer.zero_grad()
+            with self._autocast():
+                local = run_microbatches(self, inputs, labels, count)
+            self.finish_grads()
+            with region("optimizer"):
+                if self.max_grad_norm is not None:
+                    self.last_grad_norm = self.clip_grad_norm(self.max_grad_norm)
+                self.optimizer.step()
+            return self._global_loss(local)
 
     def eval_step(self, batch: dict[str, torch.Tensor]) -> float:
         """The global mean loss of `batch` (forward only: no gradients, no optimizer step)."""
@@ -249,6 +252,16 @@ class ParallelModel:
         for u in self.units:  # parameters shared by several layers: sum over their holders
             if u.replicated:
                 DP.all_reduce_grads(u.dp_params, u.weight_group)
+        with region("dp_comm"):
+            self._sync_ties()
+        for u in self.units:
+            with region("tp_comm"):
+                self._sum_tp_partial(u)
+            if u.zero1 is not None:
+                u.zero1.reduce_scatter()
+
+    def _sync_ties(self) -> None:
+        """Tied embedding/head weights: both copies get the sum of their gradients."""
         for a, b, group in self.ties:
             ga, gb = a.grad, b.grad if b is not None else None
             if b is not None:  # both copies on this rank
@@ -257,19 +270,19 @@ class ParallelModel:
                 _loc(gb).copy_(s)
             elif group is not None:
                 dist.all_reduce(_loc(ga), group=group)
-        for u in self.units:
-            partial = [p for p, m in zip(u.params(), u.meta, strict=True) if m.tp_partial]
-            if partial and u.tp_group is not None:
-                _ensure_grads(partial)
-                flat = torch.cat([_loc(p.grad).reshape(-1) for p in partial])
-                dist.all_reduce(flat, group=u.tp_group)
-                off = 0
-                for p in partial:
-                    g = _loc(p.grad)
-                    g.copy_(flat[off:off + g.numel()].view_as(g))
-                    off += g.numel()
-            if u.zero1 is not None:
-                u.zero1.reduce_scatter()
+
+    def _sum_tp_partial(self, u: Unit) -> None:
+        """Megatron-SP: sum the partial gradients of ``u``'s whole parameters over tp."""
+        partial = [p for p, m in zip(u.params(), u.meta, strict=True) if m.tp_partial]
+        if partial and u.tp_group is not None:
+            _ensure_grads(partial)
+            flat = torch.cat([_loc(p.grad).reshape(-1) for p in partial])
+            dist.all_reduce(flat, group=u.tp_group)
+            off = 0
+            for p in partial:
+                g = _loc(p.grad)
+                g.copy_(flat[off:off + g.numel()].view_as(g))
+                off += g.numel()
 
     def clip_grad_norm(self, max_norm: float) -> float:
         """Clip by the global gradient norm over every mesh (each gradient element counted
@@ -493,7 +506,10 @@ class _Builder:
         if device is None:  # NCCL: this rank's current CUDA device; otherwise CPU
             device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
         device = torch.device(device)
-        if not any(p.is_meta for p in model.parameters()):
+        params = list(model.parameters())
+        # (fake tensors already on the device, as `galvatron check --fake` makes them, cannot
+        # be moved by Module.to: it is skipped when nothing needs moving)
+        if not any(p.is_meta for p in params) and any(p.device != device for p in params):
             model.to(device)
         self.ctx = Context(plan, rank, stage, self.me, n, *seq_lens, stage_group, groups, device)
         self.shared = find_shared(model.layers)  # before any layer is wrapped

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from galvatron.parallel import layout as L
+from galvatron.parallel.instrument import region
 
 # torch 2.13 names (the older names warn there); the older ones for torch < 2.13
 all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -36,29 +37,32 @@ reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.red
 
 
 def _all_reduce(x, group):
-    x = x.contiguous().clone()
-    dist.all_reduce(x, group=group)
+    with region("tp_comm"):
+        x = x.contiguous().clone()
+        dist.all_reduce(x, group=group)
     return x
 
 
 def _gather_seq(x, group):
-    n = dist.get_world_size(group)
-    x = x.contiguous()
-    buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
-    all_gather_single(buf, x, group=group)
-    shape = list(x.shape)
-    shape[1] *= n
-    return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+    with region("tp_comm"):
+        n = dist.get_world_size(group)
+        x = x.contiguous()
+        buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
+        all_gather_single(buf, x, group=group)
+        shape = list(x.shape)
+        shape[1] *= n
+        return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
 
 
 def _reduce_scatter_seq(x, group):
-    n = dist.get_world_size(group)
-    send = L.pack_dim_chunks([x.contiguous()], 1, n)
-    out = x.new_empty(send.shape[1])
-    reduce_scatter_single(out, send.reshape(-1), group=group)
-    shape = list(x.shape)
-    shape[1] //= n
-    return out.view(shape)
+    with region("tp_comm"):
+        n = dist.get_world_size(group)
+        send = L.pack_dim_chunks([x.contiguous()], 1, n)
+        out = x.new_empty(send.shape[1])
+        reduce_scatter_single(out, send.reshape(-1), group=group)
+        shape = list(x.shape)
+        shape[1] //= n
+        return out.view(shape)
 
 
 class _CopyToTP(torch.autograd.Function):
@@ -299,16 +303,19 @@ class _VocabCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, target, start, group):
         mx = logits.max(dim=-1).values
-        dist.all_reduce(mx, op=dist.ReduceOp.MAX, group=group)
+        with region("tp_comm"):
+            dist.all_reduce(mx, op=dist.ReduceOp.MAX, group=group)
         shifted = logits - mx.unsqueeze(-1)
         exp = shifted.exp()
         sumexp = exp.sum(-1)
-        dist.all_reduce(sumexp, group=group)
+        with region("tp_comm"):
+            dist.all_reduce(sumexp, group=group)
         local = target - start
         inside = (local >= 0) & (local < logits.shape[-1])
         idx = local.clamp(0, logits.shape[-1] - 1)
         tgt = shifted.gather(-1, idx.unsqueeze(-1)).squeeze(-1) * inside
-        dist.all_reduce(tgt, group=group)
+        with region("tp_comm"):
+            dist.all_reduce(tgt, group=group)
         loss = sumexp.log() - tgt
         ctx.save_for_backward(exp / sumexp.unsqueeze(-1), idx, inside)
         return loss

@@ -11,12 +11,14 @@ import torch
 import torch.distributed as dist
 
 from galvatron.parallel import layout as L
+from galvatron.parallel.instrument import region
 from galvatron.parallel.tensor_parallel import find_blocks
 
 
 def _a2a(buf, group):
-    out = torch.empty_like(buf)
-    dist.all_to_all_single(out, buf, group=group)
+    with region("sp_comm"):
+        out = torch.empty_like(buf)
+        dist.all_to_all_single(out, buf, group=group)
     return out
 
 

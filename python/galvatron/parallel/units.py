@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from galvatron.models.base import Carry
+from galvatron.parallel.instrument import in_backward, region
 from galvatron.parallel.mesh import Coord
 from galvatron.plan import LayerStrategy
 
@@ -60,6 +61,10 @@ class LayerIO(nn.Module):
         self.swaps_streams = bool(getattr(block, "swaps_streams", False))
 
     def _run(self, hidden, mask, memory=None, memory_mask=None):
+        with region("recompute" if self.ckpt and in_backward() else None):
+            return self._body(hidden, mask, memory, memory_mask)
+
+    def _body(self, hidden, mask, memory, memory_mask):
         out = self.block(Carry(hidden, mask, memory, memory_mask))
         if memory is None:
             return out.hidden

@@ -90,6 +90,9 @@ class Prediction:
     breakdown_ms: dict[str, float]  # the critical rank's step: compute, comms, bubble, ...
     layer_timing_ms: tuple[dict[str, float], ...]
     critical_stage: int
+    # every pipeline rank's step as breakdown_ms, plus fwd_ms / recompute_ms (parts of
+    # compute_ms); grad_sync_ms is the exposed per-step data-parallel sync, optimizer_ms the step
+    stage_breakdown_ms: tuple[dict[str, float], ...] = ()
 
     @property
     def max_peak_memory_bytes(self) -> int:
@@ -119,6 +122,7 @@ _MEM_FIELDS = ("param_bytes", "grad_bytes", "optimizer_bytes", "activation_bytes
                "buffer_bytes", "overhead_bytes", "total_bytes")
 _TIME_FIELDS = ("compute_ms", "tp_comm_ms", "sp_comm_ms", "dp_comm_ms", "p2p_ms", "redistribution_ms",
                 "grad_sync_ms", "optimizer_ms", "bubble_ms")
+_STAGE_TIME_FIELDS = (*_TIME_FIELDS, "fwd_ms", "recompute_ms")
 _LAYER_FIELDS = ("fwd_ms", "bwd_ms", "tp_comm_ms", "sp_comm_ms", "dp_comm_ms", "redistribution_ms", "per_step_ms")
 
 
@@ -132,6 +136,8 @@ def _prediction(p: Any, plan: Plan, seq_len: int) -> Prediction:
         breakdown_ms={f: float(getattr(p.breakdown, f)) for f in _TIME_FIELDS},
         layer_timing_ms=tuple({f: float(getattr(t, f)) for f in _LAYER_FIELDS} for t in p.layer_timing),
         critical_stage=p.critical_stage,
+        stage_breakdown_ms=tuple({f: float(getattr(b, f)) for f in _STAGE_TIME_FIELDS}
+                                 for b in p.stage_breakdown),
     )
 
 

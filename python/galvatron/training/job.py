@@ -302,6 +302,7 @@ def train_rank(cfg: TrainConfig) -> int:
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
     predicted = (plan.predicted or {}).get("step_time_s")
+    predicted_peaks = RA.predicted_peaks(plan, world)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
     tokens_per_step = plan.global_batch_size * RA.model_seq_len(cfg, overrides)
@@ -318,10 +319,11 @@ def train_rank(cfg: TrainConfig) -> int:
             loss, grad_norm = RA.train_step(pm, batch)
             dt = time.perf_counter() - t0
             step += 1
-            peaks = _gather_int(RA.peak_memory(), pm.ctx.device)
+            peaks = _gather_int(RA.peak_memory(pm), pm.ctx.device)  # live tensor bytes
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
                       "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": max(peaks),
-                      "peak_memory_bytes_per_rank": peaks, "predicted_step_time_s": predicted}
+                      "peak_memory_bytes_per_rank": peaks, "predicted_step_time_s": predicted,
+                      "predicted_peak_memory_bytes_per_rank": predicted_peaks}
             if flops_per_step:
                 record["model_tflops_per_s"] = flops_per_step / dt / 1e12
                 if peak_tflops:

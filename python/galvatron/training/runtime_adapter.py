@@ -75,16 +75,48 @@ def batch(cfg, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
 
+MEMORY_TRACKED_STEPS = 2  # on CPU, steps of a process run under the live-tensor tracker
+
+
 def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
-    loss = pm.train_step(b)
+    """One step. On CPU the first :data:`MEMORY_TRACKED_STEPS` steps of the process run under
+    torch's memory tracker (slower), which records their peak live tensor bytes."""
+    done = getattr(pm, "_steps_run", 0)
+    if pm.ctx.device.type != "cuda" and done < MEMORY_TRACKED_STEPS:
+        from galvatron.check.measure import measure_peak_memory
+
+        loss_box: list[float] = []
+        peak = measure_peak_memory(pm, lambda: b, step=lambda batch: loss_box.append(pm.train_step(batch)))
+        pm._live_peak = max(getattr(pm, "_live_peak", 0), int(peak["total"]))
+        loss = loss_box[0]
+    else:
+        loss = pm.train_step(b)
+    pm._steps_run = done + 1
     norm = getattr(pm, "last_grad_norm", None)
     return float(loss), None if norm is None else float(norm)
 
 
-def peak_memory() -> int:
+def peak_memory(pm=None) -> int:
+    """Peak live tensor bytes of this rank: CUDA ``max_memory_allocated``; on CPU the peak
+    measured over the tracked steps (see :func:`train_step`), else the process's peak RSS."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
+    if pm is not None and getattr(pm, "_live_peak", None) is not None:
+        return int(pm._live_peak)
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
+    """Predicted peak live tensor bytes of every rank (parameters, gradients, optimizer
+    states, activations, transient of its pipeline stage; the profile's buffer and framework
+    overhead terms are not tensors), or None when the plan carries no prediction."""
+    from galvatron.check.report import predicted_tensor_bytes
+
+    stages = (plan.predicted or {}).get("stage_memory")
+    if not stages:
+        return None
+    n = world // plan.pp
+    return [predicted_tensor_bytes(stages[r // n]) for r in range(world)]
 
 
 def eval_loss(pm, cfg, data, step: int, global_batch: int) -> float | None:

@@ -162,8 +162,11 @@ def _rank_peaks(row: dict[str, Any]) -> dict[int, int]:
 
 def measured_summary(rows: list[dict[str, Any]], plan: Plan, prediction: dict[str, Any],
                      warmup_steps: int = 1) -> dict[str, Any]:
-    """Predicted vs measured step time and peak memory, plus the per-step series."""
+    """Predicted vs measured step time and peak memory, plus the per-step series. When the
+    rows carry ``predicted_peak_memory_bytes_per_rank`` (the training job's prediction of live
+    tensor bytes, the same quantity it measures), memory is compared with that, per rank."""
     by_step: dict[int, dict[str, Any]] = {}
+    predicted_per_rank: list[int] | None = None
     for row in rows:
         step = int(row["step"])
         cur = by_step.setdefault(step, {"step": step, "loss": None, "step_time_s": None, "peaks": {}})
@@ -176,6 +179,9 @@ def measured_summary(rows: list[dict[str, Any]], plan: Plan, prediction: dict[st
             cur["step_time_s"] = max(t, cur["step_time_s"] or 0.0)
         for r, v in _rank_peaks(row).items():
             cur["peaks"][r] = max(v, cur["peaks"].get(r, 0))
+        pp = row.get("predicted_peak_memory_bytes_per_rank")  # the job's live-tensor prediction
+        if isinstance(pp, list) and all(_num(v) is not None for v in pp):
+            predicted_per_rank = [int(v) for v in pp]
     steps = [by_step[k] for k in sorted(by_step)]
     times = [s["step_time_s"] for s in steps[warmup_steps:] if s["step_time_s"] is not None]
     if not times:  # too few steps: use what there is
@@ -184,12 +190,18 @@ def measured_summary(rows: list[dict[str, Any]], plan: Plan, prediction: dict[st
     for s in steps:
         for r, v in s["peaks"].items():
             peaks[r] = max(v, peaks.get(r, 0))
-    per_stage = _stage_peaks(peaks, plan, prediction)
+    per_stage = _stage_peaks(peaks, plan, prediction, predicted_per_rank)
     measured_time = statistics.median(times) if times else None
     predicted_time = prediction["step_time_s"]
     measured_peak = max(peaks.values()) if peaks else None
     predicted_peak = prediction["max_peak_memory_bytes"]
+    rank_rows = []
+    if predicted_per_rank is not None and len(predicted_per_rank) == plan.world_size:
+        predicted_peak = max(predicted_per_rank)
+        rank_rows = [{"rank": r, "predicted": predicted_per_rank[r], "measured": peaks.get(r),
+                      "error": _rel(predicted_per_rank[r], peaks.get(r))} for r in range(plan.world_size)]
     return {
+        "rank_peak_memory_bytes": rank_rows,
         "series": [{"step": s["step"], "loss": s["loss"], "step_time_s": s["step_time_s"]} for s in steps],
         "warmup_steps": warmup_steps,
         "step_time_s": {"predicted": predicted_time, "measured": measured_time,
@@ -200,7 +212,8 @@ def measured_summary(rows: list[dict[str, Any]], plan: Plan, prediction: dict[st
     }
 
 
-def _stage_peaks(peaks: dict[int, int], plan: Plan, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+def _stage_peaks(peaks: dict[int, int], plan: Plan, prediction: dict[str, Any],
+                 predicted_per_rank: list[int] | None = None) -> list[dict[str, Any]]:
     known = {r: v for r, v in peaks.items() if 0 <= r < plan.world_size}
     if not known:
         return []
@@ -211,6 +224,8 @@ def _stage_peaks(peaks: dict[int, int], plan: Plan, prediction: dict[str, Any]) 
         if not vals:
             continue
         pred = prediction["stage_memory"][stage]["total_bytes"]
+        if predicted_per_rank is not None and len(predicted_per_rank) == plan.world_size:
+            pred = max(predicted_per_rank[r] for r in ranks)
         out.append({"stage": stage, "predicted": pred, "measured": max(vals), "error": _rel(pred, max(vals))})
     return out
 

@@ -195,6 +195,8 @@ def measured_section(data: dict[str, Any]) -> str:
             ("peak memory (max over devices)", val(pk["predicted"], fmt_gib), val(pk["measured"], fmt_gib), err(pk["error"]))]
     rows += [(f"peak memory, stage {s['stage']}", esc(fmt_gib(s["predicted"])), esc(fmt_gib(s["measured"])), err(s["error"]))
              for s in m["stage_peak_memory_bytes"]]
+    rows += [(f"peak live tensors, rank {r['rank']}", esc(fmt_gib(r["predicted"])), val(r["measured"], fmt_gib),
+              err(r["error"])) for r in m.get("rank_peak_memory_bytes", [])]
     table = ('<table class="measured-table"><tr><th></th><th>predicted</th><th>measured</th>'
              '<th>prediction error</th></tr>' + "".join(f"<tr><td>{a}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>"
                                                          for a, b, c, d in rows) + "</table>")
