@@ -11,9 +11,9 @@ import sys
 from collections.abc import Sequence
 
 from galvatron._validate import INT32_MAX, short
+from galvatron.check.cli import add_check_parser
 from galvatron.models_cli import add_models_parser
 from galvatron.plan_io import file_format, load_plan, save_plan
-from galvatron.check.cli import add_check_parser
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
 
