@@ -64,7 +64,9 @@ void validate_model(const ModelTables& model) {
     require_table(lt.bwd_ms_per_sample, lt.fwd_ms_per_sample.size(), f + ".bwd_ms_per_sample");
     for (int k = 0; k < 3; ++k) {
       require_table(lt.act_bytes_per_sample[k], k == 0 ? 1 : 0, f + ".act_bytes_per_sample");
+      require_table(lt.selective_act_bytes_per_sample[k], 0, f + ".selective_act_bytes_per_sample");
     }
+    require_table(lt.selective_recompute_ms_per_sample, 0, f + ".selective_recompute_ms_per_sample");
   }
   const auto& e = model.embedding;
   if (e.embed_param_count < 0 || e.head_param_count < 0 || e.tied_param_count < 0) {
@@ -107,6 +109,13 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
       lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need) {
     fail(f + ": the profile of layer type " + lt->name + " has no entries for degree " + std::to_string(heads_split));
   }
+  if (s.checkpoint == Checkpoint::kSelective &&
+      (lt->selective_act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need ||
+       lt->selective_recompute_ms_per_sample.size() < need)) {
+    fail(f + ": checkpoint 'selective' needs selective_act_bytes_per_sample and "
+         "selective_recompute_ms_per_sample for degree " + std::to_string(heads_split) +
+         " in the profile of layer type " + lt->name + " (accepted here: 'none', 'full')");
+  }
 }
 
 void validate_plan(const ModelTables& model, const PlanSpec& plan) {
@@ -138,7 +147,7 @@ void validate_plan(const ModelTables& model, const PlanSpec& plan) {
     validate_strategy(model, plan.layers[i], stage_size, mb, &model.layer_types[model.layer_type_of[i]], at_layer(static_cast<int>(i)));
   }
   validate_strategy(model, plan.embedding, stage_size, mb, nullptr, "embedding");
-  if (plan.embedding.checkpoint) fail("embedding.checkpoint is not supported");
+  if (plan.embedding.checkpoint != Checkpoint::kNone) fail("embedding.checkpoint is not supported; accepted: none");
   if (plan.pp > 1) {
     const Layout b = boundary_layout(stage_size, mb);
     for (const auto& lt : model.layer_types) {

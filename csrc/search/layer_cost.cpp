@@ -85,8 +85,13 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
   const double lbd = static_cast<double>(lb);
   c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
   c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
-  if (s.checkpoint) c.bwd_ms += c.fwd_ms;  // recomputation
-  const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
+  if (s.checkpoint == Checkpoint::kFull) c.bwd_ms += c.fwd_ms;  // recomputation
+  if (s.checkpoint == Checkpoint::kSelective) {  // the non-matmul rest of the forward
+    c.bwd_ms += at(lt.selective_recompute_ms_per_sample, deg, "selective_recompute_ms_per_sample") * lbd;
+  }
+  // forward, backward, and the recomputed forward: both kinds of checkpointing replay the
+  // layer's forward collectives (tp / Ulysses), whose outputs are not kept
+  const int passes = 2 + (s.checkpoint != Checkpoint::kNone ? 1 : 0);
 
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
@@ -104,10 +109,14 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
-  if (s.checkpoint) {
+  if (s.checkpoint == Checkpoint::kFull) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
     c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
     c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
+  } else if (s.checkpoint == Checkpoint::kSelective) {
+    // the input plus the matmul / fused-attention outputs; the rest rematerialised once
+    c.act_bytes = at(lt.selective_act_bytes_per_sample[kind], deg, "selective_act_bytes_per_sample") * lb;
+    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
   } else {
     c.act_bytes = act;
   }

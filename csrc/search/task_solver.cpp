@@ -30,6 +30,11 @@ bool Solver::valid_for(const Strategy& s, const LayerTypeProfile* lt) const {
   if (lt->num_heads % (s.tp * s.sp) != 0 || lt->num_kv_heads % (s.tp * s.sp) != 0) return false;
   if (!lt->allow_sequence_parallel && s.sp_kind != SpKind::kNone) return false;
   const size_t need = static_cast<size_t>(deg) + 1;
+  if (s.checkpoint == Checkpoint::kSelective &&
+      (lt->selective_act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need ||
+       lt->selective_recompute_ms_per_sample.size() < need)) {
+    return false;  // the profile does not describe selective checkpointing for this layer type
+  }
   return lt->fwd_ms_per_sample.size() >= need && lt->bwd_ms_per_sample.size() >= need &&
          lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() >= need;
 }

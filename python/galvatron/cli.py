@@ -97,6 +97,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     space = {"max_tp": args.max_tp, "max_pp": args.max_pp, "max_sp": args.max_sp,
              "dp_types": args.dp_types.split(","), "allow_ulysses": not args.no_ulysses,
              "allow_checkpoint": not args.no_checkpoint, "schedules": args.schedules.split(","),
+             "allow_selective_checkpoint": not (args.no_checkpoint or args.no_selective_checkpoint),
              "pp_split": args.pp_split, "num_threads": args.threads}
     mbs = _parse_list(args.num_microbatches, "num-microbatches")
     if mbs:
@@ -169,7 +170,9 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--schedules", default="1f1b", help="comma list of gpipe, 1f1b, interleaved_1f1b")
     p.add_argument("--pp-split", default="searched", choices=("searched", "even"))
     p.add_argument("--no-ulysses", action="store_true")
-    p.add_argument("--no-checkpoint", action="store_true")
+    p.add_argument("--no-checkpoint", action="store_true", help="no activation checkpointing at all")
+    p.add_argument("--no-selective-checkpoint", action="store_true",
+                   help="full checkpointing only (no selective)")
     p.add_argument("--threads", type=int, default=0, help="search threads (0: all cores)")
     p.add_argument("--out", help="write the plan JSON here")
     p.set_defaults(func=_cmd_search)

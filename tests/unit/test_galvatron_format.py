@@ -127,3 +127,13 @@ def test_megatron_sp_flag_applies_to_tp_layers_only(tmp_path):
     plan = Plan.from_galvatron_json(write(tmp_path, G2_PLAN), megatron_sp=True)
     assert [s.sp_kind for s in plan.layers] == [SpKind.MEGATRON, SpKind.MEGATRON, SpKind.ULYSSES, SpKind.NONE]
     assert plan.layers[3].dp_type is DpType.ZERO3
+
+
+def test_selective_checkpointing_cannot_be_written_in_the_galvatron_format():
+    from galvatron.plan import Plan
+
+    plan = Plan.uniform(4, 2, checkpoint="selective")
+    with pytest.raises(ValueError, match=r"layers\[0\].checkpoint: 'selective' cannot be expressed"):
+        plan.to_galvatron_json()
+    d = Plan.uniform(4, 2, checkpoint="full").to_galvatron_json()
+    assert d["checkpoint"] == "1,1"

@@ -219,3 +219,57 @@ def test_spec_ulysses_activation_bytes_equal_a_simulated_rank(name):
     x = torch.randn(b, s // sp, 64, requires_grad=True)
     _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
     assert got == M.spec(name).layer(0).act_bytes(b, s, 4, sp=sp, sp_kind="ulysses")
+
+
+def _selective(layer):
+    from torch.utils.checkpoint import checkpoint
+
+    from galvatron.parallel.units import selective_context
+
+    def streams(c):  # both streams: T5's last encoder layer swaps them
+        out = layer(c)
+        return out.hidden, out.memory
+
+    def run(carry):
+        return checkpoint(streams, carry, use_reentrant=False, context_fn=selective_context)
+    return run
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("name", DEBUG)
+def test_spec_selective_checkpoint_bytes_equal_measured_kept_tensors(name, backend):
+    """Selective checkpointing (the runtime's policy) keeps the layer input and the outputs of
+    the matmuls and of the fused attention kernel: measured as the storages created by the
+    layer's forward that are still alive after it, plus the input the checkpoint holds; exact.
+    Between none and full for every layer."""
+    from galvatron.models.spec import measure_kept_bytes
+
+    model = M.build(name, seed=0, attn_backend=backend).train()
+    spec = M.spec(model.config)
+    params = [*model.parameters(), *model.buffers()]
+    for b, s, padded in SHAPES:
+        inputs = debug_batch(name, b, s, padded)
+        seq = spec.seq_len if spec.family in ("vit", "swin") else s
+        carry = model.embed({k: v for k, v in inputs.items()})
+        kw = dict(dtype_bytes=4, padded=padded, attn_math=backend == "math")
+        for i, layer in enumerate(model.layers):
+            carry = _leaf(carry)
+            _, kept = measure_kept_bytes(_selective(layer), carry, exclude=[*params, carry.hidden])
+            kept += carry.hidden.numel() * 4  # the input, held by the checkpoint
+            ls = spec.layer(i)
+            assert kept == ls.act_bytes(b, seq, checkpoint="selective", include_shared=False, **kw), (i, ls.name)
+            assert ls.act_bytes(b, seq, checkpoint="full", **kw) <= ls.act_bytes(
+                b, seq, checkpoint="selective", **kw) < ls.act_bytes(b, seq, **kw)
+            carry = layer(carry)
+
+
+def test_measure_kept_bytes_agrees_with_saved_tensor_hooks_without_checkpointing():
+    """The two measurements agree on a plain layer: kept (new, alive) + the saved input."""
+    from galvatron.models.spec import measure_kept_bytes
+
+    layer = M.build("llama-debug", seed=0).train().layers[0]
+    x = torch.randn(2, 16, 64, requires_grad=True)
+    params = list(layer.parameters())
+    _, saved = measure_saved_bytes(layer, M.Carry(x), exclude=params)
+    _, kept = measure_kept_bytes(lambda c: layer(c).hidden, M.Carry(x), exclude=[*params, x])
+    assert kept + x.numel() * 4 == saved

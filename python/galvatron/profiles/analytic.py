@@ -3,7 +3,10 @@
 
 Compute time per sample on a shard of degree ``d`` is ``flops / d / (peak * efficiency)``;
 backward is twice the forward FLOPs (weight and input gradients), so ``bwd = 2 * fwd``.
-Activation bytes come straight from the spec for every (sp kind, degree).
+Activation bytes come straight from the spec for every (sp kind, degree), with and without
+selective checkpointing; selective's recomputation is the counted FLOPs it recomputes (the
+attention products of non-fused attention; element-wise work is not counted, so on fused
+attention it is free in this profile -- a measured profile times it).
 """
 
 from __future__ import annotations
@@ -50,6 +53,14 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
                 for kind in ("none", "megatron", "ulysses")}
         acts["megatron"].setdefault(1, acts["none"][1])  # unused placeholder for a complete table
         acts["ulysses"].setdefault(1, acts["none"][1])
+        selective = {kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                            sp=(d if kind == "ulysses" else 1), sp_kind=kind,
+                                            checkpoint="selective")
+                            for d in degrees if not (kind == "megatron" and d == 1)}
+                     for kind in ("none", "megatron", "ulysses")}
+        selective["megatron"].setdefault(1, selective["none"][1])
+        selective["ulysses"].setdefault(1, selective["none"][1])
+        recompute = ls.selective_recompute_flops(1, seq) * ms_per_flop
         layer_types.append(LayerTypeProfile(
             name=name, param_count=ls.param_count,
             carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * cb, seq_len=tokens,
@@ -57,7 +68,8 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             tp_collectives=max(1, ls.attn_ops) + (1 if ls.ffn_hidden else 0),
             ulysses_bytes_per_sample=tokens * (2 * ls.num_heads + 2 * (ls.num_kv_heads or ls.num_heads)) * head_dim * cb,
             fwd_ms_per_sample={d: fwd / d for d in degrees}, bwd_ms_per_sample={d: 2 * fwd / d for d in degrees},
-            act_bytes_per_sample=acts,
+            act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
+            selective_recompute_ms_per_sample={d: recompute / d for d in degrees},
             sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
         ))
     first = spec.layer(0)

@@ -61,6 +61,11 @@ class LayerTypeProfile:
     bwd_ms_fixed: float = 0.0
     act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)  # sp kind -> degree -> bytes
     sequence_parallel: bool = True  # False: the layer needs the whole sequence (Swin's windows)
+    # Selective checkpointing (empty: the search does not offer it for this layer type): bytes
+    # kept per sample (input + matmul / fused-attention outputs) per sp kind and degree, and
+    # the compute time of what it recomputes in backward.
+    selective_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
+    selective_recompute_ms_per_sample: dict[int, float] = field(default_factory=dict)
 
     def to_c(self) -> Any:
         t = _C.LayerTypeProfile()
@@ -75,6 +80,14 @@ class LayerTypeProfile:
             [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), f"{self.name}.act_bytes_per_sample.{k}")]
             for k in SP_KINDS
         ]
+        if self.selective_act_bytes_per_sample or self.selective_recompute_ms_per_sample:
+            t.selective_act_bytes_per_sample = [
+                [int(v) for v in _table(self.selective_act_bytes_per_sample.get(k, {}),
+                                        f"{self.name}.selective_act_bytes_per_sample.{k}")]
+                for k in SP_KINDS
+            ]
+            t.selective_recompute_ms_per_sample = _table(
+                self.selective_recompute_ms_per_sample, f"{self.name}.selective_recompute_ms_per_sample")
         return t
 
 
@@ -202,11 +215,15 @@ def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:
     kw = dict(x)
     for k in ("fwd_ms_per_sample", "bwd_ms_per_sample"):
         kw[k] = {d: float(v) for d, v in _int_keys(kw.get(k, {}), f"{where}.{k}").items()}
-    acts = kw.get("act_bytes_per_sample", {})
-    if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
-        raise ValueError(f"{where}.act_bytes_per_sample: keys must be among {SP_KINDS}")
-    kw["act_bytes_per_sample"] = {k: {d: int(v) for d, v in _int_keys(t, f"{where}.act_bytes_per_sample.{k}").items()}
-                                  for k, t in acts.items()}
+    kw["selective_recompute_ms_per_sample"] = {
+        d: float(v) for d, v in _int_keys(kw.get("selective_recompute_ms_per_sample", {}),
+                                          f"{where}.selective_recompute_ms_per_sample").items()}
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+        acts = kw.get(key, {})
+        if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
+            raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
+        kw[key] = {k: {d: int(v) for d, v in _int_keys(t, f"{where}.{key}.{k}").items()}
+                   for k, t in acts.items()}
     try:
         return LayerTypeProfile(**kw)
     except TypeError as e:

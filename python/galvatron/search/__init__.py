@@ -7,7 +7,9 @@ layer count); schedule in ``schedules``; virtual stages (interleaved only); glob
 batch); the layer split across pipeline ranks (any split with >= 1 layer per rank, or the even
 split with ``pp_split="even"``; interleaved schedules use the even split); per layer: tp in
 powers of two up to ``max_tp`` (optionally with Megatron-SP), or Ulysses sp up to ``max_sp``,
-data-parallel type in ``dp_types``, checkpointing, adjacent or strided tp ranks; one
+data-parallel type in ``dp_types``, checkpointing none / selective / full (``allow_checkpoint``:
+full, ``allow_selective_checkpoint``: selective, where the profile describes it), adjacent or
+strided tp ranks; one
 embedding/head strategy (same choices, no checkpointing).
 """
 
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
+from galvatron.plan import Checkpoint, DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import ModelProfile
 
@@ -30,6 +32,9 @@ _DP = {DpType.DDP: _C.DpType.DDP, DpType.ZERO1: _C.DpType.ZERO1, DpType.ZERO2: _
 _SP = {SpKind.NONE: _C.SpKind.NONE, SpKind.MEGATRON: _C.SpKind.MEGATRON, SpKind.ULYSSES: _C.SpKind.ULYSSES}
 _SCHED = {Schedule.GPIPE: _C.Schedule.GPIPE, Schedule.ONE_F_ONE_B: _C.Schedule.ONE_F_ONE_B,
           Schedule.INTERLEAVED_1F1B: _C.Schedule.INTERLEAVED_1F1B}
+_CKPT = {Checkpoint.NONE: _C.Checkpoint.NONE, Checkpoint.SELECTIVE: _C.Checkpoint.SELECTIVE,
+         Checkpoint.FULL: _C.Checkpoint.FULL}
+_CKPT_BACK = {v: k for k, v in _CKPT.items()}
 _DP_BACK = {v: k for k, v in _DP.items()}
 _SP_BACK = {v: k for k, v in _SP.items()}
 _SCHED_BACK = {v: k for k, v in _SCHED.items()}
@@ -38,13 +43,13 @@ _SCHED_BACK = {v: k for k, v in _SCHED.items()}
 def _strategy_to_c(s: LayerStrategy) -> Any:
     c = _C.Strategy()
     c.tp, c.sp, c.sp_kind, c.dp_type = s.tp, s.sp, _SP[s.sp_kind], _DP[s.dp_type]
-    c.checkpoint, c.tp_consecutive = s.checkpoint, s.tp_consecutive
+    c.checkpoint, c.tp_consecutive = _CKPT[s.checkpoint], s.tp_consecutive
     return c
 
 
 def _strategy_from_c(c: Any) -> LayerStrategy:
     return LayerStrategy(tp=c.tp, sp=c.sp, sp_kind=_SP_BACK[c.sp_kind], dp_type=_DP_BACK[c.dp_type],
-                         checkpoint=c.checkpoint, tp_consecutive=c.tp_consecutive)
+                         checkpoint=_CKPT_BACK[c.checkpoint], tp_consecutive=c.tp_consecutive)
 
 
 def plan_to_c(plan: Plan) -> Any:
@@ -163,7 +168,7 @@ def _ints(value: int | Iterable[int] | None, name: str) -> list[int]:
 def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: int = 8, max_pp: int = 64,
              max_sp: int = 8, dp_types: Sequence[DpType | str] = ("ddp", "zero1", "zero2", "zero3"),
              allow_ulysses: bool = True, allow_megatron_sp: bool = True, allow_checkpoint: bool = True,
-             allow_strided: bool = True, schedules: Sequence[Schedule | str] = ("1f1b",),
+             allow_selective_checkpoint: bool = True, allow_strided: bool = True, schedules: Sequence[Schedule | str] = ("1f1b",),
              num_microbatches: int | Iterable[int] | None = None, pp_degrees: Iterable[int] | None = None,
              virtual_stages: int | Iterable[int] = 2, pp_split: str = "searched", num_threads: int = 0) -> Any:
     if pp_split not in ("searched", "even"):
@@ -182,6 +187,7 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.schedules = [_SCHED[_enum_value(Schedule, s, "schedules")] for s in schedules]
     o.allow_ulysses, o.allow_megatron_sp = allow_ulysses, allow_megatron_sp
     o.allow_checkpoint, o.allow_strided = allow_checkpoint, allow_strided
+    o.allow_selective_checkpoint = allow_selective_checkpoint
     o.search_pp_split = pp_split == "searched"
     o.num_threads = num_threads
     return o
