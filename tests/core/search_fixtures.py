@@ -83,6 +83,12 @@ def valid(model_tables, s, stage_size: int, mb: int, layer_type: int | None) -> 
     if layer_type is None:
         return model_tables.embedding.seq_len % shards == 0
     lt = model_tables.layer_types[layer_type]
+    if s.checkpoint == _C.Checkpoint.SELECTIVE:  # only where the profile describes it
+        need = (s.tp * s.sp).bit_length()
+        kind = int(s.sp_kind.value)
+        if (len(lt.selective_act_bytes_per_sample[kind]) < need
+                or len(lt.selective_recompute_ms_per_sample) < need):
+            return False
     return lt.seq_len % shards == 0 and lt.num_heads % (s.tp * s.sp) == 0 and lt.num_kv_heads % (s.tp * s.sp) == 0
 
 

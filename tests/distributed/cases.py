@@ -96,7 +96,7 @@ def world4():
             S(tp=2, checkpoint="selective"),
             S(tp=2, sp_kind="megatron", dp_type="zero3", checkpoint="selective"),
             S(sp=2, sp_kind="ulysses", checkpoint="selective", tp_consecutive=False),
-            S(tp=4, dp_type="zero1", checkpoint="selective"),
+            S(tp=2, tp_consecutive=False, dp_type="zero1", checkpoint="selective"),
         ], 8, embedding=S(tp=2, dp_type="zero2"), num_microbatches=2)),
         ("selective_encoder_decoder/t5", T5, plan(4, [
             S(tp=2, sp_kind="megatron", checkpoint="selective"), S(checkpoint="selective"),

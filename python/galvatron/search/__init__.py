@@ -21,7 +21,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
-from galvatron.plan import Checkpoint, DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
+from galvatron.plan import (
+    Checkpoint,
+    DpType,
+    LayerStrategy,
+    Plan,
+    Precision,
+    Schedule,
+    SpKind,
+    _enum_value,
+)
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import ModelProfile
 
