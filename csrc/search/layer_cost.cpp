@@ -12,6 +12,9 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Bytes of a ZeRO-2/3 gathered parameter: the compute dtype under mixed precision.
+int64_t gather_bytes(const ModelTables& model) { return model.mixed_precision ? model.compute_bytes : 4; }
+
 double at(const std::vector<double>& table, int idx, const char* what) {
   if (idx < 0 || idx >= static_cast<int>(table.size())) {
     throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
@@ -28,24 +31,30 @@ int64_t at(const std::vector<int64_t>& table, int idx, const char* what) {
 
 // Model-state bytes and data-parallel communication of `param_count` parameters (before tp
 // sharding) under strategy `s`; fills the param/grad/optimizer/dp fields of `c`.
-void add_model_states(const CommModel& comm, const Strategy& s,
-                      const LayerGroups& g, int64_t param_count, LayerCost& c) {
+// `gather_bytes_per_param`: bytes of a ZeRO-2/3 gathered parameter (the compute dtype under
+// mixed precision, where FSDP2 gathers low-precision copies; 4 in fp32).
+void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroups& g,
+                      int64_t param_count, int64_t gather_bytes_per_param, LayerCost& c) {
   const int64_t p_local = ceil_div(param_count, s.tp);         // this device's tp shard
   const int64_t p_shard = ceil_div(p_local, g.weight_group);   // its ZeRO shard
-  // The runtime's mixed precision is autocast only: parameters, gradients and every gathered
-  // or kept copy are fp32 (4 bytes); only activations are in the compute dtype.
-  constexpr int64_t kParamBytes = 4;
+  // fp32 master parameters, gradients and AdamW states everywhere. DDP / ZeRO-1 units keep
+  // fp32 parameters (autocast casts per op); ZeRO-2/3 (FSDP2) gather `gb`-byte copies, compute
+  // gradients in that dtype and reduce-scatter them in fp32.
+  constexpr int64_t kMasterBytes = 4;
+  const int64_t gb = gather_bytes_per_param;
   const bool sharded = s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3;
-  c.param_bytes += kParamBytes * (sharded ? p_shard : p_local);
-  if (s.dp_type == DpType::kZero2) c.param_bytes += kParamBytes * p_local;  // unsharded fwd..bwd copy
+  c.param_bytes += kMasterBytes * (sharded ? p_shard : p_local);
+  if (s.dp_type == DpType::kZero2) c.param_bytes += gb * p_local;  // unsharded fwd..bwd copy
   c.grad_bytes += 4 * (sharded ? p_shard : p_local);
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
-  if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * kParamBytes * p_local;  // 2 gathered + 1 grad
+  // ZeRO-3: the gathered copies of this unit and the prefetched next one, and the unsharded
+  // gradient in the gathered dtype plus its fp32 copy for the reduce-scatter (fp32: one grad)
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += (2 * gb + (gb == 4 ? 4 : gb + 4)) * p_local;
 
   const int32_t n = g.weight_group;
   const Placement pl = g.weight_placement;
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
-  const double gather_bytes = static_cast<double>(kParamBytes * p_local);
+  const double gather_bytes = static_cast<double>(gb * p_local);
   switch (s.dp_type) {
     // Once per step: DDP's all-reduce starts in the last micro-batch's backward (overlapped);
     // ZeRO-1 reduce-scatters after it (not overlapped).
@@ -75,7 +84,7 @@ void add_model_states(const CommModel& comm, const Strategy& s,
 
 }  // namespace
 
-LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, const CommModel& comm,
+LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const CommModel& comm,
                      const Strategy& s, int32_t stage_first, int32_t stage_size,
                      int32_t micro_batch) {
   LayerCost c;
@@ -105,7 +114,7 @@ LayerCost layer_cost(const ModelTables& /*model*/, const LayerTypeProfile& lt, c
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
     c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
   }
-  add_model_states(comm, s, g, lt.param_count, c);
+  add_model_states(comm, s, g, lt.param_count, gather_bytes(model), c);
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
@@ -143,7 +152,7 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
-  add_model_states(comm, s, g, params, c);
+  add_model_states(comm, s, g, params, gather_bytes(model), c);
   c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
                    "act_bytes_per_sample") * lb;
   return c;

@@ -65,6 +65,35 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms
 
 
+def reference_low_precision_params(model_name: str, batches, seed: int = 0,
+                                   max_grad_norm: float | None = None, overrides: dict | None = None,
+                                   dtype=torch.bfloat16):
+    """Single-process mixed-precision training as FSDP2's ``MixedPrecisionPolicy(param_dtype=
+    dtype, reduce_dtype=float32)`` does it: fp32 master weights and AdamW; every step a
+    ``dtype`` copy of the weights runs forward and backward under autocast, and its gradients,
+    cast to fp32, are the master gradients."""
+    import copy
+
+    master = M.build(model_name, seed=seed, **(overrides or {}))
+    opt = torch.optim.AdamW(master.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                            foreach=False)
+    losses, norms = [], []
+    for b in batches:
+        opt.zero_grad()
+        work = copy.deepcopy(master).to(dtype)
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        with torch.autocast("cpu", dtype=dtype):
+            loss = work.loss(work(**inputs), {"labels": b.get("labels", b["input_ids"])})
+        loss.backward()
+        for p, q in zip(master.parameters(), work.parameters(), strict=True):
+            p.grad = None if q.grad is None else q.grad.float()
+        if max_grad_norm is not None:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(master.parameters(), max_grad_norm)))
+        opt.step()
+        losses.append(float(loss.detach().float()))
+    return losses, {n: p.detach().clone() for n, p in master.named_parameters()}, norms
+
+
 def build_case(model_name: str, plan, batches, seed: int = 0,
                max_grad_norm: float | None = None, overrides: dict | None = None,
                seq_len: int | None = None):

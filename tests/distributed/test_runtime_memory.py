@@ -80,6 +80,7 @@ def memory_cases(world: int = 2):
         ("zero3_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero3")),
         ("zero2_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero2")),
         ("checkpoint_zero1/gpt2", g, C.uniform(world, 2, 4, checkpoint=True, dp_type="zero1")),
+        ("selective_zero1/llama", ll, C.uniform(world, 2, 4, checkpoint="selective", dp_type="zero1")),
     ]
 
 
