@@ -58,24 +58,32 @@ def ar(n: int, nbytes: float) -> float:  # all-reduce time of the test hardware
 @pytest.mark.parametrize(
     "dp_type, params, grads, optim",
     [
-        # tp=2 on 4 devices: dp=2, local shard P/2; fp32 parameters (bf16 is autocast only).
+        # tp=2 on 4 devices: dp=2, local shard P/2, ZeRO shard P/4; fp32 master parameters.
         ("ddp", 4 * P // 2, 4 * P // 2, 8 * P // 2),
         ("zero1", 4 * P // 2, 4 * P // 2, 8 * P // 4),
-        ("zero2", 4 * P // 4 + 4 * P // 2, 4 * P // 4, 8 * P // 4),
+        ("zero2", 4 * P // 4 + 2 * P // 2, 4 * P // 4, 8 * P // 4),  # + the bf16 gathered copy
         ("zero3", 4 * P // 4, 4 * P // 4, 8 * P // 4),
     ],
 )
 def test_model_state_bytes_per_dp_type_match_hand_calculation(dp_type, params, grads, optim):
     c = cost(LayerStrategy(tp=2, dp_type=dp_type))
     assert (c.param_bytes, c.grad_bytes, c.optimizer_bytes) == (params, grads, optim)
-    assert c.spike_bytes == (3 * 4 * P // 2 if dp_type == "zero3" else 0)
+    # ZeRO-3: 2 bf16 gathered copies + the bf16 unsharded gradient and its fp32 copy
+    assert c.spike_bytes == ((2 * 2 + 2 + 4) * P // 2 if dp_type == "zero3" else 0)
 
 
-def test_model_states_do_not_depend_on_the_compute_dtype():
-    for dp_type in ("ddp", "zero2", "zero3"):
+def test_fsdp_gathers_compute_dtype_copies_under_mixed_precision_and_fp32_otherwise():
+    """FSDP2 MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32): the gathered copies
+    (ZeRO-2's kept copy, ZeRO-3's transient ones) are 2 bytes under bf16, 4 under fp32; master
+    parameters, gradients and optimizer states are the same in both."""
+    for dp_type in ("ddp", "zero1", "zero2", "zero3"):
         a = cost(LayerStrategy(tp=2, dp_type=dp_type), precision="fp32")
         b = cost(LayerStrategy(tp=2, dp_type=dp_type), precision="bf16")
-        assert (a.param_bytes, a.grad_bytes, a.optimizer_bytes) == (b.param_bytes, b.grad_bytes, b.optimizer_bytes)
+        assert (a.grad_bytes, a.optimizer_bytes) == (b.grad_bytes, b.optimizer_bytes)
+        kept = 2 * P // 2 if dp_type == "zero2" else 0
+        assert a.param_bytes - b.param_bytes == kept
+        # ZeRO-3: 3 x 4 bytes in fp32 against 2 x 2 + (2 + 4) under bf16
+        assert a.spike_bytes - b.spike_bytes == ((12 - 10) * P // 2 if dp_type == "zero3" else 0)
 
 
 def test_activation_bytes_and_checkpointing():
@@ -114,9 +122,13 @@ def test_gradient_sync_per_dp_type():
     ag = 0.04 + 4.0 * P / 40e6  # all-gather of fp32 params
     assert z1.grad_sync_ms == pytest.approx(rs)  # after the backward, not overlapped
     assert z1.optimizer_ms == pytest.approx(ag + 1e-6 * P / 4)
-    z = cost(LayerStrategy(tp=1, dp_type="zero3"))
-    assert z.grad_sync_ms == 0
-    assert z.dp_comm_ms == pytest.approx(overlap(fwd, ag) - fwd + overlap(bwd, ag + rs) - bwd)
+    for precision, gather in (("fp32", ag), ("bf16", 0.04 + 2.0 * P / 40e6)):  # bf16 gathers
+        z = cost(LayerStrategy(tp=1, dp_type="zero3"), precision=precision)
+        assert z.grad_sync_ms == 0
+        # the reduce-scatter stays fp32 (reduce_dtype)
+        assert z.dp_comm_ms == pytest.approx(overlap(fwd, gather) - fwd + overlap(bwd, gather + rs) - bwd)
+        z2 = cost(LayerStrategy(tp=1, dp_type="zero2"), precision=precision)
+        assert z2.dp_comm_ms == pytest.approx(overlap(fwd, gather) - fwd + overlap(bwd, rs) - bwd)
 
 
 def test_estimate_sums_the_layers_and_embedding_of_a_ddp_plan():

@@ -32,7 +32,6 @@ from torch.optim.adamw import adamw
 from galvatron.parallel.tensor_parallel import all_gather_single, reduce_scatter_single
 from galvatron.plan import DpType
 
-
 GRAD_REDUCE_DTYPE = torch.float32  # every gradient reduction (DDP, ZeRO-1, FSDP2)
 
 
