@@ -67,11 +67,12 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
 
 def reference_low_precision_params(model_name: str, batches, seed: int = 0,
                                    max_grad_norm: float | None = None, overrides: dict | None = None,
-                                   dtype=torch.bfloat16):
+                                   dtype=torch.bfloat16, cast_params: bool = True):
     """Single-process mixed-precision training as FSDP2's ``MixedPrecisionPolicy(param_dtype=
     dtype, reduce_dtype=float32)`` does it: fp32 master weights and AdamW; every step a
     ``dtype`` copy of the weights runs forward and backward under autocast, and its gradients,
-    cast to fp32, are the master gradients."""
+    cast to fp32, are the master gradients. ``cast_params=False``: autocast on the fp32
+    weights themselves (what DDP / ZeRO-1 units do)."""
     import copy
 
     master = M.build(model_name, seed=seed, **(overrides or {}))
@@ -80,7 +81,7 @@ def reference_low_precision_params(model_name: str, batches, seed: int = 0,
     losses, norms = [], []
     for b in batches:
         opt.zero_grad()
-        work = copy.deepcopy(master).to(dtype)
+        work = copy.deepcopy(master).to(dtype) if cast_params else copy.deepcopy(master)
         inputs = {k: v for k, v in b.items() if k != "labels"}
         with torch.autocast("cpu", dtype=dtype):
             loss = work.loss(work(**inputs), {"labels": b.get("labels", b["input_ids"])})
