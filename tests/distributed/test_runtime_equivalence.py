@@ -186,12 +186,12 @@ def _mixed_precision_work(rank, world, cases, refs):
         pm = build_case("gpt2-debug", p, b, max_grad_norm=CLIP)
         seen: dict[str, set] = {}  # unit -> dtypes of its parameters while its forward runs
 
-        def record(module, args, name):
+        def record(module, name, seen=seen):
             seen.setdefault(name, set()).update(q.dtype for q in module.parameters())
 
         for u in pm.units:
             if isinstance(u.module, torch.nn.Module):  # after FSDP2's own pre-forward hook
-                u.module.register_forward_pre_hook(lambda m, a, n=u.name: record(m, a, n))
+                u.module.register_forward_pre_hook(lambda m, a, n=u.name: record(m, n))
         losses, norms = train(pm, b)
         masters = {t.dtype for _, t, _ in pm.local_parameters()}
         states = {v.dtype for o in pm.optimizer.optimizers for st in o.state.values()
