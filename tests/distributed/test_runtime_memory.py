@@ -11,11 +11,14 @@ post-forward snapshot of its pipeline chunks) equal the cost model's activation 
 5% (measured differences 0.1-3.2%); under Ulysses the runtime keeps 6% less than charged;
 not checked for ZeRO-2/3 plans, where MemTracker sometimes (run to run) counts FSDP2's
 gathered parameters as activations. MemTracker cannot track several forward calls of one module per step, so these
-plans use one micro-batch."""
+plans use one micro-batch. bf16 ZeRO-2/3 plans (FSDP2 MixedPrecisionPolicy) check the same
+fp32 master states, and ZeRO-2's bf16 kept copy (2 bytes per parameter; an fp32 copy would
+exceed the bound) is the unsharded part of the peak parameter bytes."""
 
 from __future__ import annotations
 
 import galvatron
+from galvatron.plan import Plan
 from tests.distributed import cases as C
 from tests.distributed.equivalence import make_batches
 from tests.distributed.harness import launch
@@ -81,6 +84,11 @@ def memory_cases(world: int = 2):
         ("zero2_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero2")),
         ("checkpoint_zero1/gpt2", g, C.uniform(world, 2, 4, checkpoint=True, dp_type="zero1")),
         ("selective_zero1/llama", ll, C.uniform(world, 2, 4, checkpoint="selective", dp_type="zero1")),
+        # bf16: FSDP2 gathers bf16 copies (ZeRO-2 keeps them until backward: 2 bytes/param)
+        ("zero2_bf16/llama", ll, Plan.uniform(world, 2, global_batch_size=4, dp_type="zero2",
+                                              precision="bf16")),
+        ("zero3_bf16/gpt2", g, Plan.uniform(world, 2, global_batch_size=4, dp_type="zero3",
+                                            precision="bf16")),
     ]
 
 
@@ -89,12 +97,14 @@ def compare(world: int = 2):
     cases = memory_cases(world)
     results = launch(world, _measure, cases)
     hw = galvatron.hardware_preset("cpu-gloo", 1, world)
-    profs = {m: galvatron.model_profile(m, seq_len=SEQ, hardware=hw, precision="fp32")
-             for m in {m for _, m, _ in cases}}
+    profs = {(m, p.precision.value): galvatron.model_profile(m, seq_len=SEQ, hardware=hw,
+                                                            precision=p.precision.value)
+             for _, m, p in cases}
     rows = []
     for rank, res in enumerate(results):
         for (key, meas), (_, m, plan) in zip(res, cases, strict=True):
-            pred = galvatron.estimate(plan, profs[m], hw).stage_memory[rank // plan.devices_per_stage]
+            pred = galvatron.estimate(plan, profs[m, plan.precision.value], hw).stage_memory[
+                rank // plan.devices_per_stage]
             rows.append((rank, key, meas, pred))
     return rows
 
@@ -104,7 +114,7 @@ def test_measured_model_states_within_1_percent_and_activations_within_5_percent
     for rank, key, meas, pred in compare(2):
         r = meas["replicated"]
         unsharded = 0
-        if meas["zero2"]:  # the fp32 unsharded copy (c * p_local) is freed after backward
+        if meas["zero2"]:  # the unsharded copy (c * p_local; bf16: 2 bytes) is freed after backward
             unsharded = pred["param_bytes"] - pred["grad_bytes"]
             assert meas["param_at_peak"] <= pred["param_bytes"] * 1.01
         for field, mine, theirs in (
