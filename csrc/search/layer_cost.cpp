@@ -109,6 +109,11 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
                                  comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes)
                            : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
     c.tp_comm_ms = passes * lt.tp_collectives * one;
+    if (s.sp_kind == SpKind::kMegatron) {
+      // Megatron-SP keeps only the sequence shard of each column-parallel input and gathers it
+      // again in backward: one more all-gather per block (tp_collectives) and micro-batch
+      c.tp_comm_ms += lt.tp_collectives * comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes);
+    }
   }
   if (s.sp_kind == SpKind::kUlysses) {
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;

@@ -201,3 +201,16 @@ def model_with_heads(heads: int) -> ModelProfile:
     mp.layer_types[0].num_heads = heads
     mp.layer_types[0].num_kv_heads = heads
     return mp
+
+
+def test_megatron_sp_charges_the_backward_regather_of_the_kept_shards():
+    """Megatron-SP: per pass 2 x (all-gather + reduce-scatter) of the layer input, plus one
+    all-gather per block in backward (the column-parallel inputs are kept as sequence shards
+    and gathered again); checkpointing replays the forward's collectives once more."""
+    a = 2.0 * CARRY  # tp=2 on 4 devices: dp=2, 2 samples per device
+    one = 0.02 + a / 20e6  # all-gather or reduce-scatter over 2 ranks (same test curve)
+    for ckpt, passes in (("none", 2), ("full", 3)):
+        c = cost(LayerStrategy(tp=2, sp_kind="megatron", checkpoint=ckpt))
+        assert c.tp_comm_ms == pytest.approx(passes * 2 * 2 * one + 2 * one)
+    plain = cost(LayerStrategy(tp=2))
+    assert plain.tp_comm_ms == pytest.approx(2 * 2 * ar(2, a))

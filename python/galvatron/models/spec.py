@@ -34,10 +34,12 @@ float copy of the ``[b, 1, s, s]`` mask: an ``s^2`` term per layer).
 
 Sharding (``tp`` = Megatron tensor parallel): q/k/v, attention output, MLP hidden tensors and
 the log-sum-exp are split over heads/columns (``Shard.TP``). Norm inputs/outputs are replicated
-under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``) but the input
-of a column-parallel linear is the all-gathered full sequence, which torch DTensor's
-``SequenceParallel`` keeps for backward (``Shard.GATHERED``, not divided) -- Megatron-LM instead
-re-gathers it in backward, which is Korthikanti's ``34/t``. Ulysses (``sp``): every tensor is
+under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``), and so is
+the input a column-parallel linear keeps: our runtime, like Megatron-LM, saves the sequence
+shard of the all-gathered input and gathers it again in backward (Korthikanti's ``34/t``;
+torch DTensor's ``SequenceParallel`` would keep the gathered input). ``Shard.GATHERED`` (not
+divided by tp) is left for the full-width partial sums of row-parallel matmuls that selective
+checkpointing keeps. Ulysses (``sp``): every tensor is
 split by ``sp`` (sequence outside attention, heads inside), and with flash-style attention
 o_proj keeps the all-to-all output besides SDPA's own output (one more ``b*s*a*d/sp``).
 Megatron-SP and Ulysses are checked against simulated ranks in ``test_models_spec.py``
@@ -274,8 +276,9 @@ def loss_saved(classes: int, per_sample: bool = False) -> list[SavedTensor]:
 
 def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
     """The input a linear keeps for its weight gradient. Input of a column-parallel linear
-    (q/k/v, fc_in): replicated (``Shard.GATHERED``); of a row-parallel one: ``Shard.TP``."""
-    return SavedTensor(name, per_token=width, shard=Shard.GATHERED if column_parallel else Shard.TP)
+    (q/k/v, fc_in): replicated under plain tp, its sequence shard under Megatron-SP
+    (``Shard.SEQ``: re-gathered in backward); of a row-parallel one: ``Shard.TP``."""
+    return SavedTensor(name, per_token=width, shard=Shard.SEQ if column_parallel else Shard.TP)
 
 
 def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,

@@ -282,7 +282,7 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     cross = S.norm_saved("norm_cross", h, True) + [
         S.linear_input_saved("cross_attn.input", h),
         # k/v projections keep the encoder output: the same tensor in every decoder layer
-        S.SavedTensor("cross_attn.memory", per_token=h, shard=S.Shard.GATHERED, shared=True)]
+        S.SavedTensor("cross_attn.memory", per_token=h, shard=S.Shard.SEQ, shared=True)]
     mask = [S.SavedTensor("cross_attn.mask", per_token=1, shard=S.Shard.NONE, sp_split=False,
                           padded_only=True)]  # the flash path keeps a float copy
     dec = S.LayerTypeSpec("t5_decoder", 3 * h + 2 * attn_params + mlp_params + table, h, a, a, d,

@@ -270,9 +270,9 @@ class InputOp(nn.Module):
         x = self._op(x)
         out = self.inner(x, *args, **kwargs)
         for t in (x, kwargs.get("memory"), *args[1:2]):  # the block's forward is done: the
-            ref = getattr(t, "_sp_shard", None)          # linears saved their shard copies
-            if ref is not None:
-                ref.cast = {}
+            ref = getattr(t, "_sp_shard", None)          # linears saved what they need; hold
+            if ref is not None:                          # nothing a checkpoint would drop
+                ref.shard, ref.cast = None, {}
         return out
 
 
