@@ -222,7 +222,9 @@ def test_bf16_zero2_zero3_gather_bf16_and_match_single_process_bf16_training():
     cases = [(n, Plan.uniform(2, 2, global_batch_size=4, precision="bf16", **kw)) for n, kw in
              [("zero3", dict(dp_type="zero3")), ("zero2", dict(dp_type="zero2")),
               ("zero3_layers_ddp_embedding", dict(dp_type="zero3", embedding=LayerStrategy())),
-              ("ddp", dict()), ("zero1", dict(dp_type="zero1"))]]
+              ("ddp", dict()), ("zero1", dict(dp_type="zero1")),
+              # Megatron-SP's shard-saving linears under autocast (bf16 shard, cast-back grads)
+              ("megatron_sp", dict(tp=2, sp_kind="megatron"))]]
     for k, err_cast, err_autocast, masters, states, forward in launch(
             2, _mixed_precision_work, cases, refs)[0]:
         assert masters == {torch.float32} and states == {torch.float32}, (k, masters, states)
@@ -231,7 +233,8 @@ def test_bf16_zero2_zero3_gather_bf16_and_match_single_process_bf16_training():
                 want = torch.bfloat16 if kind == "fsdp" else torch.float32
                 assert dtypes == {want}, (k, unit, kind, dtypes)
         assert sum(kind == "fsdp" for kind, _ in forward.values()) == (
-            0 if k in ("ddp", "zero1") else 2 if k == "zero3_layers_ddp_embedding" else 3), (k, forward)
+            0 if k in ("ddp", "zero1", "megatron_sp") else 2 if k == "zero3_layers_ddp_embedding"
+            else 3), (k, forward)
         fsdp = k.startswith("zero2") or k.startswith("zero3")
         if k == "zero3_layers_ddp_embedding":  # bf16 layer copies, fp32 embedding/head
             assert err_cast < u and err_autocast < u, (k, err_cast, err_autocast)
