@@ -15,7 +15,7 @@ hw = galvatron.hardware_preset("a100-80g-sxm", num_nodes=128, gpus_per_node=8)
 mp = galvatron.model_profile("llama2-70b", seq_len=4096, hardware=hw)
 hw8 = galvatron.hardware_preset("a100-80g-sxm", num_nodes=1, gpus_per_node=8)
 mp8 = galvatron.model_profile("llama2-7b", seq_len=2048, hardware=hw8)
-for rep in range(2):
+for _rep in range(2):
     for name, m, h, gb, bs in (("llama2-7b/8/36GB", mp8, hw8, 36, 64), ("llama2-70b/1024/80GB", mp, hw, 80, 1024)):
         for sel in (False, True):
             t = time.perf_counter(); c0 = time.process_time()
