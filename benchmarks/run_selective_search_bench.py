@@ -18,7 +18,8 @@ mp8 = galvatron.model_profile("llama2-7b", seq_len=2048, hardware=hw8)
 for _rep in range(2):
     for name, m, h, gb, bs in (("llama2-7b/8/36GB", mp8, hw8, 36, 64), ("llama2-70b/1024/80GB", mp, hw, 80, 1024)):
         for sel in (False, True):
-            t = time.perf_counter(); c0 = time.process_time()
+            t = time.perf_counter()
+            c0 = time.process_time()
             r = galvatron.search(m, h, memory_gb=gb, global_batch_size=bs, num_threads=1, uniform_baseline=False,
                                  allow_selective_checkpoint=sel)
             print(json.dumps({"case": name, "selective": sel, "wall_s": round(time.perf_counter() - t, 3),
