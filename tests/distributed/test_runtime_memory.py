@@ -131,6 +131,10 @@ def test_measured_model_states_within_1_percent_and_activations_within_5_percent
         # (measured -6.0% for llama-debug sp2, not isolated): at most the prediction, 10%
         low = 0.90 if key.startswith("ulysses") else 0.95
         high = 1.0 if key.startswith("ulysses") else 1.05
+        if key.startswith(("tp2_megatron_sp", "selective")):
+            # the kept sequence shards (Megatron-SP) and selective's kept matmul outputs: measured
+            # +0.06% / +0.19%; keeping the gathered inputs instead would be +9%
+            low, high = 0.995, 1.005
         # FSDP2 (ZeRO-2/3): MemTracker sometimes files the gathered (unsharded) parameters as
         # activations (seen: +131 KB on one rank of one run), so those plans are not checked
         if not meas["fsdp"] and not low * theirs <= act <= high * theirs:
