@@ -5,7 +5,8 @@ Cases: GPT/LLaMA 7B, 13B, 70B on 8 to 1024 devices with 24-80 GB, analytic A100 
 when ``../shared/reference/galvatron/`` (or ``--reference DIR``) is present, the reference
 llama2-7b / 8-GPU / 36 GB / batch-64 problem read through the Galvatron-2 importers (Galvatron-2
 takes ~150 s on one core for it). Every case runs on one thread (``num_threads=1``) unless
-``--threads`` says otherwise. Targets: the reference case under 1 s; 70B on 1024 devices under 5 s.
+``--threads`` says otherwise. Targets: the reference case under 0.5 s; 70B on 1024 and on 1536
+devices (192 nodes: every divisor is searched, not only powers of two) under 5 s.
 
     python benchmarks/run_search_bench.py [--quick] [--out benchmarks/results/search_bench_DATE.jsonl]
 """
@@ -21,7 +22,12 @@ import sys
 import time
 
 import galvatron
-from galvatron.profiles import HardwareProfile, ModelProfile
+from galvatron.profiles import (
+    HardwareProfile,
+    ModelProfile,
+    hardware_from_galvatron,
+    model_from_galvatron,
+)
 
 # (name, model, seq, nodes, gpus per node, memory GB, global batch)
 CASES = [
@@ -34,23 +40,27 @@ CASES = [
     ("llama2-70b/256/80GB", "llama2-70b", 4096, 32, 8, 80, 512),
     ("llama2-7b/256/24GB", "llama2-7b", 4096, 32, 8, 24, 512),
     ("llama2-70b/1024/80GB", "llama2-70b", 4096, 128, 8, 80, 1024),
+    # any device count (issue 15): 3 nodes, and 192 nodes (1,536 devices = 2^9 * 3)
+    ("llama2-13b/24/80GB", "llama2-13b", 4096, 3, 8, 80, 96),
+    ("llama2-70b/1536/80GB", "llama2-70b", 4096, 192, 8, 80, 1536),
 ]
-QUICK = {"llama2-7b/8/36GB", "llama2-13b/16/40GB", "llama2-70b/1024/80GB"}
+QUICK = {"llama2-7b/8/36GB", "llama2-13b/16/40GB", "llama2-70b/1024/80GB", "llama2-70b/1536/80GB"}
 
 
 def record(name: str, model: ModelProfile, hw: HardwareProfile, memory_gb: float, batch: int, threads: int,
            source: str) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = galvatron.search(model, hw, memory_gb=memory_gb, global_batch_size=batch, num_threads=threads,
                            uniform_baseline=True)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     p = res.plan
     return {
         "case": name, "model": model.model, "source": source, "world_size": hw.world_size,
         "memory_gb": memory_gb, "global_batch_size": batch, "seq_len": model.seq_len, "threads": threads,
         "search_time_s": round(res.search_time_s, 4),
         "uniform_search_time_s": round(res.best_uniform.search_time_s, 4) if res.best_uniform else None,
-        "total_time_s": round(total, 4), **res.stats,
+        "total_time_s": round(total, 4), "total_cpu_s": round(cpu, 4), "load_average_1m": os.getloadavg()[0],
+        **res.stats,
         "samples_per_s": round(res.predicted.samples_per_s, 4),
         "uniform_samples_per_s": round(res.best_uniform.predicted.samples_per_s, 4) if res.best_uniform else None,
         "speedup_over_uniform": round(res.speedup_over_uniform, 4) if res.best_uniform else None,
@@ -65,8 +75,8 @@ def reference_case(ref: str, threads: int) -> dict | None:
     mem = os.path.join(ref, "memory_profiling_bf16_llama2-7b_all.json")
     if not (os.path.exists(comp) and os.path.exists(mem)):
         return None
-    hw = HardwareProfile.from_galvatron(ref, num_nodes=1, gpus_per_node=8, device_memory_gb=36)
-    mp = ModelProfile.from_galvatron(comp, mem, seq_len=2048, model="llama2-7b", num_layers=32, num_heads=32,
+    hw = hardware_from_galvatron(ref, num_nodes=1, gpus_per_node=8, device_memory_gb=36)
+    mp = model_from_galvatron(comp, mem, seq_len=2048, model="llama2-7b", num_layers=32, num_heads=32,
                                      hidden_size=4096)
     return record("reference llama2-7b/8/36GB (Galvatron-2 profiles)", mp, hw, 36, 64, threads, "galvatron-2 files")
 

@@ -1,7 +1,7 @@
 """Train a zoo model under a plan with the runtime (CPU/gloo example).
 
     torchrun --nproc-per-node 4 examples/train_runtime.py \\
-        --model gpt2-debug --num-layers 4 --plan examples/plans/gpt2-debug_4cpu_mixed.json
+        --model gpt2-debug --plan examples/plans/gpt2-debug_4cpu_mixed.json
 
 Every rank draws the same global batch from a fixed seed; rank 0 prints the loss per step.
 """

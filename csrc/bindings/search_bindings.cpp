@@ -50,7 +50,8 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("overlap_slowdown", &HardwareTables::overlap_slowdown)
       .def_readwrite("optimizer_ms_per_param", &HardwareTables::optimizer_ms_per_param)
       .def_readwrite("framework_overhead_bytes", &HardwareTables::framework_overhead_bytes)
-      .def_readwrite("comm_buffer_bytes", &HardwareTables::comm_buffer_bytes);
+      .def_readwrite("comm_buffer_bytes", &HardwareTables::comm_buffer_bytes)
+      .def_readwrite("inter_node_rings", &HardwareTables::inter_node_rings);
   py::class_<LayerTypeProfile>(m, "LayerTypeProfile")
       .def(py::init<>())
       .def_readwrite("name", &LayerTypeProfile::name).def_readwrite("param_count", &LayerTypeProfile::param_count)
@@ -60,6 +61,7 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("ulysses_bytes_per_sample", &LayerTypeProfile::ulysses_bytes_per_sample)
       .def_readwrite("seq_len", &LayerTypeProfile::seq_len)
       .def_readwrite("allow_sequence_parallel", &LayerTypeProfile::allow_sequence_parallel)
+      .def_readwrite("degrees", &LayerTypeProfile::degrees)
       .def_readwrite("fwd_ms_per_sample", &LayerTypeProfile::fwd_ms_per_sample)
       .def_readwrite("bwd_ms_per_sample", &LayerTypeProfile::bwd_ms_per_sample)
       .def_readwrite("fwd_ms_fixed", &LayerTypeProfile::fwd_ms_fixed).def_readwrite("bwd_ms_fixed", &LayerTypeProfile::bwd_ms_fixed)
@@ -71,7 +73,7 @@ void bind_inputs(py::module_& m) {
           [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
             for (int k = 0; k < 3; ++k) p.act_bytes_per_sample[k] = v[k];
           },
-          "per sp kind (none, megatron, ulysses): bytes per sample, index log2(tp*sp)")
+          "per sp kind (none, megatron, ulysses): bytes per sample, one entry per shard degree (-1: none)")
       .def_property(
           "selective_act_bytes_per_sample",
           [](const LayerTypeProfile& p) {
@@ -82,19 +84,22 @@ void bind_inputs(py::module_& m) {
           [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
             for (int k = 0; k < 3; ++k) p.selective_act_bytes_per_sample[k] = v[k];
           },
-          "selective checkpointing: per sp kind, bytes kept per sample, index log2(tp*sp)")
-      .def_readwrite("selective_recompute_ms_per_sample", &LayerTypeProfile::selective_recompute_ms_per_sample);
+          "selective checkpointing: per sp kind, bytes kept per sample, one entry per shard degree (-1: none; empty: not available)")
+      .def_readwrite("selective_recompute_ms_per_sample", &LayerTypeProfile::selective_recompute_ms_per_sample,
+                     "selective checkpointing: recomputed ms per sample, one entry per shard degree (-1: none)");
   py::class_<EmbeddingProfile>(m, "EmbeddingProfile")
       .def(py::init<>())
       .def_readwrite("embed_param_count", &EmbeddingProfile::embed_param_count)
       .def_readwrite("head_param_count", &EmbeddingProfile::head_param_count)
       .def_readwrite("tied_param_count", &EmbeddingProfile::tied_param_count)
+      .def_readwrite("degrees", &EmbeddingProfile::degrees)
       .def_readwrite("embed_fwd_ms_per_sample", &EmbeddingProfile::embed_fwd_ms_per_sample)
       .def_readwrite("embed_bwd_ms_per_sample", &EmbeddingProfile::embed_bwd_ms_per_sample)
       .def_readwrite("head_fwd_ms_per_sample", &EmbeddingProfile::head_fwd_ms_per_sample)
       .def_readwrite("head_bwd_ms_per_sample", &EmbeddingProfile::head_bwd_ms_per_sample)
       .def_readwrite("embed_act_bytes_per_sample", &EmbeddingProfile::embed_act_bytes_per_sample)
       .def_readwrite("head_act_bytes_per_sample", &EmbeddingProfile::head_act_bytes_per_sample)
+      .def_readwrite("head_transient_bytes_per_sample", &EmbeddingProfile::head_transient_bytes_per_sample)
       .def_readwrite("carry_bytes_per_sample", &EmbeddingProfile::carry_bytes_per_sample)
       .def_readwrite("seq_len", &EmbeddingProfile::seq_len);
   py::class_<ModelTables>(m, "ModelTables")
@@ -125,9 +130,12 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("allow_checkpoint", &SearchOptions::allow_checkpoint)
       .def_readwrite("allow_selective_checkpoint", &SearchOptions::allow_selective_checkpoint)
       .def_readwrite("allow_strided", &SearchOptions::allow_strided)
+      .def_readwrite("megatron_sp_only", &SearchOptions::megatron_sp_only)
       .def_readwrite("search_pp_split", &SearchOptions::search_pp_split)
       .def_readwrite("uniform_only", &SearchOptions::uniform_only)
-      .def_readwrite("num_threads", &SearchOptions::num_threads);
+      .def_readwrite("num_threads", &SearchOptions::num_threads)
+      .def_readwrite("max_tasks", &SearchOptions::max_tasks)
+      .def_readwrite("max_frontier_entries", &SearchOptions::max_frontier_entries);
 }
 
 void bind_outputs(py::module_& m) {
@@ -143,7 +151,8 @@ void bind_outputs(py::module_& m) {
       .def_readonly("compute_ms", &TimeBreakdown::compute_ms).def_readonly("tp_comm_ms", &TimeBreakdown::tp_comm_ms)
       .def_readonly("sp_comm_ms", &TimeBreakdown::sp_comm_ms).def_readonly("dp_comm_ms", &TimeBreakdown::dp_comm_ms)
       .def_readonly("p2p_ms", &TimeBreakdown::p2p_ms).def_readonly("redistribution_ms", &TimeBreakdown::redistribution_ms)
-      .def_readonly("optimizer_ms", &TimeBreakdown::optimizer_ms).def_readonly("bubble_ms", &TimeBreakdown::bubble_ms);
+      .def_readonly("optimizer_ms", &TimeBreakdown::optimizer_ms).def_readonly("bubble_ms", &TimeBreakdown::bubble_ms)
+      .def_readonly("grad_sync_ms", &TimeBreakdown::grad_sync_ms);
   py::class_<LayerTiming>(m, "LayerTiming")
       .def_readonly("fwd_ms", &LayerTiming::fwd_ms).def_readonly("bwd_ms", &LayerTiming::bwd_ms)
       .def_readonly("tp_comm_ms", &LayerTiming::tp_comm_ms).def_readonly("sp_comm_ms", &LayerTiming::sp_comm_ms)

@@ -35,38 +35,55 @@ static const char* placement_name(Placement p) {
   return "?";
 }
 
-constexpr int kMaxLog2Group = 21;
+// Divisors of n in increasing order, in O(sqrt(n)) (batch sizes may be large).
+std::vector<int32_t> divisors(int32_t n) {
+  std::vector<int32_t> low, high;
+  for (int64_t i = 1; i * i <= n; ++i) {
+    if (n % i != 0) continue;
+    low.push_back(static_cast<int32_t>(i));
+    if (i * i != n) high.push_back(static_cast<int32_t>(n / i));
+  }
+  low.insert(low.end(), high.rbegin(), high.rend());
+  return low;
+}
+
+int32_t degree_index(const std::vector<int32_t>& degrees, int64_t degree) {
+  const auto it = std::lower_bound(degrees.begin(), degrees.end(), degree);
+  return it != degrees.end() && *it == degree ? static_cast<int32_t>(it - degrees.begin()) : -1;
+}
+
+bool LayerTypeProfile::has_selective(SpKind kind, int64_t degree) const {
+  const int32_t i = degree_index(degrees, degree);
+  const auto& act = selective_act_bytes_per_sample[static_cast<int>(kind)];
+  const auto& ms = selective_recompute_ms_per_sample;
+  return i >= 0 && static_cast<size_t>(i) < act.size() && act[i] >= 0 && static_cast<size_t>(i) < ms.size() &&
+         ms[i] >= 0;
+}
 
 CommModel::CommModel(const HardwareTables& hw) : hw_(hw) {
-  index_.assign(kNumOps * kMaxLog2Group * kNumPlacements, -1);
+  max_size_ = std::max<int32_t>(2, hw_.num_nodes * hw_.gpus_per_node);
+  index_.assign(static_cast<size_t>(kNumOps) * (max_size_ + 1) * kNumPlacements, -1);
   for (size_t i = 0; i < hw_.collectives.size(); ++i) {
     const auto& e = hw_.collectives[i];
-    const int lg = log2_exact(e.group_size);
-    if (lg < 0 || lg >= kMaxLog2Group) continue;  // only powers of two are looked up by index
-    index_[(static_cast<int>(e.op) * kMaxLog2Group + lg) * kNumPlacements +
-           static_cast<int>(e.placement)] = static_cast<int32_t>(i);
+    if (e.group_size < 2 || e.group_size > max_size_) continue;  // never looked up
+    index_[(static_cast<size_t>(e.op) * (max_size_ + 1) + e.group_size) * kNumPlacements +
+           static_cast<size_t>(e.placement)] = static_cast<int32_t>(i);
   }
 }
 
 const CollectiveEntry* CommModel::find(Op op, int32_t size, Placement placement) const {
-  const int lg = log2_exact(size);
-  if (lg >= 0 && lg < kMaxLog2Group) {
-    // Fall back from strided to consecutive within a node when only one was measured.
-    for (Placement p : {placement, Placement::kConsecutive, Placement::kStrided}) {
-      if (placement == Placement::kInterNode && p != Placement::kInterNode) break;
-      const int32_t idx =
-          index_[(static_cast<int>(op) * kMaxLog2Group + lg) * kNumPlacements + static_cast<int>(p)];
-      if (idx >= 0) return &hw_.collectives[idx];
-    }
-    return nullptr;
-  }
-  for (const auto& e : hw_.collectives) {
-    if (e.op == op && e.group_size == size && e.placement == placement) return &e;
+  if (size < 2 || size > max_size_) return nullptr;
+  // Fall back from strided to consecutive within a node when only one was measured.
+  for (Placement p : {placement, Placement::kConsecutive, Placement::kStrided}) {
+    if (placement == Placement::kInterNode && p != Placement::kInterNode) break;
+    const int32_t idx =
+        index_[(static_cast<size_t>(op) * (max_size_ + 1) + size) * kNumPlacements + static_cast<size_t>(p)];
+    if (idx >= 0) return &hw_.collectives[idx];
   }
   return nullptr;
 }
 
-double CommModel::time_ms(Op op, int32_t size, Placement placement, double bytes) const {
+double CommModel::time_ms(Op op, int32_t size, Placement placement, double bytes, int32_t ranks_per_node) const {
   if (size <= 1 || bytes <= 0) return 0.0;
   const CollectiveEntry* e = find(op, size, placement);
   if (e == nullptr) {
@@ -74,7 +91,15 @@ double CommModel::time_ms(Op op, int32_t size, Placement placement, double bytes
                                 op_name(op) + " group_size=" + std::to_string(size) +
                                 " placement=" + placement_name(placement));
   }
-  return e->alpha_ms + bytes / (e->bandwidth_gbps * 1e6);
+  double bw = e->bandwidth_gbps;
+  if (placement == Placement::kInterNode) bw *= std::max(1, std::min(ranks_per_node, hw_.inter_node_rings));
+  return e->alpha_ms + bytes / (bw * 1e6);
+}
+
+int32_t CommModel::ranks_per_node(int32_t first_rank, int32_t size, int32_t stride) const {
+  const int64_t last = first_rank + int64_t{size - 1} * stride;
+  const int64_t nodes = last / hw_.gpus_per_node - first_rank / hw_.gpus_per_node + 1;
+  return static_cast<int32_t>((size + nodes - 1) / nodes);
 }
 
 Placement CommModel::placement(int32_t first_rank, int32_t size, int32_t stride) const {
@@ -92,15 +117,15 @@ LayerGroups layer_groups(const CommModel& comm, const Strategy& s, int32_t stage
   LayerGroups g;
   g.dp = stage_size / (s.tp * s.sp);
   g.weight_group = g.dp * s.sp;
-  if (s.tp_consecutive) {  // rank = (d * sp + j) * tp + t
-    g.tp_placement = comm.placement(stage_first, s.tp, 1);
-    g.sp_placement = comm.placement(stage_first, s.sp, s.tp);
-    g.weight_placement = comm.placement(stage_first, g.weight_group, s.tp);
-  } else {  // rank = (t * sp + j) * dp + d
-    g.tp_placement = comm.placement(stage_first, s.tp, s.sp * g.dp);
-    g.sp_placement = comm.placement(stage_first, s.sp, g.dp);
-    g.weight_placement = comm.placement(stage_first, g.weight_group, 1);
-  }
+  // Strides of the tp, sp and weight (dp*sp) groups in the two rank orders.
+  const bool c = s.tp_consecutive;  // rank = (d * sp + j) * tp + t, else (t * sp + j) * dp + d
+  const int32_t tp_stride = c ? 1 : s.sp * g.dp, sp_stride = c ? s.tp : g.dp, w_stride = c ? s.tp : 1;
+  g.tp_placement = comm.placement(stage_first, s.tp, tp_stride);
+  g.sp_placement = comm.placement(stage_first, s.sp, sp_stride);
+  g.weight_placement = comm.placement(stage_first, g.weight_group, w_stride);
+  g.tp_ranks_per_node = comm.ranks_per_node(stage_first, s.tp, tp_stride);
+  g.sp_ranks_per_node = comm.ranks_per_node(stage_first, s.sp, sp_stride);
+  g.weight_ranks_per_node = comm.ranks_per_node(stage_first, g.weight_group, w_stride);
   return g;
 }
 
@@ -211,11 +236,12 @@ double redistribution_ms(const CommModel& comm, const Layout& a, const Layout& b
   const int64_t S = std::lcm<int64_t>(a.n_seq, b.n_seq);
   const double bytes_per_unit = static_cast<double>(carry_bytes_per_sample) / static_cast<double>(S);
   const Placement pl = comm.placement(stage_first, stage_size, 1);
+  const int32_t rpn = comm.ranks_per_node(stage_first, stage_size, 1);
   double t = 0.0;
   for (int dir = 0; dir < 2; ++dir) {  // forward: a -> b; backward (gradients): b -> a
     const int64_t units = dir == 0 ? max_exchange_units(a, b, stage_size, micro_batch, S)
                                    : max_exchange_units(b, a, stage_size, micro_batch, S);
-    if (units > 0) t += comm.time_ms(Op::kAllToAll, stage_size, pl, units * bytes_per_unit);
+    if (units > 0) t += comm.time_ms(Op::kAllToAll, stage_size, pl, units * bytes_per_unit, rpn);
   }
   return t;
 }

@@ -9,27 +9,35 @@
 namespace galvatron {
 
 int log2_exact(int64_t x);  // -1 when x is not a power of two
+std::vector<int32_t> divisors(int32_t n);  // ascending
 
 // Validates the tables (complete per-degree entries, positive sizes); throws
 // std::invalid_argument naming the field.
 void validate_model(const ModelTables& model);
 void validate_hardware(const HardwareTables& hw);
+// Refuses profiles whose memory sums at `max_global_batch` samples could overflow int64 bytes.
+void validate_magnitudes(const ModelTables& model, int64_t max_global_batch);
 
 // Collective time lookups.
 class CommModel {
  public:
   explicit CommModel(const HardwareTables& hw);
-  // Time of `op` moving `bytes` over a group of `size` ranks; 0 for size 1 or 0 bytes.
-  double time_ms(Op op, int32_t size, Placement placement, double bytes) const;
+  // Time of `op` moving `bytes` over a group of `size` ranks; 0 for size 1 or 0 bytes. An
+  // inter-node group with `ranks_per_node` ranks on each node runs that many rings at once, up
+  // to HardwareTables::inter_node_rings (see problem.h).
+  double time_ms(Op op, int32_t size, Placement placement, double bytes, int32_t ranks_per_node = 1) const;
   // Placement of a group of `size` ranks spaced `stride` apart, starting at `first_rank`.
   Placement placement(int32_t first_rank, int32_t size, int32_t stride) const;
+  // Ranks such a group has on each node it spans (size / nodes spanned, rounded up).
+  int32_t ranks_per_node(int32_t first_rank, int32_t size, int32_t stride) const;
   double overlap_ms(double compute_ms, double comm_ms) const;  // both at once, with slowdown
   const HardwareTables& hw() const { return hw_; }
 
  private:
   const CollectiveEntry* find(Op op, int32_t size, Placement placement) const;
   HardwareTables hw_;
-  std::vector<int32_t> index_;  // (op, log2 size, placement) -> entry index or -1
+  int32_t max_size_ = 1;        // entries for larger groups are never looked up
+  std::vector<int32_t> index_;  // (op, size, placement) -> entry index or -1
 };
 
 // The process groups of one layer inside a pipeline stage of `stage_size` devices starting at
@@ -40,6 +48,7 @@ struct LayerGroups {
   Placement tp_placement = Placement::kConsecutive, sp_placement = Placement::kConsecutive;
   Placement weight_placement = Placement::kConsecutive;  // dp*sp ranks holding one weight shard
   int32_t weight_group = 1;                              // dp * sp
+  int32_t tp_ranks_per_node = 1, sp_ranks_per_node = 1, weight_ranks_per_node = 1;
 };
 LayerGroups layer_groups(const CommModel& comm, const Strategy& s, int32_t stage_first,
                          int32_t stage_size);
@@ -50,8 +59,8 @@ struct LayerCost {
   double tp_comm_ms = 0, sp_comm_ms = 0;
   double dp_comm_ms = 0;  // exposed ZeRO-2/3 gather/scatter time beyond compute
   // One step.
-  double grad_sync_ms = 0;  // exposed DDP/ZeRO-1 sync beyond the backward it overlaps with
-  double optimizer_ms = 0;  // optimizer step + ZeRO-1 parameter all-gather
+  double grad_sync_ms = 0;  // exposed DDP sync beyond the backward it overlaps; ZeRO-1 RS + AG
+  double optimizer_ms = 0;  // the optimizer step (ZeRO-1's parameter all-gather is grad_sync)
   // Bytes per device.
   int64_t param_bytes = 0, grad_bytes = 0, optimizer_bytes = 0;
   int64_t act_bytes = 0;    // kept for backward by one micro-batch

@@ -1,5 +1,6 @@
 // Validation of profiles and plans, pipeline formulas, and the whole-plan prediction.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <string>
@@ -14,14 +15,27 @@ namespace {
 
 std::string at_layer(int i) { return "layers[" + std::to_string(i) + "]"; }
 
+void require_degrees(const std::vector<int32_t>& degrees, const std::string& field) {
+  if (degrees.empty()) fail(field + ": at least one shard degree is needed");
+  for (size_t i = 0; i < degrees.size(); ++i) {
+    if (degrees[i] < 1 || (i > 0 && degrees[i] <= degrees[i - 1])) {
+      fail(field + ": shard degrees must be positive and strictly ascending");
+    }
+  }
+}
+
+// A per-degree table: one entry per degree; complete tables have every entry >= 0, others
+// may mark a missing degree with a negative entry.
 template <typename T>
-void require_table(const std::vector<T>& t, size_t n, const std::string& field) {
-  if (t.size() < n) {
-    fail(field + " has " + std::to_string(t.size()) + " entries; need " + std::to_string(n) +
-         " (degrees 1, 2, 4, ... up to the largest tp*sp used)");
+void require_table(const std::vector<T>& t, size_t n, const std::string& field, bool complete = true) {
+  if (t.size() != n) {
+    fail(field + " has " + std::to_string(t.size()) + " entries; need one per shard degree (" +
+         std::to_string(n) + ")");
   }
   for (size_t i = 0; i < t.size(); ++i) {
-    if (!(t[i] >= 0)) fail(field + "[" + std::to_string(i) + "] must be >= 0");
+    if (complete ? !(t[i] >= 0) : std::isnan(static_cast<double>(t[i]))) {
+      fail(field + "[" + std::to_string(i) + "] must be >= 0");
+    }
   }
 }
 
@@ -34,6 +48,7 @@ void validate_hardware(const HardwareTables& hw) {
   if (!(hw.optimizer_ms_per_param >= 0)) fail("optimizer_ms_per_param must be >= 0");
   if (hw.framework_overhead_bytes < 0) fail("framework_overhead_bytes must be >= 0");
   if (hw.comm_buffer_bytes < 0) fail("comm_buffer_bytes must be >= 0");
+  if (hw.inter_node_rings < 1) fail("inter_node_rings must be >= 1");
   for (size_t i = 0; i < hw.collectives.size(); ++i) {
     const auto& e = hw.collectives[i];
     const std::string f = "collectives[" + std::to_string(i) + "]";
@@ -60,25 +75,79 @@ void validate_model(const ModelTables& model) {
     if (lt.carry_bytes_per_sample <= 0) fail(f + ".carry_bytes_per_sample must be > 0");
     if (lt.num_heads < 1 || lt.num_kv_heads < 1) fail(f + ": head counts must be >= 1");
     if (lt.seq_len < 1) fail(f + ".seq_len must be >= 1");
-    require_table(lt.fwd_ms_per_sample, 1, f + ".fwd_ms_per_sample");
-    require_table(lt.bwd_ms_per_sample, lt.fwd_ms_per_sample.size(), f + ".bwd_ms_per_sample");
-    for (int k = 0; k < 3; ++k) {
-      require_table(lt.act_bytes_per_sample[k], k == 0 ? 1 : 0, f + ".act_bytes_per_sample");
-      require_table(lt.selective_act_bytes_per_sample[k], 0, f + ".selective_act_bytes_per_sample");
+    require_degrees(lt.degrees, f + ".degrees");
+    const size_t n = lt.degrees.size();
+    require_table(lt.fwd_ms_per_sample, n, f + ".fwd_ms_per_sample");
+    require_table(lt.bwd_ms_per_sample, n, f + ".bwd_ms_per_sample");
+    require_table(lt.act_bytes_per_sample[0], n, f + ".act_bytes_per_sample[none]");
+    for (int k = 1; k < 3; ++k) {
+      if (!lt.act_bytes_per_sample[k].empty()) {
+        require_table(lt.act_bytes_per_sample[k], n, f + ".act_bytes_per_sample[" + std::to_string(k) + "]", false);
+      }
     }
-    require_table(lt.selective_recompute_ms_per_sample, 0, f + ".selective_recompute_ms_per_sample");
+    // selective checkpointing: optional tables (empty: not available), negative entries missing
+    for (int k = 0; k < 3; ++k) {
+      if (!lt.selective_act_bytes_per_sample[k].empty()) {
+        require_table(lt.selective_act_bytes_per_sample[k], n,
+                      f + ".selective_act_bytes_per_sample[" + std::to_string(k) + "]", false);
+      }
+    }
+    if (!lt.selective_recompute_ms_per_sample.empty()) {
+      require_table(lt.selective_recompute_ms_per_sample, n, f + ".selective_recompute_ms_per_sample", false);
+    }
   }
   const auto& e = model.embedding;
   if (e.embed_param_count < 0 || e.head_param_count < 0 || e.tied_param_count < 0) {
     fail("embedding: parameter counts must be >= 0");
   }
   if (e.carry_bytes_per_sample <= 0) fail("embedding.carry_bytes_per_sample must be > 0");
+  require_degrees(e.degrees, "embedding.degrees");
+  const size_t n = e.degrees.size();
+  require_table(e.embed_fwd_ms_per_sample, n, "embedding.embed_fwd_ms_per_sample");
+  require_table(e.embed_bwd_ms_per_sample, n, "embedding.embed_bwd_ms_per_sample");
+  require_table(e.head_fwd_ms_per_sample, n, "embedding.head_fwd_ms_per_sample");
+  require_table(e.head_bwd_ms_per_sample, n, "embedding.head_bwd_ms_per_sample");
+  require_table(e.embed_act_bytes_per_sample, n, "embedding.embed_act_bytes_per_sample");
+  require_table(e.head_act_bytes_per_sample, n, "embedding.head_act_bytes_per_sample");
+  if (!e.head_transient_bytes_per_sample.empty()) {
+    require_table(e.head_transient_bytes_per_sample, n, "embedding.head_transient_bytes_per_sample");
+  }
+}
+
+void validate_magnitudes(const ModelTables& model, int64_t max_global_batch) {
+  // Memory is summed in int64 bytes: bound every sum the cost model can form (all layers'
+  // activations for the whole batch, model states at 16 bytes per parameter plus transient
+  // copies) well inside int64, so no input can overflow it. Doubles (times) cannot overflow at
+  // these magnitudes once the profile's own values are finite and bounded.
+  double bytes = 0;
+  auto largest = [](const std::vector<int64_t>& t) {
+    int64_t m = 0;
+    for (int64_t v : t) m = std::max(m, v);
+    return static_cast<double>(m);
+  };
+  for (int32_t t : model.layer_type_of) {
+    const LayerTypeProfile& lt = model.layer_types[static_cast<size_t>(t)];
+    double per_sample = static_cast<double>(lt.carry_bytes_per_sample) + static_cast<double>(lt.ulysses_bytes_per_sample);
+    for (const auto& table : lt.act_bytes_per_sample) per_sample += largest(table);
+    bytes += per_sample * static_cast<double>(max_global_batch) + 32.0 * static_cast<double>(lt.param_count);
+  }
+  const EmbeddingProfile& e = model.embedding;
+  bytes += (static_cast<double>(e.carry_bytes_per_sample) + largest(e.embed_act_bytes_per_sample) +
+            largest(e.head_act_bytes_per_sample)) * static_cast<double>(max_global_batch);
+  bytes += 32.0 * (static_cast<double>(e.embed_param_count) + static_cast<double>(e.head_param_count) +
+                   2.0 * static_cast<double>(e.tied_param_count));
+  constexpr double kLimit = 1152921504606846976.0;  // 2^60 bytes (1 EiB): 8x below int64's range
+  if (!(bytes <= kLimit)) {
+    fail("global_batch_size " + std::to_string(max_global_batch) + ": the model's memory terms at this batch size "
+         "reach about 2^" + std::to_string(static_cast<int>(std::log2(bytes))) +
+         " bytes, beyond the 2^60 bytes the cost model accepts; use a smaller batch or check the profile's "
+         "parameter counts and bytes per sample");
+  }
 }
 
 static void validate_strategy(const ModelTables& model, const Strategy& s, int32_t stage_size,
                               int32_t micro_batch, const LayerTypeProfile* lt, const std::string& f) {
   if (s.tp < 1 || s.sp < 1) fail(f + ": tp and sp must be >= 1");
-  if (log2_exact(int64_t{s.tp} * s.sp) < 0) fail(f + ": tp*sp=" + std::to_string(s.tp * s.sp) + " must be a power of two");
   if (stage_size % (s.tp * s.sp) != 0) {
     fail(f + ": tp*sp=" + std::to_string(s.tp * s.sp) + " does not divide the " +
          std::to_string(stage_size) + " devices of a pipeline stage");
@@ -95,7 +164,13 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
     fail(f + ": the sequence length " + std::to_string(seq) + " is not divisible by its " +
          std::to_string(seq_shards) + " sequence shards");
   }
-  if (lt == nullptr) return;
+  const int64_t degree = int64_t{s.tp} * s.sp;
+  if (lt == nullptr) {
+    if (degree_index(model.embedding.degrees, degree) < 0) {
+      fail(f + ": the embedding/head profile has no entries for shard degree " + std::to_string(degree));
+    }
+    return;
+  }
   if (!lt->allow_sequence_parallel && s.sp_kind != SpKind::kNone) {
     fail(f + ": layer type " + lt->name + " needs the whole sequence; accepted sp_kind: none");
   }
@@ -104,22 +179,22 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
     fail(f + ": tp*sp=" + std::to_string(heads_split) + " must divide the head counts (" +
          std::to_string(lt->num_heads) + " heads, " + std::to_string(lt->num_kv_heads) + " kv heads) of layer type " + lt->name);
   }
-  const size_t need = static_cast<size_t>(log2_exact(heads_split)) + 1;
-  if (lt->fwd_ms_per_sample.size() < need || lt->bwd_ms_per_sample.size() < need ||
-      lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need) {
-    fail(f + ": the profile of layer type " + lt->name + " has no entries for degree " + std::to_string(heads_split));
+  const int32_t i = degree_index(lt->degrees, degree);
+  const auto& act = lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)];
+  if (i < 0 || static_cast<size_t>(i) >= act.size() || act[i] < 0) {
+    fail(f + ": the profile of layer type " + lt->name + " has no entries for shard degree " +
+         std::to_string(heads_split) + " (sp_kind " + std::to_string(static_cast<int>(s.sp_kind)) + ")");
   }
-  if (s.checkpoint == Checkpoint::kSelective &&
-      (lt->selective_act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need ||
-       lt->selective_recompute_ms_per_sample.size() < need)) {
+  if (s.checkpoint == Checkpoint::kSelective && !lt->has_selective(s.sp_kind, degree)) {
     fail(f + ": checkpoint 'selective' needs selective_act_bytes_per_sample and "
-         "selective_recompute_ms_per_sample for degree " + std::to_string(heads_split) +
+         "selective_recompute_ms_per_sample for shard degree " + std::to_string(heads_split) +
          " in the profile of layer type " + lt->name + " (accepted here: 'none', 'full')");
   }
 }
 
 void validate_plan(const ModelTables& model, const PlanSpec& plan) {
   validate_model(model);
+  validate_magnitudes(model, plan.global_batch_size);
   if (plan.world_size < 1) fail("world_size must be >= 1");
   if (plan.pp < 1 || plan.world_size % plan.pp != 0) fail("pp=" + std::to_string(plan.pp) + " must divide world_size");
   if (plan.virtual_stages < 1) fail("virtual_stages must be >= 1");

@@ -15,18 +15,15 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // Bytes of a ZeRO-2/3 gathered parameter: the compute dtype under mixed precision.
 int64_t gather_bytes(const ModelTables& model) { return model.mixed_precision ? model.compute_bytes : 4; }
 
-double at(const std::vector<double>& table, int idx, const char* what) {
-  if (idx < 0 || idx >= static_cast<int>(table.size())) {
-    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
+// Entry of a per-degree table for shard degree `degree` (see problem.h); throws when the
+// profile has none.
+template <typename T>
+T at(const std::vector<T>& table, const std::vector<int32_t>& degrees, int64_t degree, const char* what) {
+  const int32_t i = degree_index(degrees, degree);
+  if (i < 0 || i >= static_cast<int32_t>(table.size()) || table[i] < 0) {
+    throw std::invalid_argument(std::string(what) + ": no entry for shard degree " + std::to_string(degree));
   }
-  return table[idx];
-}
-
-int64_t at(const std::vector<int64_t>& table, int idx, const char* what) {
-  if (idx < 0 || idx >= static_cast<int>(table.size())) {
-    throw std::invalid_argument(std::string(what) + ": no entry for degree 2^" + std::to_string(idx));
-  }
-  return table[idx];
+  return table[i];
 }
 
 // Model-state bytes and data-parallel communication of `param_count` parameters (before tp
@@ -51,7 +48,7 @@ void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroup
   // gradient in the gathered dtype plus its fp32 copy for the reduce-scatter (fp32: one grad)
   if (s.dp_type == DpType::kZero3) c.spike_bytes += (2 * gb + (gb == 4 ? 4 : gb + 4)) * p_local;
 
-  const int32_t n = g.weight_group;
+  const int32_t n = g.weight_group, rpn = g.weight_ranks_per_node;
   const Placement pl = g.weight_placement;
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
   const double gather_bytes = static_cast<double>(gb * p_local);
@@ -59,21 +56,21 @@ void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroup
     // Once per step: DDP's all-reduce starts in the last micro-batch's backward (overlapped);
     // ZeRO-1 reduce-scatters after it (not overlapped).
     case DpType::kDdp:
-      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes)) - c.bwd_ms;
+      c.grad_sync_ms += comm.overlap_ms(c.bwd_ms, comm.time_ms(Op::kAllReduce, n, pl, grad_bytes, rpn)) - c.bwd_ms;
       break;
     case DpType::kZero1:
-      c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
-      c.optimizer_ms += comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local));
+      c.grad_sync_ms += comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn) +
+                        comm.time_ms(Op::kAllGather, n, pl, 4.0 * static_cast<double>(p_local), rpn);
       break;
     case DpType::kZero2: {
-      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
-      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes, rpn);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn);
       c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, rs) - c.bwd_ms;
       break;
     }
     case DpType::kZero3: {
-      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes);
-      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes);
+      const double ag = comm.time_ms(Op::kAllGather, n, pl, gather_bytes, rpn);
+      const double rs = comm.time_ms(Op::kReduceScatter, n, pl, grad_bytes, rpn);
       c.dp_comm_ms += comm.overlap_ms(c.fwd_ms, ag) - c.fwd_ms + comm.overlap_ms(c.bwd_ms, ag + rs) - c.bwd_ms;
       break;
     }
@@ -89,14 +86,14 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
                      int32_t micro_batch) {
   LayerCost c;
   const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
-  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t deg = int64_t{s.tp} * s.sp;
   const int64_t lb = micro_batch / g.dp;  // samples on this device
   const double lbd = static_cast<double>(lb);
-  c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
-  c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, lt.degrees, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, lt.degrees, deg, "bwd_ms_per_sample") * lbd;
   if (s.checkpoint == Checkpoint::kFull) c.bwd_ms += c.fwd_ms;  // recomputation
   if (s.checkpoint == Checkpoint::kSelective) {  // the non-matmul rest of the forward
-    c.bwd_ms += at(lt.selective_recompute_ms_per_sample, deg, "selective_recompute_ms_per_sample") * lbd;
+    c.bwd_ms += at(lt.selective_recompute_ms_per_sample, lt.degrees, deg, "selective_recompute_ms_per_sample") * lbd;
   }
   // forward, backward, and the recomputed forward: both kinds of checkpointing replay the
   // layer's forward collectives (tp / Ulysses), whose outputs are not kept
@@ -105,31 +102,34 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
     const double one = s.sp_kind == SpKind::kMegatron
-                           ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes) +
-                                 comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes)
-                           : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+                           ? comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node) +
+                                 comm.time_ms(Op::kReduceScatter, s.tp, g.tp_placement, act_full_bytes,
+                                              g.tp_ranks_per_node)
+                           : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
     c.tp_comm_ms = passes * lt.tp_collectives * one;
     if (s.sp_kind == SpKind::kMegatron) {
       // Megatron-SP keeps only the sequence shard of each column-parallel input and gathers it
       // again in backward: one more all-gather per block (tp_collectives) and micro-batch
-      c.tp_comm_ms += lt.tp_collectives * comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes);
+      c.tp_comm_ms += lt.tp_collectives *
+                      comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
     }
   }
   if (s.sp_kind == SpKind::kUlysses) {
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
-    c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local);
+    c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local, g.sp_ranks_per_node);
   }
   add_model_states(comm, s, g, lt.param_count, gather_bytes(model), c);
 
   const int kind = static_cast<int>(s.sp_kind);
-  const int64_t act = at(lt.act_bytes_per_sample[kind], deg, "act_bytes_per_sample") * lb;
+  const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
   if (s.checkpoint == Checkpoint::kFull) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
     c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
     c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
   } else if (s.checkpoint == Checkpoint::kSelective) {
     // the input plus the matmul / fused-attention outputs; the rest rematerialised once
-    c.act_bytes = at(lt.selective_act_bytes_per_sample[kind], deg, "selective_act_bytes_per_sample") * lb;
+    c.act_bytes =
+        at(lt.selective_act_bytes_per_sample[kind], lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
     c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
   } else {
     c.act_bytes = act;
@@ -143,23 +143,27 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   const EmbeddingProfile& e = model.embedding;
   LayerCost c;
   const LayerGroups g = layer_groups(comm, s, stage_first, stage_size);
-  const int deg = log2_exact(int64_t{s.tp} * s.sp);
+  const int64_t deg = int64_t{s.tp} * s.sp;
   const int64_t lb = micro_batch / g.dp;
   const double lbd = static_cast<double>(lb);
-  c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, deg, "fwd_ms_per_sample") * lbd;
-  c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, deg, "bwd_ms_per_sample") * lbd;
+  c.fwd_ms = at(head ? e.head_fwd_ms_per_sample : e.embed_fwd_ms_per_sample, e.degrees, deg, "fwd_ms_per_sample") * lbd;
+  c.bwd_ms = at(head ? e.head_bwd_ms_per_sample : e.embed_bwd_ms_per_sample, e.degrees, deg, "bwd_ms_per_sample") * lbd;
   const double act_full_bytes = static_cast<double>(e.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
     // Vocab-parallel embedding: all-reduce of the partial lookups (forward). Column-parallel
     // head: all-reduce of the input gradient (backward). Megatron-SP runs them as plain tp; the
     // sequence split/gather is the neighbouring redistribution.
-    c.tp_comm_ms = comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes);
+    c.tp_comm_ms = comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
   add_model_states(comm, s, g, params, gather_bytes(model), c);
-  c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, deg,
+  c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, e.degrees, deg,
                    "act_bytes_per_sample") * lb;
+  if (head && !e.head_transient_bytes_per_sample.empty()) {
+    c.spike_bytes = std::max(c.spike_bytes, at(e.head_transient_bytes_per_sample, e.degrees, deg,
+                                               "head_transient_bytes_per_sample") * lb);
+  }
   return c;
 }
 

@@ -75,6 +75,8 @@ void add_timing(LayerTiming& t, TimeBreakdown& part, const LayerCost& c) {
   t.sp_comm_ms += c.sp_comm_ms;
   t.dp_comm_ms += c.dp_comm_ms;
   t.per_step_ms += c.step_ms();
+  part.grad_sync_ms += c.grad_sync_ms;  // per step (not multiplied by micro-batches)
+  part.optimizer_ms += c.optimizer_ms;
 }
 
 }  // namespace
@@ -131,7 +133,9 @@ Prediction evaluate_plan(const ModelTables& model, const HardwareTables& hw, con
     add_memory(out.stage_memory[r], cost, inflight_microbatches(plan.schedule, plan.pp, plan.virtual_stages, m, c));
     add_timing(out.embedding_timing, parts[r], cost);
     w[r] += cost.microbatch_ms();
-    e[r] += cost.step_ms() + tied_sync_ms(ctx, plan.embedding);
+    const double tied = tied_sync_ms(ctx, plan.embedding);
+    e[r] += cost.step_ms() + tied;
+    parts[r].grad_sync_ms += tied;
   }
   return finish_prediction(ctx, hw, w, e, parts, std::move(out));
 }
@@ -158,9 +162,11 @@ Prediction finish_prediction(const StageContext& ctx, const HardwareTables& hw, 
   b.dp_comm_ms = ctx.m * p.dp_comm_ms;
   b.p2p_ms = ctx.m * p.p2p_ms;
   b.redistribution_ms = ctx.m * p.redistribution_ms;
-  b.optimizer_ms = e[crit];
+  // The per-step tail e[crit] = exposed gradient sync + optimizer step, each in its own field.
+  b.grad_sync_ms = p.grad_sync_ms;
+  b.optimizer_ms = p.optimizer_ms;
   const double busy = b.compute_ms + b.tp_comm_ms + b.sp_comm_ms + b.dp_comm_ms + b.p2p_ms +
-                      b.redistribution_ms + b.optimizer_ms;
+                      b.redistribution_ms + b.grad_sync_ms + b.optimizer_ms;
   b.bubble_ms = std::max(0.0, out.step_time_ms - busy);
   return out;
 }

@@ -1,6 +1,7 @@
 // Plain data of the cost model and the search: profiles in, plans and predictions out.
 // Units are in the names: _ms (milliseconds), _bytes, _gbps (1e9 bytes/s). No Python here.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -53,11 +54,18 @@ struct HardwareTables {
   // and b (comm) takes max(a, b) + (overlap_slowdown - 1) * min(a, b).
   double overlap_slowdown = 1.0;
   double optimizer_ms_per_param = 0.0;    // AdamW step time per local fp32 parameter
+  // Inter-node entries describe a group with one rank per node (its ring leaves each node
+  // through one NIC). A group with r ranks on each node runs min(r, inter_node_rings) rings at
+  // once over as many NICs (NCCL's channels), multiplying the bandwidth. 1: entries as they are.
+  int32_t inter_node_rings = 1;
   int64_t framework_overhead_bytes = 0;   // runtime context, allocator slack, kernels
   int64_t comm_buffer_bytes = 0;          // communication library buffers
 };
 
-// Per-degree tables are indexed by log2(degree): entry i is for degree 2^i.
+// Per-degree tables: entry i is for the shard degree degrees[i] (d = tp*sp; ascending,
+// distinct, any positive integers). A negative entry marks a degree the profile lacks.
+int32_t degree_index(const std::vector<int32_t>& degrees, int64_t degree);  // -1 when absent
+
 struct LayerTypeProfile {
   std::string name;
   int64_t param_count = 0;
@@ -68,7 +76,8 @@ struct LayerTypeProfile {
   int64_t ulysses_bytes_per_sample = 0;  // q,k,v + attention output, full sequence, per fwd
   int64_t seq_len = 1;                   // Megatron-SP / Ulysses degrees must divide it
   bool allow_sequence_parallel = true;   // false: the layer needs the whole sequence (Swin windows)
-  // Compute per sample on a shard of degree d = tp*sp (index log2 d).
+  std::vector<int32_t> degrees;  // the shard degrees the tables below have entries for
+  // Compute per sample on a shard of degree d = tp*sp.
   std::vector<double> fwd_ms_per_sample;
   std::vector<double> bwd_ms_per_sample;  // backward without recomputation
   double fwd_ms_fixed = 0.0;              // per micro-batch constant (launch overheads)
@@ -78,8 +87,12 @@ struct LayerTypeProfile {
   // Selective checkpointing (empty: not available for this layer type): bytes kept per sample
   // (the input plus the matmul / fused-attention outputs), per kind and degree, and the compute
   // time of what it recomputes in backward, per sample and degree.
+  // Tables like the ones above (one entry per degree, negative: that degree missing).
   std::vector<int64_t> selective_act_bytes_per_sample[3];
   std::vector<double> selective_recompute_ms_per_sample;
+  // Whether the profile describes selective checkpointing of sp kind `kind` at shard degree
+  // `degree` (= tp*sp).
+  bool has_selective(SpKind kind, int64_t degree) const;
 };
 
 // Embedding (first stage) and head (last stage); they share one strategy.
@@ -87,9 +100,13 @@ struct EmbeddingProfile {
   int64_t embed_param_count = 0;  // on the first stage
   int64_t head_param_count = 0;   // on the last stage, excluding a tied weight
   int64_t tied_param_count = 0;   // weight shared by embedding and head (a copy on each end when pp > 1)
-  std::vector<double> embed_fwd_ms_per_sample, embed_bwd_ms_per_sample;  // index log2(tp*sp)
+  std::vector<int32_t> degrees;  // the shard degrees the tables below have entries for
+  std::vector<double> embed_fwd_ms_per_sample, embed_bwd_ms_per_sample;
   std::vector<double> head_fwd_ms_per_sample, head_bwd_ms_per_sample;
   std::vector<int64_t> embed_act_bytes_per_sample, head_act_bytes_per_sample;
+  // Working memory of the loss beyond what it keeps for backward (the fp32 logits and their
+  // gradients at large vocabularies), per sample; empty: none.
+  std::vector<int64_t> head_transient_bytes_per_sample;
   int64_t carry_bytes_per_sample = 0;  // embedding output / head input
   int64_t seq_len = 1;
 };
@@ -126,6 +143,10 @@ struct MemoryBreakdown {
 struct TimeBreakdown {  // milliseconds of one step on the critical stage
   double compute_ms = 0, tp_comm_ms = 0, sp_comm_ms = 0, dp_comm_ms = 0, p2p_ms = 0;
   double redistribution_ms = 0, optimizer_ms = 0, bubble_ms = 0;
+  // Per-step gradient synchronisation left exposed: DDP's all-reduce beyond the backward it
+  // overlaps, ZeRO-1's reduce-scatter and parameter all-gather, the tied-weight all-reduce.
+  // optimizer_ms is the optimizer step alone.
+  double grad_sync_ms = 0;
 };
 
 struct LayerTiming {  // one micro-batch unless stated
@@ -156,9 +177,17 @@ struct SearchOptions {
   bool allow_ulysses = true, allow_megatron_sp = true, allow_checkpoint = true;  // full checkpointing
   bool allow_selective_checkpoint = true;
   bool allow_strided = true;  // tp groups of non-adjacent ranks
+  bool megatron_sp_only = false;  // every tp > 1 strategy with Megatron-SP (one global switch)
   bool search_pp_split = true;  // false: even split only
   bool uniform_only = false;   // every layer the same strategy (for the best-uniform baseline)
   int32_t num_threads = 1;
+  // Resource bounds (0: unlimited). The search refuses, before any work, a space of more than
+  // max_tasks tasks, and stops with std::invalid_argument once its frontiers have held more
+  // than max_frontier_entries entries in total (40 bytes each), so memory and time stay bounded.
+  int64_t max_tasks = 0;
+  int64_t max_frontier_entries = 0;
+  // Set by search() for the duration of one call: the entries used so far, shared by all tasks.
+  std::atomic<int64_t>* frontier_entries_used = nullptr;
 };
 
 struct SearchStats {

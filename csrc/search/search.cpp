@@ -18,20 +18,12 @@ namespace {
 
 [[noreturn]] void fail(const std::string& msg) { throw std::invalid_argument(msg); }
 
-std::vector<int32_t> divisors(int32_t n) {
-  std::vector<int32_t> d;
-  for (int32_t i = 1; i <= n; ++i) {
-    if (n % i == 0) d.push_back(i);
-  }
-  return d;
-}
-
 std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt) {
   const int32_t layers = static_cast<int32_t>(model.layer_type_of.size());
   std::vector<int32_t> pps = opt.pp_degrees;
   if (pps.empty()) {
     for (int32_t p : divisors(opt.world_size)) {
-      if (p <= opt.max_pp && log2_exact(p) >= 0) pps.push_back(p);
+      if (p <= opt.max_pp) pps.push_back(p);
     }
   }
   std::vector<Task> tasks;
@@ -44,22 +36,34 @@ std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt)
       break;
     }
   }
-  for (int32_t pp : pps) {
-    const std::vector<Schedule> schedules = pp == 1 ? std::vector<Schedule>{single} : opt.schedules;
-    for (Schedule sch : schedules) {
-      const std::vector<int32_t> vs = sch == Schedule::kInterleaved1F1B ? opt.virtual_stages : std::vector<int32_t>{1};
-      for (int32_t v : vs) {
-        if (int64_t{pp} * v > layers) continue;
-        for (int32_t B : opt.global_batch_sizes) {
-          const std::vector<int32_t> ms = opt.num_microbatches.empty() ? divisors(B) : opt.num_microbatches;
-          for (int32_t m : ms) {
-            if (B % m != 0) continue;
-            if (sch == Schedule::kInterleaved1F1B && m % pp != 0) continue;
-            tasks.push_back(Task{pp, v, B, m, sch});
+  // Two passes: count first (nothing stored), refuse a space over max_tasks, then build.
+  for (int pass = 0; pass < 2; ++pass) {
+    int64_t count = 0;
+    for (int32_t pp : pps) {
+      const std::vector<Schedule> schedules = pp == 1 ? std::vector<Schedule>{single} : opt.schedules;
+      for (Schedule sch : schedules) {
+        const std::vector<int32_t> vs = sch == Schedule::kInterleaved1F1B ? opt.virtual_stages : std::vector<int32_t>{1};
+        for (int32_t v : vs) {
+          if (int64_t{pp} * v > layers) continue;
+          for (int32_t B : opt.global_batch_sizes) {
+            const std::vector<int32_t> ms = opt.num_microbatches.empty() ? divisors(B) : opt.num_microbatches;
+            for (int32_t m : ms) {
+              if (B % m != 0) continue;
+              if (sch == Schedule::kInterleaved1F1B && m % pp != 0) continue;
+              ++count;
+              if (pass == 1) tasks.push_back(Task{pp, v, B, m, sch});
+            }
           }
         }
       }
     }
+    if (pass == 0 && opt.max_tasks > 0 && count > opt.max_tasks) {
+      fail("max_tasks: the search space has " + std::to_string(count) + " tasks (pipeline degree x schedule x " +
+           "global batch size x micro-batch count; " + std::to_string(opt.global_batch_sizes.size()) +
+           " batch sizes), more than the limit of " + std::to_string(opt.max_tasks) +
+           "; narrow it: fewer global batch sizes, fixed num_microbatches, a smaller max_pp, fewer schedules");
+    }
+    if (pass == 0) tasks.reserve(static_cast<size_t>(count));
   }
   return tasks;
 }
@@ -68,11 +72,18 @@ std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt)
 
 std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t stage_size, bool embedding) {
   std::vector<Strategy> out;
-  for (int32_t tp = 1; tp <= stage_size && tp <= opt.max_tp; tp *= 2) {
-    std::vector<std::pair<SpKind, int32_t>> kinds{{SpKind::kNone, 1}};
-    if (tp > 1 && opt.allow_megatron_sp) kinds.push_back({SpKind::kMegatron, 1});
+  // Every divisor of the stage size is a candidate degree; the model's divisibility (heads,
+  // sequence, profiled degrees) is checked per layer type by the solver.
+  const std::vector<int32_t> degrees = divisors(stage_size);
+  for (int32_t tp : degrees) {
+    if (tp > opt.max_tp) break;
+    std::vector<std::pair<SpKind, int32_t>> kinds;
+    if (tp == 1 || !opt.megatron_sp_only) kinds.push_back({SpKind::kNone, 1});
+    if (tp > 1 && (opt.allow_megatron_sp || opt.megatron_sp_only)) kinds.push_back({SpKind::kMegatron, 1});
     if (tp == 1 && opt.allow_ulysses) {
-      for (int32_t sp = 2; sp <= opt.max_sp && sp <= stage_size; sp *= 2) kinds.push_back({SpKind::kUlysses, sp});
+      for (int32_t sp : degrees) {
+        if (sp > 1 && sp <= opt.max_sp) kinds.push_back({SpKind::kUlysses, sp});
+      }
     }
     for (auto [kind, sp] : kinds) {
       if (stage_size % (tp * sp) != 0) continue;
@@ -128,6 +139,8 @@ void validate_options(const ModelTables& model, const HardwareTables& hw, const 
   if (opt.dp_types.empty()) fail("dp_types: at least one is needed");
   if (opt.schedules.empty()) fail("schedules: at least one is needed");
   if (opt.num_threads < 0) fail("num_threads must be >= 0 (0: all cores)");
+  if (opt.max_tasks < 0 || opt.max_frontier_entries < 0) fail("max_tasks and max_frontier_entries must be >= 0 (0: unlimited)");
+  validate_magnitudes(model, *std::max_element(opt.global_batch_sizes.begin(), opt.global_batch_sizes.end()));
 }
 
 namespace {
@@ -182,8 +195,11 @@ std::vector<TaskResult> run_tasks(const ModelTables& model, const HardwareTables
 
 }  // namespace
 
-SearchOutput search(const ModelTables& model, const HardwareTables& hw, const SearchOptions& opt) {
-  validate_options(model, hw, opt);
+SearchOutput search(const ModelTables& model, const HardwareTables& hw, const SearchOptions& options) {
+  validate_options(model, hw, options);
+  std::atomic<int64_t> entries_used{0};
+  SearchOptions opt = options;
+  opt.frontier_entries_used = &entries_used;
   const std::vector<Task> tasks = make_tasks(model, opt);
   SearchOutput out;
   out.stats.tasks = static_cast<int64_t>(tasks.size());

@@ -24,6 +24,17 @@ double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
   const std::vector<int32_t> bounds = even_bounds(layers_, task_.pp);
   const double tied = tied_sync_ms(ctx_, emb_strategies_[e.strategy]);
   double best = kInf;
+  // Option of each strategy per rank and layer type, looked up by every probe below (built once:
+  // searching the option lists per probe made this bound quadratic in the strategies).
+  const size_t types = model_.layer_types.size();
+  std::vector<const Option*> by_strategy(static_cast<size_t>(task_.pp) * types * strategies_.size(), nullptr);
+  for (int32_t r = 0; r < task_.pp; ++r) {
+    for (size_t t = 0; t < types; ++t) {
+      for (const Option& o : chunks_[r].options[t]) {
+        by_strategy[(r * types + t) * strategies_.size() + o.strategy] = &o;
+      }
+    }
+  }
   for (const Option& probe : chunks_[0].options[model_.layer_type_of[0]]) {
     std::vector<double> x(task_.pp, 0.0);
     bool ok = true;
@@ -32,14 +43,9 @@ double Solver::uniform_bound(const EmbChoice& e, size_t ei) {
       int64_t mem = 0, spike = 0;
       double t = 0;
       int32_t prev = r == 0 ? ch.emb_cls[ei] : ch.boundary_cls;
-      std::vector<const Option*> pick(model_.layer_types.size(), nullptr);
-      for (size_t t = 0; t < pick.size(); ++t) {
-        for (const Option& o : ch.options[t]) {
-          if (o.strategy == probe.strategy) pick[t] = &o;
-        }
-      }
+      const Option* const* pick = &by_strategy[static_cast<size_t>(r) * types * strategies_.size()];
       for (int32_t l = bounds[r]; l < bounds[r + 1] && ok; ++l) {
-        const Option* it = pick[model_.layer_type_of[l]];
+        const Option* it = pick[model_.layer_type_of[l] * strategies_.size() + probe.strategy];
         if (it == nullptr) {
           ok = false;
           break;

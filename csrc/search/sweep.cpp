@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <stdexcept>
+#include <string>
 
 namespace galvatron {
 
@@ -165,6 +167,18 @@ Sweep run_sweep(const SweepInput& in, Transitions& tr, int64_t* entries_counter)
         next.resize(out);
       }
       if (entries_counter != nullptr) *entries_counter += static_cast<int64_t>(next.size());
+      if (in.entries_used != nullptr) {
+        const auto n = static_cast<int64_t>(next.size());
+        const int64_t used = in.entries_used->fetch_add(n) + n;
+        if (in.max_entries > 0 && used > in.max_entries) {
+          throw std::invalid_argument(
+              "max_frontier_entries: the search stopped after holding " + std::to_string(used) +
+              " frontier entries (limit " + std::to_string(in.max_entries) + ", about " +
+              std::to_string(in.max_entries * static_cast<int64_t>(sizeof(Entry)) >> 20) +
+              " MiB); narrow the space: fewer global batch sizes, fixed num_microbatches, smaller "
+              "max_pp/max_tp/max_sp, fewer dp_types, pp_split 'even', or raise max_frontier_entries");
+        }
+      }
       cur[cls] = next;
       o0 = o1;
     }

@@ -2,6 +2,7 @@
 // Pareto frontiers of (memory, spike, time) after every further layer, one frontier per layout
 // class of the last layer, with back pointers to recover the strategies.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <vector>
@@ -53,6 +54,8 @@ struct SweepInput {
   double time_bound = 0;                            // entries slower than this are dropped
   bool fixed_len = false;  // only the full max_len matters: prune with the rest's lower bounds
   const std::vector<std::vector<Option>>* options;  // per layer type
+  std::atomic<int64_t>* entries_used = nullptr;     // shared across tasks (may be null)
+  int64_t max_entries = 0;                          // 0: unlimited
 };
 
 Sweep run_sweep(const SweepInput& in, Transitions& tr, int64_t* entries_counter);

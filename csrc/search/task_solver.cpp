@@ -19,24 +19,16 @@ bool Solver::valid_for(const Strategy& s, const LayerTypeProfile* lt) const {
   const int64_t shards = int64_t{s.sp} * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
   const int64_t seq = lt != nullptr ? lt->seq_len : model_.embedding.seq_len;
   if (seq % shards != 0) return false;
-  const int deg = log2_exact(int64_t{s.tp} * s.sp);
-  if (lt == nullptr) {
-    const auto& e = model_.embedding;
-    const size_t need = static_cast<size_t>(deg) + 1;
-    return e.embed_fwd_ms_per_sample.size() >= need && e.head_fwd_ms_per_sample.size() >= need &&
-           e.embed_bwd_ms_per_sample.size() >= need && e.head_bwd_ms_per_sample.size() >= need &&
-           e.embed_act_bytes_per_sample.size() >= need && e.head_act_bytes_per_sample.size() >= need;
-  }
+  const int64_t deg = int64_t{s.tp} * s.sp;
+  if (lt == nullptr) return degree_index(model_.embedding.degrees, deg) >= 0;
   if (lt->num_heads % (s.tp * s.sp) != 0 || lt->num_kv_heads % (s.tp * s.sp) != 0) return false;
   if (!lt->allow_sequence_parallel && s.sp_kind != SpKind::kNone) return false;
-  const size_t need = static_cast<size_t>(deg) + 1;
-  if (s.checkpoint == Checkpoint::kSelective &&
-      (lt->selective_act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() < need ||
-       lt->selective_recompute_ms_per_sample.size() < need)) {
+  if (s.checkpoint == Checkpoint::kSelective && !lt->has_selective(s.sp_kind, deg)) {
     return false;  // the profile does not describe selective checkpointing for this layer type
   }
-  return lt->fwd_ms_per_sample.size() >= need && lt->bwd_ms_per_sample.size() >= need &&
-         lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)].size() >= need;
+  const int32_t i = degree_index(lt->degrees, deg);
+  const auto& act = lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)];
+  return i >= 0 && static_cast<size_t>(i) < act.size() && act[i] >= 0;
 }
 
 void Solver::activate(int32_t uniform) {
@@ -154,6 +146,8 @@ const Sweep& Solver::sweep(int32_t c, int32_t start, int32_t start_cls, int32_t 
   in.fixed_len = task_.pp == 1 && task_.v == 1;
   if (in.fixed_len) in.max_len = len;
   in.options = &ch.options;
+  in.entries_used = opt_.frontier_entries_used;
+  in.max_entries = opt_.max_frontier_entries;
   ++result_.sweeps;
   Sweep sw = run_sweep(in, *ch.tr, &result_.entries);
   return ch.sweeps.insert_or_assign(key, std::move(sw)).first->second;

@@ -3,7 +3,8 @@
 Public API (everything else is internal):
 
 - :class:`Plan`, :class:`LayerStrategy`, :class:`DpType`, :class:`SpKind`, :class:`Schedule`,
-  :class:`Precision`, :class:`Checkpoint` -- the training plan and its JSON / Galvatron-2 I/O.
+  :class:`Precision`, :class:`Checkpoint` -- the training plan and its JSON;
+  :mod:`galvatron.plan_io` reads and writes plan files of either format (ours, Galvatron-2's).
 - :func:`search`, :func:`estimate`, :class:`SearchResult`, :class:`Prediction` -- the plan
   search and the cost model.
 - :class:`HardwareProfile`, :class:`ModelProfile`, :func:`hardware_preset`,

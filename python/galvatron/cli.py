@@ -10,25 +10,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from galvatron._io import read_json
-from galvatron.plan import Plan
+from galvatron._validate import INT32_MAX, short
+from galvatron.models_cli import add_models_parser
+from galvatron.plan_io import file_format, load_plan, save_plan
 from galvatron.profiler.cli import add_profile_parser
 from galvatron.visualize.cli import add_visualize_parser
 
 
-def load_any_plan(path: str, world_size: int | None = None, megatron_sp: bool | None = None) -> Plan:
-    """Load our plan format or a Galvatron-2 plan, detected from its keys."""
-    data = read_json(path)
-    if isinstance(data, dict) and "version" not in data and ("pp_deg" in data or "tp_sizes_enc" in data):
-        return Plan.from_galvatron_json(path, world_size=world_size, megatron_sp=megatron_sp)
-    plan = Plan.load(path)
-    if world_size is not None:
-        plan.validate(world_size=world_size)
-    return plan
-
-
 def _cmd_plan_show(args: argparse.Namespace) -> int:
-    plan = load_any_plan(args.plan, world_size=args.world_size, megatron_sp=args.megatron_sp or None)
+    plan = load_plan(args.plan, world_size=args.world_size, megatron_sp=args.megatron_sp)
     if args.json:
         print(plan.to_json(), end="")
     else:
@@ -37,53 +27,76 @@ def _cmd_plan_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_plan_convert(args: argparse.Namespace) -> int:
-    data = read_json(args.input)
-    is_galvatron2 = isinstance(data, dict) and "version" not in data and "pp_deg" in data
-    target = args.to or ("galvatron" if is_galvatron2 else "galvatron2")
-    plan = load_any_plan(args.input, world_size=args.world_size, megatron_sp=args.megatron_sp or None)
-    if target == "galvatron2":
-        plan.to_galvatron_json(args.output)
-    else:
-        plan.save(args.output)
+    target = args.to or ("galvatron" if file_format(args.input) == "galvatron2" else "galvatron2")
+    plan = load_plan(args.input, world_size=args.world_size, megatron_sp=args.megatron_sp)
+    save_plan(plan, args.output, target)
     print(f"wrote {args.output} ({'Galvatron-2' if target == 'galvatron2' else 'Galvatron'} format, "
           f"{plan.num_layers} layers, world_size={plan.world_size})")
     return 0
 
 
 def _cmd_plan_validate(args: argparse.Namespace) -> int:
-    plan = load_any_plan(args.plan, world_size=args.world_size)
+    plan = load_plan(args.plan, world_size=args.world_size, megatron_sp=args.megatron_sp)
     plan.validate(world_size=args.world_size, num_layers=args.num_layers)
     print(f"{args.plan}: valid plan for {plan.world_size} devices, {plan.num_layers} layers")
     return 0
 
 
+_DP_TYPES = "ddp,zero1,zero2,zero3"
+
+
 def _parse_list(text: str | None, name: str) -> list[int] | None:
-    """'64', '16,32,64' or '16:128:16' (start:stop:step, stop included) -> list of ints."""
+    """'64', '16,32,64' or '16:128:16' (start:stop:step, stop included) -> list of ints.
+
+    The count is checked before the list is built: '1:100000000' is refused at once."""
+    from galvatron.search import MAX_LIST_VALUES
+
     if text is None:
         return None
+    usage = f"--{name}: expected N, N,M,... or START:STOP[:STEP] of integers 1 to {INT32_MAX}, got {short(text)}"
     try:
         if ":" in text:
             a, b, *c = (int(x) for x in text.split(":"))
-            return list(range(a, b + 1, c[0] if c else 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--{name}: expected N, N,M,... or START:STOP[:STEP], got {text!r}") from None
+            if len(c) > 1 or (c and c[0] < 1):
+                raise ValueError
+            values: range | list[int] = range(a, b + 1, c[0] if c else 1)
+        else:
+            if text.count(",") >= MAX_LIST_VALUES:
+                raise ValueError(f"--{name}: more than {MAX_LIST_VALUES} values; narrow it")
+            values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise ValueError(str(e) if str(e).startswith("--") else usage) from None
+    if len(values) > MAX_LIST_VALUES:
+        raise ValueError(f"--{name}: {text} gives {len(values)} values; accepted: at most {MAX_LIST_VALUES} "
+                         "(narrow it, e.g. with a step: 1024:65536:1024)")
+    if not values or min(values) < 1 or max(values) > INT32_MAX:
+        raise ValueError(usage)
+    return list(values)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     import galvatron
-    from galvatron.profiles import HardwareProfile, ModelProfile, hardware_preset, model_profile
+    from galvatron.profiles import (
+        HardwareProfile,
+        ModelProfile,
+        hardware_from_galvatron,
+        hardware_preset,
+        model_profile,
+    )
 
     if args.hardware and args.galvatron_profiles:
         raise ValueError("--hardware and --galvatron-profiles are exclusive")
     if args.hardware:
         hw = HardwareProfile.load(args.hardware)
     elif args.galvatron_profiles:
-        hw = HardwareProfile.from_galvatron(args.galvatron_profiles, num_nodes=args.nodes,
-                                            gpus_per_node=args.gpus_per_node,
-                                            device_memory_gb=args.memory_gb or 80.0)
+        nodes, gpn = _galvatron_layout(args)
+        hw = hardware_from_galvatron(args.galvatron_profiles, num_nodes=nodes, gpus_per_node=gpn,
+                                     device_memory_gb=args.memory_gb or 80.0)
     else:
-        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes, gpus_per_node=args.gpus_per_node)
+        hw = hardware_preset(args.hardware_preset, num_nodes=args.nodes or 1, gpus_per_node=args.gpus_per_node or 8)
+    if hw.derived_sizes:
+        print("note: the hardware profile was not measured at these group sizes; their collectives are "
+              f"interpolated from the measured sizes (docs/cost_model.md): {hw.derived_sizes}", flush=True)
     if args.model_profile:
         mp = ModelProfile.load(args.model_profile)
         if args.seq_len and args.seq_len != mp.seq_len:
@@ -98,7 +111,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
              "dp_types": args.dp_types.split(","), "allow_ulysses": not args.no_ulysses,
              "allow_checkpoint": not args.no_checkpoint, "schedules": args.schedules.split(","),
              "allow_selective_checkpoint": not (args.no_checkpoint or args.no_selective_checkpoint),
-             "pp_split": args.pp_split, "num_threads": args.threads}
+             "num_threads": args.threads}
+    if args.pp_split is not None:
+        space["pp_split"] = args.pp_split
+    if args.galvatron2_compatible:
+        space["galvatron2_compatible"] = True
+        if args.dp_types == _DP_TYPES:  # the default list: Galvatron-2's own types
+            space["dp_types"] = ["ddp", "zero2", "zero3"]
     mbs = _parse_list(args.num_microbatches, "num-microbatches")
     if mbs:
         space["num_microbatches"] = mbs
@@ -107,8 +126,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     res = galvatron.search(mp, hw, memory_gb=args.memory_gb,
                            global_batch_size=_parse_list(args.global_batch_size, "global-batch-size"),
                            memory_headroom_gb=args.memory_headroom_gb, **space)
-    print(res.plan.summary())
-    print(res.predicted.summary())
+    print(res.plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
+    print("predicted " + res.predicted.summary().replace("\n", "\n  "))
     if res.best_uniform is not None:
         print(f"best uniform plan: {res.best_uniform.predicted.samples_per_s:.2f} samples/s "
               f"(speed-up of the searched plan: {res.speedup_over_uniform:.3f}x)")
@@ -117,16 +136,48 @@ def _cmd_search(args: argparse.Namespace) -> int:
     print(f"search time {res.search_time_s:.3f} s ({st['tasks']} tasks, {st['strategies']} strategies, "
           f"{st['dp_sweeps']} DP sweeps, {st['frontier_entries']} frontier entries)")
     if args.out:
-        res.plan.save(args.out)
-        print(f"wrote {args.out}")
+        plan = res.plan
+        from galvatron import models
+
+        if args.model in models.list() and not args.model_profile:  # the plan names its model
+            plan = plan.replace(model={"name": args.model, "overrides": {}, "seq_len": mp.seq_len})
+        try:
+            save_plan(plan, args.out, args.format)
+        except ValueError as e:
+            if args.format != "galvatron2" or args.galvatron2_compatible:
+                raise
+            raise ValueError(f"{args.out}: {e} (--galvatron2-compatible searches only plans that "
+                             "export to that format)") from None
+        print(f"wrote {args.out} ({'Galvatron-2' if args.format == 'galvatron2' else 'Galvatron'} format)")
     return 0
+
+
+def _galvatron_layout(args: argparse.Namespace) -> tuple[int, int]:
+    """Nodes and devices per node for a Galvatron-2 profile directory: --nodes/--gpus-per-node,
+    else the one ``{N}nodes_{G}gpus_per_node`` layout its file names give."""
+    import os
+
+    from galvatron.profiles.galvatron_import import layouts_in
+
+    d = args.galvatron_profiles
+    if not os.path.isdir(d):
+        raise ValueError(f"--galvatron-profiles {d}: no such directory (give a directory of Galvatron-2 profile "
+                         "JSON files, e.g. examples/galvatron2_profiles)")
+    if args.nodes and args.gpus_per_node:
+        return args.nodes, args.gpus_per_node
+    found = [(n, g) for n, g in layouts_in(d) if args.nodes in (None, n) and args.gpus_per_node in (None, g)]
+    if len(found) != 1:
+        named = ", ".join(f"{n}nodes_{g}gpus_per_node" for n, g in layouts_in(d)) or "none"
+        raise ValueError(f"--galvatron-profiles {d}: pass --nodes and --gpus-per-node (layouts in the file "
+                         f"names: {named})")
+    return found[0]
 
 
 def _galvatron_model(args: argparse.Namespace):
     import glob
     import os
 
-    from galvatron.profiles import ModelProfile
+    from galvatron.profiles import model_from_galvatron
 
     d = args.galvatron_profiles
     comp = sorted(glob.glob(os.path.join(d, "computation_profiling_*.json")))
@@ -136,7 +187,7 @@ def _galvatron_model(args: argparse.Namespace):
                          "pass --model to use the analytic model profile with these hardware files")
     if not args.num_layers:
         raise ValueError("--num-layers is required with Galvatron-2 model profiles")
-    return ModelProfile.from_galvatron(comp[0], mem[0], seq_len=args.seq_len or 2048,
+    return model_from_galvatron(comp[0], mem[0], seq_len=args.seq_len or 2048,
                                       model=args.model or "galvatron-model", num_layers=args.num_layers,
                                       num_heads=args.num_heads, hidden_size=args.hidden_size)
 
@@ -150,8 +201,10 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
     p.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32"))
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=8)
+    p.add_argument("--nodes", type=int, default=None,
+                   help="default 1, or what the --galvatron-profiles file names say")
+    p.add_argument("--gpus-per-node", type=int, default=None,
+                   help="default 8, or what the --galvatron-profiles file names say")
     p.add_argument("--memory-gb", type=float, default=None, help="per-device budget in GiB (default: device memory)")
     p.add_argument("--memory-headroom-gb", type=float, default=0.0, help="GiB kept free on top of the model")
     p.add_argument("--global-batch-size", default="8", help="N, N,M,... or START:STOP[:STEP]")
@@ -166,15 +219,23 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tp", type=int, default=8)
     p.add_argument("--max-pp", type=int, default=64)
     p.add_argument("--max-sp", type=int, default=8)
-    p.add_argument("--dp-types", default="ddp,zero1,zero2,zero3")
+    p.add_argument("--dp-types", default=_DP_TYPES)
     p.add_argument("--schedules", default="1f1b", help="comma list of gpipe, 1f1b, interleaved_1f1b")
-    p.add_argument("--pp-split", default="searched", choices=("searched", "even"))
+    p.add_argument("--pp-split", default=None, choices=("searched", "even"),
+                   help="layer split across pipeline stages (default: searched; even with "
+                        "--galvatron2-compatible)")
     p.add_argument("--no-ulysses", action="store_true")
     p.add_argument("--no-checkpoint", action="store_true", help="no activation checkpointing at all")
     p.add_argument("--no-selective-checkpoint", action="store_true",
                    help="full checkpointing only (no selective)")
     p.add_argument("--threads", type=int, default=0, help="search threads (0: all cores)")
+    p.add_argument("--galvatron2-compatible", action="store_true",
+                   help="only plans Galvatron-2's runtime executes (one Megatron-SP switch, even split, "
+                        "ddp|zero2 + zero3, adjacent ranks, gpipe/1f1b): they always export with "
+                        "--format galvatron2")
     p.add_argument("--out", help="write the plan JSON here")
+    p.add_argument("--format", default="galvatron", choices=("galvatron", "galvatron2"),
+                   help="format of --out: galvatron (ours) or galvatron2 (Galvatron-2's galvatron_config)")
     p.set_defaults(func=_cmd_search)
 
 
@@ -187,8 +248,10 @@ def _add_plan_commands(sub: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--world-size", type=int, default=None,
                         help="number of devices (needed for Galvatron-2 files that do not record it)")
-    common.add_argument("--megatron-sp", action="store_true",
-                        help="Galvatron-2 input: its tp layers use Megatron sequence parallelism")
+    common.add_argument("--megatron-sp", action=argparse.BooleanOptionalAction, default=None,
+                        help="Galvatron-2 input: whether its tp > 1 layers run with Megatron sequence "
+                             "parallelism (default: the file's sequence_parallel key, else on, as "
+                             "Galvatron-2's runtime does)")
 
     show = psub.add_parser("show", parents=[common], help="print a plan as a table",
                            description="Print a plan as a table: stages, layer runs, tp/sp/dp/ZeRO/ckpt.")
@@ -254,13 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic hybrid parallelism for Transformer training: profile, search, train.",
     )
     parser.add_argument("--version", action="version", version=f"galvatron {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data}")
+    sub = parser.add_subparsers(dest="command", metavar="{search,profile,train,visualize,plan,data,models}")
     sub.required = True
     _add_search_command(sub)
     add_profile_parser(sub)
     _add_train_and_data_commands(sub)
     add_visualize_parser(sub)
     _add_plan_commands(sub)
+    add_models_parser(sub)
     return parser
 
 

@@ -14,9 +14,21 @@ Field mapping (Galvatron-2 -> ours):
 ``pp_division``             ``stage_layers``
 ``pipeline_type``           ``gpipe`` | ``pipedream_flush`` (= ``1f1b``)
 ``vtp`` / ``vsp``           embedding/LM-head degree, and 1 = that degree is Ulysses
-``embed_sdp``               1 = embedding/LM-head is ``zero3``
-``sequence_parallel``       (optional; Galvatron-2 takes it as a flag) Megatron-SP on tp layers
+``vocab_sdp`` / ``embed_sdp``  1 = embedding/LM-head is ``zero3`` (its runtime reads
+                            ``vocab_sdp``, its search writes ``embed_sdp``: both are written)
+``sequence_parallel``       (optional) Megatron-SP on every tp > 1 layer and the embedding
 ==========================  =========================================================
+
+Megatron-SP: Galvatron-2's runtime takes it from its training arguments (on by default), never
+from the plan file, and applies it to every tp > 1 layer. So a file without a
+``sequence_parallel`` key imports with Megatron-SP on its tp > 1 layers unless the caller says
+otherwise (``megatron_sp=False``, CLI ``--no-megatron-sp``); the export always writes the key.
+
+What the format cannot express is refused on export with the field named: interleaved 1F1B,
+ZeRO-1, ddp and zero2 in one plan, tp combined with Ulysses in one layer, Megatron-SP on some
+tp layers only, and strided (non-adjacent) tp ranks on the embedding (there is no flag for it).
+The dp type of a layer with a single replica (tp * sp = the stage's devices) does not matter
+and is written as the default.
 
 The format does not record the world size; it is taken from ``world_size=``, else the
 file's ``world_size`` key, else its ``{N}nodes_{G}gpus_per_node`` file name.
@@ -29,6 +41,7 @@ import re
 from typing import Any
 
 from galvatron._io import read_json
+from galvatron._validate import INT32_MAX, MAX_LAYERS, MAX_WORLD, check_int_like, check_list, short
 from galvatron.plan import Checkpoint, DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
 
 _REQUIRED = ("pp_deg", "tp_sizes_enc", "tp_consecutive_flags", "dp_types_enc", "checkpoint",
@@ -41,18 +54,21 @@ _PRECISION_RE = re.compile(r"_(bf16|fp16|fp32)(?:[_.]|$)")
 
 def _int_list(d: dict[str, Any], key: str) -> list[int]:
     raw = d[key]
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return [raw]
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return [check_int_like(raw, key, 0)]
     if isinstance(raw, list):
         items = raw
     elif isinstance(raw, str):
+        if raw.count(",") >= MAX_LAYERS:
+            raise ValueError(f"{key}: more than {MAX_LAYERS} entries")
         items = [x.strip() for x in raw.split(",") if x.strip() != ""]
     else:
-        raise ValueError(f"{key}: expected a comma-joined string of integers, got {raw!r}")
+        raise ValueError(f"{key}: expected a comma-joined string of integers, got {short(raw)}")
+    check_list(items, key)
     try:
-        return [int(x) for x in items]
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected a comma-joined string of integers, got {raw!r}") from None
+        return [check_int_like(x, f"{key}[{i}]", 0) for i, x in enumerate(items)]
+    except ValueError as e:
+        raise ValueError(f"{key}: expected a comma-joined string of integers ({e})") from None
 
 
 def _flag(value: int, key: str, i: int) -> bool:
@@ -61,14 +77,14 @@ def _flag(value: int, key: str, i: int) -> bool:
     return value == 1
 
 
-def _int_field(d: dict[str, Any], key: str, default: int | None = None) -> int:
+def _int_field(d: dict[str, Any], key: str, default: int | None = None, lo: int = 1) -> int:
     raw = d.get(key, default)
     if raw is None:
         raise ValueError(f"{key}: missing")
     try:
-        return int(raw)
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}: expected an integer, got {raw!r}") from None
+        return check_int_like(raw, key, lo)
+    except ValueError:
+        raise ValueError(f"{key}: expected an integer from {lo} to {INT32_MAX}, got {short(raw)}") from None
 
 
 def world_size_from_name(path: str | os.PathLike[str]) -> int | None:
@@ -93,14 +109,17 @@ def plan_from_galvatron_dict(
         if len(vals) != n:
             raise ValueError(f"{key} has {len(vals)} entries but tp_sizes_enc has {n}")
         per_layer[key] = vals
-    default_dp = _DEFAULT_DP.get(str(d["default_dp_type"]))
+    default_dp = _DEFAULT_DP.get(d["default_dp_type"]) if isinstance(d["default_dp_type"], str) else None
     if default_dp is None:
-        raise ValueError(f"default_dp_type: {d['default_dp_type']!r} is not accepted; accepted: 'ddp', 'zero2'")
-    schedule = _PIPELINE_TYPES.get(str(d["pipeline_type"]))
+        raise ValueError(f"default_dp_type: {short(d['default_dp_type'])} is not accepted; accepted: 'ddp', 'zero2'")
+    schedule = _PIPELINE_TYPES.get(d["pipeline_type"]) if isinstance(d["pipeline_type"], str) else None
     if schedule is None:
-        raise ValueError(f"pipeline_type: {d['pipeline_type']!r} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
-    if megatron_sp is None:
-        megatron_sp = bool(_int_field(d, "sequence_parallel", 0))
+        raise ValueError(f"pipeline_type: {short(d['pipeline_type'])} is not accepted; accepted: 'gpipe', 'pipedream_flush'")
+    if megatron_sp is None:  # its runtime's default: on
+        value = _int_field(d, "sequence_parallel", 1, lo=0)
+        if value not in (0, 1):
+            raise ValueError(f"sequence_parallel: expected 0 or 1, got {value}")
+        megatron_sp = value == 1
 
     def strategy(degree: int, ulysses: bool, zero3: bool, ckpt: bool, consec: bool) -> LayerStrategy:
         if ulysses and degree > 1:
@@ -122,8 +141,7 @@ def plan_from_galvatron_dict(
             _flag(per_layer["tp_consecutive_flags"][i], "tp_consecutive_flags", i),
         ))
     vtp = _int_field(d, "vtp", 1)
-    embedding = strategy(vtp, bool(_int_field(d, "vsp", 0)), bool(_int_field(d, "embed_sdp", 0)),
-                         False, True)
+    embedding = strategy(vtp, bool(_flag(_int_field(d, "vsp", 0, lo=0), "vsp", 0)), _embedding_sdp(d), False, True)
     plan = Plan(
         world_size=world_size,
         layers=tuple(layers),
@@ -138,6 +156,18 @@ def plan_from_galvatron_dict(
     return plan.validate()
 
 
+def _embedding_sdp(d: dict[str, Any]) -> bool:
+    """``vocab_sdp`` (what its runtime reads) or ``embed_sdp`` (what its search writes)."""
+    values = {k: _int_field(d, k, lo=0) for k in ("vocab_sdp", "embed_sdp") if k in d}
+    for k, v in values.items():
+        if v not in (0, 1):
+            raise ValueError(f"{k}: expected 0 or 1, got {v}")
+    if len(set(values.values())) > 1:
+        raise ValueError(f"vocab_sdp={values['vocab_sdp']} and embed_sdp={values['embed_sdp']} disagree; "
+                         "they are the same setting (ZeRO-3 on the embedding/LM-head)")
+    return bool(next(iter(values.values()), 0))
+
+
 def plan_from_galvatron_file(
     path: str | os.PathLike[str], world_size: int | None = None, megatron_sp: bool | None = None
 ) -> Plan:
@@ -145,9 +175,9 @@ def plan_from_galvatron_file(
     d = read_json(p)
     if world_size is None and isinstance(d, dict) and "world_size" in d:
         try:
-            world_size = int(d["world_size"])
-        except (TypeError, ValueError):
-            raise ValueError(f"{p}: world_size: expected an integer, got {d['world_size']!r}") from None
+            world_size = check_int_like(d["world_size"], "world_size", 1, MAX_WORLD)
+        except ValueError as e:
+            raise ValueError(f"{p}: {e}") from None
     if world_size is None:
         world_size = world_size_from_name(p)
     if world_size is None:
@@ -180,7 +210,9 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
     if plan.schedule is Schedule.INTERLEAVED_1F1B:
         raise ValueError("schedule: 'interleaved_1f1b' cannot be expressed in the Galvatron-2 format "
                          "(accepted there: gpipe, 1f1b)")
-    non_zero3 = {s.dp_type for s in (*plan.layers, plan.embedding) if s.dp_type is not DpType.ZERO3}
+    per_stage = plan.devices_per_stage
+    replicated = [s for s in (*plan.layers, plan.embedding) if s.tp * s.sp < per_stage]
+    non_zero3 = {s.dp_type for s in replicated if s.dp_type is not DpType.ZERO3}
     if DpType.ZERO1 in non_zero3:
         raise ValueError("dp_type: 'zero1' cannot be expressed in the Galvatron-2 format "
                          "(accepted there: ddp, zero2, zero3)")
@@ -197,6 +229,11 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
         if s.checkpoint is Checkpoint.SELECTIVE:
             raise ValueError(f"layers[{i}].checkpoint: 'selective' cannot be expressed in the "
                              "Galvatron-2 format (accepted there: none = 0, full = 1)")
+    e = plan.embedding
+    if 1 < e.tp * e.sp < per_stage and not e.tp_consecutive:  # strided differs only with dp > 1
+        raise ValueError("embedding.tp_consecutive: the Galvatron-2 format has no strided-rank flag for "
+                         "the embedding (vtp/vsp always use adjacent ranks), so this plan's strided "
+                         "embedding would be lost; search with --galvatron2-compatible (adjacent ranks)")
     encoded = [_encode_strategy(s, f"layers[{i}]") for i, s in enumerate(plan.layers)]
     vdeg, vsp = _encode_strategy(plan.embedding, "embedding")
 
@@ -218,8 +255,8 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
         "vtp": vdeg,
         "vsp": vsp,
         "embed_sdp": int(plan.embedding.dp_type is DpType.ZERO3),
+        "vocab_sdp": int(plan.embedding.dp_type is DpType.ZERO3),
+        "sequence_parallel": int(msp != {False}),
         "world_size": plan.world_size,
     }
-    if msp == {True}:
-        out["sequence_parallel"] = 1
     return out

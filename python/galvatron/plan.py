@@ -1,8 +1,8 @@
 """The training plan: what every hybrid-parallel decision is, as typed dataclasses.
 
 A :class:`Plan` is the single hand-off between the search and the runtime. It is saved as
-versioned JSON (``plan.save`` / ``Plan.load``) and can be converted to and from Galvatron-2's
-plan format (:mod:`galvatron.galvatron_format`).
+versioned JSON (``plan.save`` / ``Plan.load``); files of either this format or Galvatron-2's
+are read and written by :mod:`galvatron.plan_io` (mapping in :mod:`galvatron.galvatron_format`).
 
 Mesh layout of one pipeline stage (``world_size // pp`` devices, ranks of stage ``s`` are
 ``s*per_stage ... (s+1)*per_stage-1``). Inside a stage a layer's devices form a
@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron._io import atomic_write_text as _atomic_write
 from galvatron._io import load_json
+from galvatron._validate import INT32_MAX, MAX_LAYERS, check_float, check_int, short
 
 PLAN_FORMAT_VERSION = 1
 
@@ -79,7 +81,7 @@ def _checkpoint_value(value: Any, field_name: str) -> Checkpoint:
             return Checkpoint(value)
         except ValueError:
             pass
-    raise ValueError(f"{field_name}: {value!r} is not accepted; accepted: 'none', 'selective', "
+    raise ValueError(f"{field_name}: {short(value)} is not accepted; accepted: 'none', 'selective', "
                      "'full' (or false / true for none / full)")
 
 
@@ -96,17 +98,17 @@ def _enum_value(enum_cls: type[enum.Enum], value: Any, field_name: str) -> Any:
         return value
     try:
         return enum_cls(value)
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: an unhashable value such as a list
         accepted = ", ".join(repr(m.value) for m in enum_cls)  # type: ignore[attr-defined]
-        raise ValueError(f"{field_name}: {value!r} is not accepted; accepted: {accepted}") from None
+        raise ValueError(f"{field_name}: {short(value)} is not accepted; accepted: {accepted}") from None
 
 
 def _positive_int(value: Any, field_name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{field_name} must be an integer >= 1, got {value!r}")
+        raise ValueError(f"{field_name} must be an integer >= 1, got {short(value)}")
     if value < 1:
         raise ValueError(f"{field_name} must be >= 1, got {value}")
-    return value
+    return check_int(value, field_name, 1, INT32_MAX)  # the C++ core stores int32
 
 
 @dataclass(frozen=True)
@@ -135,9 +137,9 @@ class LayerStrategy:
         _positive_int(self.sp, f"{where}.sp")
         if not isinstance(self.checkpoint, Checkpoint):
             raise ValueError(f"{where}.checkpoint must be 'none', 'selective' or 'full', "
-                             f"got {self.checkpoint!r}")
+                             f"got {short(self.checkpoint)}")
         if not isinstance(self.tp_consecutive, bool):
-            raise ValueError(f"{where}.tp_consecutive must be true or false, got {self.tp_consecutive!r}")
+            raise ValueError(f"{where}.tp_consecutive must be true or false, got {short(self.tp_consecutive)}")
         if self.sp_kind is SpKind.ULYSSES and self.sp < 2:
             raise ValueError(f"{where}.sp must be >= 2 when sp_kind is 'ulysses', got {self.sp}")
         if self.sp_kind is not SpKind.ULYSSES and self.sp != 1:
@@ -197,7 +199,9 @@ class Plan:
     ``stage_layers`` gives the number of layers of each pipeline chunk in model order; its
     length is ``pp * virtual_stages`` (chunk ``c`` runs on pipeline rank ``c % pp``), so
     non-uniform splits are expressed directly. ``predicted`` optionally carries the cost-model
-    prediction that produced the plan (a JSON-compatible dict, see ``galvatron.Prediction``).
+    prediction that produced the plan (a JSON-compatible dict, see ``galvatron.Prediction``);
+    ``model`` optionally records the model it was made for (``{"name": zoo flavour, "overrides":
+    {...}, "seq_len": N}``), so tools need no ``--model`` for it.
     """
 
     world_size: int
@@ -211,6 +215,7 @@ class Plan:
     embedding: LayerStrategy = field(default_factory=LayerStrategy)
     precision: Precision = Precision.BF16
     predicted: dict[str, Any] | None = None
+    model: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
@@ -330,6 +335,8 @@ class Plan:
         _positive_int(self.global_batch_size, "global_batch_size")
         if not self.layers:
             raise ValueError("layers: a plan needs at least one layer strategy")
+        if len(self.layers) > MAX_LAYERS:
+            raise ValueError(f"layers: {len(self.layers)} layer strategies; accepted: at most {MAX_LAYERS}")
         if num_layers is not None and num_layers != len(self.layers):
             raise ValueError(
                 f"layers: the plan has {len(self.layers)} layer strategies but the model has "
@@ -354,6 +361,10 @@ class Plan:
             raise ValueError("embedding.checkpoint is not supported; accepted: 'none' (false)")
         if self.predicted is not None and not isinstance(self.predicted, dict):
             raise ValueError("predicted must be a JSON object or null")
+        _validate_model_record(self.model)
+        for key in ("step_time_s", "samples_per_s", "max_peak_memory_bytes"):  # shown by summary()
+            if self.predicted and key in self.predicted:
+                check_float(self.predicted[key], f"predicted.{key}", 0.0, 1e30)
         return self
 
     def _validate_schedule(self) -> None:
@@ -384,7 +395,8 @@ class Plan:
             )
         for c, n in enumerate(self.stage_layers):
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"stage_layers[{c}] must be an integer >= 1, got {n!r}")
+                raise ValueError(f"stage_layers[{c}] must be an integer >= 1, got {short(n)}")
+            check_int(n, f"stage_layers[{c}]", 1, MAX_LAYERS)
         if sum(self.stage_layers) != len(self.layers):
             raise ValueError(
                 f"stage_layers sums to {sum(self.stage_layers)} but the plan has "
@@ -423,6 +435,7 @@ class Plan:
             "embedding": self.embedding.to_dict(),
             "layers": [s.to_dict() for s in self.layers],
             "predicted": self.predicted,
+            **({"model": self.model} if self.model is not None else {}),
         }
 
     @classmethod
@@ -431,10 +444,10 @@ class Plan:
             raise ValueError(f"a plan must be a JSON object, got {type(d).__name__}")
         version = d.get("version")
         if version is None:
-            if "tp_sizes_enc" in d or "pp_deg" in d:
+            if is_galvatron2_plan(d):
                 raise ValueError(
                     "this looks like a Galvatron-2 plan (it has 'pp_deg'/'tp_sizes_enc'); "
-                    "load it with Plan.from_galvatron_json(path, world_size=...)"
+                    "load it with galvatron.plan_io.load_plan(path, world_size=...)"
                 )
             raise ValueError("version: missing; a Galvatron plan has a 'version' field")
         if version != PLAN_FORMAT_VERSION:
@@ -452,10 +465,14 @@ class Plan:
         layers = d["layers"]
         if not isinstance(layers, list):
             raise ValueError("layers must be a list of layer strategies")
+        if len(layers) > MAX_LAYERS:
+            raise ValueError(f"layers: {len(layers)} layer strategies; accepted: at most {MAX_LAYERS}")
         kwargs = {k: v for k, v in d.items() if k not in ("version", "layers", "embedding")}
         if "stage_layers" in kwargs:
             if not isinstance(kwargs["stage_layers"], list):
                 raise ValueError("stage_layers must be a list of integers")
+            if len(kwargs["stage_layers"]) > MAX_LAYERS:
+                raise ValueError(f"stage_layers: {len(kwargs['stage_layers'])} entries; accepted: at most {MAX_LAYERS}")
             kwargs["stage_layers"] = tuple(kwargs["stage_layers"])
         strategies = tuple(LayerStrategy.from_dict(x, f"layers[{i}]") for i, x in enumerate(layers))
         if "embedding" in d:
@@ -473,28 +490,9 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:
-        """Load a plan saved by :meth:`save`; a Galvatron-2 file is detected and explained."""
+        """Load a plan saved by :meth:`save`; a Galvatron-2 file is detected and explained
+        (:func:`galvatron.plan_io.load_plan` reads either format)."""
         return load_json(path, cls.from_dict, "plan")
-
-    # ------------------------------------------------------------------ Galvatron-2 format
-    @classmethod
-    def from_galvatron_json(
-        cls,
-        path: str | os.PathLike[str],
-        world_size: int | None = None,
-        megatron_sp: bool | None = None,
-    ) -> Plan:
-        from galvatron.galvatron_format import plan_from_galvatron_file
-
-        return plan_from_galvatron_file(path, world_size=world_size, megatron_sp=megatron_sp)
-
-    def to_galvatron_json(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-        from galvatron.galvatron_format import plan_to_galvatron_dict
-
-        d = plan_to_galvatron_dict(self)
-        if path is not None:
-            _atomic_write(path, json.dumps(d, indent=4) + "\n")
-        return d
 
     # ------------------------------------------------------------------ display
     def layer_runs(self) -> list[tuple[int, int, int, LayerStrategy]]:
@@ -550,5 +548,31 @@ class Plan:
         return "\n".join(lines)
 
 
+def is_galvatron2_plan(data: Any) -> bool:
+    """Whether parsed plan JSON is Galvatron-2's format (no ``version``, its ``pp_deg`` or
+    ``tp_sizes_enc`` keys). The one definition: ``Plan.from_dict``, :mod:`galvatron.plan_io`
+    and the CLI all ask here."""
+    return isinstance(data, dict) and "version" not in data and ("pp_deg" in data or "tp_sizes_enc" in data)
+
+
+def _validate_model_record(model: Any) -> None:
+    """``model``: null or {"name": str, "overrides": {...}, "seq_len": int >= 1} (the last two optional)."""
+    if model is None:
+        return
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str) or not model["name"]:
+        raise ValueError('model must be null or an object with a "name" (a model flavour), '
+                         f"got {model!r}")
+    unknown = sorted(set(model) - {"name", "overrides", "seq_len"})
+    if unknown:
+        raise ValueError(f"model: unknown keys {unknown}; accepted: ['name', 'overrides', 'seq_len']")
+    if not isinstance(model.get("overrides", {}), dict):
+        raise ValueError("model.overrides must be an object")
+    seq = model.get("seq_len")
+    if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 1):
+        raise ValueError(f"model.seq_len must be an integer >= 1 or null, got {seq!r}")
+
+
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n in increasing order, in O(sqrt(n)) (n may be as large as 2**31)."""
+    low = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return low + [n // d for d in reversed(low) if d * d != n]

@@ -14,7 +14,7 @@ import sys
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or TOML config file (sections: model, data, optim, parallel, checkpoint, logging)")
-    p.add_argument("--model", dest="model.name", help="model name (galvatron.models.list()); default gpt2-debug")
+    p.add_argument("--model", dest="model.name", help="model name (galvatron models); default gpt2-mini")
     p.add_argument("--nproc", type=int, help="local processes to start (ignored under torchrun); default 4")
     p.add_argument("--steps", type=int, help="optimizer steps; default 100")
     p.add_argument("--seed", type=int)
@@ -31,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="store_const", const=True, dest="parallel.checkpoint",
                    help="global mode: activation checkpointing on every layer")
     p.add_argument("--num-microbatches", type=int, dest="parallel.num_microbatches")
-    p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints)")
-    p.add_argument("--resume", action="store_const", const=True, help="continue from the newest complete checkpoint")
+    p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints); "
+                   "default: a fresh runs/<model>-<time>, linked from runs/latest")
+    p.add_argument("--resume", action="store_const", const=True,
+                   help="continue from the newest complete checkpoint (of runs/latest without --run-dir)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
 
 
@@ -42,30 +44,89 @@ def main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     from galvatron.training import job
     from galvatron.training.config import build_config
-    from galvatron.training.launch import spawn, under_launcher
+    from galvatron.training.launch import die_with_launcher, spawn, under_launcher
+    from galvatron.training.rundir import point_latest, resolve_run_dir
+    from galvatron.training.runlock import RunLock
 
     try:
         if args.worker:
+            die_with_launcher()
             return job.worker_main(args.worker)
         flags = {k: v for k, v in vars(args).items() if k not in ("config", "worker")}
         cfg = build_config(args.config, flags, rest)
         if under_launcher():
             rank, world = job.init_distributed()
-            if rank == 0:
-                job.prepare_run(cfg, world)
             import torch.distributed as dist
 
-            dist.barrier()
+            cfg.run_dir = _agreed_run_dir(cfg, rank, dist)
+            _lock_and_prepare_on_rank0(job, cfg, rank, world)
             return job.train_rank(cfg)
-        job.prepare_run(cfg, cfg.nproc)
-        code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
-                     os.path.join(cfg.run_dir, "logs"))
+        cfg.run_dir, fresh = resolve_run_dir(cfg.run_dir, cfg.model.name, cfg.resume)
+        with RunLock(cfg.run_dir) as lock:  # held until every rank has exited
+            if lock.stale:
+                print(f"note: replaced the lock of a job that is no longer running ({lock.stale})")
+            job.prepare_run(cfg, cfg.nproc)
+            if fresh:
+                point_latest(cfg.run_dir)
+            code = spawn(cfg.nproc, ["-m", "galvatron.train", "--worker", cfg.run_dir],
+                         os.path.join(cfg.run_dir, "logs"))
         print(f"galvatron train: {'finished' if code == 0 else f'failed (exit {code})'}; "
               f"{job.summarize_run(cfg.run_dir)}; run directory {cfg.run_dir}")
         return code
     except ValueError as e:
         print(f"galvatron train: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # under torchrun: another rank died; one line, not a gloo traceback
+        from galvatron.training import rank_errors
+
+        if not rank_errors.is_lost_peer(e):
+            raise
+        print(rank_errors.lost_peer_message(int(os.environ.get("RANK", -1)), e), file=sys.stderr)
+        return rank_errors.LOST_PEER_EXIT
+
+
+def _agreed_run_dir(cfg, rank: int, dist) -> str:
+    """Under torchrun: rank 0 resolves the run directory (a fresh one has a time stamp in its
+    name) and every rank takes its answer; an error there is raised on every rank."""
+    from galvatron.training.rundir import point_latest, resolve_run_dir
+
+    answer: list = [None]
+    if rank == 0:
+        try:
+            run_dir, fresh = resolve_run_dir(cfg.run_dir, cfg.model.name, cfg.resume)
+            if fresh:
+                os.makedirs(run_dir, exist_ok=True)
+                point_latest(run_dir)
+            answer = [("ok", run_dir)]
+        except ValueError as e:
+            answer = [("error", str(e))]
+    dist.broadcast_object_list(answer, src=0)
+    status, value = answer[0]
+    if status == "error":
+        raise ValueError(value)
+    return value
+
+
+_HELD = []  # under torchrun rank 0 holds the run-directory lock for the life of its process
+
+
+def _lock_and_prepare_on_rank0(job, cfg, rank: int, world: int) -> None:
+    """Under torchrun: rank 0 locks the run directory and prepares the run; every rank raises
+    rank 0's error, if any (instead of waiting for a barrier until the timeout)."""
+    import torch.distributed as dist
+
+    from galvatron.training.runlock import RunLock
+
+    box: list = [None]
+    if rank == 0:
+        try:
+            _HELD.append(RunLock(cfg.run_dir).acquire())
+            job.prepare_run(cfg, world)
+        except ValueError as e:
+            box[0] = str(e)
+    dist.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        raise ValueError(box[0] if rank == 0 else f"rank 0 could not prepare the run: {box[0]}")
 
 
 if __name__ == "__main__":

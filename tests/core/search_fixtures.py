@@ -15,12 +15,10 @@ MiB = 2**20
 def random_hardware(rng: random.Random, num_nodes: int, gpus_per_node: int) -> HardwareProfile:
     colls = []
     world = num_nodes * gpus_per_node
-    n = 2
-    while n <= world:
+    for n in sorted({d for d in range(2, world + 1) if world % d == 0} | {2}):  # any group size
         for op in Op:
             for pl in Placement:
                 colls.append(Collective(op, n, pl, rng.uniform(0.0, 0.05), rng.uniform(5.0, 200.0)))
-        n *= 2
     return HardwareProfile(num_nodes=num_nodes, gpus_per_node=gpus_per_node, device_memory_bytes=2**34,
                            collectives=tuple(colls), overlap_slowdown=rng.uniform(1.0, 1.5),
                            optimizer_ms_per_param=rng.uniform(0, 1e-6),
@@ -28,10 +26,8 @@ def random_hardware(rng: random.Random, num_nodes: int, gpus_per_node: int) -> H
                            comm_buffer_bytes=rng.randrange(0, 16 * MiB))
 
 
-def random_model(rng: random.Random, num_layers: int, num_types: int, max_degree: int, seq_len: int = 64) -> ModelProfile:
-    degrees = [1]
-    while degrees[-1] < max_degree:
-        degrees.append(degrees[-1] * 2)
+def random_model(rng: random.Random, num_layers: int, num_types: int, max_degree: int, seq_len: int = 48) -> ModelProfile:
+    degrees = [d for d in range(1, max_degree + 1) if max_degree % d == 0]  # every divisor
     types = []
     for t in range(num_types):
         fwd = rng.uniform(1.0, 10.0)
@@ -45,7 +41,7 @@ def random_model(rng: random.Random, num_layers: int, num_types: int, max_degree
             selective = {k: {d: int(v * kept) for d, v in tab.items()} for k, tab in acts.items()}
         types.append(LayerTypeProfile(
             name=f"type{t}", param_count=rng.randrange(1, 200) * 2**20, carry_bytes_per_sample=carry,
-            seq_len=seq_len, num_heads=8, num_kv_heads=rng.choice([8, 4, 2]),
+            seq_len=seq_len, num_heads=24, num_kv_heads=rng.choice([24, 8, 6, 4]),
             tp_collectives=rng.choice([2, 3]), ulysses_bytes_per_sample=rng.randrange(1, 16) * MiB,
             fwd_ms_per_sample={d: fwd / d * rng.uniform(1.0, 1.3) for d in degrees},
             bwd_ms_per_sample={d: 2 * fwd / d * rng.uniform(1.0, 1.3) for d in degrees},
@@ -94,8 +90,7 @@ def valid(model_tables, s, stage_size: int, mb: int, layer_type: int | None) -> 
 
 def _tasks(opts, world: int, L: int):
     """(pp, schedule, v, B, m) combinations of the space, as the search defines them."""
-    pps = list(opts.pp_degrees) or [p for p in range(1, world + 1)
-                                    if world % p == 0 and p & (p - 1) == 0 and p <= opts.max_pp]
+    pps = list(opts.pp_degrees) or [p for p in range(1, world + 1) if world % p == 0 and p <= opts.max_pp]
     single = next((x for x in opts.schedules if x != _C.Schedule.INTERLEAVED_1F1B), _C.Schedule.ONE_F_ONE_B)
     for pp in pps:
         for sched in (list(opts.schedules) if pp > 1 else [single]):

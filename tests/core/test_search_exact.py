@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 from galvatron import _C
 from tests.core.search_fixtures import all_plans, best_under, random_hardware, random_model
 
-SHAPES = [(1, 1), (1, 2), (1, 4), (2, 2), (1, 8), (2, 4), (4, 2)]
+# (nodes, devices per node); non-powers of two: 3, 6 and 12 devices, degrees 3 and 6
+SHAPES = [(1, 1), (1, 2), (1, 4), (2, 2), (1, 8), (2, 4), (4, 2), (1, 3), (1, 6), (3, 2), (2, 3), (3, 1),
+          (2, 6)]
 DP_TYPES = [_C.DpType.DDP, _C.DpType.ZERO1, _C.DpType.ZERO2, _C.DpType.ZERO3]
 
 
@@ -23,9 +25,9 @@ def random_options(rng: random.Random, world: int):
     o.schedules = rng.sample([_C.Schedule.GPIPE, _C.Schedule.ONE_F_ONE_B, _C.Schedule.INTERLEAVED_1F1B],
                              rng.choice([1, 2, 3]))
     o.virtual_stages = rng.choice([[2], [2, 3]])
-    o.max_tp = rng.choice([1, 2, 4])
-    o.max_sp = rng.choice([2, 4])
-    o.max_pp = rng.choice([1, 2, 4, 8])
+    o.max_tp = rng.choice([1, 2, 3, 4, 6])
+    o.max_sp = rng.choice([2, 3, 4])
+    o.max_pp = rng.choice([1, 2, 3, 4, 8])
     o.dp_types = rng.sample(DP_TYPES, rng.choice([1, 2]))
     o.allow_ulysses = rng.random() < 0.4
     o.allow_megatron_sp = rng.random() < 0.5
@@ -33,14 +35,15 @@ def random_options(rng: random.Random, world: int):
     o.allow_selective_checkpoint = rng.random() < 0.6
     o.allow_strided = rng.random() < 0.3
     o.search_pp_split = rng.random() < 0.8
+    o.megatron_sp_only = rng.random() < 0.15  # drawn last: the earlier draws of each seed stay
     o.num_threads = 1
     return o
 
 
-def check_against_brute_force(seed: int, uniform: bool = False) -> bool:
+def check_against_brute_force(seed: int, uniform: bool = False, shapes=None) -> bool:
     """Compares on the problem of `seed`; False when its space is too large to enumerate."""
     rng = random.Random(seed)
-    nodes, gpn = rng.choice(SHAPES)
+    nodes, gpn = rng.choice(shapes or SHAPES)
     world = nodes * gpn
     hw = random_hardware(rng, nodes, gpn)
     model = random_model(rng, num_layers=rng.randint(1, 6), num_types=rng.choice([1, 1, 2]), max_degree=world)
@@ -86,7 +89,17 @@ def test_uniform_search_equals_brute_force_over_uniform_plans(seed):
     assume(check_against_brute_force(seed, uniform=True))
 
 
-def test_search_equals_brute_force_on_300_fixed_seeds():
+def test_search_equals_brute_force_on_400_fixed_seeds():
     """A deterministic sweep (the hypothesis tests above explore further on every run)."""
-    checked = sum(check_against_brute_force(seed) for seed in range(300))
+    checked = sum(check_against_brute_force(seed) for seed in range(400))  # (more degrees: larger spaces)
     assert checked >= 150
+
+
+def test_search_equals_brute_force_with_degrees_three_and_six():
+    """Non-power-of-two worlds only (3, 6, 12 devices): tp/sp/pp degrees of 3 and 6."""
+    checked = 0
+    for seed in range(400):
+        checked += check_against_brute_force(seed, shapes=[(1, 3), (1, 6), (3, 2), (2, 3), (2, 6)])
+        if checked >= 60:
+            break
+    assert checked >= 60

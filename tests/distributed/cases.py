@@ -112,6 +112,40 @@ def world4():
     ]
 
 
+# LLaMA with llama3 RoPE scaling acting on a 16-token sequence (original length 8: the low
+# frequencies are divided by 8, the middle ones blended) and biases on q/k/v/o and the MLP
+LLAMA_ROPE_BIAS = dict(rope_type="llama3", rope_factor=8.0, rope_original_max_seq_len=8,
+                       rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+                       attention_bias=True, mlp_bias=True)
+# dynamic NTK acting past 8 tokens (its base depends on the whole sequence's length, which
+# attention must see under Ulysses and Megatron-SP too); Qwen2-style q/k/v-only biases
+LLAMA_DYNAMIC_QKV_BIAS = dict(rope_type="dynamic", rope_factor=4.0, rope_original_max_seq_len=8,
+                              attention_bias=True, o_proj_bias=False)
+
+
+def llama_rope_bias_world4():
+    """Mixed layer-wise plans on 4 ranks (4 layers, global batch 8) as ``(key, model, plan,
+    overrides)``: column-sliced q/k/v/gate/up biases, row-parallel o/down biases added once
+    after the all-reduce (plain tp) or the reduce-scatter (Megatron-SP), Ulysses around scaled
+    RoPE."""
+    ll = "llama-debug"
+    out = [
+        ("rope_bias_mixed/llama", ll, plan(4, [
+            S(tp=2), S(tp=2, sp_kind="megatron", dp_type="zero3", checkpoint=True),
+            S(sp=2, sp_kind="ulysses", dp_type="zero1"), S(tp=2, tp_consecutive=False, dp_type="zero2"),
+        ], 8, embedding=S(tp=4, sp_kind="megatron", dp_type="zero1"))),
+        ("rope_bias_pp_mixed/llama", ll, plan(4, [
+            S(tp=2, sp_kind="megatron"), S(sp=2, sp_kind="ulysses", checkpoint=True),
+            S(tp=2, dp_type="zero3"), S(dp_type="zero1"),
+        ], 8, embedding=S(tp=2), pp=2, stage_layers=(2, 2), schedule="1f1b", num_microbatches=2)),
+    ]
+    out = [(k, m, p, LLAMA_ROPE_BIAS) for k, m, p in out]
+    return out + [("dynamic_qkv_bias_mixed/llama", ll, plan(4, [
+        S(sp=2, sp_kind="ulysses"), S(tp=2, sp_kind="megatron", dp_type="zero3"),
+        S(tp=2, checkpoint=True), S(sp=2, sp_kind="ulysses", tp_consecutive=False, dp_type="zero1"),
+    ], 8, embedding=S(tp=2, dp_type="zero2")), LLAMA_DYNAMIC_QKV_BIAS)]
+
+
 def world8():
     """One 8-rank plan: pp2 x (tp2 x dp2) with ZeRO-3, Ulysses and a Megatron-SP layer."""
     return [

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import torch
 
 import galvatron.models as M
+from tests.distributed.tolerance import Tolerance, tolerance
 
 LR, BETAS, WD = 1e-3, (0.9, 0.999), 0.01
 # eps 1e-5: gradients that are zero in exact arithmetic (key biases: softmax is shift
@@ -46,13 +48,30 @@ def make_batches(model_name: str, global_batch: int, seq: int, steps: int, seed:
     return out
 
 
+class Reference(NamedTuple):
+    """A single-process run: per-step losses, final parameters, per-step gradient norms (with
+    clipping) and the bounds a distributed run of the same steps is held to."""
+
+    losses: list[float]
+    params: dict[str, torch.Tensor]
+    norms: list[float]
+    tol: Tolerance
+
+
+def _tokens(model, b) -> int:
+    """Tokens of one global batch entering the model (encoder + decoder, or image patches)."""
+    if "input_ids" in b:
+        return b["input_ids"].numel() + (b["decoder_input_ids"].numel() if "decoder_input_ids" in b else 0)
+    return b["pixel_values"].shape[0] * M.spec(model.config).seq_len
+
+
 def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | None = None,
-              overrides: dict | None = None):
+              overrides: dict | None = None) -> Reference:
     """Losses per step and final parameters of plain single-process training."""
     model = M.build(model_name, seed=seed, **(overrides or {}))
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                             foreach=False)
-    losses, norms = [], []
+    losses, norms, grad_max = [], [], []
     for b in batches:
         opt.zero_grad()
         inputs = {k: v for k, v in b.items() if k != "labels"}
@@ -60,25 +79,28 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
         loss.backward()
         if max_grad_norm is not None:
             norms.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)))
+        grad_max.append(max(float(p.grad.abs().max()) for p in model.parameters() if p.grad is not None))
         opt.step()
         losses.append(float(loss.detach()))
-    return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms
+    tol = tolerance(model, max(_tokens(model, b) for b in batches), [LR] * len(batches), grad_max, EPS)
+    return Reference(losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms, tol)
 
 
 def reference_low_precision_params(model_name: str, batches, seed: int = 0,
                                    max_grad_norm: float | None = None, overrides: dict | None = None,
-                                   dtype=torch.bfloat16, cast_params: bool = True):
+                                   dtype=torch.bfloat16, cast_params: bool = True) -> Reference:
     """Single-process mixed-precision training as FSDP2's ``MixedPrecisionPolicy(param_dtype=
     dtype, reduce_dtype=float32)`` does it: fp32 master weights and AdamW; every step a
     ``dtype`` copy of the weights runs forward and backward under autocast, and its gradients,
     cast to fp32, are the master gradients. ``cast_params=False``: autocast on the fp32
-    weights themselves (what DDP / ZeRO-1 units do)."""
+    weights themselves (what DDP / ZeRO-1 units do). Its ``tol`` is the fp32 bound of
+    :func:`reference` for these steps; a low-precision run is held to its own bound."""
     import copy
 
     master = M.build(model_name, seed=seed, **(overrides or {}))
     opt = torch.optim.AdamW(master.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
                             foreach=False)
-    losses, norms = [], []
+    losses, norms, grad_max = [], [], []
     for b in batches:
         opt.zero_grad()
         work = copy.deepcopy(master).to(dtype) if cast_params else copy.deepcopy(master)
@@ -90,9 +112,11 @@ def reference_low_precision_params(model_name: str, batches, seed: int = 0,
             p.grad = None if q.grad is None else q.grad.float()
         if max_grad_norm is not None:
             norms.append(float(torch.nn.utils.clip_grad_norm_(master.parameters(), max_grad_norm)))
+        grad_max.append(max(float(p.grad.abs().max()) for p in master.parameters() if p.grad is not None))
         opt.step()
         losses.append(float(loss.detach().float()))
-    return losses, {n: p.detach().clone() for n, p in master.named_parameters()}, norms
+    tol = tolerance(master, max(_tokens(master, b) for b in batches), [LR] * len(batches), grad_max, EPS)
+    return Reference(losses, {n: p.detach().clone() for n, p in master.named_parameters()}, norms, tol)
 
 
 def build_case(model_name: str, plan, batches, seed: int = 0,
@@ -133,27 +157,37 @@ def run_case(model_name: str, plan, batches, ref, seed: int = 0,
     return compare(pm, losses, norms, ref, max_grad_norm is not None)
 
 
-def compare(pm, losses, norms, ref, check_norms: bool = True, first_step: int = 0) -> dict:
+def compare(pm, losses, norms, ref: Reference, check_norms: bool = True, first_step: int = 0) -> dict:
     """Errors of ``pm``'s per-step losses (and gradient norms) from step ``first_step`` on and
-    of its current local parameters against the reference run ``ref``."""
-    ref_losses, ref_params, ref_norms = ref
-    ref_losses = ref_losses[first_step:first_step + len(losses)]
+    of its current local parameters against the reference run ``ref``, with the bounds they are
+    held to (``loss_tol``: relative; ``param_tol``: absolute, see tests/distributed/tolerance.py)."""
+    ref_losses = ref.losses[first_step:first_step + len(losses)]
     loss_err = max(abs(a - b) / abs(b) for a, b in zip(losses, ref_losses, strict=True))
     if check_norms:  # the global gradient norm before clipping, every step
-        ref_norms = ref_norms[first_step:first_step + len(norms)]
+        ref_norms = ref.norms[first_step:first_step + len(norms)]
         loss_err = max([loss_err] + [abs(a - b) / b for a, b in zip(norms, ref_norms, strict=True)])
     param_err, worst = 0.0, ""
     names = set()
     for name, t, src in pm.local_parameters():
-        r = ref_params[name]
+        r = ref.params[name]
         if src is not None:
             dim, start, length = src
             r = r.narrow(dim, start, min(length, r.shape[dim] - start))
             t = t.narrow(dim, 0, r.shape[dim])
-        # relative to the tensor scale (at least the init scale 0.02: biases start at 0)
-        err = float((t - r).abs().max() / max(float(r.abs().max()), 0.02))
+        err = float((t - r).abs().max())  # absolute: Adam moves every element by at most ~lr
         if err > param_err:
             param_err, worst = err, name
         names.add(name)
     return {"losses": losses, "ref_losses": ref_losses, "loss_err": loss_err,
-            "param_err": param_err, "worst": worst, "names": sorted(names)}
+            "param_err": param_err, "worst": worst, "names": sorted(names),
+            "loss_tol": ref.tol.loss_rel, "param_tol": ref.tol.param_abs}
+
+
+def within(r: dict) -> bool:
+    """True when a :func:`compare` result is within its bounds."""
+    return r["loss_err"] <= r["loss_tol"] and r["param_err"] <= r["param_tol"]
+
+
+def describe(r: dict) -> str:
+    return (f"loss/grad-norm err={r['loss_err']:.2e} (bound {r['loss_tol']:.1e}) "
+            f"param_err={r['param_err']:.2e} (bound {r['param_tol']:.1e}) ({r['worst']})")

@@ -149,9 +149,9 @@ def test_hugging_face_export_of_a_sharded_run_equals_single_process_training(tmp
 
 
 def test_vision_models_train_on_synthetic_images(tmp_path):
+    # no --data.kind: the data follows the model (synthetic images for ViT)
     cmd = [sys.executable, "-m", "galvatron.train", "--run-dir", str(tmp_path / "vit"), "--model", "vit-debug",
-           "--data.kind", "images", "--model.overrides", "{}", "--nproc", "2", "--steps", "8",
-           "--global-batch-size", "8", "--pp", "2", "--num-microbatches", "2"]
+           "--nproc", "2", "--steps", "8", "--global-batch-size", "8", "--pp", "2", "--num-microbatches", "2"]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = losses(tmp_path / "vit")
@@ -168,3 +168,29 @@ def test_t5_trains_as_a_pipeline_with_evaluation(tmp_path):
     assert len(rows) == 6 and rows[-1] < rows[0]
     with open(tmp_path / "t5" / "metrics.jsonl") as f:
         assert sum("eval_loss" in line for line in f) == 2
+
+
+def test_one_process_runs_twice_into_fresh_directories_and_a_resume_past_steps_is_refused(tmp_path):
+    """README command 1 as a new user repeats it, on one process (no collectives to measure):
+    each run gets its own runs/<model>-<time>, runs/latest points at the newer one; resuming it
+    with fewer steps than its checkpoint is refused naming both counts, and nothing is changed."""
+    base = [sys.executable, "-m", "galvatron.train", "--nproc", "1", "--model", "gpt2-debug",
+            "--global-batch-size", "4", "--seq-len", "32"]
+    cmd = [*base, "--steps", "2"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "1 process |" in first.stdout and "processes" not in first.stdout.split("|")[2]
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    runs = sorted(p for p in os.listdir(tmp_path / "runs") if p != "latest")
+    assert len(runs) == 2 and all(r.startswith("gpt2-debug-") for r in runs), runs
+    latest = os.path.realpath(tmp_path / "runs" / "latest")
+    assert os.path.basename(latest) in runs and len(losses(latest)) == 2
+    assert {len(losses(tmp_path / "runs" / r)) for r in runs} == {2}
+    plan_before = (tmp_path / "runs" / "latest" / "plan.json").read_text()
+    r = subprocess.run([*base, "--steps", "1", "--resume"], capture_output=True, text=True, timeout=240,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and "at step 2, beyond --steps 1" in r.stderr, r.stdout + r.stderr
+    assert (tmp_path / "runs" / "latest" / "plan.json").read_text() == plan_before
+    r = subprocess.run([*cmd, "--run-dir", latest], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert r.returncode == 2 and "already holds a run; pass --resume" in r.stderr

@@ -96,7 +96,15 @@ def tiny_hf_llama(kind: str = "llama", **kw):
     t = _hf()
     if kind == "mistral":
         return t.MistralForCausalLM(t.MistralConfig(**{**LLAMA_TINY, "sliding_window": 3, **kw})).eval()
-    return t.LlamaForCausalLM(t.LlamaConfig(**{**LLAMA_TINY, **kw})).eval()
+    if kind == "qwen2":
+        hf = t.Qwen2ForCausalLM(t.Qwen2Config(**{**LLAMA_TINY, **kw})).eval()
+    else:
+        hf = t.LlamaForCausalLM(t.LlamaConfig(**{**LLAMA_TINY, **kw})).eval()
+    with torch.no_grad():  # HF initialises biases to 0: make them matter
+        for name, p in hf.named_parameters():
+            if name.endswith(".bias"):
+                p.normal_(0.0, 0.1)
+    return hf
 
 
 def tiny_hf_bert(**kw):
@@ -110,7 +118,8 @@ def tiny_hf_bert(**kw):
 def tiny_hf_t5(**kw):
     torch.manual_seed(0)
     t = _hf()
-    cfg = t.T5Config(d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4, vocab_size=VOCAB,
+    kw = {"num_layers": 2, **kw}
+    cfg = t.T5Config(d_model=64, d_kv=16, d_ff=128, num_heads=4, vocab_size=VOCAB,
                      decoder_start_token_id=0, **kw)
     hf = t.T5ForConditionalGeneration(cfg).eval()
     with torch.no_grad():  # HF's N(0, 1) embeddings give unscaled logits ~1e2; keep them O(1)

@@ -69,3 +69,31 @@ def test_module_entry_point_and_help():
                          check=True).stdout
     for cmd in ("search", "profile", "train", "visualize", "plan"):
         assert cmd in out
+
+
+def test_plan_convert_megatron_sp_flags(g2_file, tmp_path):
+    """Galvatron-2's tp layers import with Megatron-SP unless --no-megatron-sp says otherwise."""
+    on, off = tmp_path / "on.json", tmp_path / "off.json"
+    assert main(["plan", "convert", str(g2_file), str(on)]) == 0
+    assert main(["plan", "convert", str(g2_file), str(off), "--no-megatron-sp"]) == 0
+    kinds = [[s["sp_kind"] for s in json.loads(p.read_text())["layers"]] for p in (on, off)]
+    assert kinds == [["megatron", "megatron", "ulysses", "none"], ["none", "none", "ulysses", "none"]]
+    back = tmp_path / "back.json"
+    assert main(["plan", "convert", str(off), str(back)]) == 0
+    assert json.loads(back.read_text())["sequence_parallel"] == 0  # the switch survives the round trip
+
+
+def test_galvatron2_detection_has_one_definition():
+    """Whether a file is a Galvatron-2 plan is decided by plan.is_galvatron2_plan alone: no
+    other module tests for its keys."""
+    import pathlib
+
+    import galvatron
+    from galvatron.plan import is_galvatron2_plan
+
+    root = pathlib.Path(galvatron.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py") if p.name != "plan.py"
+                 and any(f'"{k}" in ' in p.read_text() for k in ("pp_deg", "tp_sizes_enc"))]
+    assert offenders == []
+    assert is_galvatron2_plan({"pp_deg": 1}) and is_galvatron2_plan({"tp_sizes_enc": "1"})
+    assert not is_galvatron2_plan({"version": 1, "pp_deg": 1}) and not is_galvatron2_plan([1])

@@ -78,3 +78,46 @@ def test_gpt2_math_backend_equals_sdpa():
     with torch.no_grad():
         for kw in ({"input_ids": x}, {"input_ids": x, "attention_mask": mask}):
             assert (model(**kw) - math(**kw)).abs().max().item() < ATOL
+
+
+ACTIVATIONS = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast", "gelu", "gelu_python", "relu",
+               "silu", "swish", "tanh", "quick_gelu"]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_gpt2_activation_variants_match_transformers(act, masked):
+    hf = tiny_hf_gpt2(activation_function=act)
+    ours = M.from_hf(hf)
+    inputs = {"input_ids": ids()}
+    if masked:
+        inputs["attention_mask"] = right_padding_mask()
+    assert max_logit_diff(hf, ours, **inputs) < ATOL
+    # the comparison can fail: another activation gives other logits
+    other = M.from_hf(tiny_hf_gpt2(activation_function="relu" if act != "relu" else "tanh"))
+    with torch.no_grad():
+        assert (ours(**inputs) - other(**inputs)).abs().max() > 100 * ATOL
+    assert M.to_hf(ours).config.activation_function in ("gelu_new", "gelu", "relu", "silu",
+                                                        "tanh", "quick_gelu")
+    assert_roundtrip_exact(hf)
+
+
+def test_gpt2_unknown_activation_is_rejected_by_name():
+    hf_cfg = transformers.GPT2Config(n_embd=64, n_layer=1, n_head=4, activation_function="mish")
+    with pytest.raises(ValueError, match="activation_function: 'mish' is not supported"):
+        M.FAMILIES["gpt2"].hf.config_from_hf(hf_cfg)
+    with pytest.raises(ValueError, match="activation: 'mish' is not accepted"):
+        M.get_config("gpt2-debug", activation="mish")
+
+
+@pytest.mark.parametrize("act", ["relu", "tanh", "quick_gelu", "silu", "gelu"])
+def test_gpt2_activation_bytes_equal_measured(act):
+    """ReLU/tanh keep their output (= fc_out's input), quick GELU also its sigmoid."""
+    from tests.unit.models_hf_util import debug_batch, debug_labels
+    from tests.unit.test_models_spec import measured_parts
+
+    model = M.build("gpt2-debug", seed=0, activation=act).train()
+    spec = M.spec(model.config)
+    inputs = debug_batch("gpt2-debug", 2, 8)
+    _, layers, _ = measured_parts(model, inputs, debug_labels("gpt2-debug", inputs))
+    assert layers == [spec.layer(i).act_bytes(2, 8, 4) for i in range(2)]

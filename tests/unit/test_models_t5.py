@@ -69,3 +69,41 @@ def test_t5_relative_bias_is_one_table_per_stack():
     assert model.layers[2].attn.rel_bias is not model.layers[0].attn.rel_bias
     assert model.layers[2].cross_attn.rel_bias is None
     assert ("layers.0.attn.rel_bias.weight", "layers.1.attn.rel_bias.weight") in model.tied_parameters()
+
+
+@pytest.mark.parametrize("enc, dec", [(3, 1), (1, 3)], ids=["deeper-encoder", "deeper-decoder"])
+def test_t5_with_unequal_encoder_and_decoder_depths_matches_transformers(enc, dec):
+    hf = tiny_hf_t5(num_layers=enc, num_decoder_layers=dec)
+    ours = M.from_hf(hf)
+    assert ours.config.num_layers == enc and ours.config.decoder_layers == dec
+    assert ours.layer_types() == (["t5_encoder"] * (enc - 1) + ["t5_encoder_last"] + ["t5_decoder"] * dec)
+    inputs = {"input_ids": ids(seq=8), "decoder_input_ids": ids(seq=6, seed=1),
+              "attention_mask": right_padding_mask(seq=8)}
+    assert max_logit_diff(hf, ours, **inputs) < ATOL
+    assert_roundtrip_exact(hf)
+    # the decoder's bias table is shared by all its layers, wherever the decoder starts
+    assert all(ours.layers[enc + i].attn.rel_bias is ours.layers[enc].attn.rel_bias for i in range(dec))
+
+
+def test_t5_unequal_depths_spec_counts_each_stack():
+    cfg = M.get_config("t5-debug", num_layers=3, num_decoder_layers=1)
+    spec = M.spec(cfg)
+    assert spec.layer_types == ("t5_encoder", "t5_encoder", "t5_encoder_last", "t5_decoder")
+    model = M.build(cfg, seed=0)
+    assert spec.param_count() == model.num_params() == sum(p.numel() for p in model.parameters())
+    with pytest.raises(ValueError, match="num_decoder_layers must be an integer >= 1 or None"):
+        M.get_config("t5-debug", num_decoder_layers=0)
+
+
+def test_t5_unequal_depths_cost_model_has_each_layer_type_per_layer():
+    import galvatron
+
+    hw = galvatron.hardware_preset("cpu-gloo", num_nodes=1, gpus_per_node=2)
+    mp = galvatron.model_profile("t5-debug", hardware=hw, num_layers=1, num_decoder_layers=3)
+    assert [mp.layer_types[i].name for i in mp.layer_type_of] == ["t5_encoder_last"] + ["t5_decoder"] * 3
+    deeper = galvatron.model_profile("t5-debug", hardware=hw, num_layers=3, num_decoder_layers=1)
+    plan = galvatron.Plan.uniform(2, 4, global_batch_size=4)
+    # decoder layers (self + cross attention) cost more than encoder layers: the profile follows
+    assert galvatron.estimate(plan, mp, hw).step_time_s > galvatron.estimate(plan, deeper, hw).step_time_s
+    res = galvatron.search(mp, hw, memory_gb=4, global_batch_size=4, uniform_baseline=False)
+    assert res.plan.num_layers == 4

@@ -9,6 +9,7 @@ Public API::
     galvatron.models.from_hf(hf_model) / to_hf(model)         # extra "hf"
     galvatron.models.load_hf_checkpoint(dir, layer_indices=None, include_embedding=True,
                                         include_head=True, device="cpu")
+    galvatron.models.save_hf_checkpoint(model, dir, max_shard_bytes=5 GiB)  # HF layout, sharded
 
 Every model (``GalvatronModel``): ``embed(batch) -> Carry``, ``layers`` (each with
 ``layer_type``, ``Carry -> Carry``), ``head(carry) -> logits``, ``forward(**hf_inputs)``,
@@ -19,9 +20,10 @@ its ids for a batch (``memory_ids(batch)``), and mark the layer that swaps the t
 (``swaps_streams``).
 
 Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention with ``core``, MLPs,
-RMSNorm, masks, RoPE), ``spec.py`` (ModelSpec: params, FLOPs, activation bytes),
-``hf.py`` (Hugging Face mapping machinery), one file per family: ``gpt2.py``, ``llama.py``,
-``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
+RMSNorm, masks, RoPE), ``rope.py`` (RoPE tables and scaling: linear, dynamic NTK, llama3),
+``spec.py`` (ModelSpec: params, FLOPs, activation bytes), ``hf.py`` (Hugging Face mapping
+machinery, checkpoint loading and sharded saving), one file per family: ``gpt2.py``,
+``llama.py``, ``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from typing import Any
 import torch
 
 from galvatron.models import bert, gpt2, llama, swin, t5, vit
+from galvatron.models import hf as _hf
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig
-from galvatron.models.hf import from_hf, load_hf_checkpoint, to_hf
 from galvatron.models.layers import Activation, AttnBackend
 from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 
@@ -79,6 +81,34 @@ def spec(name_or_config: str | ModelConfig, **overrides: Any) -> ModelSpec:
     return FAMILIES[cfg.family].spec(cfg)
 
 
+def from_hf(hf_model: torch.nn.Module) -> GalvatronModel:
+    """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
+    return _hf.from_hf(hf_model, FAMILIES)
+
+
+def to_hf(model: GalvatronModel) -> torch.nn.Module:
+    """A ``transformers`` model with our weights (built on CPU from the converted config)."""
+    return _hf.to_hf(model, FAMILIES)
+
+
+def load_hf_checkpoint(path: Any, layer_indices: Any = None, include_embedding: bool = True,
+                       include_head: bool = True, device: str | torch.device = "cpu") -> GalvatronModel:
+    """Build our model from a local HF directory (``config.json`` + ``*.safetensors``, whole or
+    sharded with ``model.safetensors.index.json``); with ``layer_indices`` and the ``include_*``
+    flags only those parts are read and materialised, and only the shards holding them opened
+    (see :func:`galvatron.models.hf.load_hf_checkpoint`)."""
+    return _hf.load_hf_checkpoint(path, FAMILIES, layer_indices=layer_indices,
+                                  include_embedding=include_embedding, include_head=include_head,
+                                  device=device)
+
+
+def save_hf_checkpoint(model: GalvatronModel, path: Any,
+                       max_shard_bytes: int = 5 * 2**30) -> builtins.list[str]:
+    """Write ``model`` as a Hugging Face checkpoint directory, sharded past ``max_shard_bytes``
+    (see :func:`galvatron.models.hf.save_hf_checkpoint`); returns the weight files."""
+    return _hf.save_hf_checkpoint(model, path, FAMILIES, max_shard_bytes=max_shard_bytes)
+
+
 def _as_config(name_or_config: str | ModelConfig, overrides: dict[str, Any]) -> ModelConfig:
     if isinstance(name_or_config, ModelConfig):
         return name_or_config.replace(**overrides) if overrides else name_or_config
@@ -100,6 +130,7 @@ __all__ = [
     "get_config",
     "list",
     "load_hf_checkpoint",
+    "save_hf_checkpoint",
     "spec",
     "to_hf",
 ]

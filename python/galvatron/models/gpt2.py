@@ -1,5 +1,8 @@
 """GPT-2 (Radford et al. 2019): learned positions, pre-LayerNorm, GELU(tanh) MLP, tied head.
 
+``activation``: the MLP activation (GPT-2's ``gelu_new`` is ``gelu_tanh``; Hugging Face
+``activation_function`` values map through ``HF_ACTIVATIONS``).
+
 Carry: ``Carry(hidden [b, s, h], mask [b, s] or None)``; layers are causal, the padding mask
 (HF ``attention_mask``) additionally hides padded keys. Positions are ``0..s-1``.
 """
@@ -24,6 +27,7 @@ from galvatron.models.base import (
 )
 from galvatron.models.hf import HFAdapter, Rule, same, split, transposed
 from galvatron.models.layers import MLP, Activation, Attention, dropout
+from galvatron.plan import _enum_value
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,12 @@ class GPT2Config(ModelConfig):
     ffn_hidden: int = 256
     layer_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
+    activation: Activation = Activation.GELU_TANH
 
     def validate(self) -> None:
         super().validate()
+        object.__setattr__(self, "activation",
+                           _enum_value(Activation, self.activation, "activation"))
         check_positive(self, "vocab_size", "max_seq_len", "hidden_size", "num_layers",
                        "num_heads", "ffn_hidden")
         check_divides(self, "num_heads", "hidden_size")
@@ -57,6 +64,8 @@ def _flavour(name: str, h: int, layers: int, heads: int) -> GPT2Config:
 
 FLAVOURS = {
     "gpt2-debug": GPT2Config(),
+    # the training job's default: 4 layers x 128 wide, trains in under a minute on 2 CPU cores
+    "gpt2-mini": GPT2Config(name="gpt2-mini", hidden_size=128, num_layers=4),
     "gpt2-small": _flavour("gpt2-small", 768, 12, 12),
     "gpt2": _flavour("gpt2", 768, 12, 12),
     "gpt2-medium": _flavour("gpt2-medium", 1024, 24, 16),
@@ -105,7 +114,7 @@ class GPT2Model(GalvatronModel):
                 nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
                 Attention(c.hidden_size, c.num_heads, causal=True, backend=c.attn_backend),
                 nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps),
-                MLP(c.hidden_size, c.ffn_hidden, Activation.GELU_TANH),
+                MLP(c.hidden_size, c.ffn_hidden, c.activation),
                 c.dropout,
             )
             for _ in range(c.num_layers)
@@ -157,16 +166,21 @@ def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params
     )
 
 
-def gelu_mlp_saved(h: int, f: int) -> list[S.SavedTensor]:
-    return [S.linear_input_saved("mlp.fc_in.input", h),
-            S.SavedTensor("mlp.act.input", per_token=f),
-            S.linear_input_saved("mlp.fc_out.input", f, column_parallel=False)]
+def gelu_mlp_saved(h: int, f: int, act: Activation = Activation.GELU) -> list[S.SavedTensor]:
+    """``fc_out(act(fc_in(x)))``: GELU / SiLU keep their input; ReLU / tanh keep their output,
+    which is fc_out's input (one storage); quick GELU keeps its input and the sigmoid."""
+    saved = [S.linear_input_saved("mlp.fc_in.input", h)]
+    if act not in (Activation.RELU, Activation.TANH):
+        saved.append(S.SavedTensor("mlp.act.input", per_token=f))
+    if act is Activation.QUICK_GELU:
+        saved.append(S.SavedTensor("mlp.act.sigmoid", per_token=f))
+    return saved + [S.linear_input_saved("mlp.fc_out.input", f, column_parallel=False)]
 
 
 def gpt2_spec(c: GPT2Config) -> S.ModelSpec:
     h, f, v = c.hidden_size, c.ffn_hidden, c.vocab_size
     layer_params = 4 * h + 4 * h * h + 4 * h + 2 * h * f + f + h
-    layer = prenorm_layer_spec("gpt2", c, gelu_mlp_saved(h, f), layer_params,
+    layer = prenorm_layer_spec("gpt2", c, gelu_mlp_saved(h, f, c.activation), layer_params,
                                4 * h * h + 2 * h * f, rms=False, rope=False, kv_heads=c.num_heads,
                                head_dim=c.head_dim)
     embed = S.LayerTypeSpec(
@@ -182,11 +196,25 @@ def gpt2_spec(c: GPT2Config) -> S.ModelSpec:
 # ---------------------------------------------------------------------------- Hugging Face
 
 
+# Hugging Face ``activation_function`` -> ours (exact formulas; gelu_new / gelu_fast /
+# gelu_pytorch_tanh are the same tanh approximation, gelu / gelu_python the erf GELU)
+HF_ACTIVATIONS = {
+    "gelu_new": Activation.GELU_TANH, "gelu_pytorch_tanh": Activation.GELU_TANH,
+    "gelu_fast": Activation.GELU_TANH, "gelu": Activation.GELU, "gelu_python": Activation.GELU,
+    "relu": Activation.RELU, "silu": Activation.SILU, "swish": Activation.SILU,
+    "tanh": Activation.TANH, "quick_gelu": Activation.QUICK_GELU,
+}
+_TO_HF_ACTIVATION = {Activation.GELU_TANH: "gelu_new", Activation.GELU: "gelu",
+                     Activation.RELU: "relu", Activation.SILU: "silu", Activation.TANH: "tanh",
+                     Activation.QUICK_GELU: "quick_gelu"}
+
+
 def _config_from_hf(hc: Any) -> GPT2Config:
-    if hc.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+    if hc.activation_function not in HF_ACTIVATIONS:
         raise ValueError(f"activation_function: {hc.activation_function!r} is not supported; "
-                         "accepted: 'gelu_new', 'gelu_pytorch_tanh'")
+                         f"accepted: {sorted(HF_ACTIVATIONS)}")
     return GPT2Config(name=getattr(hc, "name_or_path", "") or "gpt2-hf", vocab_size=hc.vocab_size,
+                      activation=HF_ACTIVATIONS[hc.activation_function],
                       max_seq_len=hc.n_positions, hidden_size=hc.n_embd, num_layers=hc.n_layer,
                       num_heads=hc.n_head, ffn_hidden=hc.n_inner or 4 * hc.n_embd,
                       layer_norm_eps=hc.layer_norm_epsilon, dropout=hc.resid_pdrop,
@@ -200,7 +228,7 @@ def _config_to_hf(c: GPT2Config) -> Any:
         vocab_size=c.vocab_size, n_positions=c.max_seq_len, n_embd=c.hidden_size,
         n_layer=c.num_layers, n_head=c.num_heads, n_inner=c.ffn_hidden,
         layer_norm_epsilon=c.layer_norm_eps, resid_pdrop=c.dropout, embd_pdrop=c.dropout,
-        attn_pdrop=0.0, activation_function="gelu_new",
+        attn_pdrop=0.0, activation_function=_TO_HF_ACTIVATION[c.activation],
         tie_word_embeddings=c.tie_word_embeddings, architectures=["GPT2LMHeadModel"],
         bos_token_id=None, eos_token_id=None,
     )

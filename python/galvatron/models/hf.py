@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from galvatron.plan import _positive_int
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -91,15 +93,9 @@ class HFAdapter:
         return out
 
 
-def _registry() -> dict[str, Any]:
-    from galvatron.models import FAMILIES
-
-    return FAMILIES
-
-
-def _family_of_hf(archs: list[str]) -> Any:
+def _family_of_hf(archs: list[str], families: dict[str, Any]) -> Any:
     known = []
-    for fam in _registry().values():
+    for fam in families.values():
         if fam.hf is None:
             continue
         known += list(fam.hf.architectures)
@@ -141,9 +137,11 @@ def _check_keys(adapter: HFAdapter, rules: list[Rule], available: Iterable[str],
         )
 
 
-def from_hf(hf_model: nn.Module) -> nn.Module:
-    """Our model with the weights of a ``transformers`` model (same config, copied tensors)."""
-    fam = _family_of_hf([type(hf_model).__name__])
+def from_hf(hf_model: nn.Module, families: dict[str, Any]) -> nn.Module:
+    """Our model with the weights of a ``transformers`` model (same config, copied tensors).
+    ``families``: the registry (``galvatron.models.FAMILIES``; passed in, so this module does
+    not import the package that imports it)."""
+    fam = _family_of_hf([type(hf_model).__name__], families)
     cfg = fam.hf.config_from_hf(hf_model.config)
     with torch.device("meta"):  # no initialisation work: every tensor is copied below
         model = fam.model_cls(cfg)
@@ -156,13 +154,13 @@ def from_hf(hf_model: nn.Module) -> nn.Module:
     return model.train(hf_model.training)
 
 
-def to_hf(model: nn.Module) -> nn.Module:
-    """A ``transformers`` model with our weights (built on CPU from the converted config)."""
+def to_hf(model: nn.Module, families: dict[str, Any]) -> nn.Module:
+    """A ``transformers`` model with our weights (built on CPU from the converted config).
+    To write a checkpoint directory without building it (large models, sharded layout), see
+    :func:`save_hf_checkpoint`."""
     import transformers
 
-    from galvatron.models import FAMILIES
-
-    fam = FAMILIES[model.config.family]
+    fam = families[model.config.family]
     hf_config = fam.hf.config_to_hf(model.config)
     hf_model = getattr(transformers, hf_config.architectures[0])(hf_config)
     ours = model.state_dict()
@@ -186,13 +184,41 @@ def to_hf(model: nn.Module) -> nn.Module:
     return hf_model.train(model.training)
 
 
-def _safetensors_index(path: str) -> dict[str, str]:
-    """HF key -> safetensors file, from ``model.safetensors.index.json`` or the files."""
-    index = os.path.join(path, "model.safetensors.index.json")
-    if os.path.exists(index):
+INDEX_NAME = "model.safetensors.index.json"
+
+
+def _read_index(path: str, index: str) -> dict[str, str]:
+    """HF key -> shard file from ``model.safetensors.index.json``, every entry checked: the
+    file must be a ``*.safetensors`` file directly in ``path`` (no other directory)."""
+    where = f"{index}: "
+    try:
         with open(index, encoding="utf-8") as f:
-            weight_map = json.load(f)["weight_map"]
-        return {k: os.path.join(path, v) for k, v in weight_map.items()}
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{where}cannot read it as JSON: {e}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise ValueError(f"{where}'weight_map' must be a non-empty object of tensor name -> "
+                         "shard file name")
+    out: dict[str, str] = {}
+    for key, name in weight_map.items():
+        if (not isinstance(name, str) or not name.endswith(".safetensors")
+                or os.path.basename(name) != name or name in (".", "..")):
+            raise ValueError(f"{where}weight_map[{key!r}] = {name!r}: accepted: the name of a "
+                             "*.safetensors file in the checkpoint directory")
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise ValueError(f"{where}weight_map[{key!r}]: shard {name!r} does not exist")
+        out[key] = file
+    return out
+
+
+def _safetensors_index(path: str) -> dict[str, str]:
+    """HF key -> safetensors file, from ``model.safetensors.index.json`` (sharded checkpoints:
+    no shard is opened here) or else from the headers of every ``*.safetensors`` file."""
+    index = os.path.join(path, INDEX_NAME)
+    if os.path.exists(index):
+        return _read_index(path, index)
     from safetensors import safe_open
 
     files = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
@@ -207,17 +233,20 @@ def _safetensors_index(path: str) -> dict[str, str]:
 
 def load_hf_checkpoint(
     path: str | os.PathLike[str],
+    families: dict[str, Any],
     layer_indices: Iterable[int] | None = None,
     include_embedding: bool = True,
     include_head: bool = True,
     device: str | torch.device = "cpu",
 ) -> nn.Module:
-    """Build our model from a local HF directory (``config.json`` + ``*.safetensors``).
+    """Build our model from a local HF directory (``config.json`` + ``model.safetensors``, or a
+    sharded ``model.safetensors.index.json`` + ``model-0000k-of-0000n.safetensors``).
 
     With ``layer_indices`` (and/or ``include_embedding``/``include_head`` False) only those
     parts are materialised on ``device`` and only their tensors are read (``safe_open``,
-    key by key); every other part stays on the ``meta`` device. Parameters tied across parts
-    (e.g. GPT-2's head and embedding) are materialised if any requested part uses them.
+    key by key; of a sharded checkpoint only the shards holding them are opened); every other
+    part stays on the ``meta`` device. Parameters tied across parts (e.g. GPT-2's head and
+    embedding) are materialised if any requested part uses them.
     """
     import transformers
     from safetensors import safe_open
@@ -226,7 +255,7 @@ def load_hf_checkpoint(
     if not os.path.exists(os.path.join(path, "config.json")):
         raise ValueError(f"{path}: no config.json")
     hf_config = transformers.AutoConfig.from_pretrained(path)
-    fam = _family_of_hf(list(getattr(hf_config, "architectures", None) or []))
+    fam = _family_of_hf(list(getattr(hf_config, "architectures", None) or []), families)
     cfg = fam.hf.config_from_hf(hf_config)
     with torch.device("meta"):
         model = fam.model_cls(cfg)
@@ -253,9 +282,67 @@ def load_hf_checkpoint(
             file = index[key]
             if file not in handles:
                 handles[file] = safe_open(file, framework="pt", device="cpu")
+            if key not in handles[file].keys():
+                raise ValueError(f"{file}: has no tensor {key!r} (named there by {INDEX_NAME})")
             return handles[file].get_tensor(key)
 
         _load_rules(model, rules, get)
     finally:
         handles.clear()
     return model.eval()
+
+
+def _shard_name(k: int, n: int) -> str:
+    return f"model-{k:05d}-of-{n:05d}.safetensors"
+
+
+def save_hf_checkpoint(model: nn.Module, path: str | os.PathLike[str], families: dict[str, Any],
+                       max_shard_bytes: int = 5 * 2**30) -> list[str]:
+    """Write ``model`` as a Hugging Face checkpoint directory: ``config.json`` and the weights
+    in the layout ``save_pretrained`` writes -- one ``model.safetensors`` when they fit in
+    ``max_shard_bytes``, else ``model-0000k-of-0000n.safetensors`` shards (tensors in model
+    order, a new shard whenever the next tensor would overflow; one larger tensor gets a shard
+    of its own) with ``model.safetensors.index.json``. No ``transformers`` model is built and
+    only one shard's converted tensors are held at a time, so large models fit. Returns the
+    weight files written. ``families``: the registry (``galvatron.models.FAMILIES``)."""
+    from safetensors.torch import save_file
+
+    _positive_int(max_shard_bytes, "max_shard_bytes")
+    path = os.fspath(path)
+    fam = families[model.config.family]
+    hf_config = fam.hf.config_to_hf(model.config)
+    ours = dict(model.named_parameters(remove_duplicate=False))
+    rules = fam.hf.disk_rules(model.config, set())  # the serialised names
+    sizes = [sum(ours[n].numel() * ours[n].element_size() for n in r.ours) for r in rules]
+    shards: list[list[int]] = [[]]
+    used = 0
+    for i, size in enumerate(sizes):
+        if shards[-1] and used + size > max_shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(i)
+        used += size
+    names = (["model.safetensors"] if len(shards) == 1
+             else [_shard_name(k + 1, len(shards)) for k in range(len(shards))])
+    os.makedirs(path, exist_ok=True)
+    for old in os.listdir(path):  # weights of an earlier save would be read with ours
+        if old not in names and re.fullmatch(r"model(-\d{5}-of-\d{5})?\.safetensors", old):
+            os.remove(os.path.join(path, old))
+    hf_config.save_pretrained(path)
+    weight_map = {}
+    for name, members in zip(names, shards, strict=True):
+        with torch.no_grad():
+            tensors = {rules[i].hf: rules[i].to_hf(*(ours[n].detach() for n in rules[i].ours))
+                       .contiguous().cpu() for i in members}
+        save_file(tensors, os.path.join(path, name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(tensors, name))
+        del tensors
+    stale = os.path.join(path, INDEX_NAME)
+    if len(shards) == 1:
+        if os.path.exists(stale):
+            os.remove(stale)
+    else:
+        index = {"metadata": {"total_size": sum(sizes)}, "weight_map": weight_map}
+        with open(stale, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=2, sort_keys=True)
+    return [os.path.join(path, n) for n in names]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from galvatron.models.rope import RopeScaling, rope_cos_sin
+
 try:  # optional extra, never required
     from flash_attn import flash_attn_func  # type: ignore[import-not-found]
 except Exception:  # noqa: BLE001 - any import failure means "not available"
@@ -42,6 +44,8 @@ class Activation(str, enum.Enum):
     GELU_TANH = "gelu_tanh"  # tanh approximation (GPT-2 "gelu_new")
     RELU = "relu"  # T5 v1.0
     SILU = "silu"  # SwiGLU gate (LLaMA)
+    TANH = "tanh"
+    QUICK_GELU = "quick_gelu"  # x * sigmoid(1.702 x) (Hendrycks & Gimpel 2016)
 
 
 def activation_fn(act: Activation, x: Tensor) -> Tensor:
@@ -51,6 +55,10 @@ def activation_fn(act: Activation, x: Tensor) -> Tensor:
         return F.gelu(x, approximate="tanh")
     if act is Activation.RELU:
         return F.relu(x)
+    if act is Activation.TANH:
+        return torch.tanh(x)
+    if act is Activation.QUICK_GELU:
+        return x * torch.sigmoid(1.702 * x)
     return F.silu(x)
 
 
@@ -149,15 +157,6 @@ def attention(
 # ---------------------------------------------------------------------------- RoPE
 
 
-def rope_cos_sin(seq: int, head_dim: int, theta: float, device, dtype) -> tuple[Tensor, Tensor]:
-    """cos/sin tables ``[seq, head_dim]`` of rotary embeddings (Su et al. 2021), HF layout."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim))
-    pos = torch.arange(seq, device=device, dtype=torch.float32)
-    freqs = torch.outer(pos, inv_freq)
-    emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos().to(dtype), emb.sin().to(dtype)
-
-
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate ``x`` ``[batch, seq, heads, head_dim]`` (rotate-half convention, as HF LLaMA)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -174,6 +173,9 @@ class Attention(nn.Module):
     ``forward(x, padding_mask, memory=None, memory_mask=None)``: self-attention on ``x``, or
     cross-attention to ``memory`` when given. ``core(q, k, v, mask)`` is the attention math
     alone (RoPE applied inside it) so a runtime can wrap it, e.g. with Ulysses all-to-alls.
+    ``bias``: biases on q/k/v and o (``out_bias``, when given, decides o's alone).
+    ``rope_scaling`` (:mod:`galvatron.models.rope`) depends on the full sequence length, which
+    ``core`` always sees.
     """
 
     def __init__(
@@ -189,6 +191,8 @@ class Attention(nn.Module):
         sliding_window: int | None = None,
         scale: float | None = None,
         kv_hidden: int | None = None,
+        rope_scaling: RopeScaling | None = None,
+        out_bias: bool | None = None,
     ) -> None:
         super().__init__()
         num_kv_heads = num_kv_heads or num_heads
@@ -197,10 +201,12 @@ class Attention(nn.Module):
         self.q_proj = nn.Linear(hidden, num_heads * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(kv_in, num_kv_heads * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(kv_in, num_kv_heads * self.head_dim, bias=bias)
-        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden, bias=bias)
+        self.o_proj = nn.Linear(num_heads * self.head_dim, hidden,
+                                bias=bias if out_bias is None else out_bias)
         self.causal = causal
         self.backend = backend
         self.rope_theta = rope_theta
+        self.rope_scaling = rope_scaling
         self.sliding_window = sliding_window
         self.scale = scale
 
@@ -222,7 +228,8 @@ class Attention(nn.Module):
         """Attention on ``[batch, seq, heads, head_dim]``; ``mask`` is the ``[batch, k_len]``
         padding mask of the keys (full sequence, never sharded) or None."""
         if self.rope_theta is not None:
-            cos, sin = rope_cos_sin(q.shape[1], q.shape[-1], self.rope_theta, q.device, q.dtype)
+            cos, sin = rope_cos_sin(q.shape[1], q.shape[-1], self.rope_theta, q.device, q.dtype,
+                                    self.rope_scaling)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         is_causal = needs_is_causal(mask, self.causal, self.sliding_window)
         attn_mask = build_attn_mask(

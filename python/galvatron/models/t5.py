@@ -7,6 +7,10 @@ untouched. The last encoder layer (type ``t5_encoder_last``: an encoder layer pl
 final RMSNorm) swaps the two streams: afterwards ``hidden`` is the decoder stream and
 ``memory`` the normalised encoder output that every decoder layer cross-attends to.
 
+Depths: ``num_layers`` encoder layers then ``num_decoder_layers`` decoder layers (None: as many
+as the encoder, as in Hugging Face's config), so ``layers`` has ``num_layers +
+decoder_layers`` entries and the decoder starts at index ``num_layers``.
+
 Relative position bias: one table per stack (encoder: bidirectional buckets, decoder: causal),
 shared by all layers of the stack (``tied_parameters`` lists the aliases) and applied inside
 ``attn.core`` for the heads ``head_start .. head_start + local heads``. No ``1/sqrt(d)``
@@ -51,7 +55,8 @@ class T5Config(ModelConfig):
     head_dim: int = 16
     num_heads: int = 4
     ffn_hidden: int = 128
-    num_layers: int = 2  # per stack: encoder and decoder
+    num_layers: int = 2  # encoder layers (and decoder layers unless num_decoder_layers is set)
+    num_decoder_layers: int | None = None  # None: as many as num_layers (HF's convention)
     gated_gelu: bool = False  # T5 v1.1 "gated-gelu"; False = v1.0 ReLU MLP
     num_buckets: int = 32
     max_distance: int = 128
@@ -66,6 +71,16 @@ class T5Config(ModelConfig):
                        "ffn_hidden", "num_layers", "num_buckets", "max_distance")
         if self.num_layers < 1:
             raise ValueError("num_layers must be >= 1")
+        if self.num_decoder_layers is not None and (
+                isinstance(self.num_decoder_layers, bool) or not isinstance(self.num_decoder_layers, int)
+                or self.num_decoder_layers < 1):
+            raise ValueError(f"num_decoder_layers must be an integer >= 1 or None (= num_layers), "
+                             f"got {self.num_decoder_layers!r}")
+
+    @property
+    def decoder_layers(self) -> int:
+        """Decoder depth: ``num_decoder_layers``, or ``num_layers`` when it is None."""
+        return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
 
 
 def _flavour(name: str, d: int, ff: int, heads: int, layers: int) -> T5Config:
@@ -222,7 +237,7 @@ class T5Model(GalvatronModel):
         enc_bias = nn.Embedding(c.num_buckets, c.num_heads)
         dec_bias = nn.Embedding(c.num_buckets, c.num_heads)
         enc = [T5EncoderLayer(c, enc_bias, last=i == c.num_layers - 1) for i in range(c.num_layers)]
-        dec = [T5DecoderLayer(c, dec_bias) for _ in range(c.num_layers)]
+        dec = [T5DecoderLayer(c, dec_bias) for _ in range(c.decoder_layers)]
         self.layers = nn.ModuleList(enc + dec)
         self.head = T5Head(c)
         if c.tie_word_embeddings:
@@ -301,12 +316,12 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     if not c.scale_decoder_outputs:  # the norm output itself feeds lm_head
         head_saved = [t for t in head_saved if t.name != "lm_head.input"]
     head = S.LayerTypeSpec("t5_head", h + v * h, h, matmul_params=v * h, saved=tuple(head_saved))
-    n = c.num_layers
-    types = ("t5_encoder",) * (n - 1) + ("t5_encoder_last",) + ("t5_decoder",) * n
-    tied = 2 * (n - 1) * table + (v * h if c.tie_word_embeddings else 0)  # one table per stack
-    return S.ModelSpec(c.name, c.family, embed, head,
-                       {"t5_encoder": enc, "t5_encoder_last": last, "t5_decoder": dec}, types,
-                       c.max_seq_len, tied_param_count=tied)
+    n, nd = c.num_layers, c.decoder_layers
+    types = ("t5_encoder",) * (n - 1) + ("t5_encoder_last",) + ("t5_decoder",) * nd
+    tied = (n - 1 + nd - 1) * table + (v * h if c.tie_word_embeddings else 0)  # one table per stack
+    specs = {"t5_encoder": enc, "t5_encoder_last": last, "t5_decoder": dec}
+    specs = {k: v for k, v in specs.items() if k in types}  # a 1-layer encoder has no t5_encoder
+    return S.ModelSpec(c.name, c.family, embed, head, specs, types, c.max_seq_len, tied_param_count=tied)
 
 
 # ---------------------------------------------------------------------------- Hugging Face
@@ -316,12 +331,11 @@ def _config_from_hf(hc: Any) -> T5Config:
     if hc.feed_forward_proj not in ("relu", "gated-gelu"):
         raise ValueError(f"feed_forward_proj: {hc.feed_forward_proj!r} is not supported; "
                          "accepted: 'relu', 'gated-gelu'")
-    if hc.num_decoder_layers != hc.num_layers:
-        raise ValueError(f"num_decoder_layers={hc.num_decoder_layers} must equal "
-                         f"num_layers={hc.num_layers}")
+    dec = hc.num_decoder_layers
     return T5Config(name=getattr(hc, "name_or_path", "") or "t5-hf", vocab_size=hc.vocab_size,
                     hidden_size=hc.d_model, head_dim=hc.d_kv, num_heads=hc.num_heads,
                     ffn_hidden=hc.d_ff, num_layers=hc.num_layers,
+                    num_decoder_layers=None if dec is None or dec == hc.num_layers else dec,
                     gated_gelu=hc.feed_forward_proj == "gated-gelu",
                     num_buckets=hc.relative_attention_num_buckets,
                     max_distance=hc.relative_attention_max_distance,
@@ -339,7 +353,7 @@ def _config_to_hf(c: T5Config) -> Any:
 
     return transformers.T5Config(
         vocab_size=c.vocab_size, d_model=c.hidden_size, d_kv=c.head_dim, num_heads=c.num_heads,
-        d_ff=c.ffn_hidden, num_layers=c.num_layers, num_decoder_layers=c.num_layers,
+        d_ff=c.ffn_hidden, num_layers=c.num_layers, num_decoder_layers=c.decoder_layers,
         feed_forward_proj="gated-gelu" if c.gated_gelu else "relu",
         relative_attention_num_buckets=c.num_buckets,
         relative_attention_max_distance=c.max_distance, layer_norm_epsilon=c.layer_norm_eps,
@@ -367,6 +381,7 @@ def _rules(c: T5Config) -> list[Rule]:
     r = [same("embed.tok.weight", "shared.weight")]
     for i in range(n):
         r += _block_rules(c, f"layers.{i}.", f"encoder.block.{i}.", 1)
+    for i in range(c.decoder_layers):
         j, t = n + i, f"decoder.block.{i}."
         r += _block_rules(c, f"layers.{j}.", t, 2)
         r.append(same(f"layers.{j}.norm_cross.weight", f"{t}layer.1.layer_norm.weight"))

@@ -11,6 +11,7 @@ API::
     pm.local_parameters()                           # (full name, local tensor, tp slice)
     pm.optimizer                                    # Optimizers (AdamW + ZeRO-1 AdamW)
     with parallel.fail_fast(): ...                  # an error ends this rank at once
+    model = parallel.load_hf_checkpoint_for_rank(dir, plan)  # only this rank's parts read
 
 ``train_step`` takes the *global* batch (``[global_batch_size, seq_len]``, identical on every
 rank), runs ``num_microbatches`` micro-batches (pipelined when ``pp > 1``), synchronises
@@ -22,11 +23,14 @@ Files, one per technique: ``mesh.py`` (rank coordinates, groups, plan validation
 ``tensor_parallel.py`` (Megatron TP/SP, vocabulary-parallel embedding/head/loss),
 ``ulysses.py`` (all-to-all around ``attn.core``), ``redistribute.py`` (activation layouts and
 the all-to-all between them), ``data_parallel.py`` (DDP sync, ZeRO-1, FSDP2 ZeRO-2/3),
-``pipeline.py`` (micro-batches and schedules), ``faults.py`` (``fail_fast``), ``units.py`` (layer/embedding/head wrappers,
+``pipeline.py`` (micro-batches and schedules), ``faults.py`` (``fail_fast``), ``parts.py`` (the
+parts a rank holds; loading only those from a HF checkpoint), ``units.py`` (layer/embedding/head wrappers,
 checkpointing), ``shared.py`` (parameters shared by several layers: T5's bias tables), ``runtime.py`` (``build``, ``ParallelModel``), ``layout.py`` (C++ layout kernels).
 """
 
 from galvatron.parallel.faults import fail_fast
+from galvatron.parallel.parts import RankParts, load_hf_checkpoint_for_rank, rank_parts
 from galvatron.parallel.runtime import ParallelModel, build
 
-__all__ = ["ParallelModel", "build", "fail_fast"]
+__all__ = ["ParallelModel", "RankParts", "build", "fail_fast", "load_hf_checkpoint_for_rank",
+           "rank_parts"]

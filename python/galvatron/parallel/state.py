@@ -123,6 +123,77 @@ def local_state(pm) -> list[Entry]:
     return out
 
 
+# ---------------------------------------------------------------------------- validation
+
+
+def _int_list(x, where: str, n: int | None = None, lo: int = 0) -> tuple[int, ...]:
+    if (not isinstance(x, list) or len(x) > 8 or (n is not None and len(x) != n)
+            or any(type(v) is not int or v < lo for v in x)):
+        raise ValueError(f"{where}: expected a list of {'' if n is None else f'{n} '}integers >= {lo}, "
+                         f"got {x!r:.80}")
+    return tuple(x)
+
+
+def _check_segment(x, shapes: dict[str, tuple[int, ...]], numel: int, where: str) -> Segment:
+    if not isinstance(x, list) or len(x) != 7:
+        raise ValueError(f"{where}: expected [name, kind, src, shape, a, b, off]")
+    name, kind, src, shape, a, b, off = x
+    if name not in shapes:
+        raise ValueError(f"{where}: parameter {name!r:.80} is not in the layout's shapes")
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind {kind!r:.40} is not one of {', '.join(KINDS)}")
+    full = shapes[name]
+    shape = _int_list(shape, f"{where}.shape")
+    a, b, off = _int_list([a, b, off], f"{where}.a/b/off")
+    if kind == "step":
+        if src is not None or shape != () or (a, b) != (0, 1):
+            raise ValueError(f"{where}: a step count is one value without a slice")
+    elif src is None:
+        if shape != full:
+            raise ValueError(f"{where}: shape {list(shape)} is not the parameter's {list(full)}")
+    else:
+        dim, start, length = _int_list(src, f"{where}.src", 3)
+        if (dim >= len(full) or length < 1 or len(shape) != len(full) or shape[dim] != length
+                or start >= full[dim] or any(s != f for i, (s, f) in enumerate(zip(shape, full, strict=True))
+                                             if i != dim)):
+            raise ValueError(f"{where}: slice {list(src)} of shape {list(shape)} does not fit {list(full)}")
+    if not a <= b <= math.prod(shape) or off + (b - a) > numel:
+        raise ValueError(f"{where}: range [{a}, {b}) at {off} lies outside the tensor")
+    return Segment(name, kind, None if src is None else tuple(src), shape, a, b, off)
+
+
+def validate_layout(layout, tensors: dict[str, dict], model_shapes: dict[str, tuple[int, ...]],
+                    where: str) -> tuple[dict[str, list[Segment]], dict[str, tuple[int, ...]]]:
+    """Check a checkpoint's layout (``train_state.json``) against its tensor index (every key
+    saved, every range inside its tensor) and this model (every parameter present with its
+    shape) before anything is read. Returns (segments per key, logical shapes)."""
+    if not isinstance(layout, dict) or layout.get("version") != 1:
+        raise ValueError(f"{where}: no version-1 tensor layout (written by an older version?); "
+                         "it cannot be loaded")
+    if not isinstance(layout.get("shapes"), dict) or not isinstance(layout.get("keys"), dict):
+        raise ValueError(f"{where}: layout.shapes and layout.keys must be mappings")
+    shapes = {str(k): _int_list(v, f"{where}: layout.shapes[{k!r:.80}]") for k, v in layout["shapes"].items()}
+    for name, shape in model_shapes.items():
+        if name not in shapes:
+            raise ValueError(f"checkpoint: it has no parameter {name!r} (a different model?)")
+        if shapes[name] != tuple(shape):
+            raise ValueError(f"checkpoint: parameter {name!r} has shape {shapes[name]} "
+                             f"in the checkpoint and {tuple(shape)} in the model")
+    keys: dict[str, list[Segment]] = {}
+    for key, segs in layout["keys"].items():
+        t = tensors.get(key)
+        if t is None:
+            raise ValueError(f"{where}: layout key {key!r:.80} is not a tensor of the checkpoint")
+        if not isinstance(segs, list) or not segs:
+            raise ValueError(f"{where}: layout.keys[{key!r}] must be a non-empty list of segments")
+        if t["dtype"] not in ("float32", "float64", "bfloat16", "float16"):
+            raise ValueError(f"{where}: layout key {key!r} is saved as {t['dtype']}; a floating dtype is expected")
+        numel = math.prod(t["shape"])
+        keys[key] = [_check_segment(x, shapes, numel, f"{where}: layout.keys[{key!r}][{i}]")
+                     for i, x in enumerate(segs)]
+    return keys, shapes
+
+
 # ---------------------------------------------------------------------------- restore
 
 
@@ -297,4 +368,4 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
-__all__ = ["KINDS", "Entry", "Segment", "local_state", "restore"]
+__all__ = ["KINDS", "Entry", "Segment", "local_state", "restore", "validate_layout"]

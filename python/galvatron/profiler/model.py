@@ -382,16 +382,19 @@ def _embedding_profile(prof: _Profiler, emb: Any, res: dict[str, Any]) -> None:
     src: dict[str, str] = {}
     vocab_split = bool(getattr(prof.cfg, "vocab_size", None))
     e_f, e_b = _ratio(res["fwd_ms"][1]), _ratio(res["bwd_ms"][1])
-    emb.embed_fwd_ms_per_sample = {d: e_f for d in prof.degrees}
-    emb.embed_bwd_ms_per_sample = {d: e_b for d in prof.degrees}
-    emb.embed_act_bytes_per_sample = {d: int(res["act_bytes"][1]) for d in prof.degrees}
+    # Without a vocabulary the runtime keeps the embedding/head data parallel: degree 1 only,
+    # so the search offers nothing else there (see profiles/analytic.py).
+    degrees = prof.degrees if vocab_split else [1]
+    emb.embed_fwd_ms_per_sample = {d: e_f for d in degrees}
+    emb.embed_bwd_ms_per_sample = {d: e_b for d in degrees}
+    emb.embed_act_bytes_per_sample = {d: int(res["act_bytes"][1]) for d in degrees}
     how = "scale" if vocab_split else "copy"
-    emb.head_fwd_ms_per_sample = _fill({d: _ratio(p) for d, p in res["head_fwd_ms"].items()}, prof.degrees, how,
-                                       src, "head.time.tp")
-    emb.head_bwd_ms_per_sample = _fill({d: _ratio(p) for d, p in res["head_bwd_ms"].items()}, prof.degrees, how,
-                                       src, "head.time.tp")
-    acts = {d: int(v) for d, v in res["head_act_bytes"].items()}
-    for d in prof.degrees:
+    head_f = {d: _ratio(p) for d, p in res["head_fwd_ms"].items() if d in degrees}
+    head_b = {d: _ratio(p) for d, p in res["head_bwd_ms"].items() if d in degrees}
+    emb.head_fwd_ms_per_sample = _fill(head_f, degrees, how, src, "head.time.tp")
+    emb.head_bwd_ms_per_sample = _fill(head_b, degrees, how, src, "head.time.tp")
+    acts = {d: int(v) for d, v in res["head_act_bytes"].items() if d in degrees}
+    for d in degrees:
         if d not in acts:
             acts[d] = prof.spec.head.act_bytes(1, prof.seq, prof.cb, tp=d, ln_stats_bytes=prof.ln_bytes) \
                 if vocab_split else acts[1]

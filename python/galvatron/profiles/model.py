@@ -2,8 +2,9 @@
 
 A :class:`ModelProfile` describes one model at one sequence length and precision. It comes
 from the analytic model spec (:func:`model_profile`), from measurements (``galvatron profile
-model``) or from Galvatron-2's profile files (:meth:`ModelProfile.from_galvatron`). All tables
-are keyed by the shard degree ``d = tp * sp`` (powers of two), per sample of a micro-batch.
+model``) or from Galvatron-2's profile files (:func:`galvatron.profiles.model_from_galvatron`). All
+tables are keyed by the shard degree ``d = tp * sp`` (any positive integers; the core uses a
+degree only where the profile has it), per sample of a micro-batch.
 """
 
 from __future__ import annotations
@@ -16,31 +17,126 @@ from typing import Any
 
 from galvatron import _C
 from galvatron._io import atomic_write_text, load_json
+from galvatron._validate import (
+    MAX_BYTES_PER_SAMPLE,
+    MAX_LAYERS,
+    MAX_MS,
+    MAX_PARAMS,
+    MAX_SEQ_LEN,
+    check_bool,
+    check_dict,
+    check_float,
+    check_int,
+    check_list,
+    check_str,
+    short,
+)
 
 MODEL_FORMAT_VERSION = 1
 SP_KINDS = ("none", "megatron", "ulysses")
 
 
-def _table(d: dict[int, Any], what: str) -> list[Any]:
-    """{1: a, 2: b, 4: c} -> [a, b, c]; degrees must be consecutive powers of two from 1."""
-    out = []
-    deg = 1
-    while deg in d:
-        out.append(d[deg])
-        deg *= 2
-    extra = sorted(set(d) - {2**i for i in range(len(out))})
+def _degrees(d: dict[int, Any], what: str) -> list[int]:
+    """The shard degrees of a table, ascending; any positive integers."""
+    bad = sorted(k for k in d if isinstance(k, bool) or not isinstance(k, int) or k < 1)
+    if bad:
+        raise ValueError(f"{what}: degrees {bad} are not positive integers")
+    if not d:
+        raise ValueError(f"{what}: no entries")
+    return sorted(d)
+
+
+def _table(d: dict[int, Any], degrees: list[int], what: str, missing: Any = None) -> list[Any]:
+    """{1: a, 2: b, 3: c} -> [a, b, c] over ``degrees``; a degree the table lacks is an error,
+    or ``missing`` when given (the core reads a negative entry as "not profiled")."""
+    extra = sorted(set(d) - set(degrees))
     if extra:
-        raise ValueError(f"{what}: degrees {extra} are not consecutive powers of two starting at 1")
-    return out
+        raise ValueError(f"{what}: degrees {extra} are not among the profiled degrees {degrees}")
+    if missing is None and set(d) != set(degrees):
+        raise ValueError(f"{what}: no entries for degrees {sorted(set(degrees) - set(d))}")
+    return [d.get(k, missing) for k in degrees]
 
 
 def _int_keys(d: Any, what: str) -> dict[int, Any]:
     if not isinstance(d, dict):
         raise ValueError(f"{what} must be an object keyed by degree")
-    try:
-        return {int(k): v for k, v in d.items()}
-    except ValueError:
-        raise ValueError(f"{what}: keys must be integer degrees, got {sorted(d)}") from None
+    out = {}
+    for k, v in d.items():
+        if isinstance(k, bool) or not (isinstance(k, int) or (isinstance(k, str) and k.isdigit() and len(k) <= 6)):
+            raise ValueError(f"{what}: keys must be integer degrees, got {short(k)}")
+        deg = int(k)
+        if deg < 1:  # the message _degrees gives for tables built in Python
+            raise ValueError(f"{what}: degrees [{deg}] are not positive integers")
+        if deg > 2**20:
+            raise ValueError(f"{what}: degree {deg} is out of range; accepted: 1 to {2**20}")
+        out[deg] = v
+    return out
+
+
+def _ms_table(t: Any, what: str) -> dict[int, float]:
+    return {d: check_float(v, f"{what}[{d}]", 0.0, MAX_MS) for d, v in _int_keys(t, what).items()}
+
+
+def _bytes_table(t: Any, what: str) -> dict[int, int]:
+    return {d: check_int(v, f"{what}[{d}]", 0, MAX_BYTES_PER_SAMPLE) for d, v in _int_keys(t, what).items()}
+
+
+def _check_layer_type(lt: Any, where: str) -> None:
+    if not isinstance(lt, LayerTypeProfile):
+        raise ValueError(f"{where} must be a LayerTypeProfile")
+    check_str(lt.name, f"{where}.name", 256)
+    check_int(lt.param_count, f"{where}.param_count", 0, MAX_PARAMS)
+    check_int(lt.carry_bytes_per_sample, f"{where}.carry_bytes_per_sample", 1, MAX_BYTES_PER_SAMPLE)
+    check_int(lt.seq_len, f"{where}.seq_len", 1, MAX_SEQ_LEN)
+    check_int(lt.num_heads, f"{where}.num_heads", 1, 2**20)
+    check_int(lt.num_kv_heads, f"{where}.num_kv_heads", 1, 2**20)
+    check_int(lt.tp_collectives, f"{where}.tp_collectives", 0, 64)
+    check_int(lt.ulysses_bytes_per_sample, f"{where}.ulysses_bytes_per_sample", 0, MAX_BYTES_PER_SAMPLE)
+    check_float(lt.fwd_ms_fixed, f"{where}.fwd_ms_fixed", 0.0, MAX_MS)
+    check_float(lt.bwd_ms_fixed, f"{where}.bwd_ms_fixed", 0.0, MAX_MS)
+    check_bool(lt.sequence_parallel, f"{where}.sequence_parallel")
+    _ms_table(lt.fwd_ms_per_sample, f"{where}.fwd_ms_per_sample")
+    _ms_table(lt.bwd_ms_per_sample, f"{where}.bwd_ms_per_sample")
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+        acts = check_dict(getattr(lt, key), f"{where}.{key}")
+        if set(acts) - set(SP_KINDS):
+            raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
+        for k, t in acts.items():
+            _bytes_table(t, f"{where}.{key}.{k}")
+    _ms_table(lt.selective_recompute_ms_per_sample, f"{where}.selective_recompute_ms_per_sample")
+
+
+def _check_embedding(e: Any) -> None:
+    if not isinstance(e, EmbeddingProfile):
+        raise ValueError("embedding must be an EmbeddingProfile")
+    for name in ("embed_param_count", "head_param_count", "tied_param_count"):
+        check_int(getattr(e, name), f"embedding.{name}", 0, MAX_PARAMS)
+    check_int(e.carry_bytes_per_sample, "embedding.carry_bytes_per_sample", 1, MAX_BYTES_PER_SAMPLE)
+    check_int(e.seq_len, "embedding.seq_len", 1, MAX_SEQ_LEN)
+    for name in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample",
+                 "head_bwd_ms_per_sample"):
+        _ms_table(getattr(e, name), f"embedding.{name}")
+    for name in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample", "head_transient_bytes_per_sample"):
+        _bytes_table(getattr(e, name), f"embedding.{name}")
+
+
+def check_model_profile(p: ModelProfile) -> None:
+    """Type and range of every field the search reads (``ValueError`` naming the field): a
+    parameter count of 2**70, a time of 1e300 or NaN, a sequence length of 0 are refused here,
+    before the C++ core sees them."""
+    check_str(p.model, "model", 256)
+    check_int(p.seq_len, "seq_len", 1, MAX_SEQ_LEN)
+    if p.precision not in ("bf16", "fp16", "fp32"):
+        raise ValueError(f"precision: {short(p.precision)} is not accepted; accepted: 'bf16', 'fp16', 'fp32'")
+    lts = check_list(p.layer_types, "layer_types", 10_000)
+    for i, lt in enumerate(lts):
+        _check_layer_type(lt, f"layer_types[{i}]")
+    for i, t in enumerate(check_list(p.layer_type_of, "layer_type_of", MAX_LAYERS)):
+        check_int(t, f"layer_type_of[{i}]", 0, max(0, len(lts) - 1))
+    _check_embedding(p.embedding)
+    check_dict(p.model_config, "model_config")
+    check_str(p.source, "source", 256)
+    check_dict(p.measurements, "measurements")
 
 
 @dataclass
@@ -73,21 +169,27 @@ class LayerTypeProfile:
         t.num_heads, t.num_kv_heads, t.tp_collectives = self.num_heads, self.num_kv_heads, self.tp_collectives
         t.ulysses_bytes_per_sample, t.seq_len = self.ulysses_bytes_per_sample, self.seq_len
         t.allow_sequence_parallel = bool(self.sequence_parallel)
-        t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
-        t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, f"{self.name}.bwd_ms_per_sample")
+        degrees = _degrees(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
+        t.degrees = degrees
+        t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, degrees, f"{self.name}.fwd_ms_per_sample")
+        t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, degrees, f"{self.name}.bwd_ms_per_sample")
         t.fwd_ms_fixed, t.bwd_ms_fixed = self.fwd_ms_fixed, self.bwd_ms_fixed
         t.act_bytes_per_sample = [
-            [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), f"{self.name}.act_bytes_per_sample.{k}")]
+            [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), degrees,
+                                    f"{self.name}.act_bytes_per_sample.{k}", None if k == "none" else -1)]
             for k in SP_KINDS
         ]
         if self.selective_act_bytes_per_sample or self.selective_recompute_ms_per_sample:
+            # over the same degrees as the other tables; a degree (or sp kind) a table lacks is
+            # -1, which the core reads as "selective checkpointing not profiled there"
             t.selective_act_bytes_per_sample = [
-                [int(v) for v in _table(self.selective_act_bytes_per_sample.get(k, {}),
-                                        f"{self.name}.selective_act_bytes_per_sample.{k}")]
+                [int(v) for v in _table(self.selective_act_bytes_per_sample.get(k, {}), degrees,
+                                        f"{self.name}.selective_act_bytes_per_sample.{k}", -1)]
                 for k in SP_KINDS
             ]
-            t.selective_recompute_ms_per_sample = _table(
-                self.selective_recompute_ms_per_sample, f"{self.name}.selective_recompute_ms_per_sample")
+            t.selective_recompute_ms_per_sample = [float(v) for v in _table(
+                self.selective_recompute_ms_per_sample, degrees,
+                f"{self.name}.selective_recompute_ms_per_sample", -1)]
         return t
 
 
@@ -106,15 +208,22 @@ class EmbeddingProfile:
     head_bwd_ms_per_sample: dict[int, float] = field(default_factory=dict)
     embed_act_bytes_per_sample: dict[int, int] = field(default_factory=dict)
     head_act_bytes_per_sample: dict[int, int] = field(default_factory=dict)
+    # the loss's working memory beyond what it keeps (fp32 logits and gradients); {}: none
+    head_transient_bytes_per_sample: dict[int, int] = field(default_factory=dict)
 
     def to_c(self) -> Any:
         e = _C.EmbeddingProfile()
         e.embed_param_count, e.head_param_count = self.embed_param_count, self.head_param_count
         e.tied_param_count, e.carry_bytes_per_sample = self.tied_param_count, self.carry_bytes_per_sample
         e.seq_len = self.seq_len
+        degrees = _degrees(self.embed_fwd_ms_per_sample, "embedding.embed_fwd_ms_per_sample")
+        e.degrees = degrees
         for name in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample",
                      "head_bwd_ms_per_sample", "embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
-            setattr(e, name, _table(getattr(self, name), f"embedding.{name}"))
+            setattr(e, name, _table(getattr(self, name), degrees, f"embedding.{name}"))
+        if self.head_transient_bytes_per_sample:
+            e.head_transient_bytes_per_sample = [int(v) for v in _table(
+                self.head_transient_bytes_per_sample, degrees, "embedding.head_transient_bytes_per_sample")]
         return e
 
 
@@ -144,8 +253,7 @@ class ModelProfile:
         return at_seq_len(self, seq_len)
 
     def to_tables(self) -> Any:
-        if self.precision not in ("bf16", "fp16", "fp32"):
-            raise ValueError(f"precision: {self.precision!r} is not accepted; accepted: 'bf16', 'fp16', 'fp32'")
+        check_model_profile(self)
         t = _C.ModelTables()
         t.layer_types = [lt.to_c() for lt in self.layer_types]
         t.layer_type_of = list(self.layer_type_of)
@@ -172,22 +280,24 @@ class ModelProfile:
         if not isinstance(d, dict):
             raise ValueError("a model profile must be a JSON object")
         if d.get("kind") != "model":
-            raise ValueError(f"kind: expected 'model', got {d.get('kind')!r}")
+            raise ValueError(f"kind: expected 'model', got {short(d.get('kind'))}")
         if d.get("version") != MODEL_FORMAT_VERSION:
-            raise ValueError(f"version: {d.get('version')!r} is not supported; accepted: {MODEL_FORMAT_VERSION}")
-        try:
-            lts = [_layer_type_from_dict(x, f"layer_types[{i}]") for i, x in enumerate(d["layer_types"])]
-            emb = _embedding_from_dict(d["embedding"])
-            prof = cls(model=str(d["model"]), seq_len=int(d["seq_len"]), layer_types=lts,
-                       layer_type_of=[int(x) for x in d["layer_type_of"]], embedding=emb,
-                       precision=str(d.get("precision", "bf16")), model_config=dict(d.get("model_config", {})),
-                       source=str(d.get("source", "measured")),
-                       measurements=dict(d.get("measurements", {})))
-        except KeyError as e:
-            raise ValueError(f"missing key {e.args[0]!r}") from None
-        except (TypeError, AttributeError) as e:
-            raise ValueError(f"malformed model profile: {e}") from None
-        prof.to_tables()  # validates the tables
+            raise ValueError(f"version: {short(d.get('version'))} is not supported; accepted: {MODEL_FORMAT_VERSION}")
+        for key in ("model", "seq_len", "layer_types", "layer_type_of", "embedding"):
+            if key not in d:
+                raise ValueError(f"missing key {key!r}")
+        known = {f.name for f in dataclasses.fields(cls)} | {"version", "kind"}
+        unknown = sorted(k for k in d if k not in known)
+        if unknown:
+            raise ValueError(f"unknown keys {[k[:40] for k in unknown[:5]]}; accepted: {sorted(known)}")
+        lts = [_layer_type_from_dict(x, f"layer_types[{i}]")
+               for i, x in enumerate(check_list(d["layer_types"], "layer_types", 10_000))]
+        emb = _embedding_from_dict(d["embedding"])
+        prof = cls(model=d["model"], seq_len=d["seq_len"], layer_types=lts,
+                   layer_type_of=check_list(d["layer_type_of"], "layer_type_of", MAX_LAYERS), embedding=emb,
+                   precision=d.get("precision", "bf16"), model_config=d.get("model_config", {}),
+                   source=d.get("source", "measured"), measurements=d.get("measurements", {}))
+        prof.to_tables()  # validates every field, then the tables (C++)
         return prof
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -197,48 +307,48 @@ class ModelProfile:
     def load(cls, path: str | os.PathLike[str]) -> ModelProfile:
         return load_json(path, cls.from_dict, "model profile")
 
-    @classmethod
-    def from_galvatron(cls, computation_json: str | os.PathLike[str], memory_json: str | os.PathLike[str],
-                       seq_len: int, model: str = "galvatron-model", num_layers: int | None = None,
-                       num_heads: int | None = None, hidden_size: int | None = None,
-                       precision: str = "bf16") -> ModelProfile:
-        """Import Galvatron-2's computation and memory profiles (see galvatron_import)."""
-        from galvatron.profiles.galvatron_import import model_from_galvatron
-
-        return model_from_galvatron(computation_json, memory_json, seq_len, model, num_layers, num_heads,
-                                    hidden_size, precision)
 
 
 def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:
     if not isinstance(x, dict):
         raise ValueError(f"{where} must be an object")
+    known = {f.name for f in dataclasses.fields(LayerTypeProfile)}
+    unknown = sorted(k for k in x if k not in known)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {[k[:40] for k in unknown[:5]]}; accepted: {sorted(known)}")
+    for key in ("name", "param_count", "carry_bytes_per_sample", "seq_len"):
+        if key not in x:
+            raise ValueError(f"{where}: missing key {key!r}")
     kw = dict(x)
     for k in ("fwd_ms_per_sample", "bwd_ms_per_sample"):
-        kw[k] = {d: float(v) for d, v in _int_keys(kw.get(k, {}), f"{where}.{k}").items()}
-    kw["selective_recompute_ms_per_sample"] = {
-        d: float(v) for d, v in _int_keys(kw.get("selective_recompute_ms_per_sample", {}),
-                                          f"{where}.selective_recompute_ms_per_sample").items()}
+        kw[k] = _ms_table(kw.get(k, {}), f"{where}.{k}")
+    kw["selective_recompute_ms_per_sample"] = _ms_table(kw.get("selective_recompute_ms_per_sample", {}),
+                                                        f"{where}.selective_recompute_ms_per_sample")
     for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
         acts = kw.get(key, {})
         if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
             raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
-        kw[key] = {k: {d: int(v) for d, v in _int_keys(t, f"{where}.{key}.{k}").items()}
-                   for k, t in acts.items()}
-    try:
-        return LayerTypeProfile(**kw)
-    except TypeError as e:
-        raise ValueError(f"{where}: {e}") from None
+        kw[key] = {k: _bytes_table(t, f"{where}.{key}.{k}") for k, t in acts.items()}
+    lt = LayerTypeProfile(**kw)
+    _check_layer_type(lt, where)
+    return lt
 
 
 def _embedding_from_dict(x: Any) -> EmbeddingProfile:
     if not isinstance(x, dict):
         raise ValueError("embedding must be an object")
+    known = {f.name for f in dataclasses.fields(EmbeddingProfile)}
+    unknown = sorted(k for k in x if k not in known)
+    if unknown:
+        raise ValueError(f"embedding: unknown keys {[k[:40] for k in unknown[:5]]}; accepted: {sorted(known)}")
+    for key in ("embed_param_count", "head_param_count", "tied_param_count", "carry_bytes_per_sample", "seq_len"):
+        if key not in x:
+            raise ValueError(f"embedding: missing key {key!r}")
     kw = dict(x)
     for k in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample", "head_bwd_ms_per_sample"):
-        kw[k] = {d: float(v) for d, v in _int_keys(kw.get(k, {}), f"embedding.{k}").items()}
-    for k in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
-        kw[k] = {d: int(v) for d, v in _int_keys(kw.get(k, {}), f"embedding.{k}").items()}
-    try:
-        return EmbeddingProfile(**kw)
-    except TypeError as e:
-        raise ValueError(f"embedding: {e}") from None
+        kw[k] = _ms_table(kw.get(k, {}), f"embedding.{k}")
+    for k in ("embed_act_bytes_per_sample", "head_act_bytes_per_sample", "head_transient_bytes_per_sample"):
+        kw[k] = _bytes_table(kw.get(k, {}), f"embedding.{k}")
+    e = EmbeddingProfile(**kw)
+    _check_embedding(e)
+    return e

@@ -14,8 +14,10 @@ head) linearly.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-from galvatron.profiles.model import ModelProfile
+if TYPE_CHECKING:  # a type only: model.py imports this module for ModelProfile.at_seq_len
+    from galvatron.profiles.model import ModelProfile
 
 
 def _per_sample_at(points: dict[int, list], degree: int) -> dict[int, float]:

@@ -8,27 +8,35 @@ overrides. Every unknown key is an error that lists the accepted keys of its sec
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 import os
 import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from galvatron._io import parse_json_text
+from galvatron._safe_yaml import load_yaml
+from galvatron._validate import check_float, check_str, short
+
+MAX_CONFIG_BYTES = 1 << 20
+
 
 @dataclass
 class ModelSection:
-    name: str = "gpt2-debug"
+    name: str = "gpt2-mini"  # a zoo flavour (galvatron models): a small GPT of 4 layers x 128 wide
     seq_len: int = 128
     dtype: str = "fp32"  # fp32 | bf16 (bf16 compute with fp32 master weights and reductions)
-    # Model config fields; the default makes gpt2-debug a small GPT of 4 layers x 128 wide.
-    overrides: dict[str, Any] = field(default_factory=lambda: {"num_layers": 4, "hidden_size": 128})
+    overrides: dict[str, Any] = field(default_factory=dict)  # model config fields to change
 
 
 @dataclass
 class DataSection:
-    kind: str = "builtin"  # builtin (shipped corpus) | tokens (pre-tokenized .bin) | images (synthetic)
-    path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`
+    # "" (default): follows the model (images for ViT/Swin, builtin for the others) |
+    # builtin (shipped corpus) | tokens (pre-tokenized .bin) | megatron (PREFIX.bin + PREFIX.idx) |
+    # images (synthetic)
+    kind: str = ""
+    path: str = ""  # tokens: a .bin file or a directory made by `galvatron data prepare`; megatron: PREFIX
     token_dtype: str = "auto"  # auto (from meta.json) | uint16 | uint32
     eval_fraction: float = 0.05
 
@@ -43,6 +51,7 @@ class OptimSection:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0
+    nonfinite_patience: int = 0  # consecutive steps with a NaN/inf loss or grad norm before the job stops
 
 
 @dataclass
@@ -83,7 +92,7 @@ class TrainConfig:
     seed: int = 1234
     global_batch_size: int = 16
     nproc: int = 4
-    run_dir: str = "runs/default"
+    run_dir: str = ""  # default: a fresh runs/<model>-<time> (runs/latest points at it)
     resume: bool = False
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
@@ -99,23 +108,51 @@ class TrainConfig:
         for name in ("steps", "global_batch_size", "nproc"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, hi in (("steps", 2**40), ("global_batch_size", 2**31 - 1), ("nproc", 4096)):
+            if getattr(self, name) > hi:
+                raise ValueError(f"{name} must be at most {hi}, got {getattr(self, name)}")
+        if self.model.seq_len > 2**31 - 1:
+            raise ValueError(f"model.seq_len must be at most {2**31 - 1}, got {self.model.seq_len}")
+        if not 0 <= self.data.eval_fraction < 1:
+            raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         if self.model.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
-        if self.data.kind not in ("builtin", "tokens", "images"):
-            raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', 'images'")
-        if self.data.kind == "tokens" and not self.data.path:
-            raise ValueError("data.path is required with data.kind = 'tokens'")
+        _resolve_data_kind(self)
+        if self.data.kind not in ("builtin", "tokens", "megatron", "images"):
+            raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', "
+                             "'megatron', 'images'")
+        if self.data.kind in ("tokens", "megatron") and not self.data.path:
+            raise ValueError(f"data.path is required with data.kind = '{self.data.kind}'")
         if self.model.seq_len < 2:
             raise ValueError(f"model.seq_len must be >= 2, got {self.model.seq_len}")
         if self.checkpoint.keep < 1:
             raise ValueError(f"checkpoint.keep must be >= 1, got {self.checkpoint.keep}")
+        if self.optim.nonfinite_patience < 0:
+            raise ValueError(f"optim.nonfinite_patience must be >= 0, got {self.optim.nonfinite_patience}")
         if not 0 <= self.optim.min_lr <= self.optim.lr:
             raise ValueError("optim.min_lr must be between 0 and optim.lr")
         return self
 
 
+def _resolve_data_kind(cfg: TrainConfig) -> None:
+    """The data follows the model: images for vision models (ViT, Swin), text otherwise; a text
+    kind for a vision model (or images for a text model) is refused naming both."""
+    from galvatron import models
+
+    family = models.get_config(cfg.model.name).family  # unknown names: ValueError listing the zoo
+    vision = family in ("vit", "swin")
+    if not cfg.data.kind:
+        cfg.data.kind = "images" if vision else "builtin"
+    elif vision != (cfg.data.kind == "images") and cfg.data.kind in ("builtin", "tokens", "megatron", "images"):
+        wanted = "'images'" if vision else "'builtin', 'tokens' or 'megatron'"
+        raise ValueError(f"data.kind: {cfg.data.kind!r} does not fit model {cfg.model.name!r} ({family}); "
+                         f"accepted for it: {wanted} (or leave data.kind unset: it follows the model)")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert a file or command-line value to the annotated type of `key`."""
+    """Convert a file or command-line value to the annotated type of `key`, checking the type
+    before anything else: a list or mapping in a string field is an error, not text; 7.9 or
+    true in an integer field is an error, not 7 or 1; NaN and Infinity are refused."""
     origin = typing.get_origin(tp)
     if tp is bool:
         if isinstance(value, bool):
@@ -124,22 +161,43 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
             return False
-        raise ValueError(f"{key}: expected true or false, got {value!r}")
-    if tp in (int, float, str):
-        if tp is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError(f"{key}: expected an integer, got {value!r}")
-        try:
-            return tp(value) if not (tp is int and isinstance(value, str)) else int(float(value))
-        except (TypeError, ValueError):
-            raise ValueError(f"{key}: expected {tp.__name__}, got {value!r}") from None
+        raise ValueError(f"{key}: expected true or false, got {short(value)}")
+    if tp is str:
+        if not isinstance(value, str):
+            raise ValueError(f"{key}: expected str (a string), got {short(value)}")
+        return check_str(value, key)
+    if tp is int:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.lstrip("+-").isdigit() and len(text) <= 20:
+                value = int(text)
+            else:
+                try:  # "1e3" from a command line
+                    value = float(text) if len(text) <= 40 else None
+                except ValueError:
+                    value = None
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer() and abs(value) < 2**63:
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**63:
+            raise ValueError(f"{key}: expected int (an integer), got {short(value)}")
+        return value
+    if tp is float:
+        if isinstance(value, str) and len(value) <= 40:
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{key}: expected float (a number), got {short(value)}")
+        return check_float(value, key, -1e300, 1e300)
     if origin is dict or tp is dict:
         if isinstance(value, str):
             try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError(f"{key}: expected a JSON object, got {value!r}") from None
+                value = parse_json_text(value, key)
+            except ValueError:
+                raise ValueError(f"{key}: expected a JSON object, got {short(value)}") from None
         if not isinstance(value, dict):
-            raise ValueError(f"{key}: expected a mapping, got {value!r}")
+            raise ValueError(f"{key}: expected a mapping, got {short(value)}")
         return dict(value)
     if isinstance(tp, types.UnionType):
         return value
@@ -167,19 +225,30 @@ def load_file(path: str) -> dict[str, Any]:
     if not os.path.exists(path):
         raise ValueError(f"{path}: config file not found")
     ext = os.path.splitext(path)[1].lower()
-    with open(path, "rb") as f:
-        raw = f.read()
     try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB; not a configuration file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file") from None
+    try:
+        text = raw.decode("utf-8")
         if ext == ".toml":
             try:
                 import tomllib
             except ModuleNotFoundError:  # Python 3.10
                 import tomli as tomllib  # type: ignore[no-redef]
-            data = tomllib.loads(raw.decode("utf-8"))
+            try:
+                data = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as e:  # a ValueError: name the file here
+                raise ValueError(f"{path}: cannot parse TOML: {e}") from None
         elif ext in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(raw.decode("utf-8")) or {}
+            data = load_yaml(text, path) or {}  # no aliases, bounded
         else:
             raise ValueError(f"{path}: unknown config format {ext!r}; accepted: .yaml, .yml, .toml")
     except ValueError:
@@ -219,7 +288,11 @@ def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
                  overrides: list[str] | None = None) -> TrainConfig:
     cfg = TrainConfig()
     if file:
-        _apply(cfg, load_file(file), "")
+        data = load_file(file)
+        try:
+            _apply(cfg, data, "")
+        except ValueError as e:
+            raise ValueError(f"{file}: {e}") from None
     if flags:
         _apply(cfg, {k: v for k, v in flags.items() if v is not None and "." not in k}, "")
         for k, v in flags.items():
@@ -228,7 +301,22 @@ def build_config(file: str | None = None, flags: dict[str, Any] | None = None,
                 _apply(cfg, {sec: {key: v}}, "")
     if overrides:
         _apply(cfg, parse_overrides(overrides), "")
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ValueError as e:
+        if file and _file_alone_invalid(data):  # the file's own values are at fault: name it
+            raise ValueError(f"{file}: {e}") from None
+        raise
+
+
+def _file_alone_invalid(data: dict[str, Any]) -> bool:
+    alone = TrainConfig()
+    _apply(alone, data, "")
+    try:
+        alone.validate()
+    except ValueError:
+        return True
+    return False
 
 
 def dump_yaml(cfg: TrainConfig) -> str:

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from galvatron._io import read_json
+from galvatron._validate import check_int
+
 BYTE_VOCAB = 257  # 256 byte values + end-of-text
 EOT = 256
 
@@ -56,6 +59,8 @@ def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte", hf_dataset
     ``split`` of a Hugging Face dataset, end-of-text between records (see :func:`hf_records`)."""
     if not inputs and not hf_dataset:
         raise ValueError("data prepare: give text files and/or --hf-dataset")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"--out {out_dir}: exists and is not a directory; give a directory (it is created)")
     encode, vocab, eot = _tokenizer(tokenizer)
     chunks = []
     for path in inputs:
@@ -72,15 +77,20 @@ def prepare(inputs: list[str], out_dir: str, tokenizer: str = "byte", hf_dataset
             chunks.append(np.asarray([eot], dtype=np.int64))
     tokens = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
     dtype = np.uint16 if vocab <= 65536 else np.uint32
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, "tokens.bin.tmp")
-    tokens.astype(dtype).tofile(tmp)
-    os.replace(tmp, os.path.join(out_dir, "tokens.bin"))
     meta = {"version": 1, "tokenizer": tokenizer, "vocab_size": vocab, "eot": eot,
             "dtype": np.dtype(dtype).name, "num_tokens": int(tokens.size),
             "sources": list(inputs) + ([f"hf:{hf_dataset}[{split}].{text_field}"] if hf_dataset else [])}
-    with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=1)
+    tmp = os.path.join(out_dir, "tokens.bin.tmp")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        tokens.astype(dtype).tofile(tmp)
+        os.replace(tmp, os.path.join(out_dir, "tokens.bin"))
+        with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
+            json.dump(meta, f, indent=1)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ValueError(f"--out {out_dir}: cannot write: {e.strerror or e}") from None
     return meta
 
 
@@ -150,6 +160,8 @@ class TokenData:
              seq_len: int = 128) -> TokenData:
         if kind == "builtin":
             tokens, vocab = byte_encode(builtin_corpus()), BYTE_VOCAB
+        elif kind == "megatron":
+            tokens, vocab = _load_megatron(path)
         else:
             tokens, vocab = _load_bin(path, token_dtype)
         n_eval = max(seq_len + 1, int(tokens.size * eval_fraction))
@@ -182,8 +194,9 @@ def _load_bin(path: str, token_dtype: str) -> tuple[np.ndarray, int]:
     if os.path.isdir(path):
         meta_path = os.path.join(path, "meta.json")
         if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
+            meta = read_json(meta_path)
+            if not isinstance(meta, dict):
+                raise ValueError(f"{meta_path}: must be a JSON object")
         path = os.path.join(path, "tokens.bin")
     if not os.path.exists(path):
         raise ValueError(f"data.path: {path} not found (a .bin token file or a directory from `galvatron data prepare`)")
@@ -193,8 +206,28 @@ def _load_bin(path: str, token_dtype: str) -> tuple[np.ndarray, int]:
     if os.path.getsize(path) % np.dtype(dtype).itemsize:
         raise ValueError(f"{path}: size is not a multiple of {dtype} elements")
     tokens = np.memmap(path, dtype=dtype, mode="r")
-    vocab = int(meta.get("vocab_size", int(tokens.max()) + 1 if tokens.size else 1))
+    if "vocab_size" in meta:
+        try:
+            vocab = check_int(meta["vocab_size"], "vocab_size", 1, 2**32)
+        except ValueError as e:
+            raise ValueError(f"{os.path.join(os.path.dirname(path), 'meta.json')}: {e}") from None
+    else:
+        vocab = int(tokens.max()) + 1 if tokens.size else 1
     return tokens, vocab
+
+
+def _load_megatron(prefix: str) -> tuple[np.ndarray, int]:
+    """The token stream of a Megatron indexed dataset (memory-mapped) and its vocabulary
+    bound (largest id + 1; the format does not record the vocabulary)."""
+    from galvatron.training.megatron_data import open_dataset
+
+    ds = open_dataset(prefix)
+    if ds.num_tokens == 0:
+        return ds.tokens, 1
+    low, high = int(ds.tokens.min()), int(ds.tokens.max())
+    if low < 0:
+        raise ValueError(f"{ds.prefix}.bin: token id {low} is negative")
+    return ds.tokens, high + 1
 
 
 def image_batch(step: int, global_batch: int, image_size: int, channels: int, num_classes: int,

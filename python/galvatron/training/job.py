@@ -11,7 +11,6 @@ saves a checkpoint and exits cleanly.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -22,12 +21,20 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from galvatron._io import atomic_write_text
 from galvatron.plan import Plan
 from galvatron.training import data as D
-from galvatron.training.checkpoint import CheckpointManager, rng_state, set_rng_state
+from galvatron.training import rank_errors, runfiles
+from galvatron.training.checkpoint import (
+    CheckpointManager,
+    check_rng_state,
+    rng_state,
+    set_rng_state,
+)
 from galvatron.training.config import TrainConfig, dump_yaml
+from galvatron.training.guards import NonFiniteGuard, finite_state, non_finite
 from galvatron.training.metrics import MetricsWriter, Progress
+from galvatron.training.resume import check_steps
+from galvatron.training.resume import describe as describe_resume
 from galvatron.training.schedule import lr_at
 
 GiB = 2**30
@@ -37,12 +44,17 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 # ------------------------------------------------------------------------------ the plan
 def _hardware(cfg: TrainConfig, world: int):
     """The hardware profile of the run: ``parallel.hardware`` (a measured profile), else a
     preset (``parallel.hardware_preset``; on CUDA default ``a100-80g-sxm``), else on CPU a quick
     measurement of this machine's collectives with ``world`` local processes (about 10 s once;
-    cached under ``~/.cache/galvatron``), the ``cpu-gloo`` preset under torchrun. Kept in the
+    cached under ``~/.cache/galvatron``), the ``cpu-gloo`` preset under torchrun and for one
+    process (there are no collectives to measure). Kept in the
     run directory (``hardware.json``) so every rank and a resumed run use the same one."""
     import galvatron
 
@@ -53,7 +65,7 @@ def _hardware(cfg: TrainConfig, world: int):
             return hw
     if cfg.parallel.hardware:
         hw = galvatron.HardwareProfile.load(cfg.parallel.hardware)
-    elif torch.cuda.is_available() or cfg.parallel.hardware_preset or _under_launcher():
+    elif torch.cuda.is_available() or cfg.parallel.hardware_preset or _under_launcher() or world == 1:
         preset = cfg.parallel.hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
         if torch.cuda.is_available() and preset != "cpu-gloo":
             gpn = min(world, torch.cuda.device_count() or world)
@@ -62,13 +74,13 @@ def _hardware(cfg: TrainConfig, world: int):
             hw = galvatron.hardware_preset(preset, num_nodes=1, gpus_per_node=world)
     else:
         from galvatron.profiler.hardware import HardwareOptions
-        from galvatron.profiler.launch import cached_profile, profile_hardware
+        from galvatron.profiler.launch import cache_dir, cached_profile, profile_hardware
 
         opts = HardwareOptions(quick=True, verbose=False)
         hw = cached_profile(world, opts)
         if hw is None:
             _log(f"measuring this machine's collectives with {world} local processes "
-                 "(quick, once: cached under ~/.cache/galvatron)")
+                 f"(quick, once: cached under {cache_dir()})")
             hw = profile_hardware(world, opts)
     if os.path.isdir(cfg.run_dir):
         hw.save(kept)
@@ -81,56 +93,74 @@ def _under_launcher() -> bool:
     return under_launcher()
 
 
+MEASURED_MAX_PARAMS = 5_000_000  # on CPU, models up to this size are measured (seconds)
+
+
 def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
     """The model profile the search uses: on CPU without a measured hardware profile, a quick
-    measurement of this machine (about a second for the debug models, kept in the run
-    directory); otherwise the analytic profile from the model spec."""
+    measurement of this machine for small models (seconds; cached by machine, model, sequence
+    length, dtype and process count, see :mod:`galvatron.training.profile_cache`; a copy is kept
+    in the run directory); otherwise the analytic profile from the model spec."""
     import galvatron
+    from galvatron import models
 
     seq = None if cfg.data.kind == "images" else cfg.model.seq_len  # vision: the model's patches
-    cached = os.path.join(cfg.run_dir, "model_profile.json")
-    if os.path.exists(cached):
-        return galvatron.ModelProfile.load(cached)
-    if not torch.cuda.is_available() and not cfg.parallel.hardware and cfg.model.name.endswith("-debug"):
-        from galvatron.profiler.model import ModelProfilerOptions, profile_model
-        from galvatron.profiles.hardware import powers_of_two
-
-        degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
-        # Each rank runs one thread; with more ranks than cores they also share the cores.
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
-                               opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
-                               **cfg.model.overrides)
-        finally:
-            torch.set_num_threads(threads)
-        share = max(1.0, world / (os.cpu_count() or 1))
-        for lt in mp.layer_types:
-            for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
-                for d in table:
-                    table[d] *= share
-            lt.fwd_ms_fixed *= share
-            lt.bwd_ms_fixed *= share
-        e = mp.embedding
-        for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
-                      e.head_bwd_ms_per_sample):
-            for d in table:
-                table[d] *= share
-        mp.save(cached)
+    small = models.spec(cfg.model.name, **cfg.model.overrides).param_count() <= MEASURED_MAX_PARAMS
+    if not torch.cuda.is_available() and not cfg.parallel.hardware and small:
+        mp = _measured_model_profile(cfg, seq, world)
+        if os.path.isdir(cfg.run_dir):
+            mp.save(os.path.join(cfg.run_dir, "model_profile.json"))
         return mp
     return galvatron.model_profile(cfg.model.name, seq_len=seq, hardware=hw,
                                    precision=cfg.model.dtype, **cfg.model.overrides)
 
 
+def _measured_model_profile(cfg: TrainConfig, seq: int | None, world: int) -> Any:
+    from galvatron.profiler.model import ModelProfilerOptions, profile_model
+    from galvatron.profiles.hardware import powers_of_two
+    from galvatron.training import profile_cache
+
+    degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
+    share = max(1.0, world / (os.cpu_count() or 1))
+    key = profile_cache.model_cache_key(cfg.model.name, cfg.model.overrides, seq, cfg.model.dtype, world,
+                                        degree, share)
+    cached = profile_cache.load_cached(key)
+    if cached is not None:
+        return cached
+    # Each rank runs one thread; with more ranks than cores they also share the cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
+                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
+                           **cfg.model.overrides)
+    finally:
+        torch.set_num_threads(threads)
+    for lt in mp.layer_types:
+        for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
+            for d in table:
+                table[d] *= share
+        lt.fwd_ms_fixed *= share
+        lt.bwd_ms_fixed *= share
+    e = mp.embedding
+    for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
+                  e.head_bwd_ms_per_sample):
+        for d in table:
+            table[d] *= share
+    where = profile_cache.store(key, mp)
+    _log(f"measured {cfg.model.name} on this machine (seq {seq or 'of the model'}, {cfg.model.dtype}, "
+         f"{_plural(world, 'process', 'processes')})" + (f"; cached as {where}" if where else ""))
+    return mp
+
+
 def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, str]:
     """The plan of the run and how it was obtained."""
     import galvatron
-    from galvatron.cli import load_any_plan
+    from galvatron.plan_io import load_plan
 
     p = cfg.parallel
     if p.plan:
-        plan = load_any_plan(p.plan, world_size=world)
+        plan = load_plan(p.plan, world_size=world)
         if plan.global_batch_size != cfg.global_batch_size:
             _log(f"note: the plan's global batch size {plan.global_batch_size} replaces --global-batch-size "
                  f"{cfg.global_batch_size}")
@@ -168,6 +198,9 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
         os.remove(probe)
     except OSError as e:
         raise ValueError(f"run_dir {cfg.run_dir}: not writable: {e.strerror or e}") from None
+    if cfg.resume:  # refuse before writing anything: nothing intact to resume from, or a step past --steps
+        found_path = CheckpointManager(cfg.run_dir, collective=False).resume_candidate()
+        check_steps(int(CheckpointManager.inspect(found_path)[0]["step"]), cfg.steps, found_path)
     mcfg = models.get_config(cfg.model.name, **cfg.model.overrides)
     num_layers = len(models.spec(mcfg).layer_types)
     plan, how = obtain_plan(cfg, world, num_layers)
@@ -182,13 +215,33 @@ def prepare_run(cfg: TrainConfig, world: int) -> Plan:
     except ValueError as e:  # e.g. a hardware profile for another world size
         _log(f"note: no prediction for this plan: {e}")
         pred = None
-    plan.save(os.path.join(cfg.run_dir, "plan.json"))
-    atomic_write_text(os.path.join(cfg.run_dir, "config.yaml"), dump_yaml(cfg))
-    _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {world} processes | plan from {how}")
+    seq = cfg.model.seq_len if cfg.data.kind != "images" else models.spec(mcfg).seq_len
+    plan = plan.replace(model={"name": cfg.model.name, "overrides": dict(cfg.model.overrides), "seq_len": seq})
+    how += _previous_plan_note(os.path.join(cfg.run_dir, "plan.json"), plan, how)
+    cfg.global_batch_size = plan.global_batch_size  # the saved config says what the run uses
+    runfiles.start(cfg.run_dir)  # a resume writes them as pending until the checkpoint is loaded
+    runfiles.write(cfg.run_dir, "plan.json", plan.validate().to_json(), pending=cfg.resume)
+    runfiles.write(cfg.run_dir, "config.yaml", dump_yaml(cfg), pending=cfg.resume)
+    _log(f"run directory {cfg.run_dir} | model {cfg.model.name} | {_plural(world, 'process', 'processes')} | "
+         f"plan from {how}")
     _log(plan.replace(predicted=None).summary())  # the prediction follows, with its breakdown
     if pred is not None:
         _log("predicted " + pred.summary().replace("\n", "\n  "))
     return plan
+
+
+def _previous_plan_note(path: str, plan: Plan, how: str) -> str:
+    """For a run directory that already has a plan (a resumed run): whether this run's plan,
+    re-searched or not, is the same."""
+    if not os.path.exists(path):
+        return ""
+    try:
+        old = Plan.load(path)
+    except ValueError:
+        return ""
+    same = old.replace(predicted=None, model=None) == plan.replace(predicted=None, model=None)
+    verb = "re-searched" if how.startswith("search") else "replaced"
+    return f"; {verb}: {'the same plan as' if same else 'differs from'} the run's previous plan.json"
 
 
 # ------------------------------------------------------------------------------ one rank
@@ -207,7 +260,10 @@ def init_distributed(timeout_s: float = 300.0) -> tuple[int, int]:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+        except RuntimeError as e:  # DistNetworkError: MASTER_PORT taken, master unreachable
+            raise rank_errors.start_error(e) from None
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -217,33 +273,31 @@ def train_rank(cfg: TrainConfig) -> int:
     from galvatron.training import runtime_adapter as RA
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    plan = Plan.load(os.path.join(cfg.run_dir, "plan.json")).validate(world_size=world)
+    plan = Plan.load(runfiles.path(cfg.run_dir, "plan.json")).validate(world_size=world)
     data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
                             cfg.model.seq_len) if cfg.data.kind != "images" else None
     overrides = dict(cfg.model.overrides)
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
     pm = RA.build(parallel, cfg, plan, overrides)
-    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier)
+    ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
+                             warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     start = 0
     if cfg.resume:
-        found = ckpt.latest()
+        found = ckpt.resume_point()  # the newest intact one (damaged ones named and skipped), or an error
         if found is not None:
-            path, state = found
-            RA.load_state(pm, path, state)
-            set_rng_state(state["rng"])
+            path, state, tensors = found
             start = int(state["step"])
+            check_steps(start, cfg.steps, path)
+            check_rng_state(state.get("rng"), f"{path}/train_state.json")
+            RA.load_state(pm, path, state, tensors)
+            set_rng_state(state["rng"])
             if rank == 0:
-                saved = dict(state.get("plan") or {}, predicted=None)
-                how = ("same plan" if saved == dict(plan.to_dict(), predicted=None) else
-                       f"resharded from world size {saved.get('world_size', '?')}, "
-                       f"{state.get('plan_summary', '?')}")
+                runfiles.accept(cfg.run_dir)  # only now does this run's config replace the last one
+                how, *notes = describe_resume(state.get("plan"), plan, state.get("plan_summary", "?"))
                 _log(f"resumed from {path} at step {start} ({how})")
-                if saved.get("global_batch_size") not in (None, plan.global_batch_size):
-                    _log(f"note: the checkpoint was trained with global batch size {saved['global_batch_size']}, "
-                         f"this run uses {plan.global_batch_size}")
-        elif rank == 0:
-            _log("no complete checkpoint found: starting from step 0")
+                for note in notes:
+                    _log(note)
     metrics = (MetricsWriter(cfg.run_dir, resume_step=start if cfg.resume else None,
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
@@ -254,6 +308,7 @@ def train_rank(cfg: TrainConfig) -> int:
     flops_per_step = RA.model_flops_per_step(cfg, overrides, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
+    guard = NonFiniteGuard(cfg.optim.nonfinite_patience)
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
@@ -279,12 +334,16 @@ def train_rank(cfg: TrainConfig) -> int:
                     extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
                     progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
             stop = _agree(_Stop.requested, pm.ctx.device)
+            guard.update(step, _agree(bool(non_finite(loss, grad_norm)), pm.ctx.device),
+                         " and ".join(non_finite(loss, grad_norm)))
+            saved = False
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
-                _save(ckpt, pm, step, cfg, plan)
+                saved = _save(ckpt, pm, step, cfg, plan, guard.healthy)
             if stop:
                 if rank == 0:
-                    _log(f"stopped by a signal after step {step}; checkpoint saved, resume with --resume")
-                return 0
+                    _log(f"stopped by a signal after step {step}; " + (
+                        "checkpoint saved, resume with --resume" if saved else "no checkpoint (non-finite state)"))
+                return 0 if saved else 3
     finally:
         if metrics is not None:
             metrics.close()
@@ -326,28 +385,41 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan) -> None:
+def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan, healthy: bool = True) -> bool:
+    """Collective: checkpoint step ``step`` unless the state is not finite (then False)."""
     from galvatron.training import runtime_adapter as RA
 
-    state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
-             "plan_summary": f"pp={plan.pp}, {len(set(plan.layers))} layer strategies", "plan": plan.to_dict()}
     tensors, layout = RA.checkpoint_state(pm)  # collective
+    if _agree(not (healthy and finite_state(tensors)), pm.ctx.device):
+        if dist.get_rank() == 0:
+            _log(f"not saving a checkpoint at step {step}: the state is not finite")
+        if step == cfg.steps:
+            raise ValueError(f"step {step}: training ended with a non-finite state; no checkpoint written")
+        return False
+    state = {"step": step, "rng": rng_state(), "seed": cfg.seed, "world_size": plan.world_size,
+             "plan_summary": f"pp={plan.pp}, {_plural(len(set(plan.layers)), 'layer strategy', 'layer strategies')}", "plan": plan.to_dict()}
     if layout is not None:  # rank 0 writes train_state.json
         state["layout"] = layout
     ckpt.save(step, tensors, state)
+    return True
 
 
 def worker_main(run_dir: str) -> int:
     """Entry of one local rank started by the launcher."""
     from galvatron.training.config import build_config
 
-    cfg = build_config(os.path.join(run_dir, "config.yaml"))
-    init_distributed()
+    cfg = build_config(runfiles.path(run_dir, "config.yaml"))
     try:
+        init_distributed()
         return train_rank(cfg)
     except ValueError as e:
-        print(f"galvatron: error on rank {dist.get_rank()}: {e}", file=sys.stderr, flush=True)
+        print(f"galvatron: error on rank {os.environ.get('RANK', '?')}: {e}", file=sys.stderr, flush=True)
         return 2
+    except RuntimeError as e:  # another rank died: one line, not a gloo traceback
+        if not rank_errors.is_lost_peer(e):
+            raise
+        print(rank_errors.lost_peer_message(dist.get_rank(), e), file=sys.stderr, flush=True)
+        return rank_errors.LOST_PEER_EXIT
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -357,10 +429,13 @@ def summarize_run(run_dir: str) -> str:
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.exists(path):
         return "no metrics written"
-    with open(path, encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    from galvatron.training.metrics import read_rows
+
+    rows = read_rows(path)
     if not rows:
         return "no steps run"
     first, last = rows[0], rows[-1]
-    return (f"loss {first['loss']:.4f} -> {last['loss']:.4f} over steps {first['step']}-{last['step']}; "
+    loss = [f"{r['loss']:.4f}" if isinstance(r.get("loss"), (int, float)) else str(r.get("nonfinite", {}).get("loss"))
+            for r in (first, last)]
+    return (f"loss {loss[0]} -> {loss[1]} over steps {first['step']}-{last['step']}; "
             f"median step {sorted(r['step_time_s'] for r in rows)[len(rows) // 2]:.3f} s")

@@ -1,19 +1,56 @@
 """Starting the ranks: under ``torchrun`` (environment variables set) use them; otherwise start
 ``nproc`` local processes, each running the same command with RANK/WORLD_SIZE set, and stop
-all of them promptly when one fails (no hang until a collective times out)."""
+all of them promptly when one fails (no hang until a collective times out).
+
+Ranks started here die with the launcher: :func:`die_with_launcher` (called first thing by a
+rank) asks the kernel for SIGKILL when the launcher exits (Linux ``PR_SET_PDEATHSIG``), or
+elsewhere watches the launcher's pid from a thread. Under torchrun nothing changes: torchrun's
+own semantics hold (the variable that names the launcher is not set)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 
 def under_launcher() -> bool:
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"))
+
+
+LAUNCHER_PID = "GALVATRON_LAUNCHER_PID"
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_launcher(poll_s: float = 1.0) -> None:
+    """In a rank started by :func:`spawn`: be killed when the launcher exits, however it exits.
+    A no-op in processes :func:`spawn` did not start (e.g. under torchrun)."""
+    value = os.environ.get(LAUNCHER_PID, "")
+    if not value.isdigit():
+        return
+    launcher = int(value)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if os.getppid() != launcher:  # the launcher died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+    if not armed:
+        def watch() -> None:
+            while True:
+                time.sleep(poll_s)
+                if os.getppid() != launcher:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=watch, name="galvatron-launcher-watchdog", daemon=True).start()
 
 
 def free_port() -> int:
@@ -27,7 +64,8 @@ def spawn(nproc: int, argv: list[str], log_dir: str, timeout_s: float | None = N
     `log_dir/rank{r}.log`. Returns 0, or the failing rank's exit code after stopping the rest.
     SIGINT/SIGTERM are forwarded so the ranks can checkpoint and exit (0 when they all do)."""
     os.makedirs(log_dir, exist_ok=True)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc))
+    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), WORLD_SIZE=str(nproc),
+               **{LAUNCHER_PID: str(os.getpid())})
     if (os.cpu_count() or 1) < nproc * 2:
         env.setdefault("OMP_NUM_THREADS", "1")
     procs, logs = [], []

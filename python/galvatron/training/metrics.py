@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -25,8 +26,8 @@ class MetricsWriter:
             self._tb = SummaryWriter(os.path.join(run_dir, "tensorboard"))
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if resume_step is not None and os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                kept = [line for line in f if line.strip() and json.loads(line).get("step", -1) <= resume_step]
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                kept = [line for line in f if _step_of(line) <= resume_step]  # a torn last line is dropped
             with open(self.path, "w", encoding="utf-8") as f:
                 f.writelines(kept)
         elif resume_step is None and os.path.exists(self.path):
@@ -34,17 +35,44 @@ class MetricsWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
+        from galvatron.training.guards import json_safe
+
+        record = json_safe(record)  # non-finite values as null: every line stays valid JSON
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
         if self._tb is not None:
             for key, value in record.items():
-                if key != "step" and isinstance(value, (int, float)):
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     self._tb.add_scalar(key, value, record["step"])
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def read_rows(path: str) -> list[dict[str, Any]]:
+    """The metrics lines of ``path`` that are JSON objects (a torn line from a kill is skipped)."""
+    rows = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int):
+                rows.append(row)
+    return rows
+
+
+def _step_of(line: str) -> float:
+    """The step of a metrics line; infinity for a line that is not a JSON object with a step."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return math.inf
+    step = row.get("step") if isinstance(row, dict) else None
+    return step if isinstance(step, int) else math.inf
 
 
 class Progress:

@@ -115,26 +115,24 @@ def checkpoint_state(pm) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None
     return {e.key: e.tensor.detach() for e in entries}, layout
 
 
-def load_state(pm, path: str, train_state: dict[str, Any]) -> None:
+def load_state(pm, path: str, train_state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:
     """Collective: restore parameters and optimizer state saved by :func:`checkpoint_state`
-    under any plan and world size (resharding: each rank reads the saved pieces it needs)."""
-    from galvatron.parallel.state import Segment, restore
-    from galvatron.training.checkpoint import CheckpointManager, SafeFileSystemReader
+    under any plan and world size (resharding: each rank reads the saved pieces it needs).
+    The layout in ``train_state`` and the checkpoint's tensor index are validated against this
+    model (names, shapes, dtypes, ranges) before any tensor data is read."""
+    from galvatron.parallel.state import restore, validate_layout
+    from galvatron.training.checkpoint import CheckpointManager
 
-    layout = train_state.get("layout")
-    if not isinstance(layout, dict) or layout.get("version") != 1:
-        raise ValueError(f"{path}: train_state.json has no tensor layout (written by an older "
-                         "version); it cannot be loaded")
-    keys = {k: [Segment.from_list(x) for x in v] for k, v in layout["keys"].items()}
-    shapes = {k: tuple(v) for k, v in layout["shapes"].items()}
-    meta = SafeFileSystemReader(path).read_metadata().state_dict_metadata
+    if tensors is None:
+        tensors = CheckpointManager.inspect(path)[1]
+    keys, shapes = validate_layout(train_state.get("layout"), tensors, pm.full_shapes,
+                                   f"{path}/train_state.json")
 
     def read(wanted: list[str]) -> dict[str, torch.Tensor]:
-        missing = [k for k in wanted if k not in meta]
-        if missing:
-            raise ValueError(f"{path}: the checkpoint lacks the tensors {missing[:3]}")
-        bufs = {k: torch.empty(tuple(meta[k].size), dtype=meta[k].properties.dtype) for k in wanted}
-        CheckpointManager.load(path, bufs)
+        from galvatron.training.checkpoint import DTYPES
+
+        bufs = {k: torch.empty(tuple(tensors[k]["shape"]), dtype=DTYPES[tensors[k]["dtype"]]) for k in wanted}
+        CheckpointManager.load(path, bufs, tensors)
         return bufs
 
     restore(pm, keys, shapes, read)
@@ -142,7 +140,8 @@ def load_state(pm, path: str, train_state: dict[str, Any]) -> None:
 
 def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
     """Collective: gathers the full weights on rank 0 and writes a Hugging Face directory
-    (config + safetensors) there. Needs the ``hf`` extra (transformers, safetensors)."""
+    (config + safetensors, :func:`galvatron.models.save_hf_checkpoint`) there. Needs the ``hf``
+    extra (transformers, safetensors)."""
     from galvatron import models
 
     parts = pm.local_parameters()  # collective (ZeRO-2/3 shards are gathered)
@@ -171,10 +170,9 @@ def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
     aliases = {alias for _, alias in model.tied_parameters()}
     missing = [k for k in target if k not in full and k not in aliases]
     model.load_state_dict({**target, **full})
-    try:
-        hf = models.to_hf(model)
+    try:  # the HF layout (sharded past 5 GiB) without building a transformers model
+        models.save_hf_checkpoint(model, out_dir)
     except ModuleNotFoundError:
         raise ValueError("checkpoint.export_hf needs the hf extra: pip install 'galvatron[hf]'") from None
-    hf.save_pretrained(out_dir, safe_serialization=True)
     if missing:
         print(f"note: {len(missing)} tensors kept their initial values in the export: {missing[:5]}", flush=True)

@@ -18,9 +18,11 @@ def add_visualize_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentPa
                     "that re-runs the search as the memory budget, batch size, sequence length or device count "
                     "change.")
     p.add_argument("plan", nargs="?", help="plan JSON (ours or Galvatron-2's, detected)")
-    p.add_argument("--model", help="model name (galvatron.models.list()) for the analytic model profile")
+    p.add_argument("--model", help="model name (galvatron models) for the analytic model profile; default: "
+                                    "the model the plan records")
     p.add_argument("--model-profile", help="a measured model profile JSON (instead of --model)")
-    p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="sequence length (default: the plan's recorded one, else the model's)")
     p.add_argument("--precision", default=None, choices=("bf16", "fp16", "fp32"),
                    help="default: the plan's precision (bf16 with --serve)")
     p.add_argument("--hardware", help="a measured hardware profile JSON")
@@ -57,17 +59,37 @@ def _hardware(args: argparse.Namespace, world_size: int | None) -> Any:
     return hardware_preset(args.hardware_preset, num_nodes=nodes, gpus_per_node=gpn)
 
 
-def _model(args: argparse.Namespace, hw: Any, precision: str) -> Any:
+def _model(args: argparse.Namespace, hw: Any, precision: str, plan: Plan | None = None) -> Any:
+    """The model profile: --model-profile, else --model, else the model the plan records (a
+    run's plan.json names its model, overrides and sequence length)."""
     from galvatron.profiles import ModelProfile, model_profile
 
     if args.model_profile:
         return ModelProfile.load(args.model_profile)
-    if not args.model:
-        raise ValueError("--model (or --model-profile) is required")
-    return model_profile(args.model, seq_len=args.seq_len, hardware=hw, precision=precision)
+    record = (plan.model if plan is not None else None) or {}
+    name = args.model or record.get("name")
+    if not name:
+        raise ValueError("--model (or --model-profile) is required: this plan does not record its model")
+    overrides = (record.get("overrides") or {}) if name == record.get("name") else {}
+    seq = args.seq_len or (record.get("seq_len") if name == record.get("name") else None)
+    mp = model_profile(name, seq_len=seq, hardware=hw, precision=precision, **overrides)
+    if args.seq_len is None:
+        print(f"sequence length {mp.seq_len} " + ("(recorded in the plan)" if seq else
+              "(the model's default; pass --seq-len for the one the plan was searched with)"))
+    return mp
+
+
+def _memory_gb(args: argparse.Namespace) -> float | None:
+    """--memory-gb checked before any work or file: -3, 0, inf and nan are refused."""
+    from galvatron._validate import MAX_BYTES, check_float
+
+    if args.memory_gb is None:
+        return None
+    return check_float(args.memory_gb, "--memory-gb", 0.0, MAX_BYTES / 2**30, lo_open=True)
 
 
 def run(args: argparse.Namespace) -> int:
+    _memory_gb(args)
     if args.serve:
         return _serve(args)
     if not args.plan:
@@ -78,19 +100,19 @@ def run(args: argparse.Namespace) -> int:
         from galvatron.visualize.png import require_matplotlib
 
         require_matplotlib()
-    from galvatron.cli import load_any_plan
+    from galvatron.plan_io import load_plan
     from galvatron.visualize import load_metrics, report_data, write_report
 
-    plan = load_any_plan(args.plan, world_size=args.world_size)
+    plan = load_plan(args.plan, world_size=args.world_size)
     hw = _hardware(args, plan.world_size)
-    mp = _model(args, hw, args.precision or plan.precision.value)
+    mp = _model(args, hw, args.precision or plan.precision.value, plan)
     baseline: Plan | str | None = "search"
     if args.no_baseline:
         baseline = None
     elif args.baseline:
-        baseline = load_any_plan(args.baseline, world_size=plan.world_size)
+        baseline = load_plan(args.baseline, world_size=plan.world_size)
     metrics = load_metrics(args.metrics) if args.metrics else None
-    budget = int(args.memory_gb * 2**30) if args.memory_gb else None
+    budget = None if args.memory_gb is None else int(_memory_gb(args) * 2**30)
     data = report_data(plan, mp, hw, memory_budget_bytes=budget, baseline=baseline, metrics=metrics,
                        warmup_steps=args.warmup_steps, plan_label=os.path.basename(args.plan),
                        baseline_label="baseline" if args.baseline else "best uniform plan", title=args.title)

@@ -128,11 +128,13 @@ def load_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{os.fspath(path)}:{n}: not JSON: {e.msg}") from None
+        except (RecursionError, ValueError) as e:  # nested too deeply; a 5000-digit integer
+            raise ValueError(f"{os.fspath(path)}:{n}: not usable JSON: {type(e).__name__}") from None
         if not isinstance(row, dict) or "step" not in row or "loss" not in row:
             raise ValueError(f"{os.fspath(path)}:{n}: each line needs an object with 'step' and 'loss'")
         for key in ("step", "rank"):
             if key in row and (isinstance(row[key], bool) or not isinstance(row[key], int) or row[key] < 0):
-                raise ValueError(f"{os.fspath(path)}:{n}: {key} must be an integer >= 0, got {row[key]!r}")
+                raise ValueError(f"{os.fspath(path)}:{n}: {key} must be an integer >= 0, got {str(row[key])[:40]!r}")
         rows.append(row)
     if not rows:
         raise ValueError(f"{os.fspath(path)}: no metrics")

@@ -1,7 +1,11 @@
 """``galvatron visualize --serve``: a local page that re-runs the search as settings change.
 
-A stdlib ``http.server`` bound to 127.0.0.1, one request at a time (searches never overlap),
-HTTP/1.0 (one request per connection) with a socket timeout, request bodies capped at 16 KiB.
+A stdlib threaded ``http.server`` bound to 127.0.0.1, HTTP/1.0 (one request per connection),
+each connection in its own thread with a socket timeout (a stalled client holds only its own
+thread; at most ``MAX_CONNECTIONS`` at once, more are closed at once), request bodies capped at
+16 KiB. Every search runs in a separate worker process (:mod:`galvatron.visualize.worker`) with
+a memory limit and a timeout, at most ``max_concurrent_searches`` at a time, and with a smaller
+search space bound than the command line (``SERVE_SPACE``); the server never grows with a request.
 
 - ``GET /`` -- the page: a form (model, memory budget, global batch size, sequence length,
   nodes, devices per node) and the report sections of the last search.
@@ -16,25 +20,30 @@ Ctrl-C or SIGTERM stops the server and closes its socket.
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import threading
 import traceback
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import galvatron
 from galvatron import models as _models
+from galvatron._validate import short
 from galvatron.profiles import HardwareProfile, hardware_preset, model_profile
 from galvatron.visualize.data import report_data
 from galvatron.visualize.report import json_for_script, page, render_sections
 from galvatron.visualize.svg import esc
+from galvatron.visualize.worker import WorkerError, search_in_worker
 
 MAX_BODY_BYTES = 16 * 1024
 LIMITS = {"memory_gb": (0.01, 1e5), "global_batch_size": (1, 1 << 20), "seq_len": (1, 1 << 21),
           "nodes": (1, 1024), "gpus_per_node": (1, 64)}
 MAX_WORLD = 4096
+MAX_CONNECTIONS = 32
+SERVE_SPACE = {"max_tasks": 2000, "max_frontier_entries": 5_000_000}  # ~200 MiB of frontiers
 CSP_SERVE = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
 
 
@@ -52,18 +61,41 @@ class ServeConfig:
     seq_len: int | None = None
     precision: str = "bf16"
     space: dict[str, Any] = field(default_factory=dict)
+    search_timeout_s: float = 60.0  # per request, in the worker process
+    worker_memory_bytes: int = 4 * 2**30  # RLIMIT_DATA of the worker; 0: no limit
+    max_concurrent_searches: int = 2
 
 
 def _field(params: dict[str, Any], name: str, kind: type, default: Any) -> Any:
+    """A form field: an int field takes an integer or a string of digits (7.9, "7.9", true are
+    refused, never truncated); a number field takes a finite number or its decimal string."""
     v = params.get(name, default)
     if v is None or v == "":
         return default
-    try:
-        v = kind(v)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected {'an integer' if kind is int else 'a number'}, got {v!r}") from None
+    what = "an integer" if kind is int else "a number"
+    bad = ValueError(f"{name}: expected {what}, got {short(v)}")
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise bad
+    if isinstance(v, str):
+        text = v.strip()
+        if kind is int:
+            if not (text.isdigit() and len(text) <= 12):
+                raise bad
+            v = int(text)
+        else:
+            try:
+                v = float(text) if len(text) <= 40 else None
+            except ValueError:
+                v = None
+            if v is None:
+                raise bad
+    if kind is int and isinstance(v, float):
+        if not (math.isfinite(v) and v.is_integer()):
+            raise bad
+        v = int(v)
+    v = kind(v)
     lo, hi = LIMITS[name]
-    if not lo <= v <= hi:
+    if not lo <= v <= hi:  # NaN fails too
         raise ValueError(f"{name}: {v} is out of range; accepted: {lo:g} to {hi:g}")
     return v
 
@@ -90,7 +122,7 @@ def run_search(params: Any, cfg: ServeConfig) -> dict[str, Any]:
     batch = _field(params, "global_batch_size", int, cfg.global_batch_size)
     seq_len = _field(params, "seq_len", int, cfg.seq_len)
     mp = model_profile(model, seq_len=seq_len, hardware=hw, precision=cfg.precision)
-    res = galvatron.search(mp, hw, memory_gb=memory_gb, global_batch_size=batch, **cfg.space)
+    res = galvatron.search(mp, hw, memory_gb=memory_gb, global_batch_size=batch, **{**SERVE_SPACE, **cfg.space})
     baseline = res.best_uniform.plan if res.best_uniform is not None else None
     data = report_data(res.plan, mp, hw, memory_budget_bytes=int(memory_gb * 2**30), baseline=baseline,
                        plan_label="searched plan", baseline_label="best uniform plan")
@@ -142,9 +174,12 @@ class _Handler(BaseHTTPRequestHandler):
                 params = json.loads(self.rfile.read(length))
             except json.JSONDecodeError as e:
                 raise ValueError(f"the request body is not JSON ({e.msg})") from None
-            data = run_search(params, self.cfg)
+            data = self._search(params)
         except (ValueError, UnicodeDecodeError) as e:  # json.JSONDecodeError is a ValueError
             self._json(400, {"ok": False, "error": str(e)})
+            return
+        except WorkerError as e:
+            self._json(e.status, {"ok": False, "error": str(e)})
             return
         except Exception as e:  # the page gets one line; the console gets the traceback
             traceback.print_exc(file=sys.stderr)
@@ -153,10 +188,48 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "html": render_sections(data), "data": data})
 
 
-def make_server(cfg: ServeConfig, port: int = 8765) -> HTTPServer:
+    def _search(self, params: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        slots = self.server.search_slots  # type: ignore[attr-defined]
+        if not slots.acquire(timeout=cfg.search_timeout_s):
+            raise WorkerError(503, "the server is busy with other searches; try again")
+        try:
+            return search_in_worker(run_search, params, cfg, cfg.search_timeout_s, cfg.worker_memory_bytes)
+        finally:
+            slots.release()
+
+
+class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most ``MAX_CONNECTIONS`` at once (more are closed)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, cfg: ServeConfig) -> None:
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.search_slots = threading.BoundedSemaphore(max(1, cfg.max_concurrent_searches))
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.connections.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.connections.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.connections.release()
+
+
+def make_server(cfg: ServeConfig, port: int = 8765) -> ThreadingHTTPServer:
     """An HTTP server on 127.0.0.1:``port`` (0: any free port) serving ``cfg``."""
     handler = type("Handler", (_Handler,), {"cfg": cfg})
-    return HTTPServer(("127.0.0.1", port), handler)
+    return _Server(("127.0.0.1", port), handler, cfg)
 
 
 def serve(cfg: ServeConfig, port: int = 8765) -> int:

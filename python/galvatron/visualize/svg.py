@@ -72,6 +72,17 @@ def short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def text_width(text: str, font_px: float) -> float:
+    """A generous estimate of a text's width in a sans-serif font (0.62 em per character; digits
+    and most letters are narrower), for laying out labels without a browser."""
+    return len(text) * 0.62 * font_px
+
+
+def fit_chars(room_px: float, font_px: float) -> int:
+    """How many characters fit in ``room_px`` by :func:`text_width`."""
+    return max(4, int(room_px / (0.62 * font_px)))
+
+
 def fmt_gib(b: float) -> str:
     return f"{b / GiB:.2f} GiB"
 
@@ -88,6 +99,9 @@ def memory_chart(view: dict[str, Any], budget: int, plan_id: str) -> str:
     stages = view["prediction"]["stage_memory"]
     n = len(stages)
     slot = max(18, min(84, 400 // max(n, 1)))
+    if n <= 16:  # room for every bar's total (11 px bold) without touching its neighbours
+        widest = max(text_width(f"{m['total_bytes'] / GiB:.1f}", 11) for m in stages)
+        slot = max(slot, math.ceil(widest) + 4)  # labels are centred one slot apart
     left, top, h = 58, 24, 260
     plot_right = left + slot * n + 8
     width = plot_right + 92
@@ -274,7 +288,8 @@ def time_chart(views: list[dict[str, Any]]) -> str:
         y = 20 + i * (bh + 16)
         bd = v["prediction"]["breakdown_ms"]
         out.append(f'<g class="time-bar" data-plan="{esc(v["id"])}" data-value="{num(v["prediction"]["step_time_s"])}">'
-                   f'<text class="rowname" x="{left - 8}" y="{y + bh / 2 + 4}" text-anchor="end">{esc(short(v["label"], 22))}'
+                   f'<text class="rowname" x="{left - 8}" y="{y + bh / 2 + 4}" text-anchor="end">'
+                   f'{esc(short(v["label"], fit_chars(left - 8 - 4, 12)))}'
                    f'<title>{esc(v["label"])}</title></text>')
         x = left
         for c in TIME_COMPONENTS:
