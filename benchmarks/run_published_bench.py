@@ -75,8 +75,12 @@ def torchtitan_row(r: dict) -> dict:
     return {"metric": "tokens_per_s_per_gpu", "published": r["tokens_per_s_per_gpu"],
             "predicted": batch * seq / pred.step_time_s / n, "plan": f"zero3 dp{n} local batch 2",
             "unmodelled": unmodelled, "prediction": pred,
-            "approximations": ["ZeRO-3 gathers as this plan format charges them (4-byte unless the plan "
-                               "has bf16 gathers)"],
+            "approximations": ["ZeRO-3 gathers bf16 copies and reduce-scatters fp32 (FSDP2 "
+                               "MixedPrecisionPolicy, as the bf16 plan charges them)",
+                               "torchtitan's per-op selective checkpointing (it recomputes every other "
+                               "matmul) as the plan's selective mode (keeps every matmul output)"]
+            if plan.layers[0].checkpoint == "selective" else
+            ["ZeRO-3 gathers as this plan format charges them"],
             "published_memory_gib": r.get("peak_memory_gib")}
 
 

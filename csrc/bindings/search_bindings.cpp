@@ -22,6 +22,8 @@ void bind_enums(py::module_& m) {
   py::enum_<Schedule>(m, "Schedule")
       .value("GPIPE", Schedule::kGpipe).value("ONE_F_ONE_B", Schedule::k1F1B)
       .value("INTERLEAVED_1F1B", Schedule::kInterleaved1F1B);
+  py::enum_<Checkpoint>(m, "Checkpoint")
+      .value("NONE", Checkpoint::kNone).value("SELECTIVE", Checkpoint::kSelective).value("FULL", Checkpoint::kFull);
   py::enum_<Op>(m, "Op")
       .value("ALL_REDUCE", Op::kAllReduce).value("ALL_GATHER", Op::kAllGather)
       .value("REDUCE_SCATTER", Op::kReduceScatter).value("ALL_TO_ALL", Op::kAllToAll).value("P2P", Op::kP2P);
@@ -71,7 +73,20 @@ void bind_inputs(py::module_& m) {
           [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
             for (int k = 0; k < 3; ++k) p.act_bytes_per_sample[k] = v[k];
           },
-          "per sp kind (none, megatron, ulysses): bytes per sample, one entry per shard degree (-1: none)");
+          "per sp kind (none, megatron, ulysses): bytes per sample, one entry per shard degree (-1: none)")
+      .def_property(
+          "selective_act_bytes_per_sample",
+          [](const LayerTypeProfile& p) {
+            return std::array<std::vector<int64_t>, 3>{p.selective_act_bytes_per_sample[0],
+                                                       p.selective_act_bytes_per_sample[1],
+                                                       p.selective_act_bytes_per_sample[2]};
+          },
+          [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
+            for (int k = 0; k < 3; ++k) p.selective_act_bytes_per_sample[k] = v[k];
+          },
+          "selective checkpointing: per sp kind, bytes kept per sample, one entry per shard degree (-1: none; empty: not available)")
+      .def_readwrite("selective_recompute_ms_per_sample", &LayerTypeProfile::selective_recompute_ms_per_sample,
+                     "selective checkpointing: recomputed ms per sample, one entry per shard degree (-1: none)");
   py::class_<EmbeddingProfile>(m, "EmbeddingProfile")
       .def(py::init<>())
       .def_readwrite("embed_param_count", &EmbeddingProfile::embed_param_count)
@@ -113,6 +128,7 @@ void bind_inputs(py::module_& m) {
       .def_readwrite("allow_ulysses", &SearchOptions::allow_ulysses)
       .def_readwrite("allow_megatron_sp", &SearchOptions::allow_megatron_sp)
       .def_readwrite("allow_checkpoint", &SearchOptions::allow_checkpoint)
+      .def_readwrite("allow_selective_checkpoint", &SearchOptions::allow_selective_checkpoint)
       .def_readwrite("allow_strided", &SearchOptions::allow_strided)
       .def_readwrite("megatron_sp_only", &SearchOptions::megatron_sp_only)
       .def_readwrite("search_pp_split", &SearchOptions::search_pp_split)

@@ -52,6 +52,14 @@ int32_t degree_index(const std::vector<int32_t>& degrees, int64_t degree) {
   return it != degrees.end() && *it == degree ? static_cast<int32_t>(it - degrees.begin()) : -1;
 }
 
+bool LayerTypeProfile::has_selective(SpKind kind, int64_t degree) const {
+  const int32_t i = degree_index(degrees, degree);
+  const auto& act = selective_act_bytes_per_sample[static_cast<int>(kind)];
+  const auto& ms = selective_recompute_ms_per_sample;
+  return i >= 0 && static_cast<size_t>(i) < act.size() && act[i] >= 0 && static_cast<size_t>(i) < ms.size() &&
+         ms[i] >= 0;
+}
+
 CommModel::CommModel(const HardwareTables& hw) : hw_(hw) {
   max_size_ = std::max<int32_t>(2, hw_.num_nodes * hw_.gpus_per_node);
   index_.assign(static_cast<size_t>(kNumOps) * (max_size_ + 1) * kNumPlacements, -1);

@@ -85,6 +85,16 @@ void validate_model(const ModelTables& model) {
         require_table(lt.act_bytes_per_sample[k], n, f + ".act_bytes_per_sample[" + std::to_string(k) + "]", false);
       }
     }
+    // selective checkpointing: optional tables (empty: not available), negative entries missing
+    for (int k = 0; k < 3; ++k) {
+      if (!lt.selective_act_bytes_per_sample[k].empty()) {
+        require_table(lt.selective_act_bytes_per_sample[k], n,
+                      f + ".selective_act_bytes_per_sample[" + std::to_string(k) + "]", false);
+      }
+    }
+    if (!lt.selective_recompute_ms_per_sample.empty()) {
+      require_table(lt.selective_recompute_ms_per_sample, n, f + ".selective_recompute_ms_per_sample", false);
+    }
   }
   const auto& e = model.embedding;
   if (e.embed_param_count < 0 || e.head_param_count < 0 || e.tied_param_count < 0) {
@@ -175,6 +185,11 @@ static void validate_strategy(const ModelTables& model, const Strategy& s, int32
     fail(f + ": the profile of layer type " + lt->name + " has no entries for shard degree " +
          std::to_string(heads_split) + " (sp_kind " + std::to_string(static_cast<int>(s.sp_kind)) + ")");
   }
+  if (s.checkpoint == Checkpoint::kSelective && !lt->has_selective(s.sp_kind, degree)) {
+    fail(f + ": checkpoint 'selective' needs selective_act_bytes_per_sample and "
+         "selective_recompute_ms_per_sample for shard degree " + std::to_string(heads_split) +
+         " in the profile of layer type " + lt->name + " (accepted here: 'none', 'full')");
+  }
 }
 
 void validate_plan(const ModelTables& model, const PlanSpec& plan) {
@@ -207,7 +222,7 @@ void validate_plan(const ModelTables& model, const PlanSpec& plan) {
     validate_strategy(model, plan.layers[i], stage_size, mb, &model.layer_types[model.layer_type_of[i]], at_layer(static_cast<int>(i)));
   }
   validate_strategy(model, plan.embedding, stage_size, mb, nullptr, "embedding");
-  if (plan.embedding.checkpoint) fail("embedding.checkpoint is not supported");
+  if (plan.embedding.checkpoint != Checkpoint::kNone) fail("embedding.checkpoint is not supported; accepted: none");
   if (plan.pp > 1) {
     const Layout b = boundary_layout(stage_size, mb);
     for (const auto& lt : model.layer_types) {

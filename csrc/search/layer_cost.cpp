@@ -12,6 +12,9 @@ namespace {
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Bytes of a ZeRO-2/3 gathered parameter: the compute dtype under mixed precision.
+int64_t gather_bytes(const ModelTables& model) { return model.mixed_precision ? model.compute_bytes : 4; }
+
 // Entry of a per-degree table for shard degree `degree` (see problem.h); throws when the
 // profile has none.
 template <typename T>
@@ -25,24 +28,30 @@ T at(const std::vector<T>& table, const std::vector<int32_t>& degrees, int64_t d
 
 // Model-state bytes and data-parallel communication of `param_count` parameters (before tp
 // sharding) under strategy `s`; fills the param/grad/optimizer/dp fields of `c`.
-void add_model_states(const CommModel& comm, const Strategy& s,
-                      const LayerGroups& g, int64_t param_count, LayerCost& c) {
+// `gather_bytes_per_param`: bytes of a ZeRO-2/3 gathered parameter (the compute dtype under
+// mixed precision, where FSDP2 gathers low-precision copies; 4 in fp32).
+void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroups& g,
+                      int64_t param_count, int64_t gather_bytes_per_param, LayerCost& c) {
   const int64_t p_local = ceil_div(param_count, s.tp);         // this device's tp shard
   const int64_t p_shard = ceil_div(p_local, g.weight_group);   // its ZeRO shard
-  // The runtime's mixed precision is autocast only: parameters, gradients and every gathered
-  // or kept copy are fp32 (4 bytes); only activations are in the compute dtype.
-  constexpr int64_t kParamBytes = 4;
+  // fp32 master parameters, gradients and AdamW states everywhere. DDP / ZeRO-1 units keep
+  // fp32 parameters (autocast casts per op); ZeRO-2/3 (FSDP2) gather `gb`-byte copies, compute
+  // gradients in that dtype and reduce-scatter them in fp32.
+  constexpr int64_t kMasterBytes = 4;
+  const int64_t gb = gather_bytes_per_param;
   const bool sharded = s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3;
-  c.param_bytes += kParamBytes * (sharded ? p_shard : p_local);
-  if (s.dp_type == DpType::kZero2) c.param_bytes += kParamBytes * p_local;  // unsharded fwd..bwd copy
+  c.param_bytes += kMasterBytes * (sharded ? p_shard : p_local);
+  if (s.dp_type == DpType::kZero2) c.param_bytes += gb * p_local;  // unsharded fwd..bwd copy
   c.grad_bytes += 4 * (sharded ? p_shard : p_local);
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
-  if (s.dp_type == DpType::kZero3) c.spike_bytes += 3 * kParamBytes * p_local;  // 2 gathered + 1 grad
+  // ZeRO-3: the gathered copies of this unit and the prefetched next one, and the unsharded
+  // gradient in the gathered dtype plus its fp32 copy for the reduce-scatter (fp32: one grad)
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += (2 * gb + (gb == 4 ? 4 : gb + 4)) * p_local;
 
   const int32_t n = g.weight_group, rpn = g.weight_ranks_per_node;
   const Placement pl = g.weight_placement;
   const double grad_bytes = 4.0 * static_cast<double>(p_local);  // fp32 reduction
-  const double gather_bytes = static_cast<double>(kParamBytes * p_local);
+  const double gather_bytes = static_cast<double>(gb * p_local);
   switch (s.dp_type) {
     // Once per step: DDP's all-reduce starts in the last micro-batch's backward (overlapped);
     // ZeRO-1 reduce-scatters after it (not overlapped).
@@ -72,10 +81,13 @@ void add_model_states(const CommModel& comm, const Strategy& s,
 
 // Autocast (bf16/fp16) casts each fp32 weight a matmul uses once per step and keeps the cast
 // until the step's autocast region ends (its weight cache; backward reuses it): `compute_bytes`
-// per element of this device's tp shard, unsharded under ZeRO-2/3. Measured with
+// per element of this device's tp shard (DDP / ZeRO-1 units). Measured with
 // `galvatron check --fake` (docs/cost_model.md).
-int64_t autocast_weight_bytes(const ModelTables& model, int64_t param_count, int32_t tp) {
-  return model.mixed_precision ? int64_t{model.compute_bytes} * ceil_div(param_count, tp) : 0;
+int64_t autocast_weight_bytes(const ModelTables& model, int64_t param_count, const Strategy& s) {
+  // ZeRO-2/3 units run FSDP2's MixedPrecisionPolicy: their gathered parameters already are in
+  // the compute dtype, so autocast casts (and caches) nothing for them.
+  if (s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3) return 0;
+  return model.mixed_precision ? int64_t{model.compute_bytes} * ceil_div(param_count, s.tp) : 0;
 }
 
 }  // namespace
@@ -90,9 +102,14 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
   const double lbd = static_cast<double>(lb);
   c.fwd_ms = lt.fwd_ms_fixed + at(lt.fwd_ms_per_sample, lt.degrees, deg, "fwd_ms_per_sample") * lbd;
   c.bwd_ms = lt.bwd_ms_fixed + at(lt.bwd_ms_per_sample, lt.degrees, deg, "bwd_ms_per_sample") * lbd;
-  if (s.checkpoint) c.recompute_ms = c.fwd_ms;  // recomputation, part of bwd_ms
+  if (s.checkpoint == Checkpoint::kFull) c.recompute_ms = c.fwd_ms;  // recomputation, part of bwd_ms
+  if (s.checkpoint == Checkpoint::kSelective) {  // the non-matmul rest of the forward
+    c.recompute_ms = at(lt.selective_recompute_ms_per_sample, lt.degrees, deg, "selective_recompute_ms_per_sample") * lbd;
+  }
   c.bwd_ms += c.recompute_ms;
-  const int passes = 2 + (s.checkpoint ? 1 : 0);  // forward, backward, recomputed forward
+  // forward, backward, and the recomputed forward: both kinds of checkpointing replay the
+  // layer's forward collectives (tp / Ulysses), whose outputs are not kept
+  const int passes = 2 + (s.checkpoint != Checkpoint::kNone ? 1 : 0);
 
   const double act_full_bytes = static_cast<double>(lt.carry_bytes_per_sample) * lbd;
   if (s.tp > 1) {
@@ -102,20 +119,31 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
                                               g.tp_ranks_per_node)
                            : comm.time_ms(Op::kAllReduce, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
     c.tp_comm_ms = passes * lt.tp_collectives * one;
+    if (s.sp_kind == SpKind::kMegatron) {
+      // Megatron-SP keeps only the sequence shard of each column-parallel input and gathers it
+      // again in backward: one more all-gather per block (tp_collectives) and micro-batch
+      c.tp_comm_ms += lt.tp_collectives *
+                      comm.time_ms(Op::kAllGather, s.tp, g.tp_placement, act_full_bytes, g.tp_ranks_per_node);
+    }
   }
   if (s.sp_kind == SpKind::kUlysses) {
     const double local = static_cast<double>(lt.ulysses_bytes_per_sample) * lbd / s.sp;
     c.sp_comm_ms = passes * comm.time_ms(Op::kAllToAll, s.sp, g.sp_placement, local, g.sp_ranks_per_node);
   }
-  add_model_states(comm, s, g, lt.param_count, c);
-  c.param_bytes += autocast_weight_bytes(model, lt.param_count, s.tp);
+  add_model_states(comm, s, g, lt.param_count, gather_bytes(model), c);
+  c.param_bytes += autocast_weight_bytes(model, lt.param_count, s);
 
   const int kind = static_cast<int>(s.sp_kind);
   const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
-  if (s.checkpoint) {
+  if (s.checkpoint == Checkpoint::kFull) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
     c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
     c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
+  } else if (s.checkpoint == Checkpoint::kSelective) {
+    // the input plus the matmul / fused-attention outputs; the rest rematerialised once
+    c.act_bytes =
+        at(lt.selective_act_bytes_per_sample[kind], lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
+    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
   } else {
     c.act_bytes = act;
   }
@@ -142,8 +170,8 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   }
   const int64_t params = head ? e.head_param_count + (tied_copy ? e.tied_param_count : 0)
                               : e.embed_param_count + e.tied_param_count;
-  add_model_states(comm, s, g, params, c);
-  if (head) c.param_bytes += autocast_weight_bytes(model, e.head_param_count + e.tied_param_count, s.tp);
+  add_model_states(comm, s, g, params, gather_bytes(model), c);
+  if (head) c.param_bytes += autocast_weight_bytes(model, e.head_param_count + e.tied_param_count, s);
   c.act_bytes = at(head ? e.head_act_bytes_per_sample : e.embed_act_bytes_per_sample, e.degrees, deg,
                    "act_bytes_per_sample") * lb;
   if (head && !e.head_transient_bytes_per_sample.empty()) {

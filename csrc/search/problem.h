@@ -11,6 +11,9 @@ namespace galvatron {
 enum class DpType : int32_t { kDdp = 0, kZero1 = 1, kZero2 = 2, kZero3 = 3 };
 enum class SpKind : int32_t { kNone = 0, kMegatron = 1, kUlysses = 2 };
 enum class Schedule : int32_t { kGpipe = 0, k1F1B = 1, kInterleaved1F1B = 2 };
+// Activation checkpointing of a layer: selective keeps the matmul and fused-attention outputs
+// and recomputes the rest; full keeps only the layer input.
+enum class Checkpoint : int32_t { kNone = 0, kSelective = 1, kFull = 2 };
 enum class Op : int32_t { kAllReduce = 0, kAllGather = 1, kReduceScatter = 2, kAllToAll = 3, kP2P = 4 };
 // Where the ranks of a group sit: adjacent ranks of one node, strided ranks of one node, or
 // ranks on several nodes.
@@ -24,7 +27,7 @@ struct Strategy {
   int32_t sp = 1;  // Ulysses degree (1 unless sp_kind == kUlysses)
   SpKind sp_kind = SpKind::kNone;
   DpType dp_type = DpType::kDdp;
-  bool checkpoint = false;
+  Checkpoint checkpoint = Checkpoint::kNone;
   bool tp_consecutive = true;
   bool operator==(const Strategy& o) const {
     return tp == o.tp && sp == o.sp && sp_kind == o.sp_kind && dp_type == o.dp_type &&
@@ -81,6 +84,15 @@ struct LayerTypeProfile {
   double bwd_ms_fixed = 0.0;
   // Activation bytes kept for backward per sample, per kind (none/megatron/ulysses), per degree.
   std::vector<int64_t> act_bytes_per_sample[3];
+  // Selective checkpointing (empty: not available for this layer type): bytes kept per sample
+  // (the input plus the matmul / fused-attention outputs), per kind and degree, and the compute
+  // time of what it recomputes in backward, per sample and degree.
+  // Tables like the ones above (one entry per degree, negative: that degree missing).
+  std::vector<int64_t> selective_act_bytes_per_sample[3];
+  std::vector<double> selective_recompute_ms_per_sample;
+  // Whether the profile describes selective checkpointing of sp kind `kind` at shard degree
+  // `degree` (= tp*sp).
+  bool has_selective(SpKind kind, int64_t degree) const;
 };
 
 // Embedding (first stage) and head (last stage); they share one strategy.
@@ -165,7 +177,8 @@ struct SearchOptions {
   std::vector<int32_t> virtual_stages{2};  // used with kInterleaved1F1B
   int32_t max_tp = 8, max_sp = 8, max_pp = 64;
   std::vector<DpType> dp_types{DpType::kDdp, DpType::kZero1, DpType::kZero2, DpType::kZero3};
-  bool allow_ulysses = true, allow_megatron_sp = true, allow_checkpoint = true;
+  bool allow_ulysses = true, allow_megatron_sp = true, allow_checkpoint = true;  // full checkpointing
+  bool allow_selective_checkpoint = true;
   bool allow_strided = true;  // tp groups of non-adjacent ranks
   bool megatron_sp_only = false;  // every tp > 1 strategy with Megatron-SP (one global switch)
   bool search_pp_split = true;  // false: even split only

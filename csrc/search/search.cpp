@@ -93,13 +93,16 @@ std::vector<Strategy> enumerate_strategies(const SearchOptions& opt, int32_t sta
       const bool strided_differs = opt.allow_strided && tp * sp > 1 && dp > 1;
       for (int consec = 1; consec >= (strided_differs ? 0 : 1); --consec) {
         for (DpType d : dps) {
-          for (int ck = 0; ck <= ((opt.allow_checkpoint && !embedding) ? 1 : 0); ++ck) {
+          for (Checkpoint ck : {Checkpoint::kNone, Checkpoint::kSelective, Checkpoint::kFull}) {
+            if (ck != Checkpoint::kNone && embedding) continue;
+            if (ck == Checkpoint::kSelective && !opt.allow_selective_checkpoint) continue;
+            if (ck == Checkpoint::kFull && !opt.allow_checkpoint) continue;
             Strategy s;
             s.tp = tp;
             s.sp = sp;
             s.sp_kind = kind;
             s.dp_type = d;
-            s.checkpoint = ck == 1;
+            s.checkpoint = ck;
             s.tp_consecutive = consec == 1;
             out.push_back(s);
           }

@@ -23,6 +23,9 @@ bool Solver::valid_for(const Strategy& s, const LayerTypeProfile* lt) const {
   if (lt == nullptr) return degree_index(model_.embedding.degrees, deg) >= 0;
   if (lt->num_heads % (s.tp * s.sp) != 0 || lt->num_kv_heads % (s.tp * s.sp) != 0) return false;
   if (!lt->allow_sequence_parallel && s.sp_kind != SpKind::kNone) return false;
+  if (s.checkpoint == Checkpoint::kSelective && !lt->has_selective(s.sp_kind, deg)) {
+    return false;  // the profile does not describe selective checkpointing for this layer type
+  }
   const int32_t i = degree_index(lt->degrees, deg);
   const auto& act = lt->act_bytes_per_sample[static_cast<int>(s.sp_kind)];
   return i >= 0 && static_cast<size_t>(i) < act.size() && act[i] >= 0;

@@ -3,8 +3,8 @@
 Public API (everything else is internal):
 
 - :class:`Plan`, :class:`LayerStrategy`, :class:`DpType`, :class:`SpKind`, :class:`Schedule`,
-  :class:`Precision` -- the training plan and its JSON; :mod:`galvatron.plan_io` reads and
-  writes plan files of either format (ours, Galvatron-2's).
+  :class:`Precision`, :class:`Checkpoint` -- the training plan and its JSON;
+  :mod:`galvatron.plan_io` reads and writes plan files of either format (ours, Galvatron-2's).
 - :func:`search`, :func:`estimate`, :class:`SearchResult`, :class:`Prediction` -- the plan
   search and the cost model.
 - :class:`HardwareProfile`, :class:`ModelProfile`, :func:`hardware_preset`,
@@ -13,13 +13,14 @@ Public API (everything else is internal):
 """
 
 from galvatron import _C
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
+from galvatron.plan import Checkpoint, DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
 from galvatron.profiles import HardwareProfile, ModelProfile, hardware_preset, model_profile
 from galvatron.search import Prediction, SearchResult, estimate, search
 
 __version__ = _C.__version__
 
 __all__ = [
+    "Checkpoint",
     "DpType",
     "HardwareProfile",
     "LayerStrategy",

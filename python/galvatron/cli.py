@@ -111,6 +111,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     space = {"max_tp": args.max_tp, "max_pp": args.max_pp, "max_sp": args.max_sp,
              "dp_types": args.dp_types.split(","), "allow_ulysses": not args.no_ulysses,
              "allow_checkpoint": not args.no_checkpoint, "schedules": args.schedules.split(","),
+             "allow_selective_checkpoint": not (args.no_checkpoint or args.no_selective_checkpoint),
              "num_threads": args.threads}
     if args.pp_split is not None:
         space["pp_split"] = args.pp_split
@@ -225,7 +226,9 @@ def _add_search_command(sub: argparse._SubParsersAction) -> None:
                    help="layer split across pipeline stages (default: searched; even with "
                         "--galvatron2-compatible)")
     p.add_argument("--no-ulysses", action="store_true")
-    p.add_argument("--no-checkpoint", action="store_true")
+    p.add_argument("--no-checkpoint", action="store_true", help="no activation checkpointing at all")
+    p.add_argument("--no-selective-checkpoint", action="store_true",
+                   help="full checkpointing only (no selective)")
     p.add_argument("--threads", type=int, default=0, help="search threads (0: all cores)")
     p.add_argument("--galvatron2-compatible", action="store_true",
                    help="only plans Galvatron-2's runtime executes (one Megatron-SP switch, even split, "

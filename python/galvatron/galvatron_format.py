@@ -9,7 +9,7 @@ Field mapping (Galvatron-2 -> ours):
 ``tp_consecutive_flags``    per layer: ``tp_consecutive``
 ``dp_types_enc``            per layer: 1 = ``zero3``, 0 = ``default_dp_type``
 ``default_dp_type``         ``ddp`` | ``zero2``
-``checkpoint``              per layer: ``checkpoint``
+``checkpoint``              per layer: 1 = ``full``, 0 = ``none`` (no ``selective``)
 ``global_bsz`` / ``chunks`` ``global_batch_size`` / ``num_microbatches``
 ``pp_division``             ``stage_layers``
 ``pipeline_type``           ``gpipe`` | ``pipedream_flush`` (= ``1f1b``)
@@ -42,7 +42,7 @@ from typing import Any
 
 from galvatron._io import read_json
 from galvatron._validate import INT32_MAX, MAX_LAYERS, MAX_WORLD, check_int_like, check_list, short
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
+from galvatron.plan import Checkpoint, DpType, LayerStrategy, Plan, Precision, Schedule, SpKind
 
 _REQUIRED = ("pp_deg", "tp_sizes_enc", "tp_consecutive_flags", "dp_types_enc", "checkpoint",
              "global_bsz", "chunks", "pp_division", "pipeline_type", "default_dp_type")
@@ -225,6 +225,10 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
     if len(msp) > 1:
         raise ValueError("sp_kind: the Galvatron-2 format has one Megatron-SP switch for all tp "
                          "layers, but this plan uses it on some tp layers only")
+    for i, s in enumerate(plan.layers):
+        if s.checkpoint is Checkpoint.SELECTIVE:
+            raise ValueError(f"layers[{i}].checkpoint: 'selective' cannot be expressed in the "
+                             "Galvatron-2 format (accepted there: none = 0, full = 1)")
     e = plan.embedding
     if 1 < e.tp * e.sp < per_stage and not e.tp_consecutive:  # strided differs only with dp > 1
         raise ValueError("embedding.tp_consecutive: the Galvatron-2 format has no strided-rank flag for "
@@ -242,7 +246,7 @@ def plan_to_galvatron_dict(plan: Plan) -> dict[str, Any]:
         "tp_consecutive_flags": join(s.tp_consecutive for s in plan.layers),
         "dp_types_enc": join(s.dp_type is DpType.ZERO3 for s in plan.layers),
         "use_sp": join(e[1] for e in encoded),
-        "checkpoint": join(s.checkpoint for s in plan.layers),
+        "checkpoint": join(s.checkpoint is Checkpoint.FULL for s in plan.layers),
         "global_bsz": plan.global_batch_size,
         "chunks": plan.num_microbatches,
         "pp_division": join(plan.stage_layers),

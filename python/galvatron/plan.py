@@ -53,6 +53,38 @@ class Schedule(str, enum.Enum):
     INTERLEAVED_1F1B = "interleaved_1f1b"
 
 
+class Checkpoint(str, enum.Enum):
+    """Activation checkpointing of a layer.
+
+    ``selective`` keeps the outputs of the matmuls (linear layers) and of the fused attention
+    kernel and recomputes the rest (norms, activation functions, element-wise ops, the
+    explicit-softmax attention path, and the collectives between them) in backward; ``full``
+    keeps only the layer input. JSON ``false`` / ``true`` are read as ``none`` / ``full``.
+    The truth value is "some checkpointing" (``bool(Checkpoint.NONE)`` is False).
+    """
+
+    NONE = "none"
+    SELECTIVE = "selective"
+    FULL = "full"
+
+    def __bool__(self) -> bool:
+        return self is not Checkpoint.NONE
+
+
+def _checkpoint_value(value: Any, field_name: str) -> Checkpoint:
+    if isinstance(value, bool):
+        return Checkpoint.FULL if value else Checkpoint.NONE
+    if isinstance(value, Checkpoint):
+        return value
+    if isinstance(value, str):
+        try:
+            return Checkpoint(value)
+        except ValueError:
+            pass
+    raise ValueError(f"{field_name}: {short(value)} is not accepted; accepted: 'none', 'selective', "
+                     "'full' (or false / true for none / full)")
+
+
 class Precision(str, enum.Enum):
     """Training precision: parameters and reductions are fp32 master copies under bf16/fp16."""
 
@@ -92,18 +124,20 @@ class LayerStrategy:
     sp: int = 1
     sp_kind: SpKind = SpKind.NONE
     dp_type: DpType = DpType.DDP
-    checkpoint: bool = False
+    checkpoint: Checkpoint = Checkpoint.NONE
     tp_consecutive: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sp_kind", _enum_value(SpKind, self.sp_kind, "sp_kind"))
         object.__setattr__(self, "dp_type", _enum_value(DpType, self.dp_type, "dp_type"))
+        object.__setattr__(self, "checkpoint", _checkpoint_value(self.checkpoint, "checkpoint"))
 
     def validate(self, where: str = "layer") -> None:
         _positive_int(self.tp, f"{where}.tp")
         _positive_int(self.sp, f"{where}.sp")
-        if not isinstance(self.checkpoint, bool):
-            raise ValueError(f"{where}.checkpoint must be true or false, got {short(self.checkpoint)}")
+        if not isinstance(self.checkpoint, Checkpoint):
+            raise ValueError(f"{where}.checkpoint must be 'none', 'selective' or 'full', "
+                             f"got {short(self.checkpoint)}")
         if not isinstance(self.tp_consecutive, bool):
             raise ValueError(f"{where}.tp_consecutive must be true or false, got {short(self.tp_consecutive)}")
         if self.sp_kind is SpKind.ULYSSES and self.sp < 2:
@@ -117,7 +151,7 @@ class LayerStrategy:
             raise ValueError(f"{where}.sp_kind 'megatron' needs tp >= 2, got tp={self.tp}")
 
     def describe(self) -> str:
-        """Short human-readable form, e.g. ``tp2+msp dp4 zero3 ckpt``."""
+        """Short human-readable form, e.g. ``tp2+msp dp4 zero3 ckpt`` (``sel-ckpt``: selective)."""
         parts = []
         if self.tp > 1:
             parts.append(f"tp{self.tp}" + ("+msp" if self.sp_kind is SpKind.MEGATRON else ""))
@@ -126,8 +160,10 @@ class LayerStrategy:
         if self.sp_kind is SpKind.ULYSSES:
             parts.append(f"ulysses{self.sp}")
         parts.append(self.dp_type.value)
-        if self.checkpoint:
+        if self.checkpoint is Checkpoint.FULL:
             parts.append("ckpt")
+        elif self.checkpoint is Checkpoint.SELECTIVE:
+            parts.append("sel-ckpt")
         return " ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,7 +172,7 @@ class LayerStrategy:
             "sp": self.sp,
             "sp_kind": self.sp_kind.value,
             "dp_type": self.dp_type.value,
-            "checkpoint": self.checkpoint,
+            "checkpoint": self.checkpoint.value,
             "tp_consecutive": self.tp_consecutive,
         }
 
@@ -229,7 +265,7 @@ class Plan:
         sp: int = 1,
         sp_kind: SpKind | str | None = None,
         dp_type: DpType | str = DpType.DDP,
-        checkpoint: bool = False,
+        checkpoint: Checkpoint | str | bool = Checkpoint.NONE,
         schedule: Schedule | str = Schedule.ONE_F_ONE_B,
         num_microbatches: int = 1,
         global_batch_size: int | None = None,
@@ -240,7 +276,8 @@ class Plan:
         """A "global mode" plan: every layer gets the same strategy, layers split evenly.
 
         When ``num_layers`` is not divisible by the number of pipeline chunks, the first
-        chunks get one layer more. ``global_batch_size`` defaults to the smallest valid one.
+        chunks get one layer more. ``checkpoint``: ``"none"``, ``"selective"``, ``"full"``
+        (``False`` / ``True`` mean none / full). ``global_batch_size`` defaults to the smallest valid one.
         """
         _positive_int(world_size, "world_size")
         _positive_int(num_layers, "num_layers")
@@ -248,6 +285,7 @@ class Plan:
         _positive_int(virtual_stages, "virtual_stages")
         if sp_kind is None:
             sp_kind = SpKind.ULYSSES if sp > 1 else SpKind.NONE
+        checkpoint = _checkpoint_value(checkpoint, "checkpoint")
         layer = LayerStrategy(tp=tp, sp=sp, sp_kind=sp_kind, dp_type=dp_type, checkpoint=checkpoint)
         chunks = pp * virtual_stages
         if num_layers < chunks:
@@ -320,7 +358,7 @@ class Plan:
             self._validate_strategy(s, f"layers[{i}]")
         self._validate_strategy(self.embedding, "embedding")
         if self.embedding.checkpoint:
-            raise ValueError("embedding.checkpoint is not supported; accepted: false")
+            raise ValueError("embedding.checkpoint is not supported; accepted: 'none' (false)")
         if self.predicted is not None and not isinstance(self.predicted, dict):
             raise ValueError("predicted must be a JSON object or null")
         _validate_model_record(self.model)
@@ -487,7 +525,7 @@ class Plan:
                 tp += " strided"
             sp = f"{s.sp} ulysses" if s.sp_kind is SpKind.ULYSSES else "-"
             return (stage, layers, tp, sp, str(self.dp_degree(s)), s.dp_type.value,
-                    "yes" if s.checkpoint else "no")
+                    {Checkpoint.NONE: "no", Checkpoint.FULL: "full"}.get(s.checkpoint, "selective"))
 
         rows.append(row("-", "embed/head", self.embedding))
         for stage, first, last, s in self.layer_runs():

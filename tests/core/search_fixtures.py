@@ -33,6 +33,12 @@ def random_model(rng: random.Random, num_layers: int, num_types: int, max_degree
         fwd = rng.uniform(1.0, 10.0)
         act1 = rng.randrange(20, 200) * MiB
         carry = rng.randrange(1, 8) * MiB
+        kept = rng.uniform(0.2, 0.6)  # selective: share of the activations kept
+        acts = {k: {d: int(act1 / d * rng.uniform(1.0, 1.5)) for d in degrees}
+                for k in ("none", "megatron", "ulysses")}
+        selective = {}
+        if rng.random() < 0.8:  # some layer types have no selective tables
+            selective = {k: {d: int(v * kept) for d, v in tab.items()} for k, tab in acts.items()}
         types.append(LayerTypeProfile(
             name=f"type{t}", param_count=rng.randrange(1, 200) * 2**20, carry_bytes_per_sample=carry,
             seq_len=seq_len, num_heads=24, num_kv_heads=rng.choice([24, 8, 6, 4]),
@@ -40,8 +46,9 @@ def random_model(rng: random.Random, num_layers: int, num_types: int, max_degree
             fwd_ms_per_sample={d: fwd / d * rng.uniform(1.0, 1.3) for d in degrees},
             bwd_ms_per_sample={d: 2 * fwd / d * rng.uniform(1.0, 1.3) for d in degrees},
             fwd_ms_fixed=rng.uniform(0, 0.5), bwd_ms_fixed=rng.uniform(0, 0.5),
-            act_bytes_per_sample={k: {d: int(act1 / d * rng.uniform(1.0, 1.5)) for d in degrees}
-                                  for k in ("none", "megatron", "ulysses")},
+            act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
+            selective_recompute_ms_per_sample=(
+                {d: fwd / d * rng.uniform(0.05, 0.4) for d in degrees} if selective else {}),
         ))
     emb = EmbeddingProfile(
         embed_param_count=rng.randrange(1, 100) * 2**20, head_param_count=rng.randrange(0, 100) * 2**20,
@@ -72,6 +79,12 @@ def valid(model_tables, s, stage_size: int, mb: int, layer_type: int | None) -> 
     if layer_type is None:
         return model_tables.embedding.seq_len % shards == 0
     lt = model_tables.layer_types[layer_type]
+    if s.checkpoint == _C.Checkpoint.SELECTIVE:  # only where the profile describes it
+        need = (s.tp * s.sp).bit_length()
+        kind = int(s.sp_kind.value)
+        if (len(lt.selective_act_bytes_per_sample[kind]) < need
+                or len(lt.selective_recompute_ms_per_sample) < need):
+            return False
     return lt.seq_len % shards == 0 and lt.num_heads % (s.tp * s.sp) == 0 and lt.num_kv_heads % (s.tp * s.sp) == 0
 
 

@@ -58,26 +58,39 @@ def ar(n: int, nbytes: float) -> float:  # all-reduce time of the test hardware
 @pytest.mark.parametrize(
     "dp_type, params, grads, optim",
     [
-        # tp=2 on 4 devices: dp=2, local shard P/2; fp32 parameters, plus autocast's cached
-        # bf16 copy of the (unsharded) tp shard, 2 * P/2 (measured: docs/cost_model.md).
+        # tp=2 on 4 devices: dp=2, local shard P/2, ZeRO shard P/4; fp32 master parameters.
+        # DDP / ZeRO-1 add autocast's cached bf16 copy of the tp shard, 2 * P/2 (measured:
+        # docs/cost_model.md); ZeRO-2 keeps FSDP2's bf16 gathered copy instead (ZeRO-3 frees it).
         ("ddp", 4 * P // 2 + 2 * P // 2, 4 * P // 2, 8 * P // 2),
         ("zero1", 4 * P // 2 + 2 * P // 2, 4 * P // 2, 8 * P // 4),
-        ("zero2", 4 * P // 4 + 4 * P // 2 + 2 * P // 2, 4 * P // 4, 8 * P // 4),
-        ("zero3", 4 * P // 4 + 2 * P // 2, 4 * P // 4, 8 * P // 4),
+        ("zero2", 4 * P // 4 + 2 * P // 2, 4 * P // 4, 8 * P // 4),
+        ("zero3", 4 * P // 4, 4 * P // 4, 8 * P // 4),
     ],
 )
 def test_model_state_bytes_per_dp_type_match_hand_calculation(dp_type, params, grads, optim):
     c = cost(LayerStrategy(tp=2, dp_type=dp_type))
     assert (c.param_bytes, c.grad_bytes, c.optimizer_bytes) == (params, grads, optim)
-    assert c.spike_bytes == (3 * 4 * P // 2 if dp_type == "zero3" else 0)
+    # ZeRO-3: 2 bf16 gathered copies + the bf16 unsharded gradient and its fp32 copy
+    assert c.spike_bytes == ((2 * 2 + 2 + 4) * P // 2 if dp_type == "zero3" else 0)
 
 
-def test_bf16_adds_only_autocasts_weight_copies_to_model_states():
-    for dp_type in ("ddp", "zero2", "zero3"):
+def test_bf16_parameter_memory_is_autocasts_copies_or_fsdps_compute_dtype_gathers():
+    """DDP / ZeRO-1 keep fp32 parameters and autocast caches a bf16 copy of each weight for the
+    step (+2 bytes per local parameter). ZeRO-2/3 run FSDP2 MixedPrecisionPolicy(param_dtype=bf16,
+    reduce_dtype=fp32): the gathered copies (ZeRO-2's kept copy, ZeRO-3's transient ones) are 2
+    bytes under bf16, 4 under fp32, and autocast has nothing to cast. Gradients and optimizer
+    states are the same in both."""
+    for dp_type in ("ddp", "zero1", "zero2", "zero3"):
         a = cost(LayerStrategy(tp=2, dp_type=dp_type), precision="fp32")
         b = cost(LayerStrategy(tp=2, dp_type=dp_type), precision="bf16")
-        assert b.param_bytes - a.param_bytes == 2 * P // 2
         assert (a.grad_bytes, a.optimizer_bytes) == (b.grad_bytes, b.optimizer_bytes)
+        if dp_type in ("ddp", "zero1"):
+            assert b.param_bytes - a.param_bytes == 2 * P // 2
+        else:
+            kept = 2 * P // 2 if dp_type == "zero2" else 0
+            assert a.param_bytes - b.param_bytes == kept
+        # ZeRO-3: 3 x 4 bytes in fp32 against 2 x 2 + (2 + 4) under bf16
+        assert a.spike_bytes - b.spike_bytes == ((12 - 10) * P // 2 if dp_type == "zero3" else 0)
 
 
 def test_activation_bytes_and_checkpointing():
@@ -115,12 +128,17 @@ def test_gradient_sync_per_dp_type():
     rs = 0.04 + 4.0 * P / 40e6  # reduce-scatter of fp32 grads over 4 ranks
     ag = 0.04 + 4.0 * P / 40e6  # all-gather of fp32 params
     # after the backward, not overlapped; the parameter all-gather is gradient sync too (it was
-    # charged to optimizer_ms before 2026-12-03: same step time, other label)
+    # charged to optimizer_ms before 2026-12-03: same step time, other label). ZeRO-1 keeps and
+    # gathers fp32 parameters under every precision.
     assert z1.grad_sync_ms == pytest.approx(rs + ag)
     assert z1.optimizer_ms == pytest.approx(1e-6 * P / 4)
-    z = cost(LayerStrategy(tp=1, dp_type="zero3"))
-    assert z.grad_sync_ms == 0
-    assert z.dp_comm_ms == pytest.approx(overlap(fwd, ag) - fwd + overlap(bwd, ag + rs) - bwd)
+    for precision, gather in (("fp32", ag), ("bf16", 0.04 + 2.0 * P / 40e6)):  # bf16 gathers
+        z = cost(LayerStrategy(tp=1, dp_type="zero3"), precision=precision)
+        assert z.grad_sync_ms == 0
+        # the reduce-scatter stays fp32 (reduce_dtype)
+        assert z.dp_comm_ms == pytest.approx(overlap(fwd, gather) - fwd + overlap(bwd, gather + rs) - bwd)
+        z2 = cost(LayerStrategy(tp=1, dp_type="zero2"), precision=precision)
+        assert z2.dp_comm_ms == pytest.approx(overlap(fwd, gather) - fwd + overlap(bwd, rs) - bwd)
 
 
 def test_estimate_sums_the_layers_and_embedding_of_a_ddp_plan():
@@ -194,3 +212,16 @@ def model_with_heads(heads: int) -> ModelProfile:
     mp.layer_types[0].num_heads = heads
     mp.layer_types[0].num_kv_heads = heads
     return mp
+
+
+def test_megatron_sp_charges_the_backward_regather_of_the_kept_shards():
+    """Megatron-SP: per pass 2 x (all-gather + reduce-scatter) of the layer input, plus one
+    all-gather per block in backward (the column-parallel inputs are kept as sequence shards
+    and gathered again); checkpointing replays the forward's collectives once more."""
+    a = 2.0 * CARRY  # tp=2 on 4 devices: dp=2, 2 samples per device
+    one = 0.02 + a / 20e6  # all-gather or reduce-scatter over 2 ranks (same test curve)
+    for ckpt, passes in (("none", 2), ("full", 3)):
+        c = cost(LayerStrategy(tp=2, sp_kind="megatron", checkpoint=ckpt))
+        assert c.tp_comm_ms == pytest.approx(passes * 2 * 2 * one + 2 * one)
+    plain = cost(LayerStrategy(tp=2))
+    assert plain.tp_comm_ms == pytest.approx(2 * 2 * ar(2, a))

@@ -32,6 +32,7 @@ def random_options(rng: random.Random, world: int):
     o.allow_ulysses = rng.random() < 0.4
     o.allow_megatron_sp = rng.random() < 0.5
     o.allow_checkpoint = rng.random() < 0.6
+    o.allow_selective_checkpoint = rng.random() < 0.6
     o.allow_strided = rng.random() < 0.3
     o.search_pp_split = rng.random() < 0.8
     o.megatron_sp_only = rng.random() < 0.15  # drawn last: the earlier draws of each seed stay

@@ -32,6 +32,7 @@ def world2():
             (f"tp_megatron_sp/{m}", m, uniform(2, 2, 4, tp=2, sp_kind="megatron")),
             (f"ulysses/{m}", m, uniform(2, 2, 4, sp=2)),
             (f"checkpoint/{m}", m, uniform(2, 2, 4, checkpoint=True)),
+            (f"selective_checkpoint/{m}", m, uniform(2, 2, 4, checkpoint="selective")),
             (f"pp_gpipe/{m}", m, uniform(2, 2, 4, pp=2, schedule="gpipe", num_microbatches=2)),
             (f"pp_1f1b/{m}", m, uniform(2, 2, 4, pp=2, schedule="1f1b", num_microbatches=4)),
             (f"microbatches/{m}", m, uniform(2, 2, 4, num_microbatches=2, dp_type="zero3")),
@@ -90,6 +91,18 @@ def world4():
             S(tp=2, sp_kind="megatron", tp_consecutive=False, dp_type="zero2"),
             S(sp=2, sp_kind="ulysses", dp_type="zero1"),
         ], 8, embedding=S(tp=2, sp_kind="megatron", dp_type="zero1"))),
+        # selective checkpointing under every sharding (the recompute replays the collectives)
+        ("mixed_selective/llama", ll, plan(4, [
+            S(tp=2, checkpoint="selective"),
+            S(tp=2, sp_kind="megatron", dp_type="zero3", checkpoint="selective"),
+            S(sp=2, sp_kind="ulysses", checkpoint="selective", tp_consecutive=False),
+            S(tp=2, tp_consecutive=False, dp_type="zero1", checkpoint="selective"),
+        ], 8, embedding=S(tp=2, dp_type="zero2"), num_microbatches=2)),
+        ("selective_encoder_decoder/t5", T5, plan(4, [
+            S(tp=2, sp_kind="megatron", checkpoint="selective"), S(checkpoint="selective"),
+            S(tp=4, checkpoint="selective", dp_type="zero3"),
+            S(sp=2, sp_kind="ulysses", checkpoint="selective"),
+        ], 8, embedding=S(tp=2, dp_type="zero1"))),
         # the encoder's table on both stages (layers 0 | 1), the decoder's on stage 1 only
         ("pp_encoder_decoder/t5", T5, plan(4, [
             S(tp=2, dp_type="zero3"), S(sp=2, sp_kind="ulysses"),

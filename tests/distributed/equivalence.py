@@ -86,6 +86,39 @@ def reference(model_name: str, batches, seed: int = 0, max_grad_norm: float | No
     return Reference(losses, {n: p.detach().clone() for n, p in model.named_parameters()}, norms, tol)
 
 
+def reference_low_precision_params(model_name: str, batches, seed: int = 0,
+                                   max_grad_norm: float | None = None, overrides: dict | None = None,
+                                   dtype=torch.bfloat16, cast_params: bool = True) -> Reference:
+    """Single-process mixed-precision training as FSDP2's ``MixedPrecisionPolicy(param_dtype=
+    dtype, reduce_dtype=float32)`` does it: fp32 master weights and AdamW; every step a
+    ``dtype`` copy of the weights runs forward and backward under autocast, and its gradients,
+    cast to fp32, are the master gradients. ``cast_params=False``: autocast on the fp32
+    weights themselves (what DDP / ZeRO-1 units do). Its ``tol`` is the fp32 bound of
+    :func:`reference` for these steps; a low-precision run is held to its own bound."""
+    import copy
+
+    master = M.build(model_name, seed=seed, **(overrides or {}))
+    opt = torch.optim.AdamW(master.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WD,
+                            foreach=False)
+    losses, norms, grad_max = [], [], []
+    for b in batches:
+        opt.zero_grad()
+        work = copy.deepcopy(master).to(dtype) if cast_params else copy.deepcopy(master)
+        inputs = {k: v for k, v in b.items() if k != "labels"}
+        with torch.autocast("cpu", dtype=dtype):
+            loss = work.loss(work(**inputs), {"labels": b.get("labels", b["input_ids"])})
+        loss.backward()
+        for p, q in zip(master.parameters(), work.parameters(), strict=True):
+            p.grad = None if q.grad is None else q.grad.float()
+        if max_grad_norm is not None:
+            norms.append(float(torch.nn.utils.clip_grad_norm_(master.parameters(), max_grad_norm)))
+        grad_max.append(max(float(p.grad.abs().max()) for p in master.parameters() if p.grad is not None))
+        opt.step()
+        losses.append(float(loss.detach().float()))
+    tol = tolerance(master, max(_tokens(master, b) for b in batches), [LR] * len(batches), grad_max, EPS)
+    return Reference(losses, {n: p.detach().clone() for n, p in master.named_parameters()}, norms, tol)
+
+
 def build_case(model_name: str, plan, batches, seed: int = 0,
                max_grad_norm: float | None = None, overrides: dict | None = None,
                seq_len: int | None = None):

@@ -16,10 +16,12 @@ from tests.distributed.equivalence import (
     EPS,
     LR,
     WD,
+    build_case,
     compare,
     describe,
     make_batches,
     reference,
+    reference_low_precision_params,
     run_case,
     train,
     within,
@@ -182,6 +184,69 @@ def test_bf16_autocast_plans_train_close_to_fp32():
               ("pp", dict(pp=2, num_microbatches=2))]]
     for k, err in launch(2, _bf16_work, cases, _refs(2, 4))[0]:
         assert 0 < err < 1e-2, (k, err)  # nonzero: bf16 really computed
+
+
+def _mixed_precision_work(rank, world, cases, refs):
+    out = []
+    for k, p in cases:
+        b, ref_cast, ref_autocast = refs
+        pm = build_case("gpt2-debug", p, b, max_grad_norm=CLIP)
+        seen: dict[str, set] = {}  # unit -> dtypes of its parameters while its forward runs
+
+        def record(module, name, seen=seen):
+            seen.setdefault(name, set()).update(q.dtype for q in module.parameters())
+
+        for u in pm.units:
+            if isinstance(u.module, torch.nn.Module):  # after FSDP2's own pre-forward hook
+                u.module.register_forward_pre_hook(lambda m, a, n=u.name: record(m, n))
+        losses, norms = train(pm, b)
+        masters = {t.dtype for _, t, _ in pm.local_parameters()}
+        states = {v.dtype for o in pm.optimizer.optimizers for st in o.state.values()
+                  for n, v in st.items() if n != "step"}
+        forward = {n: ("fsdp" if u.fsdp else "other", seen.get(n)) for u in pm.units for n in [u.name]}
+        out.append((k, compare(pm, losses, norms, ref_cast)["loss_err"],
+                    compare(pm, losses, norms, ref_autocast)["loss_err"], masters, states, forward))
+    return out
+
+
+def test_bf16_zero2_zero3_gather_bf16_and_match_single_process_bf16_training():
+    """bf16 plans: ZeRO-2/3 units gather bf16 copies of fp32 master weights (FSDP2
+    MixedPrecisionPolicy, fp32 reduce-scatter), DDP units autocast their fp32 weights. Each run
+    is compared with single-process bf16 training of the same kind: bf16 weight copies for
+    ZeRO-2/3, autocast on fp32 weights for DDP. The runs differ from their reference only in
+    bf16 rounding that depends on how the batch is split (per-rank bf16 gradients summed in
+    fp32 vs one bf16 gradient; GEMM accumulation order), so the per-step loss and gradient norm
+    agree within one bf16 unit roundoff u = 2^-8 (measured 3e-4..8e-4). The loss cannot tell
+    the two kinds apart (autocast casts the matmul weights to bf16 either way: 3.4e-4 from the
+    other reference), so the parameters a unit computes with are checked directly: bf16 inside
+    every ZeRO-2/3 unit's forward, fp32 elsewhere. Master weights and AdamW states stay fp32."""
+    from galvatron.plan import LayerStrategy, Plan
+
+    b = make_batches("gpt2-debug", 4, SEQ, STEPS)
+    refs = (b, reference_low_precision_params("gpt2-debug", b, max_grad_norm=CLIP),
+            reference_low_precision_params("gpt2-debug", b, max_grad_norm=CLIP, cast_params=False))
+    u = 2.0 ** -8
+    cases = [(n, Plan.uniform(2, 2, global_batch_size=4, precision="bf16", **kw)) for n, kw in
+             [("zero3", dict(dp_type="zero3")), ("zero2", dict(dp_type="zero2")),
+              ("zero3_layers_ddp_embedding", dict(dp_type="zero3", embedding=LayerStrategy())),
+              ("ddp", dict()), ("zero1", dict(dp_type="zero1")),
+              # Megatron-SP's shard-saving linears under autocast (bf16 shard, cast-back grads)
+              ("megatron_sp", dict(tp=2, sp_kind="megatron"))]]
+    for k, err_cast, err_autocast, masters, states, forward in launch(
+            2, _mixed_precision_work, cases, refs)[0]:
+        assert masters == {torch.float32} and states == {torch.float32}, (k, masters, states)
+        for unit, (kind, dtypes) in forward.items():
+            if dtypes is not None:
+                want = torch.bfloat16 if kind == "fsdp" else torch.float32
+                assert dtypes == {want}, (k, unit, kind, dtypes)
+        assert sum(kind == "fsdp" for kind, _ in forward.values()) == (
+            0 if k in ("ddp", "zero1", "megatron_sp") else 2 if k == "zero3_layers_ddp_embedding"
+            else 3), (k, forward)
+        fsdp = k.startswith("zero2") or k.startswith("zero3")
+        if k == "zero3_layers_ddp_embedding":  # bf16 layer copies, fp32 embedding/head
+            assert err_cast < u and err_autocast < u, (k, err_cast, err_autocast)
+            continue
+        assert (err_cast if fsdp else err_autocast) < u, (k, err_cast, err_autocast)
 
 
 def _vit_work(rank, world, cases, batches, ref):

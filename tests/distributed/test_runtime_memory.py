@@ -11,11 +11,16 @@ post-forward snapshot of its pipeline chunks) equal the cost model's activation 
 5% (measured differences 0.1-3.2%); under Ulysses the runtime keeps 6% less than charged;
 not checked for ZeRO-2/3 plans, where MemTracker sometimes (run to run) counts FSDP2's
 gathered parameters as activations. MemTracker cannot track several forward calls of one module per step, so these
-plans use one micro-batch."""
+plans use one micro-batch. bf16 ZeRO-2/3 plans (FSDP2 MixedPrecisionPolicy) check the same
+fp32 master parameters, gradients and AdamW states, and ZeRO-2's peak parameter bytes against
+the bound with the 2-byte kept copy (measured 381,568 <= 632,064 bytes: FSDP2 frees each
+unit's copy after its backward, so the bound is loose and does not by itself tell 2-byte from
+4-byte copies; the dtype of the gathered copies is checked in test_runtime_equivalence)."""
 
 from __future__ import annotations
 
 import galvatron
+from galvatron.plan import Plan
 from tests.distributed import cases as C
 from tests.distributed.equivalence import make_batches
 from tests.distributed.harness import launch
@@ -80,6 +85,12 @@ def memory_cases(world: int = 2):
         ("zero3_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero3")),
         ("zero2_tied/gpt2", g, C.uniform(world, 2, 4, dp_type="zero2")),
         ("checkpoint_zero1/gpt2", g, C.uniform(world, 2, 4, checkpoint=True, dp_type="zero1")),
+        ("selective_zero1/llama", ll, C.uniform(world, 2, 4, checkpoint="selective", dp_type="zero1")),
+        # bf16: fp32 master states; FSDP2 gathers bf16 copies (ZeRO-2 keeps them until backward)
+        ("zero2_bf16/llama", ll, Plan.uniform(world, 2, global_batch_size=4, dp_type="zero2",
+                                              precision="bf16")),
+        ("zero3_bf16/gpt2", g, Plan.uniform(world, 2, global_batch_size=4, dp_type="zero3",
+                                            precision="bf16")),
     ]
 
 
@@ -88,12 +99,14 @@ def compare(world: int = 2):
     cases = memory_cases(world)
     results = launch(world, _measure, cases)
     hw = galvatron.hardware_preset("cpu-gloo", 1, world)
-    profs = {m: galvatron.model_profile(m, seq_len=SEQ, hardware=hw, precision="fp32")
-             for m in {m for _, m, _ in cases}}
+    profs = {(m, p.precision.value): galvatron.model_profile(m, seq_len=SEQ, hardware=hw,
+                                                            precision=p.precision.value)
+             for _, m, p in cases}
     rows = []
     for rank, res in enumerate(results):
         for (key, meas), (_, m, plan) in zip(res, cases, strict=True):
-            pred = galvatron.estimate(plan, profs[m], hw).stage_memory[rank // plan.devices_per_stage]
+            pred = galvatron.estimate(plan, profs[m, plan.precision.value], hw).stage_memory[
+                rank // plan.devices_per_stage]
             rows.append((rank, key, meas, pred))
     return rows
 
@@ -103,7 +116,7 @@ def test_measured_model_states_within_1_percent_and_activations_within_5_percent
     for rank, key, meas, pred in compare(2):
         r = meas["replicated"]
         unsharded = 0
-        if meas["zero2"]:  # the fp32 unsharded copy (c * p_local) is freed after backward
+        if meas["zero2"]:  # the unsharded copy (c * p_local; bf16: 2 bytes) is freed after backward
             unsharded = pred["param_bytes"] - pred["grad_bytes"]
             assert meas["param_at_peak"] <= pred["param_bytes"] * 1.01
         for field, mine, theirs in (
@@ -118,6 +131,10 @@ def test_measured_model_states_within_1_percent_and_activations_within_5_percent
         # (measured -6.0% for llama-debug sp2, not isolated): at most the prediction, 10%
         low = 0.90 if key.startswith("ulysses") else 0.95
         high = 1.0 if key.startswith("ulysses") else 1.05
+        if key.startswith(("tp2_megatron_sp", "selective")):
+            # the kept sequence shards (Megatron-SP) and selective's kept matmul outputs: measured
+            # +0.06% / +0.19%; keeping the gathered inputs instead would be +9%
+            low, high = 0.995, 1.005
         # FSDP2 (ZeRO-2/3): MemTracker sometimes files the gathered (unsharded) parameters as
         # activations (seen: +131 KB on one rank of one run), so those plans are not checked
         if not meas["fsdp"] and not low * theirs <= act <= high * theirs:

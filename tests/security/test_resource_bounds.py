@@ -67,10 +67,11 @@ def test_frontier_entries_are_bounded():
 
     hw = galvatron.hardware_preset("a100-80g-sxm", num_nodes=1, gpus_per_node=8)
     mp = galvatron.model_profile("gpt2-debug", hardware=hw)
-    with pytest.raises(ValueError, match="max_frontier_entries: the search stopped after holding"):
-        galvatron.search(mp, hw, global_batch_size=64, num_threads=1, max_frontier_entries=50)
     res = galvatron.search(mp, hw, global_batch_size=64, num_threads=1, uniform_baseline=False)
-    assert 50 < res.stats["frontier_entries"] < MAX_FRONTIER_ENTRIES
+    held = res.stats["frontier_entries"]  # depends on the cost model's pruning: derived, not fixed
+    assert 10 < held < MAX_FRONTIER_ENTRIES
+    with pytest.raises(ValueError, match="max_frontier_entries: the search stopped after holding"):
+        galvatron.search(mp, hw, global_batch_size=64, num_threads=1, max_frontier_entries=held // 2)
 
 
 def billion_laughs(levels: int = 9) -> str:

@@ -132,6 +132,14 @@ def test_megatron_sp_flag_applies_to_tp_layers_only(tmp_path):
     assert plan.layers[3].dp_type is DpType.ZERO3
 
 
+def test_selective_checkpointing_cannot_be_written_in_the_galvatron_format():
+    plan = Plan.uniform(4, 2, checkpoint="selective")
+    with pytest.raises(ValueError, match=r"layers\[0\].checkpoint: 'selective' cannot be expressed"):
+        write_galvatron2_plan(plan)
+    d = write_galvatron2_plan(Plan.uniform(4, 2, checkpoint="full"))
+    assert d["checkpoint"] == "1,1"
+
+
 def test_tp_layers_import_with_megatron_sp_by_default_as_its_runtime_runs_them(tmp_path):
     """Its files carry no sequence_parallel key and its runtime runs tp layers with Megatron-SP."""
     plan = read_galvatron2_plan(write(tmp_path, G2_PLAN))

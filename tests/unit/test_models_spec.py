@@ -129,9 +129,10 @@ def test_spec_gpt_layer_matches_korthikanti_without_dropout():
     assert layer.act_bytes(b, s, 2, tp=t) == s * b * h * (8 + 24 // t) + stats_tp
     # full recomputation: only the layer input, 2*s*b*h
     assert layer.act_bytes(b, s, 2, checkpoint=True) == 2 * s * b * h
-    # Megatron-SP divides all but the gathered inputs of the column-parallel linears
+    # Megatron-SP divides everything (the column-parallel inputs are kept as sequence shards
+    # and re-gathered in backward): Korthikanti's 34*s*b*h/t, without the 2 mask bytes
     msp = layer.act_bytes(b, s, 2, tp=t, sp_kind="megatron")
-    assert msp == s * b * h * (4 // 1 + (4 + 24) // t) + (2 * 2 * 4 * b * s + 4 * a * b * s) // t
+    assert msp == (32 * s * b * h + stats) // t
     # Ulysses divides everything, and o_proj keeps the all-to-all output (one more s*b*h/t)
     ulysses = layer.act_bytes(b, s, 2, sp=t, sp_kind="ulysses")
     assert ulysses == (layer.act_bytes(b, s, 2) + 2 * s * b * h) // t
@@ -175,28 +176,53 @@ def _shard_block(layer, tp: int):
     setattr(layer.mlp, row, _shard_linear(getattr(layer.mlp, row), tp, 1))
 
 
-def _gather_seq(t):  # all-gather along the sequence (rank 0's part first); saves nothing
-    return torch.cat([t, torch.randn(t.shape).to(t.dtype)], dim=1)
+@pytest.mark.parametrize("checkpoint", ["none", "selective"])
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug", "bert-debug"])
+def test_spec_megatron_sp_activation_bytes_equal_a_simulated_rank(name, checkpoint, monkeypatch):
+    """Rank 0 of tp=2 with Megatron-SP built by the runtime's own ``apply_tp`` (the
+    collectives replaced by shape-equivalent local ops: all-gather = concat with other ranks'
+    data, reduce-scatter = slice, one process): norms on s/2 tokens, column-parallel linears
+    keeping only the sequence shard of their input (re-gathered in backward, as Megatron-LM);
+    the backward runs and gives the gradient of the simulated rank."""
+    import galvatron.parallel.tensor_parallel as TP
+    from galvatron.models.spec import measure_kept_bytes
 
-
-@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
-def test_spec_megatron_sp_activation_bytes_equal_a_simulated_rank(name):
-    """Rank 0 of tp=2 with Megatron-SP, collectives replaced by shape-equivalent local ops
-    (all-gather = concat with other ranks' data, reduce-scatter = slice), as DTensor's
-    SequenceParallel + Colwise/Rowwise run it: norms on s/2 tokens, the gathered full-sequence
-    input kept by the column-parallel linears."""
     tp, b, s = 2, 2, 16
+    gathered, regathered = [], []
+
+    def gather(t, group):
+        gathered.append(t.shape)
+        return torch.cat([t, torch.randn(t.shape).to(t.dtype)], dim=1)
+
+    class _Done:
+        def wait(self):
+            return None
+
+    def start(t, group):
+        regathered.append(t.shape)
+        return torch.cat([t, torch.randn(t.shape).to(t.dtype)], dim=1), _Done()
+
+    monkeypatch.setattr(TP, "_gather_seq", gather)
+    monkeypatch.setattr(TP, "_reduce_scatter_seq", lambda t, group: t[:, : t.shape[1] // tp])
+    monkeypatch.setattr(TP, "_start_gather_seq", start)
+    monkeypatch.setattr(TP, "_finish_gather_seq", lambda buf, t, group: buf)
+    monkeypatch.setattr(TP.dist, "get_world_size", lambda group=None: tp)
     layer = M.build(name, seed=0).train().layers[0]
-    _shard_block(layer, tp)
-
-    def forward(x):
-        a = layer.attn(_gather_seq(layer.norm1(x)))[:, : s // tp]  # reduce-scatter
-        x = x + a
-        return x + layer.mlp(_gather_seq(layer.norm2(x)))[:, : s // tp]
-
+    TP.apply_tp(layer, tp, 0, None, seq_parallel=True)
+    params = list(layer.parameters())
     x = torch.randn(b, s // tp, 64, requires_grad=True)
-    _, got = measure_saved_bytes(forward, x, exclude=list(layer.parameters()))
-    assert got == M.spec(name).layer(0).act_bytes(b, s, 4, tp=tp, sp_kind="megatron")
+    spec = M.spec(name).layer(0)
+    if checkpoint == "none":
+        out, got = measure_saved_bytes(layer, M.Carry(x), exclude=params)
+    else:
+        out, got = measure_kept_bytes(_selective(layer), M.Carry(x), exclude=[*params, x])
+        got += x.numel() * 4
+        out = M.Carry(out[0])
+    assert got == spec.act_bytes(b, s, 4, tp=tp, sp_kind="megatron", checkpoint=checkpoint)
+    out.hidden.sum().backward()
+    assert x.grad is not None and all(p.grad is not None for p in params)
+    # each kept shard is gathered again once: q/k/v share one, fc_in (or gate and up) another
+    assert regathered == [torch.Size([b, s // tp, 64])] * 2 and gathered
 
 
 @pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
@@ -219,3 +245,57 @@ def test_spec_ulysses_activation_bytes_equal_a_simulated_rank(name):
     x = torch.randn(b, s // sp, 64, requires_grad=True)
     _, got = measure_saved_bytes(layer, M.Carry(x), exclude=list(layer.parameters()))
     assert got == M.spec(name).layer(0).act_bytes(b, s, 4, sp=sp, sp_kind="ulysses")
+
+
+def _selective(layer):
+    from torch.utils.checkpoint import checkpoint
+
+    from galvatron.parallel.units import selective_context
+
+    def streams(c):  # both streams: T5's last encoder layer swaps them
+        out = layer(c)
+        return out.hidden, out.memory
+
+    def run(carry):
+        return checkpoint(streams, carry, use_reentrant=False, context_fn=selective_context)
+    return run
+
+
+@pytest.mark.parametrize("backend", ["sdpa", "math"])
+@pytest.mark.parametrize("name", DEBUG)
+def test_spec_selective_checkpoint_bytes_equal_measured_kept_tensors(name, backend):
+    """Selective checkpointing (the runtime's policy) keeps the layer input and the outputs of
+    the matmuls and of the fused attention kernel: measured as the storages created by the
+    layer's forward that are still alive after it, plus the input the checkpoint holds; exact.
+    Between none and full for every layer."""
+    from galvatron.models.spec import measure_kept_bytes
+
+    model = M.build(name, seed=0, attn_backend=backend).train()
+    spec = M.spec(model.config)
+    params = [*model.parameters(), *model.buffers()]
+    for b, s, padded in SHAPES:
+        inputs = debug_batch(name, b, s, padded)
+        seq = spec.seq_len if spec.family in ("vit", "swin") else s
+        carry = model.embed({k: v for k, v in inputs.items()})
+        kw = dict(dtype_bytes=4, padded=padded, attn_math=backend == "math")
+        for i, layer in enumerate(model.layers):
+            carry = _leaf(carry)
+            _, kept = measure_kept_bytes(_selective(layer), carry, exclude=[*params, carry.hidden])
+            kept += carry.hidden.numel() * 4  # the input, held by the checkpoint
+            ls = spec.layer(i)
+            assert kept == ls.act_bytes(b, seq, checkpoint="selective", include_shared=False, **kw), (i, ls.name)
+            assert ls.act_bytes(b, seq, checkpoint="full", **kw) <= ls.act_bytes(
+                b, seq, checkpoint="selective", **kw) < ls.act_bytes(b, seq, **kw)
+            carry = layer(carry)
+
+
+def test_measure_kept_bytes_agrees_with_saved_tensor_hooks_without_checkpointing():
+    """The two measurements agree on a plain layer: kept (new, alive) + the saved input."""
+    from galvatron.models.spec import measure_kept_bytes
+
+    layer = M.build("llama-debug", seed=0).train().layers[0]
+    x = torch.randn(2, 16, 64, requires_grad=True)
+    params = list(layer.parameters())
+    _, saved = measure_saved_bytes(layer, M.Carry(x), exclude=params)
+    _, kept = measure_kept_bytes(lambda c: layer(c).hidden, M.Carry(x), exclude=[*params, x])
+    assert kept + x.numel() * 4 == saved

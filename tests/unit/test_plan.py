@@ -93,7 +93,6 @@ def test_each_plan_rule_rejects_a_bad_plan_naming_the_field(changes, message):
         (LayerStrategy(sp=1, sp_kind="ulysses"), "layers\\[0\\].sp must be >= 2"),
         (LayerStrategy(tp=1, sp_kind="megatron"), "layers\\[0\\].sp_kind 'megatron' needs tp >= 2"),
         (LayerStrategy(tp=3), "layers\\[0\\]: tp\\*sp=3 does not divide the 4 devices"),
-        (LayerStrategy(checkpoint=1), "layers\\[0\\].checkpoint must be true or false"),
     ],
 )
 def test_each_layer_rule_rejects_a_bad_strategy(strategy, message):
@@ -146,3 +145,33 @@ def test_summary_groups_identical_layers_per_stage():
     assert "1      4-5" in text and "zero2" in text
     assert "ulysses" in text and "strided" in text
     assert "predicted: step 250.0 ms, 128.00 samples/s" in text
+
+
+def test_checkpoint_is_none_selective_or_full_and_json_booleans_still_read():
+    from galvatron.plan import Checkpoint
+
+    assert LayerStrategy(checkpoint=True).checkpoint is Checkpoint.FULL
+    assert LayerStrategy(checkpoint=False).checkpoint is Checkpoint.NONE
+    assert LayerStrategy(checkpoint="selective").checkpoint is Checkpoint.SELECTIVE
+    assert not Checkpoint.NONE and Checkpoint.SELECTIVE and Checkpoint.FULL
+    plan = Plan.uniform(4, 6, tp=2, checkpoint="selective")
+    assert all(s.checkpoint is Checkpoint.SELECTIVE for s in plan.layers)
+    assert plan.embedding.checkpoint is Checkpoint.NONE
+    d = plan.to_dict()
+    assert d["layers"][0]["checkpoint"] == "selective"
+    assert Plan.from_dict(d) == plan
+    d["layers"][1]["checkpoint"] = True  # a version-1 file written before the enum
+    d["layers"][2]["checkpoint"] = False
+    back = Plan.from_dict(d)
+    assert [s.checkpoint for s in back.layers[:3]] == [Checkpoint.SELECTIVE, Checkpoint.FULL,
+                                                         Checkpoint.NONE]
+    assert "sel-ckpt" in plan.layers[0].describe() and "selective" in plan.summary()
+    for bad in (1, "partial", None):
+        d["layers"][0]["checkpoint"] = bad
+        with pytest.raises(ValueError, match=r"layers\[0\]\.checkpoint: .* accepted: 'none', "
+                                             r"'selective', 'full'"):
+            Plan.from_dict(d)
+    with pytest.raises(ValueError, match="checkpoint: 1 is not accepted"):
+        LayerStrategy(checkpoint=1)
+    with pytest.raises(ValueError, match="embedding.checkpoint is not supported"):
+        plan.replace(embedding=LayerStrategy(tp=2, checkpoint="selective")).validate()

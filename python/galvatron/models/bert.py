@@ -146,7 +146,9 @@ def postnorm_layer_spec(name: str, c: Any) -> S.LayerTypeSpec:
     params = 4 * h * h + 4 * h + 2 * h * f + f + h + 4 * h
     return S.LayerTypeSpec(name, params, h, a, a, d, f, matmul_params=4 * h * h + 2 * h * f,
                            attn_ops=1, input_per_token=h, saved=tuple(pre + sdpa + mask + post),
-                           saved_math=tuple(pre + math + post))
+                           saved_math=tuple(pre + math + post),
+                           kept_selective=tuple(S.attn_kept_selective("attn", h, a, a, d, fused=True)
+                                                + S.mlp_kept_selective("mlp", h, (f,))))
 
 
 def bert_spec(c: BertConfig) -> S.ModelSpec:

@@ -140,8 +140,10 @@ def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.Lay
 
 def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params: int,
                        matmul: int, rms: bool, rope: bool, kv_heads: int, head_dim: int,
-                       mask_always: bool = False, padding: bool = True) -> S.LayerTypeSpec:
-    """A pre-norm block (GPT-2, LLaMA, ViT): norm1, attention, norm2, MLP."""
+                       mask_always: bool = False, padding: bool = True,
+                       ffn_columns: tuple[int, ...] | None = None) -> S.LayerTypeSpec:
+    """A pre-norm block (GPT-2, LLaMA, ViT): norm1, attention, norm2, MLP. ``ffn_columns``:
+    output widths of the MLP's column-parallel linears (default: one of ``ffn_hidden``)."""
     h, a, d = c.hidden_size, c.num_heads, head_dim
     sdpa, math = S.sdpa_saved("attn", a, kv_heads, d, rope=rope)
     # causal + padding builds a [b, 1, s, s] mask (a sliding window a [1, 1, s, s] one, or
@@ -159,6 +161,8 @@ def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params
         name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,
         input_per_token=h, saved=tuple(pre + sdpa + mask + post),
         saved_math=tuple(pre + math + post),  # the math path adds the mask: nothing saved
+        kept_selective=tuple(S.attn_kept_selective("attn", h, a, kv_heads, d, fused=True)
+                             + S.mlp_kept_selective("mlp", h, ffn_columns or (c.ffn_hidden,))),
     )
 
 

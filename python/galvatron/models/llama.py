@@ -185,7 +185,7 @@ def llama_spec(c: LlamaConfig) -> S.ModelSpec:
            S.linear_input_saved("mlp.down_proj.input", f, column_parallel=False)]
     # the sliding-window mask is built (and kept by SDPA) even without padding
     layer = prenorm_layer_spec("llama", c, ffn, 2 * h + matmul + biases, matmul, rms=True, rope=True,
-                               kv_heads=c.num_kv_heads, head_dim=d,
+                               kv_heads=c.num_kv_heads, head_dim=d, ffn_columns=(f, f),
                                mask_always=c.sliding_window is not None)
     embed = S.LayerTypeSpec("llama_embed", v * h, h, saved=(
         S.SavedTensor("input_ids", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),))

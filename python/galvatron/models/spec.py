@@ -34,10 +34,12 @@ float copy of the ``[b, 1, s, s]`` mask: an ``s^2`` term per layer).
 
 Sharding (``tp`` = Megatron tensor parallel): q/k/v, attention output, MLP hidden tensors and
 the log-sum-exp are split over heads/columns (``Shard.TP``). Norm inputs/outputs are replicated
-under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``) but the input
-of a column-parallel linear is the all-gathered full sequence, which torch DTensor's
-``SequenceParallel`` keeps for backward (``Shard.GATHERED``, not divided) -- Megatron-LM instead
-re-gathers it in backward, which is Korthikanti's ``34/t``. Ulysses (``sp``): every tensor is
+under plain tp; with Megatron-SP the norm side is sequence-split (``Shard.SEQ``), and so is
+the input a column-parallel linear keeps: our runtime, like Megatron-LM, saves the sequence
+shard of the all-gathered input and gathers it again in backward (Korthikanti's ``34/t``;
+torch DTensor's ``SequenceParallel`` would keep the gathered input). ``Shard.GATHERED`` (not
+divided by tp) is left for the full-width partial sums of row-parallel matmuls that selective
+checkpointing keeps. Ulysses (``sp``): every tensor is
 split by ``sp`` (sequence outside attention, heads inside), and with flash-style attention
 o_proj keeps the all-to-all output besides SDPA's own output (one more ``b*s*a*d/sp``).
 Megatron-SP and Ulysses are checked against simulated ranks in ``test_models_spec.py``
@@ -55,7 +57,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from galvatron.plan import SpKind
+from galvatron.plan import Checkpoint, SpKind
 
 
 class Elem(str, enum.Enum):
@@ -99,6 +101,7 @@ class SavedTensor:
     unpadded_only: bool = False  # only present without a padding mask
     shared: bool = False  # one storage for every layer of this type on a stage (T5 memory)
     ulysses_only: bool = False  # only present under Ulysses (the all-to-all output copy)
+    flash_only: bool = False  # only on the fused-attention path (not with ``attn_math``)
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
@@ -129,6 +132,7 @@ class LayerTypeSpec:
     input_per_token: int = 0
     saved: tuple[SavedTensor, ...] = ()
     saved_math: tuple[SavedTensor, ...] | None = field(default=None, repr=False)
+    kept_selective: tuple[SavedTensor, ...] = field(default=(), repr=False)
 
     def tokens(self, seq: int) -> int:
         return seq // self.token_div
@@ -140,6 +144,18 @@ class LayerTypeSpec:
         attn = 4 * batch * s * span * self.num_heads * self.head_dim * self.attn_ops
         return 2 * batch * s * self.matmul_params + attn
 
+    def selective_recompute_flops(self, batch: int, seq: int) -> int:
+        """Counted forward FLOPs that selective checkpointing recomputes: the attention products
+        of the attention ops that do not run the fused kernel (whose output is not kept, see
+        :func:`attn_kept_selective`). The matmuls' outputs are kept; element-wise ops, norms
+        and softmax are not counted (as in :meth:`flops_fwd`)."""
+        if not self.attn_ops:
+            return 0
+        fused = sum(1 for t in self.kept_selective if t.flash_only and t.name.endswith(".core.out"))
+        s = self.tokens(seq)
+        span = s if self.attn_span is None else self.attn_span
+        return 4 * batch * s * span * self.num_heads * self.head_dim * max(0, self.attn_ops - fused)
+
     def act_bytes(
         self,
         batch: int,
@@ -148,7 +164,7 @@ class LayerTypeSpec:
         tp: int = 1,
         sp: int = 1,
         sp_kind: SpKind | str = SpKind.NONE,
-        checkpoint: bool = False,
+        checkpoint: Checkpoint | str | bool = False,
         padded: bool = False,
         attn_math: bool = False,
         include_shared: bool = True,
@@ -160,18 +176,25 @@ class LayerTypeSpec:
         attention; see module docstring). ``include_shared=False`` leaves out tensors that
         are one storage for all layers of the type on a stage (``SavedTensor.shared``; count
         them once per stage); they are kept under checkpointing too. ``ln_stats_bytes``: bytes
-        of a LayerNorm mean/rstd element (4 on CUDA; on CPU the activation dtype's)."""
+        of a LayerNorm mean/rstd element (4 on CUDA; on CPU the activation dtype's).
+        ``checkpoint``: none / selective / full (``True`` = full): full keeps the layer input,
+        selective the input and ``kept_selective`` (matmul and fused-attention outputs)."""
         sp_kind = SpKind(sp_kind)
+        ckpt = Checkpoint.FULL if checkpoint is True else Checkpoint.NONE if checkpoint is False \
+            else Checkpoint(checkpoint)
         msp = sp_kind is SpKind.MEGATRON
         usp = sp if sp_kind is SpKind.ULYSSES else 1
         s = self.tokens(seq)
         tensors = self.saved_math if attn_math and self.saved_math is not None else self.saved
         total = 0.0
-        if checkpoint:
+        if ckpt is not Checkpoint.NONE:
             total = self.input_per_token * batch * s * dtype_bytes / ((tp if msp else 1) * usp)
-            tensors = tuple(t for t in tensors if t.shared)
+            kept = self.kept_selective if ckpt is Checkpoint.SELECTIVE else ()
+            tensors = tuple(t for t in tensors if t.shared) + kept
         for t in tensors:
             if (t.padded_only and not padded) or (t.unpadded_only and padded):
+                continue
+            if t.flash_only and attn_math:
                 continue
             if (t.shared and not include_shared) or (t.ulysses_only and usp == 1):
                 continue
@@ -253,8 +276,9 @@ def loss_saved(classes: int, per_sample: bool = False) -> list[SavedTensor]:
 
 def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
     """The input a linear keeps for its weight gradient. Input of a column-parallel linear
-    (q/k/v, fc_in): replicated (``Shard.GATHERED``); of a row-parallel one: ``Shard.TP``."""
-    return SavedTensor(name, per_token=width, shard=Shard.GATHERED if column_parallel else Shard.TP)
+    (q/k/v, fc_in): replicated under plain tp, its sequence shard under Megatron-SP
+    (``Shard.SEQ``: re-gathered in backward); of a row-parallel one: ``Shard.TP``."""
+    return SavedTensor(name, per_token=width, shard=Shard.SEQ if column_parallel else Shard.TP)
 
 
 def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,
@@ -294,6 +318,66 @@ def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool
     if kv_heads != heads:
         math.append(SavedTensor(f"{prefix}.kv_repeat", per_token=2 * (heads - kv_heads) * head_dim))
     return sdpa, math
+
+
+def attn_kept_selective(prefix: str, hidden: int, heads: int, kv_heads: int, head_dim: int,
+                        fused: bool) -> list[SavedTensor]:
+    """What selective checkpointing keeps of an attention block: the q/k/v projection outputs
+    (column-parallel, ``Shard.TP``), the o_proj matmul output (the full-width partial sum before
+    the tp reduction, ``Shard.GATHERED``) and, when the fused kernel runs (``fused``: no
+    trainable bias), its output and float32 log-sum-exp (``flash_only``: the math path's bmm
+    and softmax are recomputed)."""
+    q, kv = heads * head_dim, kv_heads * head_dim
+    out = [SavedTensor(f"{prefix}.q_proj.out", per_token=q),
+           SavedTensor(f"{prefix}.k_proj.out", per_token=kv),
+           SavedTensor(f"{prefix}.v_proj.out", per_token=kv),
+           SavedTensor(f"{prefix}.o_proj.out", per_token=hidden, shard=Shard.GATHERED)]
+    if fused:
+        out += [SavedTensor(f"{prefix}.core.out", per_token=q, flash_only=True),
+                SavedTensor(f"{prefix}.core.lse", per_token=heads, elem=Elem.FP32, flash_only=True)]
+    return out
+
+
+def mlp_kept_selective(prefix: str, hidden: int, columns: tuple[int, ...]) -> list[SavedTensor]:
+    """What selective checkpointing keeps of an MLP: the outputs of its column-parallel
+    matmuls (fc_in, or gate and up) and of the row-parallel one (full width)."""
+    return ([SavedTensor(f"{prefix}.col{i}.out", per_token=w) for i, w in enumerate(columns)]
+            + [SavedTensor(f"{prefix}.row.out", per_token=hidden, shard=Shard.GATHERED)])
+
+
+def measure_kept_bytes(fn, *args, exclude=(), **kwargs):  # noqa: ANN001, ANN201 - any callable
+    """Run ``fn(*args, **kwargs)`` and return ``(output, bytes)``: the bytes of the unique
+    storages created (or viewed) during the call that are still alive after it, outside
+    ``exclude`` (pass the parameters and the inputs) and the output. Unlike :func:`measure_saved_bytes` this sees what checkpointing keeps (selective
+    checkpointing caches op outputs outside autograd's saved tensors)."""
+    import weakref
+
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class _Track(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.refs: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+            out = func(*args, **(kwargs or {}))
+            self.refs += [weakref.ref(t.untyped_storage()) for t in tree_leaves(out)
+                          if isinstance(t, torch.Tensor)]
+            return out
+
+    track = _Track()
+    with track:
+        out = fn(*args, **kwargs)
+    skip = {t.untyped_storage().data_ptr() for t in (*exclude, *tree_leaves(out))
+            if isinstance(t, torch.Tensor)}
+    seen: dict[int, int] = {}
+    for ref in track.refs:
+        st = ref()
+        if st is not None and st.data_ptr() not in skip and st.nbytes() > 0:
+            seen[st.data_ptr()] = st.nbytes()
+    return out, sum(seen.values())
 
 
 def measure_saved_bytes(fn, *args, exclude=(), **kwargs):  # noqa: ANN001, ANN201 - any callable

@@ -254,7 +254,10 @@ def _block_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
     return S.LayerTypeSpec(f"swin_stage{stage}", params, dim, heads, heads, d, f,
                            matmul_params=matmul, attn_ops=1, attn_span=n, token_div=4 ** stage,
                            input_per_token=dim, saved=tuple(pre + fallback + post),
-                           saved_math=tuple(pre + math + post))
+                           saved_math=tuple(pre + math + post),
+                           # the trainable bias sends SDPA to its math fallback: recomputed
+                           kept_selective=tuple(S.attn_kept_selective("attn", dim, heads, heads, d, fused=False)
+                                                + S.mlp_kept_selective("mlp", dim, (f,))))
 
 
 def _merge_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
@@ -263,6 +266,7 @@ def _merge_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
     return S.LayerTypeSpec(f"swin_merge{stage}", 8 * dim + 8 * dim * dim, 2 * dim,
                            matmul_params=8 * dim * dim, token_div=4 ** stage,
                            input_per_token=4 * dim, saved=tuple(saved))
+    # selective: the reduction's output is the layer output, so only the input is kept
 
 
 def swin_spec(c: SwinConfig) -> S.ModelSpec:

@@ -283,6 +283,11 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     enc_kw = dict(hidden_size=h, num_heads=a, num_kv_heads=a, head_dim=d, ffn_hidden=f,
                   matmul_params=attn_params + mlp_params, attn_ops=1, input_per_token=h)
     final = S.norm_saved("final_norm", h, True)
+    # selective: self-attention runs SDPA's math fallback (trainable bias), so only the
+    # projections are kept; cross-attention runs the fused kernel
+    self_kept = S.attn_kept_selective("attn", h, a, a, d, fused=False)
+    mlp_kept = S.mlp_kept_selective("mlp", h, (f, f) if c.gated_gelu else (f,))
+    enc_kw["kept_selective"] = tuple(self_kept + mlp_kept)
     enc = S.LayerTypeSpec("t5_encoder", 2 * h + attn_params + mlp_params + table,
                           saved=tuple(base + post), saved_math=tuple(base_math + post), **enc_kw)
     last = S.LayerTypeSpec("t5_encoder_last", 3 * h + attn_params + mlp_params + table,
@@ -292,13 +297,15 @@ def t5_spec(c: T5Config) -> S.ModelSpec:
     cross = S.norm_saved("norm_cross", h, True) + [
         S.linear_input_saved("cross_attn.input", h),
         # k/v projections keep the encoder output: the same tensor in every decoder layer
-        S.SavedTensor("cross_attn.memory", per_token=h, shard=S.Shard.GATHERED, shared=True)]
+        S.SavedTensor("cross_attn.memory", per_token=h, shard=S.Shard.SEQ, shared=True)]
     mask = [S.SavedTensor("cross_attn.mask", per_token=1, shard=S.Shard.NONE, sp_split=False,
                           padded_only=True)]  # the flash path keeps a float copy
     dec = S.LayerTypeSpec("t5_decoder", 3 * h + 2 * attn_params + mlp_params + table, h, a, a, d,
                           f, matmul_params=2 * attn_params + mlp_params, attn_ops=2,
                           input_per_token=h, saved=tuple(base + cross + cross_sdpa + mask + post),
-                          saved_math=tuple(base_math + cross + cross_math + post))
+                          saved_math=tuple(base_math + cross + cross_math + post),
+                          kept_selective=tuple(self_kept + mlp_kept + S.attn_kept_selective(
+                              "cross_attn", h, a, a, d, fused=True)))
     ids = dict(elem=S.Elem.INT64, shard=S.Shard.NONE)
     embed = S.LayerTypeSpec("t5_embed", v * h, h, saved=(
         S.SavedTensor("input_ids", per_token=1, **ids),

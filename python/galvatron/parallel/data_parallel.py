@@ -9,7 +9,15 @@ gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of lo
 - ZeRO-1: one flat reduce-scatter (sum) per unit, AdamW on this rank's flat shard (states
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
-  ``reshard_after_forward`` False / True, gradient divide factor 1 (sum).
+  ``reshard_after_forward`` False / True, gradient divide factor 1 (sum). Under a bf16/fp16
+  plan, ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32)``: the fp32
+  shard is cast and all-gathered as a 2-byte copy (ZeRO-2 keeps that copy until backward),
+  gradients are computed in the compute dtype and reduce-scattered in float32 into the fp32
+  sharded gradient; the master weights and AdamW states stay fp32.
+
+Gradient reduction dtypes (``GRAD_REDUCE_DTYPE``): DDP and ZeRO-1 units keep fp32 parameters
+(autocast casts per op), so their gradients are fp32 and are all-reduced / reduce-scattered in
+fp32; FSDP2 units reduce in fp32 (``reduce_dtype``) whatever the plan's precision.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.fsdp import fully_shard
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.optim.adamw import adamw
 
 from galvatron.parallel import instrument
@@ -27,12 +35,17 @@ from galvatron.parallel.layout import _is_fake
 from galvatron.parallel.tensor_parallel import all_gather_single, reduce_scatter_single
 from galvatron.plan import DpType
 
+GRAD_REDUCE_DTYPE = torch.float32  # every gradient reduction (DDP, ZeRO-1, FSDP2)
 
-def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu") -> nn.Module:
+
+def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cpu",
+               param_dtype: torch.dtype | None = None) -> nn.Module:
     """Shard ``module`` over ``group`` with FSDP2 (ZeRO-2: keep the gathered parameters from
-    forward to backward; ZeRO-3: reshard after forward)."""
+    forward to backward; ZeRO-3: reshard after forward). ``param_dtype`` (bf16/fp16 plans):
+    gather and compute with parameters of that dtype, reduce gradients in float32."""
     mesh = DeviceMesh.from_group(group, device_type)
-    fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3)
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=GRAD_REDUCE_DTYPE)
+    fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3, mp_policy=mp)
     module.set_gradient_divide_factor(1.0)
     module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
     return module
@@ -44,7 +57,7 @@ def flat_grads(params: list[nn.Parameter]) -> torch.Tensor:
 
 
 def all_reduce_grads(params: list[nn.Parameter], group) -> None:
-    """Sum the gradients of ``params`` over ``group`` (one flat all-reduce)."""
+    """Sum the gradients of ``params`` over ``group`` (one flat all-reduce, fp32)."""
     if group is None or not params:
         return
     with region("dp_comm"):
@@ -53,6 +66,7 @@ def all_reduce_grads(params: list[nn.Parameter], group) -> None:
 
 def _all_reduce_grads(params: list[nn.Parameter], group) -> None:
     flat = flat_grads(params)
+    assert flat.dtype == GRAD_REDUCE_DTYPE, flat.dtype
     dist.all_reduce(flat, group=group)
     off = 0
     for p in params:
@@ -78,6 +92,7 @@ class ZeroOneShard:
 
     def reduce_scatter(self) -> None:
         flat = flat_grads(self.params)
+        assert flat.dtype == GRAD_REDUCE_DTYPE, flat.dtype
         pad = self.shard * self.n - self.total
         if pad:
             flat = torch.cat([flat, flat.new_zeros(pad)])
@@ -177,7 +192,7 @@ class OverlappedAllReduce:
     def prepare(self) -> None:
         if self.buffer is None:
             p0 = self.params[0]
-            self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=p0.dtype,
+            self.buffer = torch.zeros(sum(p.numel() for p in self.params), dtype=GRAD_REDUCE_DTYPE,
                                       device=p0.device)
         else:
             self.buffer.zero_()

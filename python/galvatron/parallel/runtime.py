@@ -614,6 +614,7 @@ class _EmbedHead(nn.Module):
         super().__init__()
         self.embed_io, self.head_io = embed, head
         self.zero3 = False  # set when FSDP2 shards it with ZeRO-3
+        self.low_precision_params = False  # set when FSDP2 gathers bf16/fp16 copies
 
     def forward(self, *args, part: str):
         if not hasattr(self, "set_reshard_after_forward"):  # not sharded (one rank)
@@ -636,7 +637,19 @@ class _EmbedHead(nn.Module):
 
     def _sync_next(self, grad):
         self.set_requires_gradient_sync(True)  # the embedding's backward comes next
+        if self.low_precision_params:
+            self._uniform_grad_dtype()
         return grad
+
+    def _uniform_grad_dtype(self) -> None:
+        """FSDP2 (torch 2.13) upcasts the head's unsynced low-precision gradients to its fp32
+        accumulators, but leaves the embedding-only parameters' gradients (computed next) in the
+        low precision, and its reduce-scatter then refuses the mixed dtypes. Give every
+        parameter without an accumulator a zero fp32 one, so all are summed into fp32."""
+        group = self._get_fsdp_state()._fsdp_param_group
+        for fp in group.fsdp_params if group is not None else ():
+            if fp.reduce_dtype is not None and fp.unsharded_accumulated_grad is None:
+                fp.unsharded_accumulated_grad = torch.zeros_like(fp._unsharded_param, dtype=fp.reduce_dtype)
 
 
 class _Part:
@@ -664,6 +677,10 @@ def _merge_tied(embed_u: Unit, head_u: Unit):
     return e, h, unit
 
 
+# FSDP2 gathers and computes with parameters of the plan's compute dtype (fp32 master shards)
+_PARAM_DTYPE = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
 def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
     """FSDP2 / ZeRO-1 / DDP per unit (FSDP2 replaces parameters: after the metadata was taken).
     Returns the AdamW parameters and the ZeRO-1 shards; a shared parameter goes to its first
@@ -681,10 +698,12 @@ def _apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
             # pp=1: the head's backward follows its forward at once, so ZeRO-3 keeps its
             # gathered tensors from forward to backward (as FSDP2 does for a root module)
             last = plan.pp == 1 and u.name == "head"
-            DP.apply_fsdp(u.module, u.weight_group, DpType.ZERO2 if last else s.dp_type, device.type)
+            DP.apply_fsdp(u.module, u.weight_group, DpType.ZERO2 if last else s.dp_type, device.type,
+                          param_dtype=_PARAM_DTYPE.get(plan.precision))
             u.fsdp = True
             if isinstance(u.module, _EmbedHead):
                 u.module.zero3 = s.dp_type is DpType.ZERO3
+                u.module.low_precision_params = plan.precision in _PARAM_DTYPE
         params = [p for p in u.params() if id(p) not in seen]
         seen.update(id(p) for p in params)
         u.dp_params = params

@@ -12,6 +12,12 @@ operator                       forward               backward
 ``reduce_scatter_to_sp_region`` reduce-scatter seq.  all-gather sequence
 =============================  ====================  ======================
 
+Megatron-SP keeps only the sequence shard of each column-parallel linear's input (as
+Megatron-LM): ``gather_from_sp_region`` tags the gathered tensor with its shard, and
+``ColumnLinear`` on a tagged input runs ``_ShardSavingLinear``, which saves the shard (in the
+compute dtype) instead of the gathered input and all-gathers it again in backward -- once per
+gathered input (q/k/v, or gate/up, share it), overlapped with the input-gradient matmul.
+
 ``apply_tp(layer, ...)`` slices the attention (``q/k/v`` column, ``o`` row) and MLP
 (``fc_in``/``gate``/``up`` column, ``fc_out``/``down`` row) of one layer in place and wraps
 the attention and MLP modules with the input operator. Parameters that stay whole are marked
@@ -108,6 +114,78 @@ class _ReduceScatterSeq(torch.autograd.Function):
         return _gather_seq(g, ctx.group), None
 
 
+class _SeqShard:
+    """The sequence shard behind a gathered tensor (``x_full._sp_shard``), shared by the
+    column-parallel linears that read ``x_full``: the shard in the compute dtype while the
+    block's forward runs (so they save one tensor), and the re-gathered input in backward from
+    the first of their backward passes to the last (``uses``)."""
+
+    __slots__ = ("cast", "full", "group", "shard", "uses")
+
+    def __init__(self, shard, group) -> None:
+        self.shard, self.group = shard, group
+        self.cast: dict = {}
+        self.full = None
+        self.uses = 0
+
+    def in_dtype(self, dtype):
+        if dtype not in self.cast:
+            self.cast[dtype] = self.shard.detach().to(dtype)
+        return self.cast[dtype]
+
+
+class _ShardSavingLinear(torch.autograd.Function):
+    """``F.linear(x_full, weight, bias)`` where ``x_full`` is the all-gather of ``ref.shard``;
+    saves the shard, not ``x_full``, and re-gathers it in backward (Megatron-LM's Megatron-SP
+    memory). Under autocast the matmul and the saved shard are in the autocast dtype and the
+    gradients are cast back, exactly as autocast's own ``linear`` does."""
+
+    @staticmethod
+    def forward(ctx, x_full, weight, bias, ref):
+        out = F.linear(x_full, weight, bias)
+        shard = ref.in_dtype(out.dtype)
+        ref.uses += 1
+        ctx.ref, ctx.has_bias = ref, bias is not None
+        ctx.x_dtype, ctx.x_shape = x_full.dtype, x_full.shape
+        ctx.save_for_backward(shard, weight)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        shard, weight = ctx.saved_tensors
+        ref, dtype = ctx.ref, g.dtype
+        work = None
+        if ref.full is None:  # the first of the linears sharing the input: re-gather it
+            ref.full, work = _start_gather_seq(shard, ref.group)
+        w = weight.to(dtype)
+        grad_x = (g @ w).to(ctx.x_dtype) if ctx.needs_input_grad[0] else None
+        if work is not None:  # overlapped with the input-gradient matmul
+            work.wait()
+            ref.full = _finish_gather_seq(ref.full, shard, ref.group)
+        x2d = ref.full.reshape(-1, ref.full.shape[-1])
+        g2d = g.reshape(-1, g.shape[-1])
+        grad_w = (g2d.t() @ x2d).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        grad_b = g2d.sum(0).to(weight.dtype) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        ref.uses -= 1
+        if ref.uses == 0:
+            ref.full = None  # every linear sharing it is done
+        return grad_x, grad_w, grad_b, None
+
+
+def _start_gather_seq(x, group):
+    n = dist.get_world_size(group)
+    x = x.contiguous()
+    buf = x.new_empty((n * x.shape[0], *x.shape[1:]))
+    return buf, all_gather_single(buf, x, group=group, async_op=True)
+
+
+def _finish_gather_seq(buf, x, group):
+    n = dist.get_world_size(group)
+    shape = list(x.shape)
+    shape[1] *= n
+    return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+
+
 def copy_to_tp_region(x, group):
     return _CopyToTP.apply(x, group)
 
@@ -117,7 +195,12 @@ def reduce_from_tp_region(x, group):
 
 
 def gather_from_sp_region(x, group):
-    return _GatherSeq.apply(x, group)
+    """All-gather the sequence; the result carries its shard (``_sp_shard``) so that
+    column-parallel linears reading it keep only the shard for backward."""
+    full = _GatherSeq.apply(x, group)
+    if full.requires_grad:
+        full._sp_shard = _SeqShard(x, group)
+    return full
 
 
 def reduce_scatter_to_sp_region(x, group):
@@ -150,6 +233,9 @@ class ColumnLinear(nn.Module):
         self.bias = None if lin.bias is None else _slice_param(lin.bias, 0, start, length)
 
     def forward(self, x):
+        ref = getattr(x, "_sp_shard", None)
+        if ref is not None and torch.is_grad_enabled():
+            return _ShardSavingLinear.apply(x, self.weight, self.bias, ref)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -185,7 +271,13 @@ class InputOp(nn.Module):
             kwargs["memory"] = self._op(kwargs["memory"])
         if len(args) > 1 and args[1] is not None:  # Attention(x, padding_mask, memory)
             args = (args[0], self._op(args[1]), *args[2:])
-        return self.inner(self._op(x), *args, **kwargs)
+        x = self._op(x)
+        out = self.inner(x, *args, **kwargs)
+        for t in (x, kwargs.get("memory"), *args[1:2]):  # the block's forward is done: the
+            ref = getattr(t, "_sp_shard", None)          # linears saved what they need; hold
+            if ref is not None:                          # nothing a checkpoint would drop
+                ref.shard, ref.cast = None, {}
+        return out
 
 
 _COLUMN = {"attn": ("q_proj", "k_proj", "v_proj"), "mlp": ("fc_in", "gate_proj", "up_proj")}

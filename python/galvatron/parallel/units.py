@@ -12,12 +12,38 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
 
 from galvatron.models.base import Carry
 from galvatron.parallel.instrument import in_backward, region
 from galvatron.parallel.mesh import Coord
-from galvatron.plan import LayerStrategy
+from galvatron.plan import Checkpoint, LayerStrategy
+
+_aten = torch.ops.aten
+# Selective checkpointing keeps the outputs of these ops: the linear layers' matmuls and the
+# fused attention kernels (output and log-sum-exp). Everything else in the layer -- norms,
+# activation functions, element-wise ops, RoPE, the explicit-softmax attention path (bmm and
+# softmax) and the collectives between them -- is recomputed in backward.
+SELECTIVE_SAVE_OPS = frozenset(
+    getattr(_aten, name).default
+    for name in ("mm", "addmm", "_scaled_dot_product_flash_attention_for_cpu",
+                 "_scaled_dot_product_flash_attention", "_scaled_dot_product_efficient_attention",
+                 "_scaled_dot_product_cudnn_attention")
+    if hasattr(_aten, name)
+)
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:  # noqa: ANN001 - torch's signature
+    return CheckpointPolicy.MUST_SAVE if op in SELECTIVE_SAVE_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def selective_context():  # noqa: ANN201 - the pair of torch dispatch modes
+    """``context_fn`` of ``torch.utils.checkpoint.checkpoint`` for selective checkpointing."""
+    return create_selective_checkpoint_contexts(_selective_policy)
 
 
 @dataclass
@@ -53,11 +79,13 @@ class LayerIO(nn.Module):
     """One model layer as ``(hidden, mask) -> hidden``, or for two-stream (encoder-decoder)
     models ``(hidden, mask, memory, memory_mask) -> hidden`` (memory passes unchanged) or, when
     ``swaps_streams`` (T5's last encoder layer), ``-> (hidden, memory)`` with the streams
-    swapped, so the caller swaps its masks too; optionally checkpointed."""
+    swapped, so the caller swaps its masks too; optionally checkpointed (``ckpt``: full keeps
+    only the inputs, selective also the outputs of ``SELECTIVE_SAVE_OPS``)."""
 
-    def __init__(self, block: nn.Module, ckpt: bool) -> None:
+    def __init__(self, block: nn.Module, ckpt: Checkpoint | bool) -> None:
         super().__init__()
-        self.block, self.ckpt = block, ckpt
+        self.block = block
+        self.ckpt = Checkpoint.FULL if ckpt is True else Checkpoint.NONE if ckpt is False else Checkpoint(ckpt)
         self.swaps_streams = bool(getattr(block, "swaps_streams", False))
 
     def _run(self, hidden, mask, memory=None, memory_mask=None):
@@ -80,8 +108,10 @@ class LayerIO(nn.Module):
 
     def forward(self, hidden, mask=None, memory=None, memory_mask=None):
         args = (hidden, mask, memory, memory_mask)
-        if self.ckpt:
+        if self.ckpt is Checkpoint.FULL:
             return checkpoint(self._run, *args, use_reentrant=False)
+        if self.ckpt is Checkpoint.SELECTIVE:
+            return checkpoint(self._run, *args, use_reentrant=False, context_fn=selective_context)
         return self._run(*args)
 
 

@@ -4,7 +4,7 @@
   fc_in/gate/up split by output columns, o_proj and fc_out/down by input rows, norms replicated.
 - :func:`megatron_sp_forward`: rank 0 of tp=d with Megatron sequence parallelism (pre-norm
   blocks): norms on ``s/d`` tokens, all-gather / reduce-scatter replaced by shape-equivalent
-  local ops.
+  local ops, column-parallel linears keeping only the sequence shard (the runtime's).
 - :func:`ulysses_layer`: rank 0 of Ulysses sp=d: the attention core sees the full sequence and
   ``1/d`` of the heads through simulated all-to-alls.
 - :func:`head_shard`: the vocabulary-parallel shard of a head.
@@ -64,17 +64,55 @@ def _gather_seq(t: torch.Tensor, d: int) -> torch.Tensor:  # all-gather along th
     return torch.cat([t] + [torch.randn(t.shape, device=t.device).to(t.dtype) for _ in range(d - 1)], dim=1)
 
 
+class _ShardKeepingColumn(nn.Module):
+    """A column-parallel linear as the runtime runs it under Megatron-SP: on a gathered input
+    tagged with its shard, the runtime's ``_ShardSavingLinear`` (keeps the shard, not the
+    gathered input; forward only here, its backward would re-gather over a process group)."""
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from galvatron.parallel.tensor_parallel import _ShardSavingLinear
+
+        ref = getattr(x, "_sp_shard", None)
+        if ref is None or not torch.is_grad_enabled():
+            return self.lin(x)
+        return _ShardSavingLinear.apply(x, self.lin.weight, self.lin.bias, ref)
+
+
+def _gather_tagged(t: torch.Tensor, d: int) -> torch.Tensor:
+    from galvatron.parallel.tensor_parallel import _SeqShard
+
+    full = _gather_seq(t, d)
+    full._sp_shard = _SeqShard(t, None)
+    return full
+
+
 def megatron_sp_forward(shard: nn.Module, d: int, seq: int) -> Callable[[Any], Any]:
     """Forward of rank 0 of a pre-norm block under tp=d with Megatron-SP: norms on seq/d
-    tokens, all-gather before the column-parallel linears, reduce-scatter (a slice) after."""
+    tokens, all-gather before the column-parallel linears (which keep only the sequence shard,
+    as the runtime's), reduce-scatter (a slice) after. Forward only (bytes, not times)."""
     from galvatron.models.layers import dropout
 
     def fwd(carry: Any) -> Any:
-        x, mask = carry.hidden, carry.mask
-        a = shard.attn(_gather_seq(shard.norm1(x), d), mask)[:, : seq // d]
-        x = x + dropout(a, shard.dropout, shard.training)
-        m = shard.mlp(_gather_seq(shard.norm2(x), d))[:, : seq // d]
-        return dataclasses.replace(carry, hidden=x + dropout(m, shard.dropout, shard.training))
+        swapped = []
+        for block in (shard.attn, shard.mlp):  # the runtime's column linears, for this call
+            for name in COLUMN:
+                lin = getattr(block, name, None)
+                if isinstance(lin, nn.Linear):
+                    setattr(block, name, _ShardKeepingColumn(lin))
+                    swapped.append((block, name, lin))
+        try:
+            x, mask = carry.hidden, carry.mask
+            a = shard.attn(_gather_tagged(shard.norm1(x), d), mask)[:, : seq // d]
+            x = x + dropout(a, shard.dropout, shard.training)
+            m = shard.mlp(_gather_tagged(shard.norm2(x), d))[:, : seq // d]
+            return dataclasses.replace(carry, hidden=x + dropout(m, shard.dropout, shard.training))
+        finally:
+            for block, name, lin in swapped:
+                setattr(block, name, lin)
 
     return fwd
 

@@ -5,8 +5,12 @@ Compute time per sample on a shard of degree ``d``: on a GPU preset (``num_sms >
 GEMM, the attention kernel and the memory-bound operators are priced from their shapes by
 :mod:`galvatron.profiles.gpu_compute` (tile and wave quantisation on the SMs, roofline at the
 HBM bandwidth); otherwise ``flops / d / (peak * efficiency)`` with ``bwd = 2 * fwd``.
-Activation bytes come straight from the spec for every (sp kind, degree). Tables cover every
-divisor of the world size up to ``max_degree`` (not only powers of two).
+Activation bytes come straight from the spec for every (sp kind, degree), with and without
+selective checkpointing. Selective's recomputation: on a GPU preset, the forward's
+memory-bound operators (and the explicit-softmax attention on the math path); otherwise the
+counted FLOPs it recomputes (the attention products of non-fused attention; element-wise work
+is not counted, so on fused attention it is free there). Tables cover every divisor of the
+world size up to ``max_degree`` (not only powers of two).
 """
 
 from __future__ import annotations
@@ -71,6 +75,15 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         pairs = {d: layer_ms(dev, ls, seq, d, **shape_opts) for d in degs}
         return {d: p[0] for d, p in pairs.items()}, {d: p[1] for d, p in pairs.items()}
 
+    def recompute_times(ls, degs: list[int]) -> dict[int, float]:  # noqa: ANN001
+        """What selective checkpointing recomputes, ms per sample at every degree of ``degs``."""
+        if dev is None:
+            recompute = ls.selective_recompute_flops(1, seq) * ms_per_flop
+            return {d: recompute / d for d in degs}
+        from galvatron.profiles.gpu_compute import selective_recompute_ms
+
+        return {d: selective_recompute_ms(dev, ls, seq, d, **shape_opts) for d in degs}
+
     names = list(spec.layer_specs)
     layer_types = []
     for name in names:
@@ -84,6 +97,14 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
                 for kind in ("none", "megatron", "ulysses")}
         acts["megatron"].setdefault(1, acts["none"][1])  # unused placeholder for a complete table
         acts["ulysses"].setdefault(1, acts["none"][1])
+        selective = {kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                            sp=(d if kind == "ulysses" else 1), sp_kind=kind,
+                                            checkpoint="selective")
+                            for d in degrees if not (kind == "megatron" and d == 1)}
+                     for kind in ("none", "megatron", "ulysses")}
+        selective["megatron"].setdefault(1, selective["none"][1])
+        selective["ulysses"].setdefault(1, selective["none"][1])
+        recompute_t = recompute_times(ls, degrees)
         layer_types.append(LayerTypeProfile(
             name=name, param_count=ls.param_count,
             carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * cb, seq_len=tokens,
@@ -91,7 +112,8 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             tp_collectives=max(1, ls.attn_ops) + (1 if ls.ffn_hidden else 0),
             ulysses_bytes_per_sample=tokens * (2 * ls.num_heads + 2 * (ls.num_kv_heads or ls.num_heads)) * head_dim * cb,
             fwd_ms_per_sample=fwd_t, bwd_ms_per_sample=bwd_t,
-            act_bytes_per_sample=acts,
+            act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
+            selective_recompute_ms_per_sample=recompute_t,
             sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
         ))
     first = spec.layer(0)

@@ -162,3 +162,14 @@ def layer_ms(dev: Device, spec, seq: int, t: int, *, fused: bool, math_path: boo
     af, ab = attention_ms(dev, spec, seq, t, math_path, causal, dropout)
     ew = dev.memory_ms(m * elementwise_elements(spec, t, 1, fused, dropout))
     return fwd + af + ew, bwd + ab + 2 * ew
+
+
+def selective_recompute_ms(dev: Device, spec, seq: int, t: int, *, fused: bool, math_path: bool,  # noqa: ANN001
+                           causal: bool, dropout: bool) -> float:
+    """Forward time (ms) of one sample that selective checkpointing recomputes in backward: what
+    :func:`layer_ms` prices besides the GEMMs and the fused attention kernel, whose outputs it
+    keeps -- the memory-bound operators, and the explicit-softmax attention on the math path."""
+    m = spec.tokens(seq)
+    ew = dev.memory_ms(m * elementwise_elements(spec, t, 1, fused, dropout))
+    af = attention_ms(dev, spec, seq, t, math_path, causal, dropout)[0] if math_path else 0.0
+    return ew + af

@@ -65,7 +65,9 @@ def _int_keys(d: Any, what: str) -> dict[int, Any]:
         if isinstance(k, bool) or not (isinstance(k, int) or (isinstance(k, str) and k.isdigit() and len(k) <= 6)):
             raise ValueError(f"{what}: keys must be integer degrees, got {short(k)}")
         deg = int(k)
-        if deg < 1 or deg > 2**20:
+        if deg < 1:  # the message _degrees gives for tables built in Python
+            raise ValueError(f"{what}: degrees [{deg}] are not positive integers")
+        if deg > 2**20:
             raise ValueError(f"{what}: degree {deg} is out of range; accepted: 1 to {2**20}")
         out[deg] = v
     return out
@@ -95,11 +97,13 @@ def _check_layer_type(lt: Any, where: str) -> None:
     check_bool(lt.sequence_parallel, f"{where}.sequence_parallel")
     _ms_table(lt.fwd_ms_per_sample, f"{where}.fwd_ms_per_sample")
     _ms_table(lt.bwd_ms_per_sample, f"{where}.bwd_ms_per_sample")
-    acts = check_dict(lt.act_bytes_per_sample, f"{where}.act_bytes_per_sample")
-    if set(acts) - set(SP_KINDS):
-        raise ValueError(f"{where}.act_bytes_per_sample: keys must be among {SP_KINDS}")
-    for k, t in acts.items():
-        _bytes_table(t, f"{where}.act_bytes_per_sample.{k}")
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+        acts = check_dict(getattr(lt, key), f"{where}.{key}")
+        if set(acts) - set(SP_KINDS):
+            raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
+        for k, t in acts.items():
+            _bytes_table(t, f"{where}.{key}.{k}")
+    _ms_table(lt.selective_recompute_ms_per_sample, f"{where}.selective_recompute_ms_per_sample")
 
 
 def _check_embedding(e: Any) -> None:
@@ -153,6 +157,11 @@ class LayerTypeProfile:
     bwd_ms_fixed: float = 0.0
     act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)  # sp kind -> degree -> bytes
     sequence_parallel: bool = True  # False: the layer needs the whole sequence (Swin's windows)
+    # Selective checkpointing (empty: the search does not offer it for this layer type): bytes
+    # kept per sample (input + matmul / fused-attention outputs) per sp kind and degree, and
+    # the compute time of what it recomputes in backward.
+    selective_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
+    selective_recompute_ms_per_sample: dict[int, float] = field(default_factory=dict)
 
     def to_c(self) -> Any:
         t = _C.LayerTypeProfile()
@@ -170,6 +179,17 @@ class LayerTypeProfile:
                                     f"{self.name}.act_bytes_per_sample.{k}", None if k == "none" else -1)]
             for k in SP_KINDS
         ]
+        if self.selective_act_bytes_per_sample or self.selective_recompute_ms_per_sample:
+            # over the same degrees as the other tables; a degree (or sp kind) a table lacks is
+            # -1, which the core reads as "selective checkpointing not profiled there"
+            t.selective_act_bytes_per_sample = [
+                [int(v) for v in _table(self.selective_act_bytes_per_sample.get(k, {}), degrees,
+                                        f"{self.name}.selective_act_bytes_per_sample.{k}", -1)]
+                for k in SP_KINDS
+            ]
+            t.selective_recompute_ms_per_sample = [float(v) for v in _table(
+                self.selective_recompute_ms_per_sample, degrees,
+                f"{self.name}.selective_recompute_ms_per_sample", -1)]
         return t
 
 
@@ -302,10 +322,13 @@ def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:
     kw = dict(x)
     for k in ("fwd_ms_per_sample", "bwd_ms_per_sample"):
         kw[k] = _ms_table(kw.get(k, {}), f"{where}.{k}")
-    acts = kw.get("act_bytes_per_sample", {})
-    if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
-        raise ValueError(f"{where}.act_bytes_per_sample: keys must be among {SP_KINDS}")
-    kw["act_bytes_per_sample"] = {k: _bytes_table(t, f"{where}.act_bytes_per_sample.{k}") for k, t in acts.items()}
+    kw["selective_recompute_ms_per_sample"] = _ms_table(kw.get("selective_recompute_ms_per_sample", {}),
+                                                        f"{where}.selective_recompute_ms_per_sample")
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+        acts = kw.get(key, {})
+        if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
+            raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
+        kw[key] = {k: _bytes_table(t, f"{where}.{key}.{k}") for k, t in acts.items()}
     lt = LayerTypeProfile(**kw)
     _check_layer_type(lt, where)
     return lt

@@ -9,7 +9,9 @@ split with ``pp_split="even"``; interleaved schedules use the even split); per l
 divisor of the stage size up to ``max_tp`` (optionally with Megatron-SP), or Ulysses sp (any
 divisor) up to ``max_sp`` -- where the model allows the degree (it divides the head counts and
 the sequence, and the profile has the degree),
-data-parallel type in ``dp_types``, checkpointing, adjacent or strided tp ranks; one
+data-parallel type in ``dp_types``, checkpointing none / selective / full (``allow_checkpoint``:
+full, ``allow_selective_checkpoint``: selective, where the profile describes it), adjacent or
+strided tp ranks; one
 embedding/head strategy (same choices, no checkpointing).
 
 ``galvatron2_compatible=True`` restricts the space to what Galvatron-2's runtime executes, so
@@ -32,7 +34,16 @@ from typing import Any
 
 from galvatron import _C
 from galvatron._validate import MAX_BYTES, check_float, check_int, short
-from galvatron.plan import DpType, LayerStrategy, Plan, Precision, Schedule, SpKind, _enum_value
+from galvatron.plan import (
+    Checkpoint,
+    DpType,
+    LayerStrategy,
+    Plan,
+    Precision,
+    Schedule,
+    SpKind,
+    _enum_value,
+)
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import ModelProfile
 
@@ -43,6 +54,9 @@ _DP = {DpType.DDP: _C.DpType.DDP, DpType.ZERO1: _C.DpType.ZERO1, DpType.ZERO2: _
 _SP = {SpKind.NONE: _C.SpKind.NONE, SpKind.MEGATRON: _C.SpKind.MEGATRON, SpKind.ULYSSES: _C.SpKind.ULYSSES}
 _SCHED = {Schedule.GPIPE: _C.Schedule.GPIPE, Schedule.ONE_F_ONE_B: _C.Schedule.ONE_F_ONE_B,
           Schedule.INTERLEAVED_1F1B: _C.Schedule.INTERLEAVED_1F1B}
+_CKPT = {Checkpoint.NONE: _C.Checkpoint.NONE, Checkpoint.SELECTIVE: _C.Checkpoint.SELECTIVE,
+         Checkpoint.FULL: _C.Checkpoint.FULL}
+_CKPT_BACK = {v: k for k, v in _CKPT.items()}
 _DP_BACK = {v: k for k, v in _DP.items()}
 _SP_BACK = {v: k for k, v in _SP.items()}
 _SCHED_BACK = {v: k for k, v in _SCHED.items()}
@@ -51,13 +65,13 @@ _SCHED_BACK = {v: k for k, v in _SCHED.items()}
 def _strategy_to_c(s: LayerStrategy) -> Any:
     c = _C.Strategy()
     c.tp, c.sp, c.sp_kind, c.dp_type = s.tp, s.sp, _SP[s.sp_kind], _DP[s.dp_type]
-    c.checkpoint, c.tp_consecutive = s.checkpoint, s.tp_consecutive
+    c.checkpoint, c.tp_consecutive = _CKPT[s.checkpoint], s.tp_consecutive
     return c
 
 
 def _strategy_from_c(c: Any) -> LayerStrategy:
     return LayerStrategy(tp=c.tp, sp=c.sp, sp_kind=_SP_BACK[c.sp_kind], dp_type=_DP_BACK[c.dp_type],
-                         checkpoint=c.checkpoint, tp_consecutive=c.tp_consecutive)
+                         checkpoint=_CKPT_BACK[c.checkpoint], tp_consecutive=c.tp_consecutive)
 
 
 def plan_to_c(plan: Plan) -> Any:
@@ -202,7 +216,7 @@ def _memory_bytes(memory_gb: Any, name: str) -> int:
 def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: int = 8, max_pp: int = 64,
              max_sp: int = 8, dp_types: Sequence[DpType | str] = ("ddp", "zero1", "zero2", "zero3"),
              allow_ulysses: bool = True, allow_megatron_sp: bool = True, allow_checkpoint: bool = True,
-             allow_strided: bool = True, megatron_sp_only: bool = False,
+             allow_selective_checkpoint: bool = True, allow_strided: bool = True, megatron_sp_only: bool = False,
              schedules: Sequence[Schedule | str] = ("1f1b",),
              num_microbatches: int | Iterable[int] | None = None, pp_degrees: Iterable[int] | None = None,
              virtual_stages: int | Iterable[int] = 2, pp_split: str = "searched", num_threads: int = 0,
@@ -224,6 +238,7 @@ def _options(world: int, memory_bytes: int, global_batch_size: Any, *, max_tp: i
     o.schedules = [_SCHED[_enum_value(Schedule, s, "schedules")] for s in schedules]
     o.allow_ulysses, o.allow_megatron_sp = allow_ulysses, allow_megatron_sp
     o.allow_checkpoint, o.allow_strided = allow_checkpoint, allow_strided
+    o.allow_selective_checkpoint = allow_selective_checkpoint
     o.megatron_sp_only = megatron_sp_only
     o.search_pp_split = pp_split == "searched"
     o.num_threads = check_int(num_threads, "num_threads", 0, 4096)
@@ -307,7 +322,8 @@ def galvatron2_spaces(space: dict[str, Any]) -> list[dict[str, Any]]:
         for sp_on in sp_switch:
             sub = {**space, **fixed, "schedules": schedules,
                    "dp_types": ([default] if default else []) + zero3,
-                   "allow_megatron_sp": sp_on, "megatron_sp_only": sp_on}
+                   "allow_megatron_sp": sp_on, "megatron_sp_only": sp_on,
+                   "allow_selective_checkpoint": False}  # its format: checkpoint 0 / 1 (full)
             out.append(sub)
     return out
 

@@ -55,6 +55,11 @@ def resolve_run_dir(run_dir: str, model: str, resume: bool, root: str = RUNS) ->
             return os.path.join(root, os.readlink(latest)) if os.path.islink(latest) else latest, False
         return fresh_run_dir(model, root), True
     if holds_a_run(run_dir) and not resume:
+        from galvatron.training.runlock import busy_error, busy_holder
+
+        holder = busy_holder(run_dir)  # a job still running there: say so (and who) first
+        if holder is not None:
+            raise busy_error(run_dir, holder)
         raise ValueError(f"run_dir {run_dir} already holds a run; pass --resume to continue it, or choose "
                          "another --run-dir (or none: each run then gets a fresh runs/<model>-<time>)")
     return run_dir, False

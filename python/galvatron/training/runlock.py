@@ -40,8 +40,7 @@ class RunLock:
             holder = _read(fd)
             os.close(fd)
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise ValueError(f"run directory {self.run_dir} is in use by another job ({holder or 'pid unknown'}); "
-                                 "wait for it to finish, stop it, or use another --run-dir") from None
+                raise busy_error(self.run_dir, holder or "pid unknown") from None
             raise ValueError(f"run_dir {self.run_dir}: cannot lock {self.path}: {e.strerror or e} "
                              "(a file system without locks?)") from None
         previous = _read(fd)
@@ -69,6 +68,29 @@ class RunLock:
         self.release()
 
 
+def busy_holder(run_dir: str) -> str | None:
+    """What the job holding ``run_dir``'s lock wrote (``"pid unknown"`` if nothing), or None when
+    no live job holds it. Probes without taking or changing the lock file."""
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_NAME), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return _read(fd) or "pid unknown"
+        return None
+    finally:
+        os.close(fd)  # also drops the probe's shared lock
+    return None
+
+
+def busy_error(run_dir: str, holder: str) -> ValueError:
+    return ValueError(f"run directory {run_dir} is in use by another job ({holder}); "
+                      "wait for it to finish, stop it, or use another --run-dir")
+
+
 def _read(fd: int) -> str:
     try:
         return os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
@@ -76,4 +98,4 @@ def _read(fd: int) -> str:
         return ""
 
 
-__all__ = ["LOCK_NAME", "RunLock"]
+__all__ = ["LOCK_NAME", "RunLock", "busy_error", "busy_holder"]

@@ -60,7 +60,7 @@ def strategy_label(s: Any) -> dict[str, str]:
     elif s.sp_kind is SpKind.ULYSSES:
         sp = f"ulysses{s.sp}"
     return {"tp": f"tp{s.tp}" + ("" if s.tp_consecutive or s.tp == 1 else " strided"), "sp": sp,
-            "dp_type": s.dp_type.value, "ckpt": "ckpt" if s.checkpoint else "no ckpt"}
+            "dp_type": s.dp_type.value, "ckpt": {"none": "no ckpt", "full": "ckpt"}.get(s.checkpoint.value, "selective ckpt")}
 
 
 def report_data(plan: Plan, model: ModelProfile, hardware: HardwareProfile, *,
