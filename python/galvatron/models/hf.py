@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from galvatron.plan import _positive_int
+from galvatron._validate import check_int
 
 
 @dataclass(frozen=True)
@@ -307,7 +307,7 @@ def save_hf_checkpoint(model: nn.Module, path: str | os.PathLike[str], families:
     weight files written. ``families``: the registry (``galvatron.models.FAMILIES``)."""
     from safetensors.torch import save_file
 
-    _positive_int(max_shard_bytes, "max_shard_bytes")
+    check_int(max_shard_bytes, "max_shard_bytes", 1, 2**62)  # bytes: past the int32 range of counts
     path = os.fspath(path)
     fam = families[model.config.family]
     hf_config = fam.hf.config_to_hf(model.config)
