@@ -30,8 +30,8 @@ def profiles_for(model_name: str, seq_len: int | None, world: int, overrides: di
     """``(hardware profile, model profile)`` for the prediction: the files or preset given;
     otherwise what ``galvatron train`` uses on this machine: on CPU a quick measurement of the
     collectives with ``world`` local processes (cached) and, for the debug models, a quick
-    measurement of the model (``measure=False``: the ``cpu-gloo`` preset and the analytic
-    profile); on CUDA the A100-80G preset; analytic model profiles for real sizes."""
+    measurement of the model (``measure=False``, or one process: the ``cpu-gloo`` preset and the
+    analytic profile); on CUDA the A100-80G preset; analytic model profiles for real sizes."""
     import torch
 
     import galvatron
@@ -39,7 +39,7 @@ def profiles_for(model_name: str, seq_len: int | None, world: int, overrides: di
     overrides = dict(overrides or {})
     if hardware:
         hw = galvatron.HardwareProfile.load(hardware)
-    elif hardware_preset or torch.cuda.is_available() or not measure:
+    elif hardware_preset or torch.cuda.is_available() or not measure or world < 2:  # 1 process: no collectives
         preset = hardware_preset or ("a100-80g-sxm" if torch.cuda.is_available() else "cpu-gloo")
         gpn = min(world, 8) if preset != "cpu-gloo" else world
         hw = galvatron.hardware_preset(preset, num_nodes=max(1, world // gpn), gpus_per_node=gpn)

@@ -1,4 +1,4 @@
-"""``galvatron check PLAN.json --model NAME [--seq-len S] [--nproc N] [--steps K] [--fake] [--json OUT]``."""
+"""``galvatron check PLAN.json [--model NAME] [--seq-len S] [--nproc N] [--steps K] [--fake] [--json OUT]``."""
 
 from __future__ import annotations
 
@@ -24,13 +24,19 @@ def parse_sets(items: list[str] | None) -> dict[str, Any]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     from galvatron import check as C
-    from galvatron.cli import load_any_plan
+    from galvatron.plan_io import load_plan
     from galvatron.training.launch import under_launcher
 
-    plan = load_any_plan(args.plan)
+    plan = load_plan(args.plan)
     if args.precision:
         plan = plan.replace(precision=args.precision)
     overrides = parse_sets(args.set)
+    if args.model is None:  # the model the plan was made for (plans written by search / train)
+        if not plan.model:
+            raise ValueError(f"--model: required ({args.plan} does not record the model it was made for)")
+        args.model = plan.model["name"]
+        overrides = {**plan.model.get("overrides", {}), **overrides}
+        args.seq_len = args.seq_len or plan.model.get("seq_len")
     if args.fake:
         if not args.seq_len:
             raise ValueError("--seq-len: required with --fake")
@@ -68,7 +74,8 @@ def add_check_parser(sub) -> None:
                     "peak live tensor memory by kind. --fake: the runtime on fake tensors with a fake "
                     "process group of the plan's world size (no devices needed): peak memory per rank.")
     p.add_argument("plan", help="plan JSON (ours or Galvatron-2's)")
-    p.add_argument("--model", required=True, help="model flavour, e.g. gpt2-debug, llama2-7b")
+    p.add_argument("--model", default=None, help="model flavour, e.g. gpt2-debug, llama2-7b (default: the "
+                                                 "model the plan records, as plans of search and train do)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the model's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="model config override, e.g. --set num_layers=4 (repeatable)")
