@@ -209,3 +209,29 @@ def test_launcher_stops_every_rank_when_one_fails(tmp_path):
     ok.write_text("import os\nprint('rank', os.environ['RANK'], os.environ['WORLD_SIZE'])\n")
     assert spawn(2, [str(ok)], str(tmp_path / "logs2"), timeout_s=30) == 0
     assert "rank 1 2" in (tmp_path / "logs2" / "rank1.log").read_text()
+
+
+def test_the_job_resolves_its_model_once_not_for_every_batch(monkeypatch):
+    """The training loop's model facts (config, spec, first-layer length, encoder-decoder) are
+    resolved once per job and passed along: drawing batches, evaluating and counting FLOPs do
+    not look the model up by name again (they did, once or twice per batch)."""
+    from galvatron import models
+    from galvatron.training import data as D
+    from galvatron.training import runtime_adapter as RA
+    from galvatron.training.config import build_config
+
+    calls = []
+    real = models.get_config
+    monkeypatch.setattr(models, "get_config", lambda *a, **k: calls.append(a) or real(*a, **k))
+    for name, kind in (("t5-debug", "builtin"), ("vit-debug", "images")):
+        calls.clear()
+        cfg = build_config(None, {"model.name": name, "model.seq_len": 16})
+        jm = RA.resolve_model(cfg, {})
+        data = D.TokenData.load("builtin", seq_len=16) if kind == "builtin" else None
+        for step in range(4):
+            b = RA.batch(cfg, jm, data, step, 2)
+            assert b["labels"].shape[0] == 2
+        assert RA.model_flops_per_step(jm, 2) > 0
+        assert len(calls) == 1, (name, calls)
+        assert jm.encoder_decoder == (name == "t5-debug")
+        assert jm.seq_len == (16 if kind == "builtin" else models.spec(jm.config).seq_len)

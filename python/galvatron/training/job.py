@@ -279,7 +279,8 @@ def train_rank(cfg: TrainConfig) -> int:
     overrides = dict(cfg.model.overrides)
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
-    pm = RA.build(parallel, cfg, plan, overrides)
+    jm = RA.resolve_model(cfg, overrides)  # once per job; passed to what needs the model
+    pm = RA.build(parallel, cfg, jm, plan)
     ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
                              warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     start = 0
@@ -305,8 +306,8 @@ def train_rank(cfg: TrainConfig) -> int:
     predicted_peaks = RA.predicted_peaks(plan, world)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
-    tokens_per_step = plan.global_batch_size * RA.model_seq_len(cfg, overrides)
-    flops_per_step = RA.model_flops_per_step(cfg, overrides, plan.global_batch_size)
+    tokens_per_step = plan.global_batch_size * jm.seq_len
+    flops_per_step = RA.model_flops_per_step(jm, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
     guard = NonFiniteGuard(cfg.optim.nonfinite_patience)
@@ -314,7 +315,7 @@ def train_rank(cfg: TrainConfig) -> int:
         while step < cfg.steps:
             lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
             RA.set_lr(pm, lr)
-            batch = RA.batch(cfg, data, step, plan.global_batch_size)
+            batch = RA.batch(cfg, jm, data, step, plan.global_batch_size)
             t0 = time.perf_counter()
             loss, grad_norm = RA.train_step(pm, batch)
             dt = time.perf_counter() - t0
@@ -329,7 +330,7 @@ def train_rank(cfg: TrainConfig) -> int:
                 if peak_tflops:
                     record["mfu"] = record["model_tflops_per_s"] / (world * peak_tflops)
             if cfg.logging.eval_every and step % cfg.logging.eval_every == 0 and data is not None:
-                record["eval_loss"] = RA.eval_loss(pm, cfg, data, step, plan.global_batch_size)
+                record["eval_loss"] = RA.eval_loss(pm, cfg, jm, data, step, plan.global_batch_size)
             if rank == 0:
                 metrics.write(record)
                 if step % cfg.logging.every == 0 or step == cfg.steps:
@@ -350,7 +351,7 @@ def train_rank(cfg: TrainConfig) -> int:
         if metrics is not None:
             metrics.close()
     if cfg.checkpoint.export_hf:
-        RA.export_hf(pm, cfg, overrides, os.path.join(cfg.run_dir, "hf"))
+        RA.export_hf(pm, cfg, jm, os.path.join(cfg.run_dir, "hf"))
         if rank == 0:
             _log(f"exported a Hugging Face model to {os.path.join(cfg.run_dir, 'hf')}")
     return 0

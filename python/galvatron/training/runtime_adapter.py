@@ -11,6 +11,7 @@ another plan or world size (resharding) reassembles the pieces (values copied ex
 from __future__ import annotations
 
 import resource
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,40 +21,46 @@ import torch.distributed as dist
 from galvatron.plan import Plan
 
 
-def model_seq_len(cfg, overrides: dict[str, Any]) -> int:
-    """Tokens entering the first layer: the configured length for text, the patch count for images."""
+@dataclass(frozen=True)
+class JobModel:
+    """The model of one job, resolved once (``resolve_model``) and passed along: its name, the
+    job's overrides, its config and spec, the tokens entering its first layer (the configured
+    length for text, the patch count for images) and whether it is an encoder-decoder (T5: the
+    batch's labels continue its input_ids, see ``TokenData.batch``)."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: Any
+    spec: Any
+    seq_len: int
+    encoder_decoder: bool
+
+
+def resolve_model(cfg, overrides: dict[str, Any]) -> JobModel:
     from galvatron import models
 
-    if cfg.data.kind != "images":
-        return cfg.model.seq_len
-    return models.spec(models.get_config(cfg.model.name, **overrides)).seq_len
+    config = models.get_config(cfg.model.name, **overrides)
+    spec = models.spec(config)
+    seq_len = spec.seq_len if cfg.data.kind == "images" else cfg.model.seq_len
+    family = models.FAMILIES[config.family]
+    return JobModel(cfg.model.name, dict(overrides), config, spec, seq_len,
+                    family.model_cls.memory_inputs is not None)
 
 
-def encoder_decoder(cfg) -> bool:
-    """T5-like models: the batch's labels are a continuation of input_ids (see TokenData.batch)."""
+def build(parallel, cfg, jm: JobModel, plan: Plan):
     from galvatron import models
 
-    family = models.FAMILIES[models.get_config(cfg.model.name).family]
-    return family.model_cls.memory_inputs is not None
-
-
-def build(parallel, cfg, plan: Plan, overrides: dict[str, Any]):
-    from galvatron import models
-
-    model = models.build(cfg.model.name, seed=cfg.seed, **overrides)
-    pm = parallel.build(model, plan, seed=cfg.seed, seq_len=model_seq_len(cfg, overrides), lr=cfg.optim.lr,
+    model = models.build(jm.name, seed=cfg.seed, **jm.overrides)
+    pm = parallel.build(model, plan, seed=cfg.seed, seq_len=jm.seq_len, lr=cfg.optim.lr,
                         betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
                         weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.grad_clip or None)
     return pm
 
 
-def model_flops_per_step(cfg, overrides: dict[str, Any], global_batch: int) -> float:
+def model_flops_per_step(jm: JobModel, global_batch: int) -> float:
     """Model FLOPs of one optimizer step: forward + backward (2x forward) of the whole model on
     the global batch, from the model spec; recomputation (activation checkpointing) excluded."""
-    from galvatron import models
-
-    spec = models.spec(models.get_config(cfg.model.name, **overrides))
-    return 3.0 * spec.flops_fwd(global_batch, model_seq_len(cfg, overrides))
+    return 3.0 * jm.spec.flops_fwd(global_batch, jm.seq_len)
 
 
 def set_lr(pm, lr: float) -> None:
@@ -62,16 +69,14 @@ def set_lr(pm, lr: float) -> None:
             group["lr"] = lr
 
 
-def batch(cfg, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
+def batch(cfg, jm: JobModel, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
     if data is None:  # synthetic images for ViT / Swin
-        from galvatron import models
         from galvatron.training.data import image_batch
 
-        mc = models.get_config(cfg.model.name, **cfg.model.overrides)
+        mc = jm.config
         b = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
     else:
-        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed,
-                       continuation=encoder_decoder(cfg))
+        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, continuation=jm.encoder_decoder)
     return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
 
 
@@ -119,12 +124,12 @@ def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
     return [predicted_tensor_bytes(stages[r // n]) for r in range(world)]
 
 
-def eval_loss(pm, cfg, data, step: int, global_batch: int) -> float | None:
+def eval_loss(pm, cfg, jm: JobModel, data, step: int, global_batch: int) -> float | None:
     """Mean loss over `logging.eval_batches` batches of the evaluation split."""
     total = 0.0
     for i in range(cfg.logging.eval_batches):
         b = data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval",
-                       continuation=encoder_decoder(cfg))
+                       continuation=jm.encoder_decoder)
         total += pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
     return total / cfg.logging.eval_batches
 
@@ -170,7 +175,7 @@ def load_state(pm, path: str, train_state: dict[str, Any], tensors: dict[str, An
     restore(pm, keys, shapes, read)
 
 
-def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
+def export_hf(pm, cfg, jm: JobModel, out_dir: str) -> None:
     """Collective: gathers the full weights on rank 0 and writes a Hugging Face directory
     (config + safetensors, :func:`galvatron.models.save_hf_checkpoint`) there. Needs the ``hf``
     extra (transformers, safetensors)."""
@@ -186,7 +191,7 @@ def export_hf(pm, cfg, overrides: dict[str, Any], out_dir: str) -> None:
     for rank_parts in gathered:
         for name, t, src in rank_parts:
             pieces.setdefault(name, []).append((t, src))
-    model = models.build(cfg.model.name, seed=cfg.seed, **overrides)
+    model = models.build(jm.name, seed=cfg.seed, **jm.overrides)
     target = model.state_dict()
     for name, items in pieces.items():
         if name not in target:
