@@ -224,8 +224,8 @@ def test_the_job_resolves_its_model_once_not_for_every_batch(monkeypatch):
     real = models.get_config
     monkeypatch.setattr(models, "get_config", lambda *a, **k: calls.append(a) or real(*a, **k))
     for name, kind in (("t5-debug", "builtin"), ("vit-debug", "images")):
-        calls.clear()
         cfg = build_config(None, {"model.name": name, "model.seq_len": 16})
+        calls.clear()
         jm = RA.resolve_model(cfg, {})
         data = D.TokenData.load("builtin", seq_len=16) if kind == "builtin" else None
         for step in range(4):
