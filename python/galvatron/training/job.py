@@ -321,8 +321,10 @@ def train_rank(cfg: TrainConfig) -> int:
             dt = time.perf_counter() - t0
             step += 1
             peaks = _gather_int(RA.peak_memory(pm), pm.ctx.device)  # live tensor bytes
+            if min(peaks) < 0:  # not measured yet (a pipeline's first step on CPU)
+                peaks = None
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
-                      "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": max(peaks),
+                      "tokens_per_s": tokens_per_step / dt, "peak_memory_bytes": peaks and max(peaks),
                       "peak_memory_bytes_per_rank": peaks, "predicted_step_time_s": predicted,
                       "predicted_peak_memory_bytes_per_rank": predicted_peaks}
             if flops_per_step:

@@ -84,10 +84,13 @@ MEMORY_TRACKED_STEPS = 2  # on CPU, steps of a process run under the live-tensor
 
 
 def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
-    """One step. On CPU the first :data:`MEMORY_TRACKED_STEPS` steps of the process run under
-    torch's memory tracker (slower), which records their peak live tensor bytes."""
+    """One step. On CPU :data:`MEMORY_TRACKED_STEPS` steps of the process run under torch's
+    memory tracker (slower), which records their peak live tensor bytes: its first steps, or a
+    pipeline's steps after its first one (that step sets up torch's pipeline stages with
+    ``autograd.grad``, which the tracker's hooks do not support)."""
     done = getattr(pm, "_steps_run", 0)
-    if pm.ctx.device.type != "cuda" and done < MEMORY_TRACKED_STEPS:
+    first = 1 if pm.plan.pp > 1 else 0
+    if pm.ctx.device.type != "cuda" and first <= done < first + MEMORY_TRACKED_STEPS:
         from galvatron.check.measure import measure_peak_memory
 
         loss_box: list[float] = []
@@ -103,11 +106,12 @@ def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
 
 def peak_memory(pm=None) -> int:
     """Peak live tensor bytes of this rank: CUDA ``max_memory_allocated``; on CPU the peak
-    measured over the tracked steps (see :func:`train_step`), else the process's peak RSS."""
+    measured over the tracked steps (see :func:`train_step`), -1 before the first of them
+    (a pipeline's first step), and the process's peak RSS without a model."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
-    if pm is not None and getattr(pm, "_live_peak", None) is not None:
-        return int(pm._live_peak)
+    if pm is not None:
+        return int(getattr(pm, "_live_peak", -1))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
 
 
