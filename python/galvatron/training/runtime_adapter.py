@@ -83,14 +83,25 @@ def batch(cfg, jm: JobModel, data, step: int, global_batch: int) -> dict[str, to
 MEMORY_TRACKED_STEPS = 2  # on CPU, steps of a process run under the live-tensor tracker
 
 
+def _pipeline_backward_ready(pm) -> bool:
+    """Whether torch's pipeline schedule has its backward set up. Its first training step, and
+    the first after an evaluation, set it up with ``autograd.grad``, which the memory tracker's
+    hooks refuse; pp=1 has no schedule."""
+    if pm.plan.pp == 1:
+        return True
+    for name in ("_stage_backward_initialized", "_stages_backward_initialized"):  # torch's flags
+        if hasattr(pm.schedule, name):
+            return bool(getattr(pm.schedule, name))
+    return False
+
+
 def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
-    """One step. On CPU :data:`MEMORY_TRACKED_STEPS` steps of the process run under torch's
-    memory tracker (slower), which records their peak live tensor bytes: its first steps, or a
-    pipeline's steps after its first one (that step sets up torch's pipeline stages with
-    ``autograd.grad``, which the tracker's hooks do not support)."""
-    done = getattr(pm, "_steps_run", 0)
-    first = 1 if pm.plan.pp > 1 else 0
-    if pm.ctx.device.type != "cuda" and first <= done < first + MEMORY_TRACKED_STEPS:
+    """One step. On CPU the first :data:`MEMORY_TRACKED_STEPS` steps of the process that can
+    be tracked (for a pipeline: not a step that sets up its backward) run under torch's memory
+    tracker (slower), which records their peak live tensor bytes."""
+    tracked = getattr(pm, "_steps_tracked", 0)
+    if pm.ctx.device.type != "cuda" and tracked < MEMORY_TRACKED_STEPS and _pipeline_backward_ready(pm):
+        pm._steps_tracked = tracked + 1
         from galvatron.check.measure import measure_peak_memory
 
         loss_box: list[float] = []
@@ -99,7 +110,6 @@ def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         loss = loss_box[0]
     else:
         loss = pm.train_step(b)
-    pm._steps_run = done + 1
     norm = getattr(pm, "last_grad_norm", None)
     return float(loss), None if norm is None else float(norm)
 
@@ -107,7 +117,7 @@ def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
 def peak_memory(pm=None) -> int:
     """Peak live tensor bytes of this rank: CUDA ``max_memory_allocated``; on CPU the peak
     measured over the tracked steps (see :func:`train_step`), -1 before the first of them
-    (a pipeline's first step), and the process's peak RSS without a model."""
+    (a pipeline's first steps), and the process's peak RSS without a model."""
     if torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     if pm is not None:
