@@ -7,30 +7,21 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
 
 import pytest
 
-from galvatron.visualize.server import ServeConfig, make_server
+from galvatron.visualize.server import ServeConfig
+from tests.visualize.test_server import running as _running
 
 CFG = ServeConfig(model="gpt2-debug", nodes=1, gpus_per_node=2, memory_gb=8.0, global_batch_size=4)
 
 
-@contextmanager
 def running(cfg: ServeConfig = CFG):
-    httpd = make_server(cfg, port=0)
-    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        t.join(timeout=10)
+    """The visualizer tests' in-process server (tests/visualize/test_server.py), with this file's config."""
+    return _running(cfg)
 
 
 def post(url: str, params: dict, timeout: float = 120) -> tuple[int, dict]:
