@@ -51,7 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.worker:
             die_with_launcher()
-            return job.worker_main(args.worker)
+            code = job.worker_main(args.worker)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)  # no interpreter teardown of torch's threads (see job.worker_main)
         flags = {k: v for k, v in vars(args).items() if k not in ("config", "worker")}
         cfg = build_config(args.config, flags, rest)
         if under_launcher():

@@ -410,13 +410,21 @@ def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan, 
 
 
 def worker_main(run_dir: str) -> int:
-    """Entry of one local rank started by the launcher."""
+    """Entry of one local rank started by the launcher. A rank that finished cleanly waits for
+    the others and leaves its process group to the process exit (the caller ends the process
+    with ``os._exit``): tearing gloo down in-process aborted a finished rank now and then under
+    load ("terminate called without an active exception") after its last checkpoint was saved,
+    turning a complete run into a failed one."""
     from galvatron.training.config import build_config
 
     cfg = build_config(runfiles.path(run_dir, "config.yaml"))
+    clean = False
     try:
         init_distributed()
-        return train_rank(cfg)
+        code = train_rank(cfg)
+        dist.barrier()  # every rank is done with the group
+        clean = True
+        return code
     except ValueError as e:
         print(f"galvatron: error on rank {os.environ.get('RANK', '?')}: {e}", file=sys.stderr, flush=True)
         return 2
@@ -426,7 +434,7 @@ def worker_main(run_dir: str) -> int:
         print(rank_errors.lost_peer_message(dist.get_rank(), e), file=sys.stderr, flush=True)
         return rank_errors.LOST_PEER_EXIT
     finally:
-        if dist.is_initialized():
+        if dist.is_initialized() and not clean:
             dist.destroy_process_group()
 
 
