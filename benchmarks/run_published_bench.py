@@ -53,34 +53,40 @@ def megatron_row(r: dict) -> dict:
             "prediction": pred}
 
 
+TORCHTITAN_CHECKPOINT = {"selective-op": "selective", "full": True, "none": False}
+
+
 def torchtitan_row(r: dict) -> dict:
-    """torchtitan Dec 2024: Llama 3.1 8B, seq 8192, local batch 2, FSDP2 (ZeRO-3), bf16, on the
-    96 GB HBM2e 500 W H100. torch.compile is modelled as fused memory-bound kernels."""
-    n, batch, seq = r["gpus"], r["global_batch"], 8192
-    hw = galvatron.hardware_preset("h100-96g-hbm2e-500w", num_nodes=max(1, n // 8), gpus_per_node=min(8, n))
-    mp = galvatron.model_profile("llama3-8b", seq_len=seq, hardware=hw, max_degree=1,
-                                 kernels="fused" if r["torch_compile"] else "eager", max_seq_len=seq)
-    unmodelled = []
-    try:  # selective checkpointing, where the plan has it (issue 15 item 1)
-        plan = Plan.uniform(n, mp.num_layers, dp_type="zero3", checkpoint="selective", num_microbatches=1,
-                            global_batch_size=batch)
-    except (ValueError, TypeError):
-        plan = Plan.uniform(n, mp.num_layers, dp_type="zero3", checkpoint=False, num_microbatches=1,
-                            global_batch_size=batch)
-        unmodelled.append("selective (op) activation checkpointing: this plan format has no selective mode, "
-                          "run without checkpointing (its recompute is not charged, its memory saving not taken)")
+    """torchtitan, FSDP2 (ZeRO-3) only, bf16 (FSDP2 gathers bf16 and reduce-scatters fp32): the Dec-2024
+    Llama 3.1 8B runs on the 96 GB HBM2e 500 W H100 (seq 8192, local batch 2) and the 2024 runs on
+    64 A100 80GB (``hardware``, ``seq_len``, ``local_batch`` in the row). Activation checkpointing
+    as published: "selective-op" is torchtitan's op-level policy (the plan's selective mode with
+    every second matmul of a block recomputed, ``selective_matmuls="every_other"``), "full", or
+    "none". torch.compile is modelled only as fused memory-bound kernels."""
+    n, batch = r["gpus"], r["global_batch"]
+    seq, preset = r.get("seq_len", 8192), r.get("hardware", "h100-96g-hbm2e-500w")
+    ac = r.get("activation_checkpointing", "selective-op")
+    if ac not in TORCHTITAN_CHECKPOINT:
+        raise ValueError(f"activation_checkpointing: {ac!r} is not accepted; accepted: "
+                         + ", ".join(repr(k) for k in TORCHTITAN_CHECKPOINT))
+    hw = galvatron.hardware_preset(preset, num_nodes=max(1, n // 8), gpus_per_node=min(8, n))
+    mp = galvatron.model_profile(r["model"], seq_len=seq, hardware=hw, max_degree=1,
+                                 kernels="fused" if r["torch_compile"] else "eager", max_seq_len=seq,
+                                 selective_matmuls="every_other" if ac == "selective-op" else "keep")
+    plan = Plan.uniform(n, mp.num_layers, dp_type="zero3", checkpoint=TORCHTITAN_CHECKPOINT[ac],
+                        num_microbatches=1, global_batch_size=batch)
     pred = galvatron.estimate(plan, mp, hw)
-    if r["torch_compile"]:
-        unmodelled.append("torch.compile (modelled only as fused memory-bound kernels)")
+    unmodelled = ["torch.compile (modelled only as fused memory-bound kernels)"] if r["torch_compile"] else []
+    approximations = ["ZeRO-3 gathers bf16 copies and reduce-scatters fp32 (FSDP2 MixedPrecisionPolicy, as "
+                      "the bf16 plan charges them)"]
+    if ac == "selective-op":
+        approximations.append("torchtitan's op-level selective checkpointing: its recompute (every second matmul "
+                              "of a block and the memory-bound operators) is charged; the kept activations are the "
+                              "plan's selective mode (every matmul output), an upper bound of torchtitan's")
     return {"metric": "tokens_per_s_per_gpu", "published": r["tokens_per_s_per_gpu"],
-            "predicted": batch * seq / pred.step_time_s / n, "plan": f"zero3 dp{n} local batch 2",
-            "unmodelled": unmodelled, "prediction": pred,
-            "approximations": ["ZeRO-3 gathers bf16 copies and reduce-scatters fp32 (FSDP2 "
-                               "MixedPrecisionPolicy, as the bf16 plan charges them)",
-                               "torchtitan's per-op selective checkpointing (it recomputes every other "
-                               "matmul) as the plan's selective mode (keeps every matmul output)"]
-            if plan.layers[0].checkpoint == "selective" else
-            ["ZeRO-3 gathers as this plan format charges them"],
+            "predicted": batch * seq / pred.step_time_s / n,
+            "plan": f"zero3 dp{n} local batch {batch // n} checkpoint {ac} on {preset}",
+            "unmodelled": unmodelled, "prediction": pred, "approximations": approximations,
             "published_memory_gib": r.get("peak_memory_gib")}
 
 
@@ -90,7 +96,8 @@ def evaluate(r: dict) -> dict:
         name = f"megatron-sc21 GPT {r['params_b']}B on {r['gpus']}"
     elif r["source"].startswith("torchtitan"):
         out = torchtitan_row(r)
-        name = f"torchtitan {r['model']} {r['parallel']}{' compile' if r['torch_compile'] else ''}"
+        name = (f"torchtitan {r['model']} {r['parallel']}{' compile' if r['torch_compile'] else ''}"
+                + (f" {r.get('activation_checkpointing')} A100" if r.get("hardware", "").startswith("a100") else ""))
     else:
         raise ValueError(f"source {r['source']!r}: no builder")
     pred = out.pop("prediction")
@@ -115,14 +122,14 @@ def main() -> int:
     meta = {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
             "galvatron": galvatron.__version__, "command": " ".join(sys.argv)}
     lines = [{"meta": meta}]
-    print(f"{'row':<44} {'published':>10} {'predicted':>10} {'error':>8}  memory (pub/pred GiB)")
+    print(f"{'row':<52} {'published':>10} {'predicted':>10} {'error':>8}  memory (pub/pred GiB)")
     for r in rows:
         out = evaluate(r)
         lines.append(out)
         mem = (f"{out['published_memory_gib']:.1f}/{out['predicted_memory_gib']:.1f}"
                if out.get("published_memory_gib") else f"-/{out['predicted_memory_gib']:.1f}")
         flag = "" if out["headline"] else "  (not in headline: " + "; ".join(out["unmodelled"])[:60] + "...)"
-        print(f"{out['row']:<44} {out['published']:>10.0f} {out['predicted']:>10.1f} {out['error'] * 100:>+7.1f}%  {mem}{flag}")
+        print(f"{out['row']:<52} {out['published']:>10.0f} {out['predicted']:>10.1f} {out['error'] * 100:>+7.1f}%  {mem}{flag}")
     head = [abs(x["error"]) for x in lines[1:] if x["headline"]]
     every = [abs(x["error"]) for x in lines[1:]]
     summary = {"summary": True, "headline_rows": len(head), "median_abs_error": statistics.median(head),
