@@ -103,6 +103,7 @@ def evaluate(r: dict) -> dict:
     pred = out.pop("prediction")
     out = {"row": name, **out}
     out.setdefault("headline", not out["unmodelled"])
+    out["set"] = r.get("set", "shared")  # "shared": from ../shared/reference/published; "added": sourced here
     out["error"] = out["predicted"] / out["published"] - 1
     out["predicted_memory_gib"] = pred.max_peak_memory_bytes / GiB
     if out.get("published_memory_gib"):
@@ -131,14 +132,25 @@ def main() -> int:
         flag = "" if out["headline"] else "  (not in headline: " + "; ".join(out["unmodelled"])[:60] + "...)"
         print(f"{out['row']:<52} {out['published']:>10.0f} {out['predicted']:>10.1f} {out['error'] * 100:>+7.1f}%  {mem}{flag}")
     head = [abs(x["error"]) for x in lines[1:] if x["headline"]]
+    shared = [abs(x["error"]) for x in lines[1:] if x["headline"] and x["set"] == "shared"]
+    added = [abs(x["error"]) for x in lines[1:] if x["headline"] and x["set"] == "added"]
     every = [abs(x["error"]) for x in lines[1:]]
     summary = {"summary": True, "headline_rows": len(head), "median_abs_error": statistics.median(head),
                "worst_abs_error": max(head), "all_rows_median_abs_error": statistics.median(every),
                "all_rows_worst_abs_error": max(every)}
+    for name, errs in (("shared", shared), ("added", added)):
+        if errs:
+            summary[f"{name}_headline_rows"] = len(errs)
+            summary[f"{name}_median_abs_error"] = statistics.median(errs)
+            summary[f"{name}_worst_abs_error"] = max(errs)
     lines.append(summary)
     print(f"headline rows {len(head)}: median |error| {summary['median_abs_error'] * 100:.1f}%, worst "
           f"{summary['worst_abs_error'] * 100:.1f}%; all {len(every)} rows: median "
           f"{summary['all_rows_median_abs_error'] * 100:.1f}%, worst {summary['all_rows_worst_abs_error'] * 100:.1f}%")
+    for name in ("shared", "added"):
+        if f"{name}_headline_rows" in summary:
+            print(f"  {name} rows in the headline {summary[name + '_headline_rows']}: median |error| "
+                  f"{summary[name + '_median_abs_error'] * 100:.1f}%, worst {summary[name + '_worst_abs_error'] * 100:.1f}%")
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             for line in lines:

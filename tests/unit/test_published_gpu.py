@@ -125,6 +125,7 @@ def test_published_bench_builds_every_row_and_keeps_unmodelled_ones_out_of_the_h
     for r, out in zip(titan, outs, strict=True):
         assert out["predicted"] > 0 and out["published"] == r["tokens_per_s_per_gpu"]
         assert out["headline"] == (not r["torch_compile"])
+        assert out["set"] == ("added" if r["source"] == "torchtitan-a100-2024" else "shared")
         assert sum(out["breakdown_ms"].values()) == pytest.approx(out["step_time_s"] * 1e3, abs=0.1 * len(out["breakdown_ms"]))
     with pytest.raises(ValueError, match="activation_checkpointing: 'layer'"):
         bench.evaluate({**titan[0], "activation_checkpointing": "layer"})
