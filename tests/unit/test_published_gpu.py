@@ -126,6 +126,11 @@ def test_published_bench_builds_every_row_and_keeps_unmodelled_ones_out_of_the_h
         assert out["predicted"] > 0 and out["published"] == r["tokens_per_s_per_gpu"]
         assert out["headline"] == (not r["torch_compile"])
         assert out["set"] == ("added" if r["source"] == "torchtitan-a100-2024" else "shared")
+        # torchtitan publishes torch.cuda.max_memory_reserved: compared with the allocator's share of
+        # the peak, without the preset's CUDA context (1 GiB) and NCCL buffers (0.5 GiB) outside it
+        assert out["predicted_allocator_gib"] == pytest.approx(out["predicted_memory_gib"] - 1.5, abs=1e-9)
+        if r.get("peak_memory_gib"):
+            assert out["memory_error"] == pytest.approx(out["predicted_allocator_gib"] / r["peak_memory_gib"] - 1)
         assert sum(out["breakdown_ms"].values()) == pytest.approx(out["step_time_s"] * 1e3, abs=0.1 * len(out["breakdown_ms"]))
     with pytest.raises(ValueError, match="activation_checkpointing: 'layer'"):
         bench.evaluate({**titan[0], "activation_checkpointing": "layer"})
