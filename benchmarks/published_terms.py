@@ -38,8 +38,9 @@ def row_setup(r: dict) -> dict:
                             vocab_size=51200, max_seq_len=2048, tie_word_embeddings=True, dropout=0.1))
     seq = r.get("seq_len", 8192)
     ac = r.get("activation_checkpointing", "selective-op")
-    return dict(preset=r.get("hardware", "h100-96g-hbm2e-500w"), precision="bf16", seq=seq, model=r["model"], t=1,
-                fused=r["torch_compile"], math_path=False, dropout=False, samples=r["global_batch"] // r["gpus"],
+    tp = r.get("tp", 1)
+    return dict(preset=r.get("hardware", "h100-96g-hbm2e-500w"), precision="bf16", seq=seq, model=r["model"], t=tp,
+                fused=r["torch_compile"], math_path=False, dropout=False, samples=r["global_batch"] * tp // r["gpus"],
                 layers=None, fwd_passes=2 if ac == "full" else 1, every_other=ac == "selective-op",
                 kw=dict(max_seq_len=seq))
 

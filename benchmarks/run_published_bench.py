@@ -62,21 +62,27 @@ def torchtitan_row(r: dict) -> dict:
     64 A100 80GB (``hardware``, ``seq_len``, ``local_batch`` in the row). Activation checkpointing
     as published: "selective-op" is torchtitan's op-level policy (the plan's selective mode with
     every second matmul of a block recomputed, ``selective_matmuls="every_other"``), "full", or
-    "none". torch.compile is modelled only as fused memory-bound kernels."""
-    n, batch = r["gpus"], r["global_batch"]
+    "none". ``tp`` > 1: torchtitan's 2D parallelism, tensor parallel with sequence parallel
+    (Megatron-SP) inside FSDP. torch.compile is modelled only as fused memory-bound kernels; Float8
+    and async TP are not modelled (those rows stay out of the headline)."""
+    n, batch, tp = r["gpus"], r["global_batch"], r.get("tp", 1)
     seq, preset = r.get("seq_len", 8192), r.get("hardware", "h100-96g-hbm2e-500w")
     ac = r.get("activation_checkpointing", "selective-op")
     if ac not in TORCHTITAN_CHECKPOINT:
         raise ValueError(f"activation_checkpointing: {ac!r} is not accepted; accepted: "
                          + ", ".join(repr(k) for k in TORCHTITAN_CHECKPOINT))
     hw = galvatron.hardware_preset(preset, num_nodes=max(1, n // 8), gpus_per_node=min(8, n))
-    mp = galvatron.model_profile(r["model"], seq_len=seq, hardware=hw, max_degree=1,
+    mp = galvatron.model_profile(r["model"], seq_len=seq, hardware=hw, max_degree=tp,
                                  kernels="fused" if r["torch_compile"] else "eager", max_seq_len=seq,
                                  selective_matmuls="every_other" if ac == "selective-op" else "keep")
-    plan = Plan.uniform(n, mp.num_layers, dp_type="zero3", checkpoint=TORCHTITAN_CHECKPOINT[ac],
-                        num_microbatches=1, global_batch_size=batch)
+    plan = Plan.uniform(n, mp.num_layers, tp=tp, sp_kind="megatron" if tp > 1 else None, dp_type="zero3",
+                        checkpoint=TORCHTITAN_CHECKPOINT[ac], num_microbatches=1, global_batch_size=batch)
     pred = galvatron.estimate(plan, mp, hw)
     unmodelled = ["torch.compile (modelled only as fused memory-bound kernels)"] if r["torch_compile"] else []
+    if r.get("float8"):
+        unmodelled.append("Float8 linear layers (torchao): GEMMs priced in bf16")
+    if r.get("async_tp"):
+        unmodelled.append("async tensor parallel: tp collectives priced as blocking")
     approximations = ["ZeRO-3 gathers bf16 copies and reduce-scatters fp32 (FSDP2 MixedPrecisionPolicy, as "
                       "the bf16 plan charges them)"]
     if ac == "selective-op":
@@ -85,7 +91,8 @@ def torchtitan_row(r: dict) -> dict:
                               "plan's selective mode (every matmul output), an upper bound of torchtitan's")
     return {"metric": "tokens_per_s_per_gpu", "published": r["tokens_per_s_per_gpu"],
             "predicted": batch * seq / pred.step_time_s / n,
-            "plan": f"zero3 dp{n} local batch {batch // n} checkpoint {ac} on {preset}",
+            "plan": f"zero3 dp{n // tp}{f' tp{tp} megatron-sp' if tp > 1 else ''} local batch {batch * tp // n} "
+                    f"checkpoint {ac} on {preset}",
             "unmodelled": unmodelled, "prediction": pred, "approximations": approximations,
             "published_memory_gib": r.get("peak_memory_gib")}
 
@@ -97,6 +104,7 @@ def evaluate(r: dict) -> dict:
     elif r["source"].startswith("torchtitan"):
         out = torchtitan_row(r)
         name = (f"torchtitan {r['model']} {r['parallel']}{' compile' if r['torch_compile'] else ''}"
+                + (" float8" if r.get("float8") else "") + (" asyncTP" if r.get("async_tp") else "")
                 + (f" {r.get('activation_checkpointing')} A100" if r.get("hardware", "").startswith("a100") else ""))
     else:
         raise ValueError(f"source {r['source']!r}: no builder")
