@@ -136,11 +136,13 @@ def test_measured_model_profiles_are_cached_by_everything_they_depend_on():
 def test_models_lists_the_zoo_with_sizes(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["name", "family", "parameters", "layers", "hidden", "heads"]
+    assert out[0].split() == ["name", "family", "parameters", "layers", "hidden", "heads", "aliases"]
     assert len(out) == 1 + len(models.list())
+    assert [line.split() for line in out if line.startswith("gpt2-small ")][0][-1] == "gpt2"  # the alias
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(models.list())
+    assert rows["gpt2-small"]["aliases"] == ["gpt2"] and rows["gpt2-xl"]["aliases"] == []
     r = rows["llama2-7b"]
     assert (r["family"], r["layers"], r["hidden"], r["heads"]) == ("llama", 32, 4096, 32)
     assert r["parameters"] == models.spec("llama2-7b").param_count()
