@@ -169,3 +169,28 @@ def test_unknown_forward_input_is_rejected():
     model = M.build("gpt2-debug", seed=0)
     with pytest.raises(ValueError, match="pixel_values"):
         model(input_ids=torch.zeros(1, 4, dtype=torch.long), pixel_values=torch.zeros(1))
+
+
+def test_signatures_in_class_docstrings_match_the_methods():
+    """A class docstring that spells a method's call (``forward(x, padding_mask=None)``) names
+    only arguments the method takes (Attention documented a ``memory_mask`` it did not take)."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    checked = 0
+    for info in pkgutil.iter_modules(M.__path__):
+        mod = importlib.import_module(f"galvatron.models.{info.name}")
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != mod.__name__ or not cls.__doc__:
+                continue
+            for meth, args in re.findall(r"``(\w+)\(([^`]*)\)``", cls.__doc__):
+                fn = getattr(cls, meth, None)
+                if not callable(fn):
+                    continue
+                params = set(inspect.signature(fn).parameters) - {"self"}
+                named = {a.split("=")[0].strip().lstrip("*") for a in args.split(",") if a.strip()}
+                assert named <= params, (cls.__name__, meth, named - params)
+                checked += 1
+    assert checked >= 2  # Attention's forward and core at least

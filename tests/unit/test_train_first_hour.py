@@ -162,6 +162,13 @@ def test_search_prints_its_prediction_once_and_the_plan_records_the_model(tmp_pa
     assert "sequence length 64 (recorded in the plan)" in capsys.readouterr().out
 
 
+def test_an_alias_is_accepted_and_the_plan_records_the_flavour_name(tmp_path, capsys):
+    out_file = tmp_path / "p.json"
+    assert main(["search", "--model", "gpt2", "--gpus-per-node", "2", "--hardware-preset", "cpu-gloo",
+                 "--global-batch-size", "4", "--seq-len", "64", "--out", str(out_file)]) == 0
+    assert Plan.load(out_file).model == {"name": "gpt2-small", "overrides": {}, "seq_len": 64}
+
+
 def test_visualize_says_which_sequence_length_it_assumed(tmp_path, capsys):
     plan = Plan.uniform(8, 32, global_batch_size=8)
     plan.save(tmp_path / "p.json")
