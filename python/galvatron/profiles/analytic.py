@@ -124,7 +124,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             fwd_ms_per_sample=fwd_t, bwd_ms_per_sample=bwd_t,
             act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
             selective_recompute_ms_per_sample=recompute_t,
-            sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
+            allow_sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
         ))
     first = spec.layer(0)
     # Only the embedding/head weight tie matters here (the spec's tied count may also include
