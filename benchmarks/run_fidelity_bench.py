@@ -31,12 +31,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-MODELS = {  # name -> (flavour, overrides, seq_len, global batch)
+MODELS = {  # name -> (flavour, overrides, seq_len, global batch); a DDP step takes ~0.4-0.5 s here
     "gpt2": ("gpt2-debug", {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "ffn_hidden": 1024,
-                            "max_seq_len": 256}, 256, 16),
+                            "max_seq_len": 128}, 128, 16),
     "llama": ("llama-debug", {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "num_kv_heads": 4,
-                              "ffn_hidden": 688, "max_seq_len": 256}, 256, 16),
+                              "ffn_hidden": 688, "max_seq_len": 128}, 128, 16),
 }
+# --quick: one plan per dimension (dp types, checkpointing, tp, Megatron-SP, Ulysses, both schedules)
+QUICK = ("pp1_ddp", "pp1_zero1", "pp1_zero2", "pp1_zero3", "pp1_ddp_ckpt", "pp1_tp2_ddp", "pp1_tp2_megatron_ddp",
+         "pp1_ulysses_sp2_zero3", "pp2_gpipe_ddp", "pp2_1f1b_ddp_ckpt")
 
 
 def uniform_plans(world: int, num_layers: int, gbs: int):
@@ -147,13 +150,24 @@ def run_model(label, flavour, overrides, seq, gbs, world, plans, args, sink):
           "searched_plan": searched[0]["plan_summary"] if searched else None})
 
 
+def _autogroup() -> str:
+    """This process's scheduling group (Linux autogroup): with autogroups on, ``nice`` orders
+    processes only inside their session; other sessions share the cores equally whatever their
+    nice value, so a measurement is only protected from them by the group's own nice value."""
+    try:
+        with open("/proc/self/autogroup", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return "n/a"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--models", default="gpt2,llama")
-    ap.add_argument("--quick", action="store_true", help="a few uniform plans per model (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="one uniform plan per dimension, 1 random, the searched")
     ap.add_argument("--quickstart", action="store_true", help="also the 4-process quick-start configuration")
     ap.add_argument("--no-two", action="store_true", help="skip the 2-process plan sets")
     ap.add_argument("--out", default="")
@@ -167,15 +181,15 @@ def main() -> None:
             out.write(json.dumps(row) + "\n")
             out.flush()
 
-    sink({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg(), "cpus": os.cpu_count()})
+    sink({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg(), "cpus": os.cpu_count(),
+          "autogroup": _autogroup()})
     if not args.no_two:
         for label in args.models.split(","):
             flavour, overrides, seq, gbs = MODELS[label]
             plans = uniform_plans(2, overrides["num_layers"], gbs)
             if args.quick:
-                plans = [p for p in plans if p[0] in ("pp1_ddp", "pp1_zero3", "pp1_tp2_ddp", "pp2_1f1b_ddp")]
-            else:
-                plans += random_plans(2, overrides["num_layers"], gbs, args.random, seed=len(label))
+                plans = [p for p in plans if p[0] in QUICK]
+            plans += random_plans(2, overrides["num_layers"], gbs, 1 if args.quick else args.random, seed=len(label))
             run_model(label, flavour, overrides, seq, gbs, 2, plans, args, sink)
     if args.quickstart:
         ovr = {"num_layers": 4, "hidden_size": 128}

@@ -390,17 +390,39 @@ def _time_together(ctx: _Ctx, msg: torch.Tensor, compute: Callable[[], None], gr
     return summarize_ms(mids, t.cuda), summarize_ms(ends, t.cuda)
 
 
+def optimizer_step_like_runtime(params: list[torch.nn.Parameter], opt: torch.optim.Optimizer,
+                                max_norm: float = 1.0) -> None:
+    """What the runtime's optimizer region does on one rank (``ParallelModel.clip_grad_norm``
+    and ``Optimizers``): the global gradient norm, summed per gradient in float64, the
+    gradients scaled by the clip coefficient, then AdamW with ``foreach=False``."""
+    sq = torch.zeros((), dtype=torch.float64, device=params[0].device)
+    for p in params:
+        sq += p.grad.double().pow(2).sum()
+    coef = min(1.0, max_norm / (float(sq.sqrt()) + 1e-6))
+    for p in params:
+        p.grad.mul_(coef)
+    opt.step()
+
+
 def _optimizer(ctx: _Ctx) -> dict[str, Any]:
-    """AdamW step time per fp32 parameter (all ranks stepping at once, as in training)."""
+    """Optimizer step time per fp32 parameter (all ranks stepping at once, as in training): the
+    runtime's gradient clipping and AdamW (``foreach=False``) over tensors of 2^18 elements
+    (a 512 x 512 weight), 2^22 parameters on CPU (their 64 MiB of parameters, gradients and
+    moments exceed the caches, as a model's do; 2^26 on GPU)."""
     cuda = ctx.device.type == "cuda"
-    numel = (2**26 if cuda else 2**22) // (4 if ctx.opts.quick else 1)
-    p = torch.nn.Parameter(torch.randn(numel, device=ctx.device))
-    p.grad = torch.randn_like(p)
-    opt = torch.optim.AdamW([p], lr=1e-4)
-    ms = ctx.timer.time_ms(opt.step, barrier=False)
+    numel = 2**26 if cuda else 2**22
+    if cuda and ctx.opts.quick:
+        numel //= 4
+    chunk = 2**18
+    params = [torch.nn.Parameter(torch.randn(chunk, device=ctx.device)) for _ in range(numel // chunk)]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = torch.optim.AdamW(params, lr=1e-4, foreach=False)
+    ms = ctx.timer.time_ms(lambda: optimizer_step_like_runtime(params, opt), barrier=False)
     per_param = ctx.mean_over_world([ms / numel])[0]
-    ctx.log(f"AdamW: {ms:.2f} ms for {numel} parameters -> {per_param * 1e6:.3f} ns/param")
-    return {"optimizer_ms_per_param": per_param, "optimizer": {"numel": numel, "step_ms": ms}}
+    ctx.log(f"optimizer (clip + AdamW): {ms:.2f} ms for {numel} parameters -> {per_param * 1e6:.3f} ns/param")
+    return {"optimizer_ms_per_param": per_param, "optimizer": {"numel": numel, "tensor_numel": chunk,
+                                                               "step_ms": ms, "clip": True, "foreach": False}}
 
 
 def _rss_bytes() -> int:
