@@ -14,7 +14,9 @@ time of the set, minus 1). ``--quickstart`` also runs the quick start's 4-proces
 configuration (gpt2-debug 4 layers, hidden 128, seq 128, batch 16) with its searched plan
 and the uniform plans.
 
-Usage: ``python benchmarks/run_fidelity_bench.py [--quick] [--quickstart] [--out FILE.jsonl]``.
+Usage: ``python benchmarks/run_fidelity_bench.py [--quick] [--quickstart] [--out FILE.jsonl]``;
+``--report FILE.jsonl`` prints the tables of a result file. The full run (2 x 28 plans and the
+4-process quick start) takes about 16 minutes on 2 cores, ``--quick`` (2 x 12 plans) about 7.
 Timings depend on the load of the machine: the script records ``os.getloadavg()`` before and
 after every plan.
 """
@@ -161,6 +163,39 @@ def _autogroup() -> str:
         return "n/a"
 
 
+def report(path: str) -> str:
+    """Markdown tables of a result file (JSON lines written by this script)."""
+    rows, summaries, head = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if "started" in r or "finished" in r:
+                head.append(r)
+            elif r.get("summary"):
+                summaries.append(r)
+            elif "predicted_step_s" in r:
+                rows.append(r)
+    out = [f"Runs: {', '.join(h.get('started') or 'finished ' + h['finished'] for h in head)}; "
+           f"autogroup {head[0].get('autogroup', 'n/a') if head else 'n/a'}", ""]
+    for label in dict.fromkeys(r["model"] for r in rows):
+        out += [f"### {label} ({rows[0]['world'] if rows else '?'} processes)", "",
+                "| plan | predicted step s | measured step s | time error | memory error per rank | load before/after |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for r in (x for x in rows if x["model"] == label):
+            out.append(f"| {r['plan']} | {r['predicted_step_s']:.3f} | {r['measured_step_s']:.3f} | "
+                       f"{r['time_error'] * 100:+.1f}% | "
+                       + ", ".join(f"{e * 100:+.1f}%" for e in r["memory_errors"])
+                       + f" | {r['load_before']:.1f} / {r['load_after']:.1f} |")
+        for s in (x for x in summaries if x["model"] == label):
+            out += ["", f"- **{label}** ({s['plans']} plans, {s['world']} processes): median |time error| "
+                        f"{s['median_abs_time_error'] * 100:.1f}%, worst {s['worst_abs_time_error'] * 100:.1f}%; "
+                        f"median |memory error| {s['median_abs_memory_error'] * 100:.1f}%, worst "
+                        f"{s['worst_abs_memory_error'] * 100:.1f}%; Spearman {s['spearman']:.2f}; searched-plan "
+                        f"regret {(s['searched_regret'] or 0) * 100:.1f}% ({s['searched_plan']})"]
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
@@ -171,7 +206,11 @@ def main() -> None:
     ap.add_argument("--quickstart", action="store_true", help="also the 4-process quick-start configuration")
     ap.add_argument("--no-two", action="store_true", help="skip the 2-process plan sets")
     ap.add_argument("--out", default="")
+    ap.add_argument("--report", default="", metavar="FILE.jsonl", help="print markdown tables of a result file")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115
 

@@ -168,3 +168,14 @@ def test_cli_refine_without_profiles_is_a_clear_error(tmp_path, capsys):
     assert cli_main(["profile", "refine", str(tmp_path / "a.json"), "--out", str(tmp_path / "o")]) == 2
     assert "base profiles are needed" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_refine_takes_the_profiles_a_check_report_recorded(tmp_path):
+    hw, mp = _profiles()
+    rep = {**_report(PRED_A, TRUE), "profiles": {"hardware": hw.to_dict(), "model": mp.to_dict()}}
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "check.json").write_text(json.dumps(rep))
+    assert cli_main(["profile", "refine", str(tmp_path / "c"), "--out", str(tmp_path / "o")]) == 0
+    hw2 = galvatron.HardwareProfile.load(tmp_path / "o" / "hardware.json")
+    assert hw2.optimizer_ms_per_param == pytest.approx(hw.optimizer_ms_per_param * TRUE["optimizer"], rel=1e-9)
+    assert hw2.measurements["refined"]["scales"]["comm"] == pytest.approx(TRUE["comm"], rel=1e-9)

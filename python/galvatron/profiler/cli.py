@@ -89,7 +89,8 @@ def _cmd_model(args: argparse.Namespace) -> int:
     opts = ModelProfilerOptions(batch_sizes=_ints(args.batch_sizes, "batch-sizes") or (1, 2, 4),
                                 max_degree=args.max_degree, warmup=args.warmup, repeats=args.repeats,
                                 device=args.device, checkpoint=not args.no_checkpoint, verbose=not args.quiet,
-                                extra_seq_lens=_ints(args.extra_seq_lens, "extra-seq-lens") or ())
+                                extra_seq_lens=_ints(args.extra_seq_lens, "extra-seq-lens") or (),
+                                processes=args.processes)
     prof = profile_model(args.model, seq_len=args.seq_len, precision=args.dtype, opts=opts,
                          **_overrides(args.set))
     if args.out:
@@ -119,8 +120,12 @@ def _cmd_refine(args: argparse.Namespace) -> int:
     hw = base(args.hardware, "hardware.json", HardwareProfile)
     mp = base(args.model_profile, "model_profile.json", ModelProfile)
     if hw is None or mp is None:
+        ehw, emp = R.embedded_profiles(args.runs)
+        hw, mp = hw or ehw, mp or emp
+    if hw is None or mp is None:
         raise ValueError("refine: the base profiles are needed: --hardware and --model-profile (or a run "
-                         "directory holding hardware.json and model_profile.json)")
+                         "directory holding hardware.json and model_profile.json, or a check report "
+                         "recording them)")
     ref = R.fit_scales(R.load_observations(args.runs, hw, mp, skip=args.skip))
     hw2, mp2 = R.refined_profiles(hw, mp, ref)
     os.makedirs(args.out, exist_ok=True)
@@ -181,6 +186,9 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     m.add_argument("--no-checkpoint", action="store_true", help="skip the checkpointed (recompute) timing")
+    m.add_argument("--processes", type=int, default=1,
+                   help="CPU: local processes that will train at once; with more than the cores, times are "
+                        "scaled by processes / cores (default 1)")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     m.add_argument("--analytic", action="store_true",
                    help="write the analytic profile (model spec + hardware peak) instead of measuring")

@@ -18,8 +18,8 @@ collective latency ``alpha_ms * comm_scale`` and bandwidth ``bandwidth_gbps / co
 
 Measurements (``RUN``, any number, mixed):
 
-- a report of ``galvatron check --json OUT`` (a file, or a directory holding ``check.json``):
-  per rank, the measured and predicted time of every category — one observation per kind and
+- a report of ``galvatron check --json OUT`` (a file, or a directory holding ``check.json``;
+  it records the profiles its prediction used, the default base profiles): per rank, the measured and predicted time of every category — one observation per kind and
   rank (compute = forward + backward + recompute; communication = tp_comm + sp_comm +
   dp_comm + redistribution);
 - a training run directory (``metrics.jsonl``, ``plan.json``): the median step time after the
@@ -210,6 +210,26 @@ def load_observations(runs: list[str], hw: Any = None, mp: Any = None, skip: int
         else:
             raise ValueError(f"{run}: no such file or directory")
     return out
+
+
+def embedded_profiles(runs: list[str]) -> tuple[Any, Any]:
+    """The profiles a ``galvatron check --json`` report recorded (``profiles``: what its
+    prediction used), from the first RUN that has them; ``(None, None)`` if none does."""
+    from galvatron._io import read_json
+    from galvatron.profiles import HardwareProfile, ModelProfile
+
+    for run in runs:
+        path = os.path.join(run, "check.json") if os.path.isdir(run) else run
+        if not os.path.isfile(path):
+            continue
+        data = read_json(path)
+        prof = data.get("profiles") if isinstance(data, dict) else None
+        if isinstance(prof, dict) and "hardware" in prof and "model" in prof:
+            try:
+                return HardwareProfile.from_dict(prof["hardware"]), ModelProfile.from_dict(prof["model"])
+            except ValueError as e:
+                raise ValueError(f"{path}: profiles: {e}") from None
+    return None, None
 
 
 # ------------------------------------------------------------------------------- applying
