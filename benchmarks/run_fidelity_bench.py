@@ -126,7 +126,7 @@ def run_model(label, flavour, overrides, seq, gbs, world, plans, args, sink):
         mem = [(predicted_tensor_bytes(pred.stage_memory[r["rank"] // n]), r["memory_bytes"]["total"])
                for r in ranks]
         row = {"model": label, "flavour": flavour, "overrides": overrides, "seq_len": seq, "world": world,
-               "plan": key, "plan_summary": plan.summary().splitlines()[0],
+               "plan": key, "plan_summary": plan.summary().splitlines()[0], "plan_dict": plan.to_dict(),
                "predicted_step_s": pred.step_time_s, "measured_step_s": meas_t,
                "step_times_s": [r["step_times_s"] for r in ranks],
                "time_error": (pred.step_time_s - meas_t) / meas_t,

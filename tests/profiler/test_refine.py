@@ -57,6 +57,19 @@ def test_fit_recovers_joint_scales_from_step_totals():
         assert ref.scales[k] == pytest.approx(v, rel=1e-9)
 
 
+def test_kind_too_small_in_every_step_total_is_held_at_one():
+    """Step totals where the optimizer is under 5% cannot determine its scale: it stays 1 and
+    the others are fitted with it at 1."""
+    mixes = [{"compute": 1.0, "comm": 0.1, "optimizer": 0.01}, {"compute": 0.5, "comm": 0.5, "optimizer": 0.02},
+             {"compute": 0.9, "comm": 0.3, "optimizer": 0.03}]
+    true = {**TRUE, "optimizer": 1.0}
+    obs = [R.Observation(m, sum(true[k] * v for k, v in m.items()), f"run{i}") for i, m in enumerate(mixes)]
+    ref = R.fit_scales(obs)
+    assert not ref.fitted["optimizer"] and ref.scales["optimizer"] == 1.0
+    assert ref.scales["compute"] == pytest.approx(TRUE["compute"], rel=1e-9)
+    assert ref.scales["comm"] == pytest.approx(TRUE["comm"], rel=1e-9)
+
+
 def test_kind_without_measurement_keeps_scale_one():
     pred = {"forward": 0.3, "backward": 0.6, "optimizer": 0.01}
     ref = R.fit_scales(R.check_report_observations(_report(pred, TRUE), "r"))

@@ -27,8 +27,9 @@ Measurements (``RUN``, any number, mixed):
   the three kinds (the pipeline bubble shared between compute and communication in
   proportion) — one observation per run, which constrains the scales jointly.
 
-A kind without observations (e.g. no communication in any run) keeps scale 1 and is reported
-as not fitted. Every malformed input is a ``ValueError`` naming the file and what is expected.
+A kind without observations (e.g. no communication in any run), or that is less than 5% of the
+predicted time of every observation (step totals cannot determine it), keeps scale 1 and is
+reported as not fitted. The observations' other kinds are then fitted with it held at 1. Every malformed input is a ``ValueError`` naming the file and what is expected.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("compute", "comm", "optimizer")
+MIN_SHARE = 0.05  # a kind must be at least this share of some observation's prediction to be fitted
 COMPUTE_ROWS = ("forward", "backward", "recompute")
 COMM_ROWS = ("tp_comm", "sp_comm", "dp_comm", "redistribution")
 
@@ -76,11 +78,18 @@ def fit_scales(obs: list[Observation]) -> Refinement:
 
     if not obs:
         raise ValueError("refine: no measurements to fit (give check reports or training run directories)")
-    used = [k for k in KINDS if any(o.predicted_s.get(k, 0.0) > 0 for o in obs)]
+    def share(o: Observation, k: str) -> float:
+        total = sum(o.predicted_s.values())
+        return o.predicted_s.get(k, 0.0) / total if total > 0 else 0.0
+
+    # A kind is determined only by observations where it is a visible part of the measured
+    # time: step totals in which it never exceeds MIN_SHARE leave it at 1.
+    used = [k for k in KINDS if any(share(o, k) >= MIN_SHARE for o in obs)]
     if not used:
         raise ValueError("refine: every predicted term of the measurements is zero; nothing to fit")
+    fixed = [k for k in KINDS if k not in used]
     a = np.array([[o.predicted_s.get(k, 0.0) / o.measured_s for k in used] for o in obs])
-    b = np.ones(len(obs))
+    b = np.array([1.0 - sum(o.predicted_s.get(k, 0.0) for k in fixed) / o.measured_s for o in obs])
     sol, *_ = np.linalg.lstsq(a, b, rcond=None)
     scales = {k: 1.0 for k in KINDS}
     fitted = {k: False for k in KINDS}
