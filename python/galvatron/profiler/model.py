@@ -251,6 +251,20 @@ class _Profiler:
                 cases[b] = lambda c=c: fwd_module(c)
         return self.clock.fwd_bwd(cases, _backward)
 
+    def time_layers(self, shards: dict[int, nn.Module], carry: Any,
+                    checkpoint: bool) -> dict[int, dict[int, tuple[float, float]]]:
+        """:meth:`time_layer` of several shards (by degree), all cases timed round-robin."""
+        from torch.utils.checkpoint import checkpoint as ckpt
+
+        cases = {}
+        for d, shard in shards.items():
+            for b in self.opts.batch_sizes:
+                c = _leaf(carry, b)
+                cases[(d, b)] = ((lambda c=c, s=shard: ckpt(s, c, use_reentrant=False)) if checkpoint
+                                 else (lambda c=c, s=shard: s(c)))
+        t = self.clock.fwd_bwd(cases, _backward)
+        return {d: {b: t[(d, b)] for b in self.opts.batch_sizes} for d in shards}
+
     def saved_bytes(self, fn: Callable[[Any], Any], carry: Any, params: list[torch.Tensor]) -> int:
         _, got = measure_saved_bytes(fn, carry, exclude=params)
         return got
@@ -262,18 +276,26 @@ class _Profiler:
                                "act_bytes": {"none": {}, "megatron": {}, "ulysses": {}}, "ckpt_extra_saved_bytes": {},
                                "sources": {}}
         one = _leaf(carry, 1)
+        shards: dict[int, nn.Module] = {}
         for d in self.degrees:
             try:
                 shard = tp_shard(layer, d)
-                t = self.time_layer(shard, carry, checkpoint=False)
+                _backward(shard(_leaf(carry, 1)))  # a degree that cannot run is found here
             except (ValueError, RuntimeError) as e:
                 res["sources"][f"tp{d}"] = f"not measurable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
                 continue
+            shards[d] = shard
+        # every degree and batch size timed round-robin: a slow spell of a shared machine hits
+        # all of them alike instead of bending the ratio between degrees
+        timed = self.time_layers(shards, carry, checkpoint=False)
+        timed_ckpt = self.time_layers(shards, carry, checkpoint=True) if self.opts.checkpoint else {}
+        for d, shard in shards.items():
+            t = timed[d]
             res["fwd_ms"][d] = [[b, f] for b, (f, _) in t.items()]
             res["bwd_ms"][d] = [[b, bw] for b, (_, bw) in t.items()]
             res["param_count_shard"][d] = sum(p.numel() for p in shard.parameters())
             if self.opts.checkpoint:
-                tc = self.time_layer(shard, carry, checkpoint=True)
+                tc = timed_ckpt[d]
                 res["ckpt_fwd_ms"][d] = [[b, f] for b, (f, _) in tc.items()]
                 res["ckpt_bwd_ms"][d] = [[b, bw] for b, (_, bw) in tc.items()]
             params = params_of(shard)

@@ -132,7 +132,7 @@ def _measured_model_profile(cfg: TrainConfig, seq: int | None, world: int) -> An
     torch.set_num_threads(1)
     try:
         mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
-                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3, processes=world),
+                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=5, processes=world),
                            **cfg.model.overrides)
     finally:
         torch.set_num_threads(threads)
