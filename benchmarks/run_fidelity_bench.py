@@ -178,7 +178,8 @@ def report(path: str) -> str:
     out = [f"Runs: {', '.join(h.get('started') or 'finished ' + h['finished'] for h in head)}; "
            f"autogroup {head[0].get('autogroup', 'n/a') if head else 'n/a'}", ""]
     for label in dict.fromkeys(r["model"] for r in rows):
-        out += [f"### {label} ({rows[0]['world'] if rows else '?'} processes)", "",
+        world = next(r["world"] for r in rows if r["model"] == label)
+        out += [f"### {label} ({world} processes)", "",
                 "| plan | predicted step s | measured step s | time error | memory error per rank | load before/after |",
                 "| --- | --- | --- | --- | --- | --- |"]
         for r in (x for x in rows if x["model"] == label):
