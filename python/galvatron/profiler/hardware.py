@@ -63,7 +63,9 @@ class HardwareOptions:
             dtypes = ("bf16", "fp16", "fp32")
         else:
             sizes = [2**k for k in range(12, 25, 2)] if not self.quick else [2**k for k in (12, 16, 20, 24)]
-            warm, reps = (2, 7) if not self.quick else (2, 5)
+            # a gloo collective's time is bimodal on a shared CPU (2 ms at best, 6-10 ms typical
+            # for 2 MiB; benchmarks/probe_gloo_allreduce.py): enough repeats for a stable mean
+            warm, reps = (2, 20) if not self.quick else (2, 15)
             dtypes = ("fp32", "bf16")
         return dataclasses.replace(
             self, sizes=tuple(self.sizes or sizes), warmup=self.warmup if self.warmup is not None else warm,

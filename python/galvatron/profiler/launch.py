@@ -55,8 +55,9 @@ def _device_description(cuda: bool) -> str:
 
 # Bumped when what the profilers measure changes, so that cached profiles are measured again
 # (2: the mean of the repeats on CPU instead of the minimum, no overlap when ranks fill the cores;
-# 3: the model profiler times every shard degree round-robin).
-PROFILER_METHOD = 3
+# 3: the model profiler times every shard degree round-robin; 4: 15 / 20 repeats of the
+# collectives on CPU).
+PROFILER_METHOD = 4
 
 
 def cache_key(opts: HardwareOptions, world: int, num_nodes: int, backend: str, cuda: bool) -> str:
