@@ -29,8 +29,9 @@ checkpointing), ``shared.py`` (parameters shared by several layers: T5's bias ta
 """
 
 from galvatron.parallel.faults import fail_fast
+from galvatron.parallel.model import ParallelModel
+from galvatron.parallel.parallelize import build
 from galvatron.parallel.parts import RankParts, load_hf_checkpoint_for_rank, rank_parts
-from galvatron.parallel.runtime import ParallelModel, build
 
 __all__ = ["ParallelModel", "RankParts", "build", "fail_fast", "load_hf_checkpoint_for_rank",
            "rank_parts"]

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from galvatron.parallel import layout as L
+from galvatron.parallel import packing
 from galvatron.parallel.instrument import region
 
 # torch 2.13 names (the older names warn there); the older ones for torch < 2.13
@@ -57,13 +57,13 @@ def _gather_seq(x, group):
         all_gather_single(buf, x, group=group)
         shape = list(x.shape)
         shape[1] *= n
-        return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+        return packing.unpack_dim_chunks(buf, 1, n, [shape])[0]
 
 
 def _reduce_scatter_seq(x, group):
     with region("tp_comm"):
         n = dist.get_world_size(group)
-        send = L.pack_dim_chunks([x.contiguous()], 1, n)
+        send = packing.pack_dim_chunks([x.contiguous()], 1, n)
         out = x.new_empty(send.shape[1])
         reduce_scatter_single(out, send.reshape(-1), group=group)
         shape = list(x.shape)
@@ -183,7 +183,7 @@ def _finish_gather_seq(buf, x, group):
     n = dist.get_world_size(group)
     shape = list(x.shape)
     shape[1] *= n
-    return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+    return packing.unpack_dim_chunks(buf, 1, n, [shape])[0]
 
 
 def copy_to_tp_region(x, group):

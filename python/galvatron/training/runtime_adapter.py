@@ -87,12 +87,7 @@ def _pipeline_backward_ready(pm) -> bool:
     """Whether torch's pipeline schedule has its backward set up. Its first training step, and
     the first after an evaluation, set it up with ``autograd.grad``, which the memory tracker's
     hooks refuse; pp=1 has no schedule."""
-    if pm.plan.pp == 1:
-        return True
-    for name in ("_stage_backward_initialized", "_stages_backward_initialized"):  # torch's flags
-        if hasattr(pm.schedule, name):
-            return bool(getattr(pm.schedule, name))
-    return False
+    return pm.pipeline is None or pm.pipeline.backward_ready
 
 
 def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
