@@ -72,11 +72,11 @@ def _all_reduce_grads(params: list[nn.Parameter], group) -> None:
     dist.all_reduce(flat, group=group)
     off = 0
     for p in params:
-        n = p.numel()
+        numel = p.numel()
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        p.grad.copy_(flat[off:off + n].view_as(p))  # in place: no second gradient copy
-        off += n
+        p.grad.copy_(flat[off:off + numel].view_as(p))  # in place: no second gradient copy
+        off += numel
 
 
 class ZeroOneShard:
@@ -84,10 +84,10 @@ class ZeroOneShard:
 
     def __init__(self, params: list[nn.Parameter], group) -> None:
         self.params, self.group = params, group
-        self.n = dist.get_world_size(group) if group is not None else 1
+        self.group_size = dist.get_world_size(group) if group is not None else 1
         self.rank = dist.get_rank(group) if group is not None else 0
         self.total = sum(p.numel() for p in params)
-        self.shard = -(-self.total // self.n)
+        self.shard = -(-self.total // self.group_size)
         self.lo = min(self.rank * self.shard, self.total)
         self.hi = min(self.lo + self.shard, self.total)
         self.grad: torch.Tensor | None = None  # this rank's summed gradient shard
@@ -95,7 +95,7 @@ class ZeroOneShard:
     def reduce_scatter(self) -> None:
         flat = flat_grads(self.params)
         assert flat.dtype == GRAD_REDUCE_DTYPE, flat.dtype
-        pad = self.shard * self.n - self.total
+        pad = self.shard * self.group_size - self.total
         if pad:
             flat = torch.cat([flat, flat.new_zeros(pad)])
         if self.group is None:
@@ -125,7 +125,7 @@ class ZeroOneShard:
             pad = self.shard - shard_values.numel()
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
-            buf = full.new_empty(self.shard * self.n)
+            buf = full.new_empty(self.shard * self.group_size)
             with region("dp_comm"):
                 all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
@@ -158,11 +158,11 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             if shard is None or shard.grad is None:
                 continue
             st = self.state[key]
-            n = shard.hi - shard.lo
+            shard_numel = shard.hi - shard.lo
             if not st:
                 st["step"] = torch.tensor(0.0)  # on CPU, as torch.optim keeps it
-                st["exp_avg"] = shard.grad.new_zeros(n)
-                st["exp_avg_sq"] = shard.grad.new_zeros(n)
+                st["exp_avg"] = shard.grad.new_zeros(shard_numel)
+                st["exp_avg_sq"] = shard.grad.new_zeros(shard_numel)
             values = shard.flat_params()[shard.lo:shard.hi].clone()
             adamw(
                 [values], [shard.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],

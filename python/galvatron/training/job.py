@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from galvatron.plan import Plan
-from galvatron.training import data as D
+from galvatron.training import data as training_data
 from galvatron.training import rank_errors, runfiles
 from galvatron.training.checkpoint import (
     CheckpointManager,
@@ -273,17 +273,17 @@ def init_distributed(timeout_s: float = 300.0) -> tuple[int, int]:
 
 def train_rank(cfg: TrainConfig) -> int:
     """Train on this rank (inside an initialised process group). Returns an exit code."""
-    from galvatron.training import runtime_adapter as RA
+    from galvatron.training import runtime_adapter
     from galvatron.training.trainer import Trainer
 
     rank, world = dist.get_rank(), dist.get_world_size()
     plan = Plan.load(runfiles.path(cfg.run_dir, "plan.json")).validate(world_size=world)
-    data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
+    data = training_data.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
                             cfg.model.seq_len) if cfg.data.kind != "images" else None
     overrides = dict(cfg.model.overrides)
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
-    jm = RA.resolve_model(cfg, overrides)  # once per job; passed to what needs the model
+    jm = runtime_adapter.resolve_model(cfg, overrides)  # once per job; passed to what needs the model
     trainer = Trainer.build(cfg, jm, plan, data)
     ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
                              warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
@@ -307,11 +307,11 @@ def train_rank(cfg: TrainConfig) -> int:
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
     predicted = (plan.predicted or {}).get("step_time_s")
-    predicted_peaks = RA.predicted_peaks(plan, world)
+    predicted_peaks = runtime_adapter.predicted_peaks(plan, world)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
     tokens_per_step = plan.global_batch_size * jm.seq_len
-    flops_per_step = RA.model_flops_per_step(jm, plan.global_batch_size)
+    flops_per_step = runtime_adapter.model_flops_per_step(jm, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
     guard = NonFiniteGuard(cfg.optim.nonfinite_patience)

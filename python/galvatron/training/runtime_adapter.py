@@ -66,10 +66,10 @@ def batch(cfg: TrainConfig, jm: JobModel, data: TokenData | None, step: int,
         from galvatron.training.data import image_batch
 
         mc = jm.config
-        b = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
+        arrays = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
     else:
-        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, continuation=jm.encoder_decoder)
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
+        arrays = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, continuation=jm.encoder_decoder)
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
 def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
@@ -81,8 +81,8 @@ def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
     stages = (plan.predicted or {}).get("stage_memory")
     if not stages:
         return None
-    n = world // plan.pp
-    return [predicted_tensor_bytes(stages[r // n]) for r in range(world)]
+    stage_size = world // plan.pp
+    return [predicted_tensor_bytes(stages[r // stage_size]) for r in range(world)]
 
 
 def checkpoint_state(pm: ParallelModel) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
@@ -93,14 +93,14 @@ def checkpoint_state(pm: ParallelModel) -> tuple[dict[str, torch.Tensor], dict[s
     from galvatron.parallel.state import local_state
 
     entries = local_state(pm)
-    mine = {e.key: [s.to_list() for s in e.segments] for e in entries}
+    mine = {entry.key: [s.to_list() for s in entry.segments] for entry in entries}
     every = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(mine, every, dst=0)
     layout = None
     if every is not None:
         layout = {"version": 1, "shapes": {k: list(v) for k, v in pm.full_shapes.items()},
                   "keys": {k: v for rank_keys in every for k, v in rank_keys.items()}}
-    return {e.key: e.tensor.detach() for e in entries}, layout
+    return {entry.key: entry.tensor.detach() for entry in entries}, layout
 
 
 def load_state(pm: ParallelModel, path: str, train_state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:

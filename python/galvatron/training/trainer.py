@@ -14,7 +14,7 @@ import torch
 
 from galvatron.parallel import ParallelModel
 from galvatron.plan import Plan
-from galvatron.training import runtime_adapter as RA
+from galvatron.training import runtime_adapter
 from galvatron.training.config import TrainConfig
 from galvatron.training.data import TokenData
 
@@ -25,13 +25,13 @@ MEMORY_TRACKED_STEPS = 2  # on CPU, steps of a process run under the live-tensor
 class Trainer:
     pm: ParallelModel
     cfg: TrainConfig
-    model: RA.JobModel
+    model: runtime_adapter.JobModel
     data: TokenData | None  # None: synthetic images (ViT, Swin)
     steps_tracked: int = 0  # steps run under the memory tracker (CPU)
     live_peak_bytes: int = -1  # their peak live tensor bytes; -1 before the first
 
     @classmethod
-    def build(cls, cfg: TrainConfig, model: RA.JobModel, plan: Plan, data: TokenData | None) -> Trainer:
+    def build(cls, cfg: TrainConfig, model: runtime_adapter.JobModel, plan: Plan, data: TokenData | None) -> Trainer:
         """Builds this rank's part of the job's model under ``plan`` (collective)."""
         from galvatron import models, parallel
 
@@ -53,7 +53,7 @@ class Trainer:
 
     def batch(self, step: int, global_batch: int) -> dict[str, torch.Tensor]:
         """The global batch of ``step`` (a pure function of the seed and the step)."""
-        return RA.batch(self.cfg, self.model, self.data, step, global_batch)
+        return runtime_adapter.batch(self.cfg, self.model, self.data, step, global_batch)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float | None]:
         """One step: ``(global mean loss, gradient norm before clipping or None)``. On CPU the
@@ -87,22 +87,22 @@ class Trainer:
         """Mean loss over `logging.eval_batches` batches of the evaluation split."""
         cfg, total = self.cfg, 0.0
         for i in range(cfg.logging.eval_batches):
-            b = self.data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval",
+            arrays = self.data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval",
                                 continuation=self.model.encoder_decoder)
-            total += self.pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
+            total += self.pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
         return total / cfg.logging.eval_batches
 
     def checkpoint_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
         """Collective (see :func:`galvatron.training.runtime_adapter.checkpoint_state`)."""
-        return RA.checkpoint_state(self.pm)
+        return runtime_adapter.checkpoint_state(self.pm)
 
     def load_state(self, path: str, train_state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:
         """Collective (see :func:`galvatron.training.runtime_adapter.load_state`)."""
-        RA.load_state(self.pm, path, train_state, tensors)
+        runtime_adapter.load_state(self.pm, path, train_state, tensors)
 
     def export_hf(self, out_dir: str) -> None:
         """Collective: gathers the full weights on rank 0 and writes a Hugging Face directory
         (config + safetensors, :func:`galvatron.models.save_hf_checkpoint`) there. Needs the
         ``hf`` extra (transformers, safetensors)."""
-        RA.export_hf(self.pm, self.cfg, self.model, out_dir)
+        runtime_adapter.export_hf(self.pm, self.cfg, self.model, out_dir)
 
