@@ -9,11 +9,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from galvatron.parallel import gradients, pipeline, tensor_parallel
+from galvatron.parallel import gradients, tensor_parallel
 from galvatron.parallel.chunk import Chunk, StageContext
 from galvatron.parallel.data_parallel import Optimizers
 from galvatron.parallel.instrument import region
 from galvatron.parallel.mesh import coords
+from galvatron.parallel.pipeline import Pipeline, run_local
 from galvatron.parallel.redistribute import embedding_layout
 from galvatron.parallel.units import ParamMeta, Unit
 from galvatron.plan import Plan, Precision
@@ -30,7 +31,7 @@ class ParallelModel:
     optimizer: Optimizers
     shift_labels: bool
     ties: list[gradients.TiedPair] = field(default_factory=list)
-    pipeline: pipeline.Pipeline | None = None  # pp > 1: this rank's stages and their schedule
+    pipeline: Pipeline | None = None  # pp > 1: this rank's stages and their schedule
     max_grad_norm: float | None = None
     input_key: str = "input_ids"
     memory_inputs: tuple[str, str] | None = None  # encoder-decoder: second-stream input names
@@ -68,7 +69,7 @@ class ParallelModel:
     def _run_microbatches(self, inputs, labels, count: int, train: bool) -> float:
         if self.pipeline is not None:
             return self.pipeline.run(inputs, labels, count, train)
-        return pipeline.run_local(self.chunks[0], self.loss_sum, inputs, labels, count,
+        return run_local(self.chunks[0], self.loss_sum, inputs, labels, count,
                                   self.plan.num_microbatches, train)
 
     def _inputs(self, batch: dict[str, torch.Tensor]):
