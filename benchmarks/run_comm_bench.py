@@ -1,7 +1,7 @@
-"""Benchmark of the layout kernels (galvatron.parallel.layout) against plain torch.
+"""Benchmark of the layout kernels (galvatron.parallel.packing) against plain torch.
 
 Prints one JSON line per case: kernel, shape, dtype, threads and median times (ms) of
-  ours                 the galvatron.parallel.layout function (allocates its output)
+  ours                 the galvatron.parallel.packing function (allocates its output)
   torch_expr           the ``reference_*`` torch expression (movedim/reshape + cat)
   torch_copy           the best plain torch we know: torch.empty + one ``copy_`` of a
                        permuted view per tensor
@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from galvatron.parallel import layout as L
+from galvatron.parallel import packing
 from galvatron.profiler.hardware import time_once_ms
 
 HEADS, HEAD_DIM = 32, 128
@@ -109,8 +109,8 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
         for _ in range(3)
     )
     o = torch.randn(b, s, hl, HEAD_DIM, device=device, generator=gen).to(dtype)
-    qkv_buf = L.ulysses_pack_qkv(q, k, v, world)
-    out_buf = L.ulysses_pack_out(o, world)
+    qkv_buf = packing.ulysses_pack_qkv(q, k, v, world)
+    out_buf = packing.ulysses_pack_out(o, world)
     qkv_shape = (b, s, hl, HEAD_DIM)
     out_shape = (b, sl, HEADS, HEAD_DIM)
     qkv_bytes = 2 * qkv_buf.numel() * qkv_buf.element_size()
@@ -124,10 +124,10 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
         shp,
         qkv_bytes,
         {
-            "ours": lambda: L.ulysses_pack_qkv(q, k, v, world),
-            "torch_expr": lambda: L.reference_ulysses_pack_qkv(q, k, v, world),
+            "ours": lambda: packing.ulysses_pack_qkv(q, k, v, world),
+            "torch_expr": lambda: packing.reference_ulysses_pack_qkv(q, k, v, world),
             "torch_copy": lambda: torch_copy_pack([q, k, v], 2, world),
-            "ours_prealloc": lambda: L.ulysses_pack_qkv(q, k, v, world, dst=qkv_dst),
+            "ours_prealloc": lambda: packing.ulysses_pack_qkv(q, k, v, world, dst=qkv_dst),
             "torch_copy_prealloc": lambda: torch_copy_pack([q, k, v], 2, world, qkv_dst),
         },
     )
@@ -137,10 +137,10 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
         shp,
         qkv_bytes,
         {
-            "ours": lambda: L.ulysses_unpack_qkv(qkv_buf, world, *shapes3),
-            "torch_expr": lambda: L.reference_ulysses_unpack_qkv(qkv_buf, world, *shapes3),
+            "ours": lambda: packing.ulysses_unpack_qkv(qkv_buf, world, *shapes3),
+            "torch_expr": lambda: packing.reference_ulysses_unpack_qkv(qkv_buf, world, *shapes3),
             "torch_copy": lambda: torch_copy_unpack(qkv_buf, 1, world, shapes3),
-            "ours_prealloc": lambda: L.ulysses_unpack_qkv(qkv_buf, world, *shapes3, dsts=qkv_dsts),
+            "ours_prealloc": lambda: packing.ulysses_unpack_qkv(qkv_buf, world, *shapes3, dsts=qkv_dsts),
             "torch_copy_prealloc": lambda: torch_copy_unpack(qkv_buf, 1, world, shapes3, qkv_dsts),
         },
     )
@@ -149,10 +149,10 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
         shp,
         out_bytes,
         {
-            "ours": lambda: L.ulysses_pack_out(o, world),
-            "torch_expr": lambda: L.reference_ulysses_pack_out(o, world),
+            "ours": lambda: packing.ulysses_pack_out(o, world),
+            "torch_expr": lambda: packing.reference_ulysses_pack_out(o, world),
             "torch_copy": lambda: torch_copy_pack([o], 1, world),
-            "ours_prealloc": lambda: L.ulysses_pack_out(o, world, dst=out_dst),
+            "ours_prealloc": lambda: packing.ulysses_pack_out(o, world, dst=out_dst),
             "torch_copy_prealloc": lambda: torch_copy_pack([o], 1, world, out_dst),
         },
     )
@@ -161,10 +161,10 @@ def cases(b: int, s: int, world: int, dtype: torch.dtype, device: str):
         shp,
         out_bytes,
         {
-            "ours": lambda: L.ulysses_unpack_out(out_buf, world, out_shape),
-            "torch_expr": lambda: L.reference_ulysses_unpack_out(out_buf, world, out_shape),
+            "ours": lambda: packing.ulysses_unpack_out(out_buf, world, out_shape),
+            "torch_expr": lambda: packing.reference_ulysses_unpack_out(out_buf, world, out_shape),
             "torch_copy": lambda: torch_copy_unpack(out_buf, 2, world, [out_shape]),
-            "ours_prealloc": lambda: L.ulysses_unpack_out(out_buf, world, out_shape, dst=o_dst),
+            "ours_prealloc": lambda: packing.ulysses_unpack_out(out_buf, world, out_shape, dst=o_dst),
             "torch_copy_prealloc": lambda: torch_copy_unpack(
                 out_buf, 2, world, [out_shape], [o_dst]
             ),

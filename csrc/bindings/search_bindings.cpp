@@ -224,4 +224,12 @@ void register_search(py::module_& m) {
       },
       py::arg("src"), py::arg("dst"), py::arg("stage_size"), py::arg("micro_batch"), py::arg("seq_len"),
       "largest per-device exchange between two layer layouts, as a fraction of the micro-batch activation");
+  // The activation-layout rules of the cost model, for the runtime's field-by-field test.
+  py::class_<Layout>(m, "Layout")
+      .def_readonly("n_batch", &Layout::n_batch).def_readonly("n_seq", &Layout::n_seq)
+      .def_readonly("replicas", &Layout::replicas).def_readonly("consecutive", &Layout::consecutive)
+      .def("__eq__", [](const Layout& a, const Layout& b) { return a == b; });
+  m.def("layout_of", &layout_of, py::arg("strategy"), py::arg("stage_size"));
+  m.def("embedding_layout", &embedding_layout, py::arg("strategy"), py::arg("stage_size"));
+  m.def("boundary_layout", &boundary_layout, py::arg("stage_size"), py::arg("micro_batch"));
 }

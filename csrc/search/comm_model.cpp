@@ -136,7 +136,7 @@ Layout layout_of(const Strategy& s, int32_t stage_size) {
   l.n_batch = stage_size / (s.tp * s.sp);
   l.n_seq = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
   l.replicas = s.sp_kind == SpKind::kMegatron ? 1 : s.tp;
-  l.consecutive = s.tp_consecutive || l.n_batch == 1 || l.n_seq * l.replicas == 1;
+  l.consecutive = s.tp_consecutive || l.order_is_moot();
   return l;
 }
 

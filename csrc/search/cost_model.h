@@ -85,9 +85,12 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
 struct Layout {
   int32_t n_batch = 1, n_seq = 1, replicas = 1;
   bool consecutive = true;  // device order (batch, seq, replica) vs (replica, seq, batch)
+  // Both device orders place every device alike when at most one of the three counts
+  // exceeds 1 (e.g. n_batch = 1 with n_seq > 1 and replicas > 1 is not such a case).
+  bool order_is_moot() const { return (n_batch > 1) + (n_seq > 1) + (replicas > 1) <= 1; }
   bool operator==(const Layout& o) const {
     return n_batch == o.n_batch && n_seq == o.n_seq && replicas == o.replicas &&
-           (consecutive == o.consecutive || (n_batch == 1 || replicas * n_seq == 1));
+           (consecutive == o.consecutive || order_is_moot());
   }
 };
 Layout layout_of(const Strategy& s, int32_t stage_size);

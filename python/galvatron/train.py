@@ -25,11 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--search", action="store_const", const=True, dest="parallel.search",
                    help="search a plan first (the default when no --plan or --pp is given)")
     p.add_argument("--memory-gb", type=float, dest="parallel.memory_gb", help="search budget per device")
-    p.add_argument("--pp", type=int, dest="parallel.pp", help="global mode: pipeline degree (uniform plan)")
+    p.add_argument("--pp", type=int, dest="parallel.pp", help="uniform mode (one strategy for every layer): pipeline degree; selects parallel.mode uniform")
     p.add_argument("--tp", type=int, dest="parallel.tp")
     p.add_argument("--dp-type", dest="parallel.dp_type", choices=("ddp", "zero1", "zero2", "zero3"))
     p.add_argument("--checkpoint", action="store_const", const=True, dest="parallel.checkpoint",
-                   help="global mode: activation checkpointing on every layer")
+                   help="uniform mode: activation checkpointing on every layer")
     p.add_argument("--num-microbatches", type=int, dest="parallel.num_microbatches")
     p.add_argument("--run-dir", dest="run_dir", help="run directory (metrics.jsonl, plan.json, checkpoints); "
                    "default: a fresh runs/<model>-<time>, linked from runs/latest")

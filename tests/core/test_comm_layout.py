@@ -1,4 +1,4 @@
-"""Layout kernels of csrc/comm through galvatron.parallel.layout: bit-exact against torch
+"""Layout kernels of csrc/comm through galvatron.parallel.packing: bit-exact against torch
 references for every dtype, error cases, round trips, and a one-process Ulysses simulation."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from galvatron import _C
-from galvatron.parallel import layout as L
+from galvatron.parallel import packing
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.uint8, torch.bool]
 INT_OF_SIZE = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64, 16: torch.int64}
@@ -61,13 +61,13 @@ def test_ulysses_qkv_pack_unpack_bit_exact_vs_reference(world, dtype):
         q = random_bits((b, sl, hq, d), dtype, gen)
         k = random_bits((b, sl, hkv, d), dtype, gen)
         v = random_bits((b, sl, hkv, dv), dtype, gen)
-        buf = L.ulysses_pack_qkv(q, k, v, world)
+        buf = packing.ulysses_pack_qkv(q, k, v, world)
         assert buf.shape == (world, (q.numel() + k.numel() + v.numel()) // world)
-        assert_bit_equal(buf, L.reference_ulysses_pack_qkv(q, k, v, world))
+        assert_bit_equal(buf, packing.reference_ulysses_pack_qkv(q, k, v, world))
         # Unpack treats the buffer as received: row i = sequence chunk i.
         shapes = [(b, sl * world, h // world, dd) for h, dd in ((hq, d), (hkv, d), (hkv, dv))]
-        got = L.ulysses_unpack_qkv(buf, world, *shapes)
-        want = L.reference_ulysses_unpack_qkv(buf, world, *shapes)
+        got = packing.ulysses_unpack_qkv(buf, world, *shapes)
+        want = packing.reference_ulysses_unpack_qkv(buf, world, *shapes)
         for g, w, s in zip(got, want, shapes, strict=True):
             assert tuple(g.shape) == s
             assert_bit_equal(g, w)
@@ -79,12 +79,12 @@ def test_ulysses_out_pack_unpack_bit_exact_vs_reference(world, dtype):
     gen = torch.Generator().manual_seed(100 + world)
     for b, sl, h_local, d in [(3, 3, 2, 5), (1, 1, 1, 1), (2, 2, 3, 128)]:
         out = random_bits((b, sl * world, h_local, d), dtype, gen)
-        buf = L.ulysses_pack_out(out, world)
-        assert_bit_equal(buf, L.reference_ulysses_pack_out(out, world))
+        buf = packing.ulysses_pack_out(out, world)
+        assert_bit_equal(buf, packing.reference_ulysses_pack_out(out, world))
         shape = (b, sl, h_local * world, d)
         assert_bit_equal(
-            L.ulysses_unpack_out(buf, world, shape),
-            L.reference_ulysses_unpack_out(buf, world, shape),
+            packing.ulysses_unpack_out(buf, world, shape),
+            packing.reference_ulysses_unpack_out(buf, world, shape),
         )
 
 
@@ -92,11 +92,11 @@ def test_ulysses_seq_first_layout_via_dims():
     # [s, b, H, d] activations: pass seq_dim=0 / head_dim=2.
     world, s, b, h, d = 4, 8, 3, 8, 6
     x = torch.randn(s // world, b, h, d)
-    buf = L.ulysses_pack_qkv(x, x, x, world, head_dim=2)
-    assert torch.equal(buf, L.reference_pack_dim_chunks([x, x, x], 2, world))
+    buf = packing.ulysses_pack_qkv(x, x, x, world, head_dim=2)
+    assert torch.equal(buf, packing.reference_pack_dim_chunks([x, x, x], 2, world))
     shape = (s, b, h // world, d)
-    got = L.ulysses_unpack_qkv(buf, world, shape, shape, shape, seq_dim=0)
-    want = L.reference_ulysses_unpack_qkv(buf, world, shape, shape, shape, seq_dim=0)
+    got = packing.ulysses_unpack_qkv(buf, world, shape, shape, shape, seq_dim=0)
+    want = packing.reference_ulysses_unpack_qkv(buf, world, shape, shape, shape, seq_dim=0)
     for g, w in zip(got, want, strict=True):
         assert torch.equal(g, w)
     assert torch.equal(got[2][:2], x[:, :, :2])  # rank 0's sequence chunk, head group 0
@@ -113,23 +113,23 @@ def test_split_dim_to_chunks_matches_stack_of_chunks_every_dim(dtype):
         for n in (1, 2, 3, 6):
             if t.shape[dim] % n:
                 continue
-            got = L.split_dim_to_chunks(t, dim, n)
-            assert_bit_equal(got, L.reference_split_dim_to_chunks(t, dim, n))
-            assert_bit_equal(L.chunks_to_dim(got, dim, n), t)
-            assert_bit_equal(L.chunks_to_dim(got, dim, n), L.reference_chunks_to_dim(got, dim, n))
+            got = packing.split_dim_to_chunks(t, dim, n)
+            assert_bit_equal(got, packing.reference_split_dim_to_chunks(t, dim, n))
+            assert_bit_equal(packing.chunks_to_dim(got, dim, n), t)
+            assert_bit_equal(packing.chunks_to_dim(got, dim, n), packing.reference_chunks_to_dim(got, dim, n))
 
 
 def test_multithreaded_kernel_equals_single_threaded_and_reference():
     # 4 MiB per tensor: above the 1 MiB-per-thread threshold, so 2..8 threads really run.
     q = torch.randn(2, 256, 16, 128)
     k = torch.randn(2, 256, 8, 128)
-    want = L.reference_pack_dim_chunks([q, k], 2, 8)
+    want = packing.reference_pack_dim_chunks([q, k], 2, 8)
     for threads in (1, 2, 3, 8):
-        buf = L.pack_dim_chunks([q, k], 2, 8, num_threads=threads)
+        buf = packing.pack_dim_chunks([q, k], 2, 8, num_threads=threads)
         assert torch.equal(buf, want)
         shapes = [(2, 2048, 2, 128), (2, 2048, 1, 128)]
-        outs = L.unpack_dim_chunks(buf, 1, 8, shapes, num_threads=threads)
-        for o, r in zip(outs, L.reference_unpack_dim_chunks(buf, 1, 8, shapes), strict=True):
+        outs = packing.unpack_dim_chunks(buf, 1, 8, shapes, num_threads=threads)
+        for o, r in zip(outs, packing.reference_unpack_dim_chunks(buf, 1, 8, shapes), strict=True):
             assert torch.equal(o, r)
 
 
@@ -137,19 +137,19 @@ def test_long_rows_are_split_across_memcpy_calls_and_threads():
     # 300 kB rows (> the 256 KiB per-memcpy cap), 3 of them per chunk, odd byte counts.
     t = random_bits((3, 2, 300_001), torch.uint8)
     for threads in (1, 2, 5):
-        got = L.split_dim_to_chunks(t, 1, 2, num_threads=threads)
-        assert torch.equal(got, L.reference_split_dim_to_chunks(t, 1, 2))
-        assert torch.equal(L.chunks_to_dim(got, 1, 2, num_threads=threads), t)
+        got = packing.split_dim_to_chunks(t, 1, 2, num_threads=threads)
+        assert torch.equal(got, packing.reference_split_dim_to_chunks(t, 1, 2))
+        assert torch.equal(packing.chunks_to_dim(got, 1, 2, num_threads=threads), t)
 
 
 def test_concurrent_callers_share_the_thread_pool_safely():
     xs = [torch.randn(4, 512, 8, 64) for _ in range(4)]  # 4 MiB each: multi-threaded kernel
-    want = [L.reference_split_dim_to_chunks(x, 2, 4) for x in xs]
+    want = [packing.reference_split_dim_to_chunks(x, 2, 4) for x in xs]
     results: dict[int, bool] = {}
 
     def work(i: int) -> None:
         results[i] = all(
-            torch.equal(L.split_dim_to_chunks(xs[i], 2, 4, num_threads=2), want[i])
+            torch.equal(packing.split_dim_to_chunks(xs[i], 2, 4, num_threads=2), want[i])
             for _ in range(5)
         )
 
@@ -186,27 +186,27 @@ def test_thread_pool_works_in_a_forked_child():
 def test_preallocated_outputs_are_filled_and_returned():
     q, k = torch.randn(2, 4, 8, 3), torch.randn(2, 4, 4, 3)
     dst = torch.full((q.numel() + 2 * k.numel(),), float("nan"))
-    buf = L.ulysses_pack_qkv(q, k, k, 4, dst=dst)
+    buf = packing.ulysses_pack_qkv(q, k, k, 4, dst=dst)
     assert buf.data_ptr() == dst.data_ptr() and buf.shape == (4, dst.numel() // 4)
-    assert torch.equal(buf, L.reference_ulysses_pack_qkv(q, k, k, 4))
+    assert torch.equal(buf, packing.reference_ulysses_pack_qkv(q, k, k, 4))
     shapes = [(2, 16, 2, 3), (2, 16, 1, 3), (2, 16, 1, 3)]
     dsts = [torch.empty(s) for s in shapes]
-    outs = L.ulysses_unpack_qkv(buf, 4, *shapes, dsts=dsts)
-    for o, d, r in zip(outs, dsts, L.reference_ulysses_unpack_qkv(buf, 4, *shapes), strict=True):
+    outs = packing.ulysses_unpack_qkv(buf, 4, *shapes, dsts=dsts)
+    for o, d, r in zip(outs, dsts, packing.reference_ulysses_unpack_qkv(buf, 4, *shapes), strict=True):
         assert o.data_ptr() == d.data_ptr() and torch.equal(o, r)
     with pytest.raises(ValueError, match="dst holds 3 elements"):
-        L.ulysses_pack_out(q, 2, dst=torch.empty(3))
+        packing.ulysses_pack_out(q, 2, dst=torch.empty(3))
     with pytest.raises(ValueError, match="dst has dtype torch.float16"):
-        L.ulysses_pack_out(q, 2, dst=torch.empty(q.numel(), dtype=torch.float16))
+        packing.ulysses_pack_out(q, 2, dst=torch.empty(q.numel(), dtype=torch.float16))
     with pytest.raises(ValueError, match=r"dsts\[0\] must be contiguous"):
-        L.ulysses_unpack_out(
+        packing.ulysses_unpack_out(
             torch.zeros(96), 2, (2, 2, 8, 3), dst=torch.empty(3, 2, 8, 2).transpose(0, 3)
         )
 
 
 def test_element_sizes_without_int_view_fall_back_to_reference():
     t = torch.randn(2, 4, 3, dtype=torch.complex128)  # 16-byte elements: torch path
-    assert torch.equal(L.split_dim_to_chunks(t, 1, 2), L.reference_split_dim_to_chunks(t, 1, 2))
+    assert torch.equal(packing.split_dim_to_chunks(t, 1, 2), packing.reference_split_dim_to_chunks(t, 1, 2))
 
 
 def test_swap_outer_parts_still_matches_transpose():
@@ -251,29 +251,29 @@ def test_errors_name_the_bad_argument():
     q = torch.randn(2, 4, 8, 16)
     k = torch.randn(2, 4, 4, 16)
     with pytest.raises(ValueError, match=r"k has shape .* not divisible by world=8"):
-        L.ulysses_pack_qkv(q, k, k, 8)
+        packing.ulysses_pack_qkv(q, k, k, 8)
     with pytest.raises(ValueError, match=r"q_shape .* not divisible by world=3"):
-        L.ulysses_unpack_qkv(
+        packing.ulysses_unpack_qkv(
             torch.zeros(3 * 4 * 8 * 16), 3, (2, 4, 8, 16), (2, 12, 8, 16), (2, 12, 8, 16)
         )
     with pytest.raises(ValueError, match="k must be contiguous"):
-        L.ulysses_pack_qkv(q, k.transpose(1, 2), k, 2)
+        packing.ulysses_pack_qkv(q, k.transpose(1, 2), k, 2)
     with pytest.raises(ValueError, match="v has dtype torch.float16"):
-        L.ulysses_pack_qkv(q, k, k.half(), 2)
+        packing.ulysses_pack_qkv(q, k, k.half(), 2)
     with pytest.raises(ValueError, match="buf holds"):
-        L.ulysses_unpack_out(torch.zeros(10), 2, (2, 2, 8, 16))
+        packing.ulysses_unpack_out(torch.zeros(10), 2, (2, 2, 8, 16))
     with pytest.raises(ValueError, match="buf must be contiguous"):
-        L.ulysses_unpack_out(torch.zeros(16, 8).t(), 2, (2, 2, 4, 8))
+        packing.ulysses_unpack_out(torch.zeros(16, 8).t(), 2, (2, 2, 4, 8))
     with pytest.raises(ValueError, match="world must be a positive int"):
-        L.ulysses_pack_out(q, 0)
+        packing.ulysses_pack_out(q, 0)
     with pytest.raises(ValueError, match="dim=4 is out of range for t"):
-        L.split_dim_to_chunks(q, 4, 2)
+        packing.split_dim_to_chunks(q, 4, 2)
     with pytest.raises(
         ValueError, match=r"t has shape \(2, 4, 8, 16\): size 4 of dim 1 is not divisible by n=3"
     ):
-        L.split_dim_to_chunks(q, 1, 3)
+        packing.split_dim_to_chunks(q, 1, 3)
     with pytest.raises(ValueError, match=r"t must have shape \[n=3"):
-        L.chunks_to_dim(q, 1, 3)
+        packing.chunks_to_dim(q, 1, 3)
 
 
 def test_cpp_core_validates_too():
@@ -316,12 +316,12 @@ def tensors_and_split(draw):
 def test_roundtrip_pack_then_unpack_is_identity(case):
     shapes, dim, n, dtype = case
     xs = [random_bits(tuple(s), dtype) for s in shapes]
-    buf = L.pack_dim_chunks(xs, dim, n)
-    assert_bit_equal(buf, L.reference_pack_dim_chunks(xs, dim, n))
-    for x, y in zip(xs, L.unpack_dim_chunks(buf, dim, n, shapes), strict=True):
+    buf = packing.pack_dim_chunks(xs, dim, n)
+    assert_bit_equal(buf, packing.reference_pack_dim_chunks(xs, dim, n))
+    for x, y in zip(xs, packing.unpack_dim_chunks(buf, dim, n, shapes), strict=True):
         assert_bit_equal(x, y)
     t = xs[0]
-    assert_bit_equal(L.chunks_to_dim(L.split_dim_to_chunks(t, dim, n), dim, n), t)
+    assert_bit_equal(packing.chunks_to_dim(packing.split_dim_to_chunks(t, dim, n), dim, n), t)
 
 
 # ---- the whole Ulysses data movement, P ranks simulated in one process ------------------------
@@ -340,21 +340,21 @@ def test_ulysses_simulated_all_to_all_gives_full_sequence_local_heads(world):
     q, k, v = (torch.randn(b, s, h, d, generator=gen) for h in (hq, hkv, hkv))
     sl = s // world
     sends = [
-        L.ulysses_pack_qkv(*(x[:, r * sl : (r + 1) * sl].contiguous() for x in (q, k, v)), world)
+        packing.ulysses_pack_qkv(*(x[:, r * sl : (r + 1) * sl].contiguous() for x in (q, k, v)), world)
         for r in range(world)
     ]
     shapes = [(b, s, h // world, d) for h in (hq, hkv, hkv)]
     outs = []
     for j, recv in enumerate(all_to_all(sends)):
-        got = L.ulysses_unpack_qkv(recv, world, *shapes)
+        got = packing.ulysses_unpack_qkv(recv, world, *shapes)
         for x, y in zip((q, k, v), got, strict=True):
             h = x.shape[2] // world
             assert torch.equal(y, x[:, :, j * h : (j + 1) * h])  # full sequence, heads of rank j
         outs.append(got[0] * 2.0)  # stand-in for attention: any per-head function
     # Back: each rank's [b, s, H/P, d] output -> [b, s/P, H, d] on the rank owning that chunk.
-    sends = [L.ulysses_pack_out(o, world) for o in outs]
+    sends = [packing.ulysses_pack_out(o, world) for o in outs]
     for r, recv in enumerate(all_to_all(sends)):
-        got = L.ulysses_unpack_out(recv, world, (b, sl, hq, d))
+        got = packing.ulysses_unpack_out(recv, world, (b, sl, hq, d))
         assert torch.equal(got, q[:, r * sl : (r + 1) * sl] * 2.0)
 
 
@@ -365,8 +365,8 @@ def test_autograd_pair_gradients_equal_reference_autograd():
     world, gen = 4, torch.Generator().manual_seed(5)
     q, k, v = (torch.randn(2, 3, h, 5, generator=gen, requires_grad=True) for h in (8, 4, 4))
     weight = torch.randn(world, (q.numel() + 2 * k.numel()) // world, generator=gen)
-    ours = L.pack_dim_chunks_autograd([q, k, v], 2, world)
-    ref = L.reference_pack_dim_chunks([q, k, v], 2, world)
+    ours = packing.pack_dim_chunks_autograd([q, k, v], 2, world)
+    ref = packing.reference_pack_dim_chunks([q, k, v], 2, world)
     assert torch.equal(ours, ref)
     g_ours = torch.autograd.grad((ours * weight).sum(), (q, k, v))
     g_ref = torch.autograd.grad((ref * weight).sum(), (q, k, v))
@@ -375,8 +375,8 @@ def test_autograd_pair_gradients_equal_reference_autograd():
 
     buf = torch.randn(world, weight.shape[1], generator=gen, requires_grad=True)
     shapes = [(2, 3 * world, h // world, 5) for h in (8, 4, 4)]
-    outs = L.unpack_dim_chunks_autograd(buf, 1, world, shapes)
-    refs = L.reference_unpack_dim_chunks(buf, 1, world, shapes)
+    outs = packing.unpack_dim_chunks_autograd(buf, 1, world, shapes)
+    refs = packing.reference_unpack_dim_chunks(buf, 1, world, shapes)
     ws = [torch.randn(s, generator=gen) for s in shapes]
     # Only q and v feed the loss: k's gradient slot is None and must count as zeros.
     loss_ours = (outs[0] * ws[0]).sum() + (outs[2] * ws[2]).sum()
@@ -390,16 +390,16 @@ def test_redistribution_recipes_gather_and_reshard():
     world, full = 4, torch.randn(3, 8, 12, 5)
     shards = list(full.chunk(world, dim=1))  # sharded on dim 1
     gathered = torch.cat([s.reshape(-1) for s in shards])  # all_gather_into_tensor: [P][x]
-    assert torch.equal(L.unpack_dim_chunks(gathered, 1, world, [full.shape])[0], full)
+    assert torch.equal(packing.unpack_dim_chunks(gathered, 1, world, [full.shape])[0], full)
     # dim 1-sharded -> dim 2-sharded through one all-to-all.
-    sends = [L.pack_dim_chunks([s.contiguous()], 2, world) for s in shards]
+    sends = [packing.pack_dim_chunks([s.contiguous()], 2, world) for s in shards]
     y_shape = (3, 8, 12 // world, 5)
     for j, recv in enumerate(all_to_all(sends)):
-        y = L.unpack_dim_chunks(recv, 1, world, [y_shape])[0]
+        y = packing.unpack_dim_chunks(recv, 1, world, [y_shape])[0]
         assert torch.equal(y, full.chunk(world, dim=2)[j])
     # reduce-scatter along dim 2 = sum over ranks of row j of each packed buffer.
     xs = [torch.randn(3, 8, 12, 5) for _ in range(world)]
-    packed = [L.pack_dim_chunks([x], 2, world) for x in xs]
+    packed = [packing.pack_dim_chunks([x], 2, world) for x in xs]
     for j in range(world):
         got = sum(p[j] for p in packed).view(3, 8, 12 // world, 5)
         assert torch.allclose(got, sum(xs).chunk(world, dim=2)[j])
@@ -421,12 +421,12 @@ def test_cuda_kernel_bit_exact_vs_reference(dtype):
                 random_bits(sh, dtype, gen).cuda()
                 for sh in ((b, sl, hq, d), (b, sl, hkv, d), (b, sl, hkv, dv))
             )
-            buf = L.ulysses_pack_qkv(q, k, v, world)
-            assert_bit_equal(buf, L.reference_ulysses_pack_qkv(q, k, v, world))
+            buf = packing.ulysses_pack_qkv(q, k, v, world)
+            assert_bit_equal(buf, packing.reference_ulysses_pack_qkv(q, k, v, world))
             shapes = [(b, sl * world, h // world, dd) for h, dd in ((hq, d), (hkv, d), (hkv, dv))]
             for g, w in zip(
-                L.ulysses_unpack_qkv(buf, world, *shapes),
-                L.reference_ulysses_unpack_qkv(buf, world, *shapes),
+                packing.ulysses_unpack_qkv(buf, world, *shapes),
+                packing.reference_ulysses_unpack_qkv(buf, world, *shapes),
                 strict=True,
             ):
                 assert_bit_equal(g, w)

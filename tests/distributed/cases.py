@@ -68,6 +68,11 @@ def world4():
             S(dp_type="zero3"),
             S(tp=2, sp_kind="megatron", tp_consecutive=False),
         ], 8, embedding=S(tp=4, sp_kind="megatron", dp_type="zero1"))),
+        # tp strided x Ulysses with dp = 1: the sequence blocks follow the sp coordinates
+        ("mixed_strided_tp_ulysses_dp1/gpt2", g, plan(4, [
+            S(tp=2, sp=2, sp_kind="ulysses", tp_consecutive=False), S(tp=2),
+            S(tp=2, sp=2, sp_kind="ulysses"), S(tp=2, sp=2, sp_kind="ulysses", tp_consecutive=False),
+        ], 8, embedding=S(tp=2))),
         ("mixed_tp_ulysses_combined/gpt2", g, plan(4, [
             S(tp=2, sp=2, sp_kind="ulysses"), S(tp=4, sp_kind="megatron", checkpoint=True),
             S(dp_type="zero2"), S(tp=2, dp_type="zero3"),

@@ -68,7 +68,7 @@ def _order(pm) -> list[tuple[str, int, int]]:
         return out
     chunk_ids = [c for c in range(len(plan.stage_layers)) if c % plan.pp == stage]
     out = []
-    for a in pm.schedule.pipeline_order[stage]:
+    for a in pm.pipeline.schedule.pipeline_order[stage]:
         if a is None:
             continue
         kind = getattr(a.computation_type, "value", str(a.computation_type))
@@ -82,8 +82,8 @@ def _fake_step(pm, ids_mbs, label_mbs, count: int, hidden: int, dtype) -> None:
     from galvatron.parallel.redistribute import boundary_layout
 
     plan, ctx = pm.plan, pm.ctx
-    lay = boundary_layout(ctx.n, plan.micro_batch_size)
-    b0, b1, s0, s1, _ = lay.block(ctx.me, plan.micro_batch_size, ctx.seq_len)
+    lay = boundary_layout(ctx.stage_size, plan.micro_batch_size)
+    b0, b1, s0, s1, _ = lay.block(ctx.local_rank, plan.micro_batch_size, ctx.seq_len)
     live: dict[tuple[int, int], tuple[Any, Any]] = {}
     pm.optimizer.zero_grad()
     with pm._autocast():

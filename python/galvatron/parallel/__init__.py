@@ -19,18 +19,23 @@ gradients, clips by the global norm, steps AdamW and returns the global mean tok
 The model is built identically on every rank from ``seed`` and then sliced, so results equal
 single-process training. ``docs/runtime.md`` describes every technique and its communication.
 
-Files, one per technique: ``mesh.py`` (rank coordinates, groups, plan validation),
-``tensor_parallel.py`` (Megatron TP/SP, vocabulary-parallel embedding/head/loss),
-``ulysses.py`` (all-to-all around ``attn.core``), ``redistribute.py`` (activation layouts and
-the all-to-all between them), ``data_parallel.py`` (DDP sync, ZeRO-1, FSDP2 ZeRO-2/3),
-``pipeline.py`` (micro-batches and schedules), ``faults.py`` (``fail_fast``), ``parts.py`` (the
-parts a rank holds; loading only those from a HF checkpoint), ``units.py`` (layer/embedding/head wrappers,
-checkpointing), ``shared.py`` (parameters shared by several layers: T5's bias tables), ``runtime.py`` (``build``, ``ParallelModel``), ``layout.py`` (C++ layout kernels).
+Files, one per technique, and ``parallelize.py`` composing them (``build``): ``mesh.py`` (rank
+coordinates, groups, plan validation), ``tensor_parallel.py`` (Megatron TP/SP,
+vocabulary-parallel embedding/head/loss), ``ulysses.py`` (all-to-all around ``attn.core``),
+``redistribute.py`` (activation layouts and the all-to-all between them), ``data_parallel.py``
+(DDP sync, ZeRO-1, FSDP2 ZeRO-2/3, ``Optimizers``), ``pipeline.py`` (micro-batches and
+schedules), ``gradients.py`` (finishing and clipping), ``tied.py`` (tied embedding/head),
+``chunk.py`` (a pipeline chunk), ``model.py`` (``ParallelModel``), ``builder.py`` (one rank's
+groups and unit constructors), ``units.py`` (layer/embedding/head wrappers, checkpointing),
+``shared.py`` (parameters shared by several layers: T5's bias tables), ``parts.py`` (the parts
+a rank holds; loading only those from a HF checkpoint), ``faults.py`` (``fail_fast``),
+``packing.py`` (C++ packing kernels), ``state.py`` (checkpoint pieces).
 """
 
 from galvatron.parallel.faults import fail_fast
+from galvatron.parallel.model import ParallelModel
+from galvatron.parallel.parallelize import build
 from galvatron.parallel.parts import RankParts, load_hf_checkpoint_for_rank, rank_parts
-from galvatron.parallel.runtime import ParallelModel, build
 
 __all__ = ["ParallelModel", "RankParts", "build", "fail_fast", "load_hf_checkpoint_for_rank",
            "rank_parts"]

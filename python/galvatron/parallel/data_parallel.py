@@ -31,9 +31,11 @@ from torch.optim.adamw import adamw
 
 from galvatron.parallel import instrument
 from galvatron.parallel.instrument import region
-from galvatron.parallel.layout import _is_fake
+from galvatron.parallel.packing import _is_fake
 from galvatron.parallel.tensor_parallel import all_gather_single, reduce_scatter_single
-from galvatron.plan import DpType
+from galvatron.parallel.tied import EmbedHead
+from galvatron.parallel.units import Unit
+from galvatron.plan import DpType, Plan, Precision
 
 GRAD_REDUCE_DTYPE = torch.float32  # every gradient reduction (DDP, ZeRO-1, FSDP2)
 
@@ -70,11 +72,11 @@ def _all_reduce_grads(params: list[nn.Parameter], group) -> None:
     dist.all_reduce(flat, group=group)
     off = 0
     for p in params:
-        n = p.numel()
+        numel = p.numel()
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-        p.grad.copy_(flat[off:off + n].view_as(p))  # in place: no second gradient copy
-        off += n
+        p.grad.copy_(flat[off:off + numel].view_as(p))  # in place: no second gradient copy
+        off += numel
 
 
 class ZeroOneShard:
@@ -82,10 +84,10 @@ class ZeroOneShard:
 
     def __init__(self, params: list[nn.Parameter], group) -> None:
         self.params, self.group = params, group
-        self.n = dist.get_world_size(group) if group is not None else 1
+        self.group_size = dist.get_world_size(group) if group is not None else 1
         self.rank = dist.get_rank(group) if group is not None else 0
         self.total = sum(p.numel() for p in params)
-        self.shard = -(-self.total // self.n)
+        self.shard = -(-self.total // self.group_size)
         self.lo = min(self.rank * self.shard, self.total)
         self.hi = min(self.lo + self.shard, self.total)
         self.grad: torch.Tensor | None = None  # this rank's summed gradient shard
@@ -93,7 +95,7 @@ class ZeroOneShard:
     def reduce_scatter(self) -> None:
         flat = flat_grads(self.params)
         assert flat.dtype == GRAD_REDUCE_DTYPE, flat.dtype
-        pad = self.shard * self.n - self.total
+        pad = self.shard * self.group_size - self.total
         if pad:
             flat = torch.cat([flat, flat.new_zeros(pad)])
         if self.group is None:
@@ -123,7 +125,7 @@ class ZeroOneShard:
             pad = self.shard - shard_values.numel()
             if pad:
                 full = torch.cat([shard_values, shard_values.new_zeros(pad)])
-            buf = full.new_empty(self.shard * self.n)
+            buf = full.new_empty(self.shard * self.group_size)
             with region("dp_comm"):
                 all_gather_single(buf, full.contiguous(), group=self.group)
             full = buf[: self.total]
@@ -156,11 +158,11 @@ class ZeroOneAdamW(torch.optim.Optimizer):
             if shard is None or shard.grad is None:
                 continue
             st = self.state[key]
-            n = shard.hi - shard.lo
+            shard_numel = shard.hi - shard.lo
             if not st:
                 st["step"] = torch.tensor(0.0)  # on CPU, as torch.optim keeps it
-                st["exp_avg"] = shard.grad.new_zeros(n)
-                st["exp_avg_sq"] = shard.grad.new_zeros(n)
+                st["exp_avg"] = shard.grad.new_zeros(shard_numel)
+                st["exp_avg_sq"] = shard.grad.new_zeros(shard_numel)
             values = shard.flat_params()[shard.lo:shard.hi].clone()
             adamw(
                 [values], [shard.grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
@@ -235,3 +237,73 @@ class OverlappedAllReduce:
                         p.grad.copy_(self.flat[off:off + p.numel()].view_as(p))
                         off += p.numel()
         self.count, self.work, self.flat = 0, None, None
+
+
+# ---------------------------------------------------------------------------- per unit, and the optimizers
+
+# FSDP2 gathers and computes with parameters of the plan's compute dtype (fp32 master shards)
+_PARAM_DTYPE = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+def apply_data_parallel(units: list[Unit], plan: Plan, device: torch.device):
+    """FSDP2 / ZeRO-1 / DDP per unit (FSDP2 replaces parameters: after the metadata was taken).
+    Returns the AdamW parameters and the ZeRO-1 shards; a shared parameter goes to its first
+    unit only."""
+    adam_params, shards = [], []
+    seen: set[int] = set()
+    for u in units:
+        s = u.strategy
+        if u.replicated:  # synced by finish_grads, stepped by AdamW on every holder
+            u.dp_params = [p for p in u.params() if id(p) not in seen]
+            seen.update(id(p) for p in u.dp_params)
+            adam_params.extend(u.dp_params)
+            continue
+        if s.dp_type in (DpType.ZERO2, DpType.ZERO3) and u.weight_group is not None:
+            # pp=1: the head's backward follows its forward at once, so ZeRO-3 keeps its
+            # gathered tensors from forward to backward (as FSDP2 does for a root module)
+            last = plan.pp == 1 and u.name == "head"
+            apply_fsdp(u.module, u.weight_group, DpType.ZERO2 if last else s.dp_type, device.type,
+                       param_dtype=_PARAM_DTYPE.get(plan.precision))
+            u.fsdp = True
+            if isinstance(u.module, EmbedHead):
+                u.module.zero3 = s.dp_type is DpType.ZERO3
+                u.module.low_precision_params = plan.precision in _PARAM_DTYPE
+        params = [p for p in u.params() if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        u.dp_params = params
+        if s.dp_type is DpType.ZERO1 and u.weight_group is not None:
+            u.zero1 = ZeroOneShard(params, u.weight_group)
+            shards.append(u.zero1)
+        else:
+            adam_params.extend(params)
+            if u.weight_group is not None and params and not u.fsdp:
+                u.ddp = OverlappedAllReduce(params, u.weight_group, plan.num_microbatches)
+    return adam_params, shards
+
+
+class Optimizers:
+    """AdamW over DDP/ZeRO-2/3 parameters plus :class:`ZeroOneAdamW` over ZeRO-1 shards."""
+
+    def __init__(self, params, shards, ddp=(), **kw) -> None:
+        self.ddp = list(ddp)
+        self.adamw = torch.optim.AdamW(params, foreach=False, **kw) if params else None
+        self.zero1 = ZeroOneAdamW(shards, **kw) if shards else None
+        self.params = params
+
+    @property
+    def optimizers(self):
+        return [o for o in (self.adamw, self.zero1) if o is not None]
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+        for d in self.ddp:  # DDP units accumulate into zeroed flat buffers
+            d.prepare()
+        if self.zero1 is not None:
+            for s in self.zero1.shards:
+                for p in s.params:
+                    p.grad = None
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()

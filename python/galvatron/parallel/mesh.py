@@ -29,31 +29,34 @@ class Coord:
     d: int
 
 
-def coords(s: LayerStrategy, n: int, i: int) -> Coord:
-    dp = n // (s.tp * s.sp)
+def coords(s: LayerStrategy, stage_size: int, local_rank: int) -> Coord:
+    """Coordinates of the stage's device ``local_rank`` under strategy ``s``."""
+    dp = stage_size // (s.tp * s.sp)
+    i = local_rank
     if s.tp_consecutive:
         return Coord(t=i % s.tp, j=(i // s.tp) % s.sp, d=i // (s.tp * s.sp))
     return Coord(t=i // (dp * s.sp), j=(i // dp) % s.sp, d=i % dp)
 
 
-def local_index(s: LayerStrategy, n: int, c: Coord) -> int:
-    dp = n // (s.tp * s.sp)
+def local_index(s: LayerStrategy, stage_size: int, c: Coord) -> int:
+    """The stage index of the device with coordinates ``c`` (inverse of :func:`coords`)."""
+    dp = stage_size // (s.tp * s.sp)
     if s.tp_consecutive:
         return (c.d * s.sp + c.j) * s.tp + c.t
     return (c.t * s.sp + c.j) * dp + c.d
 
 
-def axis_members(s: LayerStrategy, n: int, i: int, axis: str) -> list[int]:
-    """Local indices sharing every coordinate of ``i`` except ``axis`` (``tp``, ``sp``,
-    ``weight`` = dp and sp together), in axis order."""
-    c = coords(s, n, i)
-    dp = n // (s.tp * s.sp)
+def axis_members(s: LayerStrategy, stage_size: int, local_rank: int, axis: str) -> list[int]:
+    """Local indices sharing every coordinate of ``local_rank`` except ``axis`` (``tp``,
+    ``sp``, ``weight`` = dp and sp together), in axis order."""
+    c = coords(s, stage_size, local_rank)
+    dp = stage_size // (s.tp * s.sp)
     if axis == "tp":
-        return [local_index(s, n, Coord(t, c.j, c.d)) for t in range(s.tp)]
+        return [local_index(s, stage_size, Coord(t, c.j, c.d)) for t in range(s.tp)]
     if axis == "sp":
-        return [local_index(s, n, Coord(c.t, j, c.d)) for j in range(s.sp)]
+        return [local_index(s, stage_size, Coord(c.t, j, c.d)) for j in range(s.sp)]
     if axis == "weight":
-        return sorted(local_index(s, n, Coord(c.t, j, d)) for d in range(dp) for j in range(s.sp))
+        return sorted(local_index(s, stage_size, Coord(c.t, j, d)) for d in range(dp) for j in range(s.sp))
     raise AssertionError(axis)
 
 
@@ -83,17 +86,18 @@ class Groups:
             self._cache[key] = mine
         return self._cache[key]
 
-    def layer_group(self, s: LayerStrategy, n: int, axis: str) -> dist.ProcessGroup | None:
-        """This rank's ``axis`` group of strategy ``s`` (n devices per stage)."""
-        uniq = {tuple(stage * n + m for m in axis_members(s, n, i, axis))
-                for stage in range(self.world_size // n) for i in range(n)}
+    def layer_group(self, s: LayerStrategy, stage_size: int, axis: str) -> dist.ProcessGroup | None:
+        """This rank's ``axis`` group of strategy ``s`` (``stage_size`` devices per stage)."""
+        uniq = {tuple(stage * stage_size + m for m in axis_members(s, stage_size, i, axis))
+                for stage in range(self.world_size // stage_size) for i in range(stage_size)}
         return self.get([list(p) for p in uniq])
 
-    def stage_group(self, n: int) -> dist.ProcessGroup | None:
-        return self.get([list(range(s * n, (s + 1) * n)) for s in range(self.world_size // n)])
+    def stage_group(self, stage_size: int) -> dist.ProcessGroup | None:
+        return self.get([list(range(s * stage_size, (s + 1) * stage_size))
+                         for s in range(self.world_size // stage_size)])
 
-    def pipeline_group(self, n: int) -> dist.ProcessGroup | None:
-        return self.get([list(range(i, self.world_size, n)) for i in range(n)])
+    def pipeline_group(self, stage_size: int) -> dist.ProcessGroup | None:
+        return self.get([list(range(i, self.world_size, stage_size)) for i in range(stage_size)])
 
     def pair_group(self, pairs: list[list[int]]) -> dist.ProcessGroup | None:
         return self.get(pairs)
@@ -115,7 +119,7 @@ def validate(plan: Plan, model, seq_len: int, decoder_seq_len: int | None = None
     if decoder_seq_len is not None and getattr(model, "memory_inputs", None) is None:
         raise ValueError(f"decoder_seq_len={decoder_seq_len}: only encoder-decoder models have a "
                          f"decoder; accepted for {type(model).__name__}: None")
-    n = plan.devices_per_stage
+    stage_size = plan.devices_per_stage
     if getattr(getattr(model, "config", None), "family", "") == "swin":
         for i, s in enumerate(plan.layers):
             if s.sp_kind is not SpKind.NONE:
@@ -140,15 +144,15 @@ def validate(plan: Plan, model, seq_len: int, decoder_seq_len: int | None = None
     for what, length in lengths:
         for where, s in [(f"layers[{i}]", s) for i, s in enumerate(plan.layers)] + [
                 ("embedding", plan.embedding)]:
-            lay = layout_of(s, n)
+            lay = layout_of(s, stage_size)
             if length % lay.n_seq:
                 raise ValueError(
                     f"{where}: {what} {length} is not divisible by its {lay.n_seq} sequence "
                     f"shards (sp_kind {s.sp_kind.value!r}, tp={s.tp}, sp={s.sp}); accepted: "
                     f"lengths divisible by {lay.n_seq}, or a strategy without sequence split")
         if plan.pp > 1:
-            b = boundary_layout(n, plan.micro_batch_size)
-            if length % b.n_seq:
+            boundary = boundary_layout(stage_size, plan.micro_batch_size)
+            if length % boundary.n_seq:
                 raise ValueError(
                     f"pipeline boundary: {what} {length} must be divisible by "
-                    f"{b.n_seq} (stage size / gcd(micro-batch, stage size))")
+                    f"{boundary.n_seq} (stage size / gcd(micro-batch, stage size))")

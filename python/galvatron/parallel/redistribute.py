@@ -28,139 +28,160 @@ from galvatron.plan import LayerStrategy, SpKind
 
 @dataclass(frozen=True)
 class Layout:
+    """How a stage's devices hold a ``[batch, seq, ...]`` micro-batch: ``n_batch x n_seq``
+    blocks, each on ``replicas`` devices, in consecutive or strided device order."""
+
     n_batch: int
     n_seq: int
     replicas: int
     consecutive: bool
 
-    def block(self, i: int, b: int, s: int) -> tuple[int, int, int, int, int]:
-        """``(b0, b1, s0, s1, cls)`` of device ``i`` for a ``[b, s]`` micro-batch."""
+    def __post_init__(self) -> None:
+        # Both device orders place every device alike when at most one count exceeds 1: then
+        # the layout is stored as consecutive, so that equality is the cost model's
+        # (``Layout::operator==`` in csrc/search/cost_model.h).
+        if self.order_is_moot():
+            object.__setattr__(self, "consecutive", True)
+
+    def order_is_moot(self) -> bool:
+        return (self.n_batch > 1) + (self.n_seq > 1) + (self.replicas > 1) <= 1
+
+    def block(self, device: int, batch: int, seq: int) -> tuple[int, int, int, int, int]:
+        """``(row0, row1, col0, col1, block)`` of ``device`` (its index in the stage) for a
+        ``[batch, seq]`` micro-batch: its rows and sequence positions, and its block index."""
         if self.consecutive:
-            bi, si = i // (self.n_seq * self.replicas), (i // self.replicas) % self.n_seq
+            batch_block = device // (self.n_seq * self.replicas)
+            seq_block = (device // self.replicas) % self.n_seq
         else:
-            bi, si = i % self.n_batch, (i // self.n_batch) % self.n_seq
-        bs, ss = b // self.n_batch, s // self.n_seq
-        return bi * bs, (bi + 1) * bs, si * ss, (si + 1) * ss, bi * self.n_seq + si
+            batch_block, seq_block = device % self.n_batch, (device // self.n_batch) % self.n_seq
+        rows, cols = batch // self.n_batch, seq // self.n_seq
+        return (batch_block * rows, (batch_block + 1) * rows, seq_block * cols,
+                (seq_block + 1) * cols, batch_block * self.n_seq + seq_block)
 
-    def device(self, cls: int, r: int) -> int:
-        bi, si = divmod(cls, self.n_seq)
+    def device(self, block: int, replica: int) -> int:
+        """The stage index of replica ``replica`` of block ``block``."""
+        batch_block, seq_block = divmod(block, self.n_seq)
         if self.consecutive:
-            return (bi * self.n_seq + si) * self.replicas + r
-        return (r * self.n_seq + si) * self.n_batch + bi
+            return (batch_block * self.n_seq + seq_block) * self.replicas + replica
+        return (replica * self.n_seq + seq_block) * self.n_batch + batch_block
 
 
-def layout_of(s: LayerStrategy, n: int) -> Layout:
-    """Activation layout of a layer with strategy ``s`` in a stage of ``n`` devices."""
-    n_batch = n // (s.tp * s.sp)
+def layout_of(s: LayerStrategy, stage_size: int) -> Layout:
+    """Activation layout of a layer with strategy ``s`` in a stage of ``stage_size`` devices."""
+    n_batch = stage_size // (s.tp * s.sp)
     n_seq = s.sp * (s.tp if s.sp_kind is SpKind.MEGATRON else 1)
     replicas = 1 if s.sp_kind is SpKind.MEGATRON else s.tp
-    return Layout(n_batch, n_seq, replicas, s.tp_consecutive or n_batch == 1 or n_seq * replicas == 1)
+    return Layout(n_batch, n_seq, replicas, s.tp_consecutive)
 
 
-def embedding_layout(s: LayerStrategy, n: int) -> Layout:
+def embedding_layout(s: LayerStrategy, stage_size: int) -> Layout:
     """Layout of the embedding output and head input: Megatron-SP is run as plain TP there
     (replicated over tp; the neighbouring redistribution does the sequence split/gather)."""
     if s.sp_kind is SpKind.MEGATRON:
         s = LayerStrategy(tp=s.tp, sp=1, tp_consecutive=s.tp_consecutive)
-    return layout_of(s, n)
+    return layout_of(s, stage_size)
 
 
-def boundary_layout(n: int, micro_batch: int) -> Layout:
-    nb = math.gcd(n, micro_batch)
-    return Layout(nb, n // nb, 1, True)
+def boundary_layout(stage_size: int, micro_batch: int) -> Layout:
+    """Layout of the activations sent between pipeline stages: every device one block."""
+    n_batch = math.gcd(stage_size, micro_batch)
+    return Layout(n_batch, stage_size // n_batch, 1, True)
 
 
 def _overlap(a, b):
-    b0, b1 = max(a[0], b[0]), min(a[1], b[1])
-    s0, s1 = max(a[2], b[2]), min(a[3], b[3])
-    return (b0, b1, s0, s1) if b1 > b0 and s1 > s0 else None
+    row0, row1 = max(a[0], b[0]), min(a[1], b[1])
+    col0, col1 = max(a[2], b[2]), min(a[3], b[3])
+    return (row0, row1, col0, col1) if row1 > row0 and col1 > col0 else None
 
 
-def exchange_plan(src: Layout, dst: Layout, n: int, b: int, s: int):
-    """For every destination device: list of ``(source device, piece)`` in class order; the
+def exchange_plan(src: Layout, dst: Layout, stage_size: int, batch: int, seq: int):
+    """For every destination device: list of ``(source device, piece)`` in block order; the
     source is the destination itself for a local copy. Pieces are absolute
-    ``(b0, b1, s0, s1)`` boxes."""
+    ``(row0, row1, col0, col1)`` boxes."""
     plan = []
-    for k in range(n):
-        need = dst.block(k, b, s)
-        own = src.block(k, b, s)[4]
-        bs, ss = b // src.n_batch, s // src.n_seq
+    rows, cols = batch // src.n_batch, seq // src.n_seq
+    for k in range(stage_size):
+        need = dst.block(k, batch, seq)
+        own = src.block(k, batch, seq)[4]
         pieces = []
-        for bi in range(need[0] // bs, -(-need[1] // bs)):
-            for si in range(need[2] // ss, -(-need[3] // ss)):
-                c = bi * src.n_seq + si
-                box = _overlap(need, (bi * bs, (bi + 1) * bs, si * ss, (si + 1) * ss))
+        for batch_block in range(need[0] // rows, -(-need[1] // rows)):
+            for seq_block in range(need[2] // cols, -(-need[3] // cols)):
+                block = batch_block * src.n_seq + seq_block
+                box = _overlap(need, (batch_block * rows, (batch_block + 1) * rows,
+                                      seq_block * cols, (seq_block + 1) * cols))
                 if box is None:
                     continue
-                dev = k if c == own else src.device(c, k % src.replicas)
-                pieces.append((dev, box))
+                source = k if block == own else src.device(block, k % src.replicas)
+                pieces.append((source, box))
         plan.append(pieces)
     return plan
 
 
-def _move(x: torch.Tensor, src: Layout, dst: Layout, me: int, n: int, b: int, s: int,
-          group) -> torch.Tensor:
-    plan = exchange_plan(src, dst, n, b, s)
-    have = src.block(me, b, s)
-    need = dst.block(me, b, s)
+def _move(x: torch.Tensor, src: Layout, dst: Layout, local_rank: int, stage_size: int,
+          batch: int, seq: int, group) -> torch.Tensor:
+    plan = exchange_plan(src, dst, stage_size, batch, seq)
+    have = src.block(local_rank, batch, seq)
+    need = dst.block(local_rank, batch, seq)
     rest = tuple(x.shape[2:])
     out = x.new_empty((need[1] - need[0], need[3] - need[2], *rest))
 
     def view(t, base, box):
         return t[box[0] - base[0]:box[1] - base[0], box[2] - base[2]:box[3] - base[2]]
 
-    send = [[] for _ in range(n)]
-    for k in range(n):
-        for dev, box in plan[k]:
-            if dev == me and k != me:
+    send = [[] for _ in range(stage_size)]
+    for k in range(stage_size):
+        for source, box in plan[k]:
+            if source == local_rank and k != local_rank:
                 send[k].append(view(x, have, box).reshape(-1))
-    remote = any(dev != k for k in range(n) for dev, _ in plan[k])
-    recv_pieces = [(dev, box) for dev, box in plan[me] if dev != me]
-    for dev, box in plan[me]:
-        if dev == me:
+    remote = any(source != k for k in range(stage_size) for source, _ in plan[k])
+    recv_pieces = [(source, box) for source, box in plan[local_rank] if source != local_rank]
+    for source, box in plan[local_rank]:
+        if source == local_rank:
             view(out, need, box).copy_(view(x, have, box))
     if not remote:
         return out
     per = math.prod(rest)
-    in_splits = [sum(t.numel() for t in send[k]) for k in range(n)]
-    out_splits = [0] * n
-    for dev, box in recv_pieces:
-        out_splits[dev] += (box[1] - box[0]) * (box[3] - box[2]) * per
-    flat_in = torch.cat([t for k in range(n) for t in send[k]]) if sum(in_splits) else x.new_empty(0)
+    in_splits = [sum(t.numel() for t in send[k]) for k in range(stage_size)]
+    out_splits = [0] * stage_size
+    for source, box in recv_pieces:
+        out_splits[source] += (box[1] - box[0]) * (box[3] - box[2]) * per
+    flat_in = (torch.cat([t for k in range(stage_size) for t in send[k]]) if sum(in_splits)
+               else x.new_empty(0))
     flat_out = x.new_empty(sum(out_splits))
     dist.all_to_all_single(flat_out, flat_in, out_splits, in_splits, group=group)
-    offsets = [sum(out_splits[:d]) for d in range(n)]
-    for dev, box in recv_pieces:  # per source, pieces arrive in class order
+    offsets = [sum(out_splits[:d]) for d in range(stage_size)]
+    for source, box in recv_pieces:  # per source, pieces arrive in block order
         numel = (box[1] - box[0]) * (box[3] - box[2]) * per
-        piece = flat_out[offsets[dev]:offsets[dev] + numel]
-        offsets[dev] += numel
+        piece = flat_out[offsets[source]:offsets[source] + numel]
+        offsets[source] += numel
         view(out, need, box).copy_(piece.view(box[1] - box[0], box[3] - box[2], *rest))
     return out
 
 
 class _Redistribute(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, src, dst, me, n, b, s, group):
-        ctx.args = (src, dst, me, n, b, s, group)
+    def forward(ctx, x, src, dst, local_rank, stage_size, batch, seq, group):
+        ctx.args = (src, dst, local_rank, stage_size, batch, seq, group)
         with region("redistribution"):
-            return _move(x.contiguous(), src, dst, me, n, b, s, group)
+            return _move(x.contiguous(), src, dst, local_rank, stage_size, batch, seq, group)
 
     @staticmethod
     def backward(ctx, g):
-        src, dst, me, n, b, s, group = ctx.args
+        src, dst, local_rank, stage_size, batch, seq, group = ctx.args
         with region("redistribution"):
-            return _move(g.contiguous(), dst, src, me, n, b, s, group), *([None] * 7)
+            return (_move(g.contiguous(), dst, src, local_rank, stage_size, batch, seq, group),
+                    *([None] * 7))
 
 
 def needs_move(src: Layout, dst: Layout) -> bool:
     return src != dst
 
 
-def redistribute(x: torch.Tensor, src: Layout, dst: Layout, me: int, n: int, b: int, s: int,
-                 group) -> torch.Tensor:
-    """Move the local block ``x`` (``[b_local, s_local, ...]``) of a ``[b, s, ...]``
-    micro-batch from layout ``src`` to ``dst`` over the stage ``group`` (``me`` = local
-    index, ``n`` = stage size). Identity when the layouts are equal."""
-    if src == dst or n == 1:
+def redistribute(x: torch.Tensor, src: Layout, dst: Layout, local_rank: int, stage_size: int,
+                 batch: int, seq: int, group) -> torch.Tensor:
+    """Move the local block ``x`` (``[rows, cols, ...]``) of a ``[batch, seq, ...]``
+    micro-batch from layout ``src`` to ``dst`` over the stage ``group`` (``local_rank``: this
+    rank's index in the stage of ``stage_size`` devices). Identity when the layouts are equal."""
+    if src == dst or stage_size == 1:
         return x
-    return _Redistribute.apply(x, src, dst, me, n, b, s, group)
+    return _Redistribute.apply(x, src, dst, local_rank, stage_size, batch, seq, group)

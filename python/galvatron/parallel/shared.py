@@ -102,7 +102,7 @@ def holders(shared: SharedParam, stage_layers: tuple[int, ...], pp: int,
     return [ranks] + [[r] for r in range(pp * n) if r not in ranks]
 
 
-def shared_unit(shared: SharedParam, module: nn.Module, group, n: int, me: int,
+def shared_unit(shared: SharedParam, module: nn.Module, group, stage_size: int, local_rank: int,
                 names_by_id: dict[int, str]) -> Unit:
     """The replicated unit holding ``module`` (the detached owner of ``shared``); ``group``:
     all its holders (its gradient is summed over them)."""
@@ -111,5 +111,5 @@ def shared_unit(shared: SharedParam, module: nn.Module, group, n: int, me: int,
     for m in meta:
         m.tp_partial = False  # whole on every holder (tp marked it partial): summed over all
     s = LayerStrategy()
-    return Unit(f"shared.{shared.name}", holder, s, coords(s, n, me), None, None, group, meta,
+    return Unit(f"shared.{shared.name}", holder, s, coords(s, stage_size, local_rank), None, None, group, meta,
                 replicated=True)

@@ -305,8 +305,8 @@ def restore(pm, layout: dict[str, list[Segment]], full_shapes: dict[str, tuple[i
                              f"in the checkpoint and {tuple(shape)} in the model")
     exact: dict[tuple, tuple[str, Segment]] = {}
     pieces: dict[tuple[str, str], dict[tuple, tuple[str, Segment]]] = {}
-    me = f"rank{_rank()}/"
-    for key in sorted(layout, key=lambda k: (not k.startswith(me), k)):  # own keys first
+    own = f"rank{_rank()}/"
+    for key in sorted(layout, key=lambda k: (not k.startswith(own), k)):  # own keys first
         for seg in layout[key]:
             exact.setdefault(seg.geometry(), (key, seg))
             pieces.setdefault((seg.name, seg.kind), {}).setdefault(seg.geometry(), (key, seg))

@@ -32,7 +32,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from galvatron.parallel import layout as L
+from galvatron.parallel import packing
 from galvatron.parallel.instrument import region
 
 # torch 2.13 names (the older names warn there); the older ones for torch < 2.13
@@ -51,23 +51,23 @@ def _all_reduce(x, group):
 
 def _gather_seq(x, group):
     with region("tp_comm"):
-        n = dist.get_world_size(group)
+        group_size = dist.get_world_size(group)
         x = x.contiguous()
-        buf = x.new_empty((n * x.shape[0], *x.shape[1:]))  # gloo: n stacked inputs
+        buf = x.new_empty((group_size * x.shape[0], *x.shape[1:]))  # gloo: group_size stacked inputs
         all_gather_single(buf, x, group=group)
         shape = list(x.shape)
-        shape[1] *= n
-        return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+        shape[1] *= group_size
+        return packing.unpack_dim_chunks(buf, 1, group_size, [shape])[0]
 
 
 def _reduce_scatter_seq(x, group):
     with region("tp_comm"):
-        n = dist.get_world_size(group)
-        send = L.pack_dim_chunks([x.contiguous()], 1, n)
+        group_size = dist.get_world_size(group)
+        send = packing.pack_dim_chunks([x.contiguous()], 1, group_size)
         out = x.new_empty(send.shape[1])
         reduce_scatter_single(out, send.reshape(-1), group=group)
         shape = list(x.shape)
-        shape[1] //= n
+        shape[1] //= group_size
         return out.view(shape)
 
 
@@ -173,17 +173,17 @@ class _ShardSavingLinear(torch.autograd.Function):
 
 
 def _start_gather_seq(x, group):
-    n = dist.get_world_size(group)
+    group_size = dist.get_world_size(group)
     x = x.contiguous()
-    buf = x.new_empty((n * x.shape[0], *x.shape[1:]))
+    buf = x.new_empty((group_size * x.shape[0], *x.shape[1:]))
     return buf, all_gather_single(buf, x, group=group, async_op=True)
 
 
 def _finish_gather_seq(buf, x, group):
-    n = dist.get_world_size(group)
+    group_size = dist.get_world_size(group)
     shape = list(x.shape)
-    shape[1] *= n
-    return L.unpack_dim_chunks(buf, 1, n, [shape])[0]
+    shape[1] *= group_size
+    return packing.unpack_dim_chunks(buf, 1, group_size, [shape])[0]
 
 
 def copy_to_tp_region(x, group):

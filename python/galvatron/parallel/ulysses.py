@@ -1,7 +1,7 @@
 """DeepSpeed-Ulysses: all-to-all around ``attn.core`` (sequence-sharded <-> head-sharded).
 
 Outside attention the layer sees ``[b, s/sp, ...]``; ``core`` sees the full sequence with
-``H/sp`` local heads. Uses the C++ layout kernels of :mod:`galvatron.parallel.layout`
+``H/sp`` local heads. Uses the C++ packing kernels of :mod:`galvatron.parallel.packing`
 (pack/unpack around one ``all_to_all_single`` per direction).
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from galvatron.parallel import layout as L
+from galvatron.parallel import packing
 from galvatron.parallel.instrument import region
 from galvatron.parallel.tensor_parallel import find_blocks
 
@@ -34,14 +34,14 @@ class _SeqToHeads(torch.autograd.Function):
             shape[2] //= sp
             outs.append(shape)
         ctx.out_shapes = outs
-        buf = _a2a(L.ulysses_pack_qkv(q.contiguous(), k.contiguous(), v.contiguous(), sp), group)
-        return L.ulysses_unpack_qkv(buf, sp, *outs)
+        buf = _a2a(packing.ulysses_pack_qkv(q.contiguous(), k.contiguous(), v.contiguous(), sp), group)
+        return packing.ulysses_unpack_qkv(buf, sp, *outs)
 
     @staticmethod
     def backward(ctx, dq, dk, dv):
-        buf = L.pack_dim_chunks([dq.contiguous(), dk.contiguous(), dv.contiguous()], 1, ctx.sp)
+        buf = packing.pack_dim_chunks([dq.contiguous(), dk.contiguous(), dv.contiguous()], 1, ctx.sp)
         buf = _a2a(buf, ctx.group)
-        return (*L.unpack_dim_chunks(buf, 2, ctx.sp, ctx.shapes), None, None)
+        return (*packing.unpack_dim_chunks(buf, 2, ctx.sp, ctx.shapes), None, None)
 
 
 class _HeadsToSeq(torch.autograd.Function):
@@ -51,13 +51,13 @@ class _HeadsToSeq(torch.autograd.Function):
         shape = list(o.shape)
         shape[1] //= sp
         shape[2] *= sp
-        buf = _a2a(L.ulysses_pack_out(o.contiguous(), sp), group)
-        return L.ulysses_unpack_out(buf, sp, shape)
+        buf = _a2a(packing.ulysses_pack_out(o.contiguous(), sp), group)
+        return packing.ulysses_unpack_out(buf, sp, shape)
 
     @staticmethod
     def backward(ctx, do):
-        buf = _a2a(L.pack_dim_chunks([do.contiguous()], 2, ctx.sp), ctx.group)
-        return L.unpack_dim_chunks(buf, 1, ctx.sp, [ctx.shape])[0], None, None
+        buf = _a2a(packing.pack_dim_chunks([do.contiguous()], 2, ctx.sp), ctx.group)
+        return packing.unpack_dim_chunks(buf, 1, ctx.sp, [ctx.shape])[0], None, None
 
 
 class UlyssesCore:

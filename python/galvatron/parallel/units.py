@@ -117,18 +117,18 @@ class LayerIO(nn.Module):
 
 class EmbedIO(nn.Module):
     """The model's embedding on a batch block of ids (and of the second stream's ids,
-    ``memory_key``, for encoder-decoder models); Ulysses keeps sequence block ``si`` of
+    ``memory_key``, for encoder-decoder models); Ulysses keeps sequence block ``seq_block`` of
     ``n_seq`` of each stream (plain slice: the weight gradient is a partial sum over sp)."""
 
-    def __init__(self, embed: nn.Module, si: int, n_seq: int, key: str = "input_ids",
+    def __init__(self, embed: nn.Module, seq_block: int, n_seq: int, key: str = "input_ids",
                  memory_key: str | None = None) -> None:
         super().__init__()
-        self.embed, self.si, self.n_seq, self.key = embed, si, n_seq, key
+        self.embed, self.seq_block, self.n_seq, self.key = embed, seq_block, n_seq, key
         self.memory_key = memory_key
 
     def _slice(self, h):
         step = h.shape[1] // self.n_seq
-        return h if self.n_seq == 1 else h[:, self.si * step:(self.si + 1) * step]
+        return h if self.n_seq == 1 else h[:, self.seq_block * step:(self.seq_block + 1) * step]
 
     def forward(self, ids, memory_ids=None):
         batch = {self.key: ids}

@@ -8,6 +8,7 @@ overrides. Every unknown key is an error that lists the accepted keys of its sec
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import os
 import types
@@ -54,18 +55,51 @@ class OptimSection:
     nonfinite_patience: int = 0  # consecutive steps with a NaN/inf loss or grad norm before the job stops
 
 
+class ParallelMode(str, enum.Enum):
+    """How the job obtains its plan (``parallel.mode``)."""
+
+    SEARCH = "search"  # search the plan (the default)
+    UNIFORM = "uniform"  # one strategy for every layer, from parallel.pp/tp/sp/dp_type/...
+    PLAN = "plan"  # the plan file parallel.plan
+    DATA_PARALLEL = "data_parallel"  # plain data parallelism, no search
+
+
 @dataclass
 class ParallelSection:
+    # "search" | "uniform" | "plan" | "data_parallel" (ParallelMode); "" (not given): "plan" when
+    # a plan file is given, else "uniform" when pp > 0 (the --pp flag), else "search" ("data_parallel"
+    # with search = false). The resolved mode is saved in RUN/config.yaml.
+    mode: str = ""
     plan: str = ""  # a plan JSON (ours or Galvatron-2's)
     search: bool = True  # search a plan when no plan file is given
-    pp: int = 0  # global mode (> 0): a uniform plan with these degrees
+    pp: int = 0  # uniform mode: the pipeline degree (0: 1); pp > 0 without a mode selects uniform
     tp: int = 1
     sp: int = 1
     sp_kind: str = ""
     dp_type: str = "ddp"
     checkpoint: bool = False
     schedule: str = "1f1b"
-    num_microbatches: int = 0  # 0: searched / 1 in global mode
+    num_microbatches: int = 0  # 0: searched / 1 in uniform mode
+
+    def resolve_mode(self) -> ParallelMode:
+        """The explicit mode (see ``mode``), written back into ``mode``."""
+        if not self.mode:
+            if self.plan:
+                self.mode = ParallelMode.PLAN.value
+            elif self.pp > 0:
+                self.mode = ParallelMode.UNIFORM.value
+            else:
+                self.mode = (ParallelMode.SEARCH if self.search else ParallelMode.DATA_PARALLEL).value
+        try:
+            mode = ParallelMode(self.mode)
+        except ValueError:
+            accepted = ", ".join(repr(m.value) for m in ParallelMode)
+            raise ValueError(f"parallel.mode: {self.mode!r} is not accepted; accepted: {accepted}") from None
+        if mode is ParallelMode.PLAN and not self.plan:
+            raise ValueError("parallel.plan (a plan file) is required with parallel.mode = 'plan'")
+        if self.pp < 0:
+            raise ValueError(f"parallel.pp must be >= 0, got {self.pp}")
+        return mode
     memory_gb: float = 0.0  # search budget per device; 0: the hardware profile's memory
     hardware_preset: str = ""  # default: cpu-gloo on CPU, a100-80g-sxm on CUDA
     hardware: str = ""  # a measured hardware profile JSON
@@ -118,6 +152,7 @@ class TrainConfig:
         if self.model.dtype not in ("fp32", "bf16"):
             raise ValueError(f"model.dtype: {self.model.dtype!r} is not accepted; accepted: 'fp32', 'bf16'")
         _resolve_data_kind(self)
+        self.parallel.resolve_mode()
         if self.data.kind not in ("builtin", "tokens", "megatron", "images"):
             raise ValueError(f"data.kind: {self.data.kind!r} is not accepted; accepted: 'builtin', 'tokens', "
                              "'megatron', 'images'")

@@ -1,7 +1,7 @@
 """The training job: prepare a run (config, plan, prediction), then train on every rank.
 
 ``prepare_run`` runs once (in the launching process, or on rank 0 under ``torchrun``): it
-resolves the configuration, obtains the plan (a plan file, global-mode flags, or a search),
+resolves the configuration, obtains the plan (``parallel.mode``: a plan file, uniform-mode flags, or a search),
 prints it with its predicted step time and memory, and writes ``RUN/config.yaml`` and
 ``RUN/plan.json``. ``train_rank`` runs on every rank: it builds this rank's part of the model
 under the plan, resumes from the newest intact checkpoint when asked, trains, evaluates, writes
@@ -16,13 +16,13 @@ import signal
 import sys
 import time
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from galvatron.plan import Plan
-from galvatron.training import data as D
+from galvatron.training import data as training_data
 from galvatron.training import rank_errors, runfiles
 from galvatron.training.checkpoint import (
     CheckpointManager,
@@ -30,12 +30,15 @@ from galvatron.training.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from galvatron.training.config import TrainConfig, dump_yaml
+from galvatron.training.config import ParallelMode, TrainConfig, dump_yaml
 from galvatron.training.guards import NonFiniteGuard, finite_state, non_finite
 from galvatron.training.metrics import MetricsWriter, Progress
 from galvatron.training.resume import check_steps
 from galvatron.training.resume import describe as describe_resume
 from galvatron.training.schedule import lr_at
+
+if TYPE_CHECKING:
+    from galvatron.training.trainer import Trainer
 
 GiB = 2**30
 
@@ -148,21 +151,22 @@ def obtain_plan(cfg: TrainConfig, world: int, num_layers: int) -> tuple[Plan, st
     from galvatron.plan_io import load_plan
 
     p = cfg.parallel
-    if p.plan:
+    mode = p.resolve_mode()
+    if mode is ParallelMode.PLAN:
         plan = load_plan(p.plan, world_size=world)
         if plan.global_batch_size != cfg.global_batch_size:
             _log(f"note: the plan's global batch size {plan.global_batch_size} replaces --global-batch-size "
                  f"{cfg.global_batch_size}")
         return plan.validate(world_size=world, num_layers=num_layers), f"plan file {p.plan}"
-    if p.pp > 0:
-        plan = Plan.uniform(world, num_layers, pp=p.pp, tp=p.tp, sp=p.sp, sp_kind=p.sp_kind or None,
+    if mode is ParallelMode.UNIFORM:
+        plan = Plan.uniform(world, num_layers, pp=max(1, p.pp), tp=p.tp, sp=p.sp, sp_kind=p.sp_kind or None,
                             dp_type=p.dp_type, checkpoint=p.checkpoint, schedule=p.schedule,
                             num_microbatches=max(1, p.num_microbatches),
                             global_batch_size=cfg.global_batch_size,
                             virtual_stages=2 if p.schedule == "interleaved_1f1b" else 1,
                             precision=cfg.model.dtype)
-        return plan, "global-mode flags"
-    if not p.search:
+        return plan, "uniform-mode flags"
+    if mode is ParallelMode.DATA_PARALLEL:
         plan = Plan.uniform(world, num_layers, global_batch_size=cfg.global_batch_size, precision=cfg.model.dtype)
         return plan, "plain data parallelism (no plan, no search)"
     hw = _hardware(cfg, world)
@@ -258,18 +262,18 @@ def init_distributed(timeout_s: float = 300.0) -> tuple[int, int]:
 
 def train_rank(cfg: TrainConfig) -> int:
     """Train on this rank (inside an initialised process group). Returns an exit code."""
-    from galvatron import parallel
-    from galvatron.training import runtime_adapter as RA
+    from galvatron.training import runtime_adapter
+    from galvatron.training.trainer import Trainer
 
     rank, world = dist.get_rank(), dist.get_world_size()
     plan = Plan.load(runfiles.path(cfg.run_dir, "plan.json")).validate(world_size=world)
-    data = D.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
+    data = training_data.TokenData.load(cfg.data.kind, cfg.data.path, cfg.data.token_dtype, cfg.data.eval_fraction,
                             cfg.model.seq_len) if cfg.data.kind != "images" else None
     overrides = dict(cfg.model.overrides)
     if data is not None:
         overrides.setdefault("vocab_size", max(512, data.vocab_size))
-    jm = RA.resolve_model(cfg, overrides)  # once per job; passed to what needs the model
-    pm = RA.build(parallel, cfg, jm, plan)
+    jm = runtime_adapter.resolve_model(cfg, overrides)  # once per job; passed to what needs the model
+    trainer = Trainer.build(cfg, jm, plan, data)
     ckpt = CheckpointManager(cfg.run_dir, keep=cfg.checkpoint.keep, rank=rank, barrier=dist.barrier,
                              warn=lambda msg: print(f"warning: {msg}", file=sys.stderr, flush=True))
     start = 0
@@ -280,7 +284,7 @@ def train_rank(cfg: TrainConfig) -> int:
             start = int(state["step"])
             check_steps(start, cfg.steps, path)
             check_rng_state(state.get("rng"), f"{path}/train_state.json")
-            RA.load_state(pm, path, state, tensors)
+            trainer.load_state(path, state, tensors)
             set_rng_state(state["rng"])
             if rank == 0:
                 runfiles.accept(cfg.run_dir)  # only now does this run's config replace the last one
@@ -292,24 +296,24 @@ def train_rank(cfg: TrainConfig) -> int:
                              tensorboard=cfg.logging.tensorboard) if rank == 0 else None)
     progress = Progress(cfg.steps) if rank == 0 else None
     predicted = (plan.predicted or {}).get("step_time_s")
-    predicted_peaks = RA.predicted_peaks(plan, world)
+    predicted_peaks = runtime_adapter.predicted_peaks(plan, world)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _on_signal)
     tokens_per_step = plan.global_batch_size * jm.seq_len
-    flops_per_step = RA.model_flops_per_step(jm, plan.global_batch_size)
+    flops_per_step = runtime_adapter.model_flops_per_step(jm, plan.global_batch_size)
     peak_tflops = _device_peak_tflops(cfg, world)
     step = start
     guard = NonFiniteGuard(cfg.optim.nonfinite_patience)
     try:
         while step < cfg.steps:
             lr = lr_at(step, cfg.steps, cfg.optim.lr, cfg.optim.min_lr, cfg.optim.warmup_steps)
-            RA.set_lr(pm, lr)
-            batch = RA.batch(cfg, jm, data, step, plan.global_batch_size)
+            trainer.set_lr(lr)
+            batch = trainer.batch(step, plan.global_batch_size)
             t0 = time.perf_counter()
-            loss, grad_norm = RA.train_step(pm, batch)
+            loss, grad_norm = trainer.train_step(batch)
             dt = time.perf_counter() - t0
             step += 1
-            peaks = _gather_int(RA.peak_memory(pm), pm.ctx.device)  # live tensor bytes
+            peaks = _gather_int(trainer.peak_memory(), trainer.device)  # live tensor bytes
             if min(peaks) < 0:  # not measured yet (a pipeline's first step on CPU)
                 peaks = None
             record = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "step_time_s": dt,
@@ -321,18 +325,18 @@ def train_rank(cfg: TrainConfig) -> int:
                 if peak_tflops:
                     record["mfu"] = record["model_tflops_per_s"] / (world * peak_tflops)
             if cfg.logging.eval_every and step % cfg.logging.eval_every == 0 and data is not None:
-                record["eval_loss"] = RA.eval_loss(pm, cfg, jm, data, step, plan.global_batch_size)
+                record["eval_loss"] = trainer.eval_loss(step, plan.global_batch_size)
             if rank == 0:
                 metrics.write(record)
                 if step % cfg.logging.every == 0 or step == cfg.steps:
                     extra = f" | eval {record['eval_loss']:.4f}" if "eval_loss" in record else ""
                     progress.update(step, loss, record["tokens_per_s"], dt, predicted, extra)
-            stop = _agree(_Stop.requested, pm.ctx.device)
-            guard.update(step, _agree(bool(non_finite(loss, grad_norm)), pm.ctx.device),
+            stop = _agree(_Stop.requested, trainer.device)
+            guard.update(step, _agree(bool(non_finite(loss, grad_norm)), trainer.device),
                          " and ".join(non_finite(loss, grad_norm)))
             saved = False
             if (cfg.checkpoint.every and step % cfg.checkpoint.every == 0) or stop or step == cfg.steps:
-                saved = _save(ckpt, pm, step, cfg, plan, guard.healthy)
+                saved = _save(ckpt, trainer, step, cfg, plan, guard.healthy)
             if stop:
                 if rank == 0:
                     _log(f"stopped by a signal after step {step}; " + (
@@ -342,7 +346,7 @@ def train_rank(cfg: TrainConfig) -> int:
         if metrics is not None:
             metrics.close()
     if cfg.checkpoint.export_hf:
-        RA.export_hf(pm, cfg, jm, os.path.join(cfg.run_dir, "hf"))
+        trainer.export_hf(os.path.join(cfg.run_dir, "hf"))
         if rank == 0:
             _log(f"exported a Hugging Face model to {os.path.join(cfg.run_dir, 'hf')}")
     return 0
@@ -379,12 +383,10 @@ def _agree(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def _save(ckpt: CheckpointManager, pm, step: int, cfg: TrainConfig, plan: Plan, healthy: bool = True) -> bool:
+def _save(ckpt: CheckpointManager, trainer: Trainer, step: int, cfg: TrainConfig, plan: Plan, healthy: bool = True) -> bool:
     """Collective: checkpoint step ``step`` unless the state is not finite (then False)."""
-    from galvatron.training import runtime_adapter as RA
-
-    tensors, layout = RA.checkpoint_state(pm)  # collective
-    if _agree(not (healthy and finite_state(tensors)), pm.ctx.device):
+    tensors, layout = trainer.checkpoint_state()  # collective
+    if _agree(not (healthy and finite_state(tensors)), trainer.device):
         if dist.get_rank() == 0:
             _log(f"not saving a checkpoint at step {step}: the state is not finite")
         if step == cfg.steps:

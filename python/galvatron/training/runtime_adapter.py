@@ -1,5 +1,7 @@
-"""What the training loop needs from the hybrid-parallel runtime (:mod:`galvatron.parallel`):
-building, the learning rate, one step, memory, and this rank's checkpoint state.
+"""What the training loop needs about its model and from the hybrid-parallel runtime
+(:mod:`galvatron.parallel`), as functions of typed values: the job's model resolved once
+(:class:`JobModel`), its batches and FLOPs, predicted memory, this rank's checkpoint state and
+the Hugging Face export. :class:`galvatron.training.trainer.Trainer` holds one rank's state.
 
 Checkpoint state: every rank saves its own parameter and optimizer shards under keys that start
 with ``rank{r}/`` (DTensors as their local shards), and rank 0 records in ``train_state.json``
@@ -10,15 +12,19 @@ another plan or world size (resharding) reassembles the pieces (values copied ex
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from galvatron.plan import Plan
+
+if TYPE_CHECKING:
+    from galvatron.parallel import ParallelModel
+    from galvatron.training.config import TrainConfig
+    from galvatron.training.data import TokenData
 
 
 @dataclass(frozen=True)
@@ -36,7 +42,7 @@ class JobModel:
     encoder_decoder: bool
 
 
-def resolve_model(cfg, overrides: dict[str, Any]) -> JobModel:
+def resolve_model(cfg: TrainConfig, overrides: dict[str, Any]) -> JobModel:
     from galvatron import models
 
     config = models.get_config(cfg.model.name, **overrides)
@@ -47,82 +53,23 @@ def resolve_model(cfg, overrides: dict[str, Any]) -> JobModel:
                     family.model_cls.memory_inputs is not None)
 
 
-def build(parallel, cfg, jm: JobModel, plan: Plan):
-    from galvatron import models
-
-    model = models.build(jm.name, seed=cfg.seed, **jm.overrides)
-    pm = parallel.build(model, plan, seed=cfg.seed, seq_len=jm.seq_len, lr=cfg.optim.lr,
-                        betas=(cfg.optim.beta1, cfg.optim.beta2), eps=cfg.optim.eps,
-                        weight_decay=cfg.optim.weight_decay, max_grad_norm=cfg.optim.grad_clip or None)
-    return pm
-
-
 def model_flops_per_step(jm: JobModel, global_batch: int) -> float:
     """Model FLOPs of one optimizer step: forward + backward (2x forward) of the whole model on
     the global batch, from the model spec; recomputation (activation checkpointing) excluded."""
     return 3.0 * jm.spec.flops_fwd(global_batch, jm.seq_len)
 
 
-def set_lr(pm, lr: float) -> None:
-    for opt in pm.optimizer.optimizers:
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def batch(cfg, jm: JobModel, data, step: int, global_batch: int) -> dict[str, torch.Tensor]:
+def batch(cfg: TrainConfig, jm: JobModel, data: TokenData | None, step: int,
+          global_batch: int) -> dict[str, torch.Tensor]:
+    """The global batch of ``step``: a pure function of ``(seed, step)``."""
     if data is None:  # synthetic images for ViT / Swin
         from galvatron.training.data import image_batch
 
         mc = jm.config
-        b = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
+        arrays = image_batch(step, global_batch, mc.image_size, mc.num_channels, mc.num_labels, cfg.seed)
     else:
-        b = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, continuation=jm.encoder_decoder)
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()}
-
-
-MEMORY_TRACKED_STEPS = 2  # on CPU, steps of a process run under the live-tensor tracker
-
-
-def _pipeline_backward_ready(pm) -> bool:
-    """Whether torch's pipeline schedule has its backward set up. Its first training step, and
-    the first after an evaluation, set it up with ``autograd.grad``, which the memory tracker's
-    hooks refuse; pp=1 has no schedule."""
-    if pm.plan.pp == 1:
-        return True
-    for name in ("_stage_backward_initialized", "_stages_backward_initialized"):  # torch's flags
-        if hasattr(pm.schedule, name):
-            return bool(getattr(pm.schedule, name))
-    return False
-
-
-def train_step(pm, b: dict[str, torch.Tensor]) -> tuple[float, float | None]:
-    """One step. On CPU the first :data:`MEMORY_TRACKED_STEPS` steps of the process that can
-    be tracked (for a pipeline: not a step that sets up its backward) run under torch's memory
-    tracker (slower), which records their peak live tensor bytes."""
-    tracked = getattr(pm, "_steps_tracked", 0)
-    if pm.ctx.device.type != "cuda" and tracked < MEMORY_TRACKED_STEPS and _pipeline_backward_ready(pm):
-        pm._steps_tracked = tracked + 1
-        from galvatron.check.measure import measure_peak_memory
-
-        loss_box: list[float] = []
-        peak = measure_peak_memory(pm, lambda: b, step=lambda batch: loss_box.append(pm.train_step(batch)))
-        pm._live_peak = max(getattr(pm, "_live_peak", 0), int(peak["total"]))
-        loss = loss_box[0]
-    else:
-        loss = pm.train_step(b)
-    norm = getattr(pm, "last_grad_norm", None)
-    return float(loss), None if norm is None else float(norm)
-
-
-def peak_memory(pm=None) -> int:
-    """Peak live tensor bytes of this rank: CUDA ``max_memory_allocated``; on CPU the peak
-    measured over the tracked steps (see :func:`train_step`), -1 before the first of them
-    (a pipeline's first steps), and the process's peak RSS without a model."""
-    if torch.cuda.is_available():
-        return int(torch.cuda.max_memory_allocated())
-    if pm is not None:
-        return int(getattr(pm, "_live_peak", -1))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+        arrays = data.batch(step, global_batch, cfg.model.seq_len, cfg.seed, continuation=jm.encoder_decoder)
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
 
 
 def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
@@ -134,21 +81,11 @@ def predicted_peaks(plan: Plan, world: int) -> list[int] | None:
     stages = (plan.predicted or {}).get("stage_memory")
     if not stages:
         return None
-    n = world // plan.pp
-    return [predicted_tensor_bytes(stages[r // n]) for r in range(world)]
+    stage_size = world // plan.pp
+    return [predicted_tensor_bytes(stages[r // stage_size]) for r in range(world)]
 
 
-def eval_loss(pm, cfg, jm: JobModel, data, step: int, global_batch: int) -> float | None:
-    """Mean loss over `logging.eval_batches` batches of the evaluation split."""
-    total = 0.0
-    for i in range(cfg.logging.eval_batches):
-        b = data.batch(step * 1000 + i, global_batch, cfg.model.seq_len, cfg.seed, split="eval",
-                       continuation=jm.encoder_decoder)
-        total += pm.eval_step({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in b.items()})
-    return total / cfg.logging.eval_batches
-
-
-def checkpoint_state(pm) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+def checkpoint_state(pm: ParallelModel) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """Collective. This rank's tensors to save (parameters and optimizer state under keys that
     start with ``rank{r}/``) and, on rank 0, the layout of every rank's tensors (JSON: which
     piece of which logical tensor each holds; see :mod:`galvatron.parallel.state`) that lets a
@@ -156,17 +93,17 @@ def checkpoint_state(pm) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None
     from galvatron.parallel.state import local_state
 
     entries = local_state(pm)
-    mine = {e.key: [s.to_list() for s in e.segments] for e in entries}
+    mine = {entry.key: [s.to_list() for s in entry.segments] for entry in entries}
     every = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
     dist.gather_object(mine, every, dst=0)
     layout = None
     if every is not None:
         layout = {"version": 1, "shapes": {k: list(v) for k, v in pm.full_shapes.items()},
                   "keys": {k: v for rank_keys in every for k, v in rank_keys.items()}}
-    return {e.key: e.tensor.detach() for e in entries}, layout
+    return {entry.key: entry.tensor.detach() for entry in entries}, layout
 
 
-def load_state(pm, path: str, train_state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:
+def load_state(pm: ParallelModel, path: str, train_state: dict[str, Any], tensors: dict[str, Any] | None = None) -> None:
     """Collective: restore parameters and optimizer state saved by :func:`checkpoint_state`
     under any plan and world size (resharding: each rank reads the saved pieces it needs).
     The layout in ``train_state`` and the checkpoint's tensor index are validated against this
@@ -189,7 +126,7 @@ def load_state(pm, path: str, train_state: dict[str, Any], tensors: dict[str, An
     restore(pm, keys, shapes, read)
 
 
-def export_hf(pm, cfg, jm: JobModel, out_dir: str) -> None:
+def export_hf(pm: ParallelModel, cfg: TrainConfig, jm: JobModel, out_dir: str) -> None:
     """Collective: gathers the full weights on rank 0 and writes a Hugging Face directory
     (config + safetensors, :func:`galvatron.models.save_hf_checkpoint`) there. Needs the ``hf``
     extra (transformers, safetensors)."""

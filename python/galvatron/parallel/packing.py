@@ -1,4 +1,4 @@
-"""Layout kernels around collectives: Ulysses pack/unpack and split/gather re-layouts.
+"""Packing kernels around collectives (C++ `csrc/comm`): Ulysses pack/unpack and split/gather re-layouts.
 
 Two primitives, mutual inverses (and, being permutations, mutual adjoints):
 
