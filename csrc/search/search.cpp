@@ -51,6 +51,8 @@ std::vector<Task> make_tasks(const ModelTables& model, const SearchOptions& opt)
             for (int32_t m : ms) {
               if (B % m != 0) continue;
               if (sch == Schedule::kInterleaved1F1B && m % pp != 0) continue;
+              // torch's 1F1B schedule needs at least one micro-batch per stage (GPipe does not).
+              if (sch == Schedule::k1F1B && m < pp) continue;
               ++count;
               if (pass == 1) tasks.push_back(Task{pp, v, B, m, sch});
             }

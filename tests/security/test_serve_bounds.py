@@ -81,10 +81,12 @@ def test_a_slow_search_times_out_in_its_worker_and_the_server_keeps_serving():
 
 
 def test_a_search_past_the_memory_limit_is_stopped_in_its_worker():
-    # A limit below what the worker already holds: its first allocation fails.
+    # A limit below what the worker already holds: its next allocation from the system fails.
+    # The search must need fresh memory (llama2-7b on 32 devices: profiles, tasks, frontiers);
+    # a tiny one can finish in the heap the worker already has.
     cfg = ServeConfig(**{**CFG.__dict__, "worker_memory_bytes": 32 * 2**20, "search_timeout_s": 120.0})
     with running(cfg) as url:
-        status, r = post(url, {"global_batch_size": 4})
+        status, r = post(url, {"model": "llama2-7b", "nodes": 4, "gpus_per_node": 8, "global_batch_size": 64})
     assert status == 503 and "memory limit of --serve" in r["error"], r
 
 

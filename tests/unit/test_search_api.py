@@ -273,3 +273,17 @@ def test_allow_sequence_parallel_is_one_name_and_old_json_still_reads(tmp_path):
     del d["layer_types"][0]["allow_sequence_parallel"]
     with pytest.raises(ValueError, match=r"layer_types\[0\]\.allow_sequence_parallel"):
         ModelProfile.from_dict(d)
+
+
+def test_the_search_never_proposes_1f1b_with_fewer_micro_batches_than_stages():
+    # torch's Schedule1F1B refuses m < pp ("Number of microbatches (1) must be greater than or
+    # equal to the number of stages (2)"); the default training run once searched exactly that
+    # plan (pp=2, 1f1b, one micro-batch) and failed at its first step. GPipe runs m < pp.
+    hw = galvatron.hardware_preset("a100-80g-sxm", num_nodes=1, gpus_per_node=2)
+    mp = galvatron.model_profile("gpt2-debug", seq_len=64, hardware=hw)
+    r = galvatron.search(mp, hw, global_batch_size=2, pp_degrees=[2], schedules=["1f1b"])
+    assert r.plan.pp == 2 and r.plan.num_microbatches >= 2, r.plan.summary()
+    with pytest.raises(ValueError, match="no plan in the search space fits|no task|num_microbatches"):
+        galvatron.search(mp, hw, global_batch_size=2, pp_degrees=[2], schedules=["1f1b"], num_microbatches=[1])
+    g = galvatron.search(mp, hw, global_batch_size=2, pp_degrees=[2], schedules=["gpipe"], num_microbatches=[1])
+    assert g.plan.num_microbatches == 1
