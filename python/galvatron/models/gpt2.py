@@ -155,7 +155,7 @@ def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params
     if mask_always:
         mask.append(S.SavedTensor("attn.window_mask", per_seq_seq=1, shard=S.Shard.NONE,
                                   sp_split=False, unpadded_only=True))
-    pre = S.norm_saved("norm1", h, rms) + [S.linear_input_saved("attn.input", h)]
+    pre = S.norm_saved("norm1", h, rms) + [S.linear_input_saved("attn.input", h, readers=3)]
     post = S.norm_saved("norm2", h, rms) + ffn_saved
     return S.LayerTypeSpec(
         name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,
