@@ -44,9 +44,15 @@ void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroup
   if (s.dp_type == DpType::kZero2) c.param_bytes += gb * p_local;  // unsharded fwd..bwd copy
   c.grad_bytes += 4 * (sharded ? p_shard : p_local);
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
-  // ZeRO-3: the gathered copies of this unit and the prefetched next one, and the unsharded
-  // gradient in the gathered dtype plus its fp32 copy for the reduce-scatter (fp32: one grad)
-  if (s.dp_type == DpType::kZero3) c.spike_bytes += (2 * gb + (gb == 4 ? 4 : gb + 4)) * p_local;
+  // Backward of a ZeRO-2/3 unit (FSDP2, every unit its own root; the runtime drops each
+  // unit's reduce-scatter input after its post-backward, see data_parallel.py): first the
+  // gathered copy and the unsharded gradient in the gathered dtype (`2 gb p`), then, after the
+  // reshard, that gradient and its fp32 flat copy for the reduce-scatter (`(gb + 4) p`).
+  // ZeRO-2's gathered copy is already a parameter term (kept from forward), so its excess is
+  // `4 p` (at least `gb p`: the copy is freed before the fp32 flat buffer exists).
+  // Measured with `galvatron check --fake` (docs/cost_model.md).
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += std::max(2 * gb, gb + 4) * p_local;
+  if (s.dp_type == DpType::kZero2) c.spike_bytes += 4 * p_local;
 
   const int32_t n = g.weight_group, rpn = g.weight_ranks_per_node;
   const Placement pl = g.weight_placement;
@@ -177,6 +183,14 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   if (head && !e.head_transient_bytes_per_sample.empty()) {
     c.spike_bytes = std::max(c.spike_bytes, at(e.head_transient_bytes_per_sample, e.degrees, deg,
                                                "head_transient_bytes_per_sample") * lb);
+  }
+  if (head && model.mixed_precision && (s.dp_type == DpType::kDdp || s.dp_type == DpType::kZero1)) {
+    // The head's weight gradient under autocast (fp32 parameters): the projection's gradient
+    // in the compute dtype and its fp32 cast, both alive while it accumulates into `.grad`
+    // (the head is one matmul weight besides a norm vector). ZeRO-2/3 heads: the unit's
+    // backward term above. After the loss's own working memory, hence the larger of the two.
+    const int64_t w = ceil_div(e.head_param_count + e.tied_param_count, s.tp);
+    c.spike_bytes = std::max(c.spike_bytes, (int64_t{model.compute_bytes} + 4) * w);
   }
   return c;
 }
