@@ -140,15 +140,22 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
   c.param_bytes += autocast_weight_bytes(model, lt.param_count, s);
 
   const int kind = static_cast<int>(s.sp_kind);
-  const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
+  // ZeRO-2/3 units under mixed precision run in the compute dtype (see problem.h)
+  const bool fsdp = model.mixed_precision && (s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3) &&
+                    !lt.fsdp_act_bytes_per_sample[kind].empty();
+  const auto& act_table = fsdp ? lt.fsdp_act_bytes_per_sample[kind] : lt.act_bytes_per_sample[kind];
+  const int64_t act = at(act_table, lt.degrees, deg, "act_bytes_per_sample") * lb;
   if (s.checkpoint == Checkpoint::kFull) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
-    c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
-    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
+    const int64_t carry =
+        fsdp && lt.fsdp_carry_bytes_per_sample > 0 ? lt.fsdp_carry_bytes_per_sample : lt.carry_bytes_per_sample;
+    c.act_bytes = ceil_div(carry, seq_shards) * lb;            // the layer input
+    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);  // rematerialised once
   } else if (s.checkpoint == Checkpoint::kSelective) {
     // the input plus the matmul / fused-attention outputs; the rest rematerialised once
-    c.act_bytes =
-        at(lt.selective_act_bytes_per_sample[kind], lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
+    const bool fsdp_sel = fsdp && !lt.fsdp_selective_act_bytes_per_sample[kind].empty();
+    c.act_bytes = at(fsdp_sel ? lt.fsdp_selective_act_bytes_per_sample[kind] : lt.selective_act_bytes_per_sample[kind],
+                     lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
     c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
   } else {
     c.act_bytes = act;

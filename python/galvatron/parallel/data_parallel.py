@@ -10,10 +10,13 @@ gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of lo
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
   ``reshard_after_forward`` False / True, gradient divide factor 1 (sum). Under a bf16/fp16
-  plan, ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32)``: the fp32
-  shard is cast and all-gathered as a 2-byte copy (ZeRO-2 keeps that copy until backward),
-  gradients are computed in the compute dtype and reduce-scattered in float32 into the fp32
-  sharded gradient; the master weights and AdamW states stay fp32.
+  plan, ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32,
+  output_dtype=float32)``: the fp32 shard is cast and all-gathered as a 2-byte copy (ZeRO-2
+  keeps that copy until backward), the unit's input is cast to the compute dtype and its
+  output back to float32 (the stream between units is float32), gradients are computed in the
+  compute dtype and reduce-scattered in float32 into the fp32 sharded gradient; the master
+  weights and AdamW states stay fp32. After each unit's post-backward its float32 reduce-
+  scatter input is dropped (``_ReleaseReduceScatterInput``).
 
 Gradient reduction dtypes (``GRAD_REDUCE_DTYPE``): DDP and ZeRO-1 units keep fp32 parameters
 (autocast casts per op), so their gradients are fp32 and are all-reduced / reduce-scattered in
@@ -44,7 +47,12 @@ def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cp
     forward to backward; ZeRO-3: reshard after forward). ``param_dtype`` (bf16/fp16 plans):
     gather and compute with parameters of that dtype, reduce gradients in float32."""
     mesh = DeviceMesh.from_group(group, device_type)
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=GRAD_REDUCE_DTYPE)
+    # Under a bf16/fp16 plan FSDP2 casts the unit's input to the compute dtype (the unit runs
+    # wholly in it) and its output back to float32: between units the residual stream is
+    # float32 whatever each unit's dp type, as in DDP / ZeRO-1 units under autocast, so a
+    # unit's activations depend on its own strategy only (docs/cost_model.md)
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=GRAD_REDUCE_DTYPE,
+                              output_dtype=torch.float32 if param_dtype is not None else None)
     fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3, mp_policy=mp)
     module.set_gradient_divide_factor(1.0)
     module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM

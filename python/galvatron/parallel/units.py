@@ -136,19 +136,8 @@ class EmbedIO(nn.Module):
             batch[self.memory_key] = memory_ids
         c = self.embed(batch)
         if memory_ids is None:
-            return self._slice(_stream_dtype(c.hidden))
-        return self._slice(_stream_dtype(c.hidden)), self._slice(_stream_dtype(c.memory))
-
-
-def _stream_dtype(h):
-    """Under autocast (mixed precision) the residual stream is float32, whatever the
-    embedding's parameters: FSDP2 units gather bf16/fp16 copies, whose lookup would otherwise
-    start a low-precision stream (and make every layer's activations depend on the
-    embedding's dp type). A no-op for fp32 embeddings (DDP / ZeRO-1 units)."""
-    if isinstance(h, torch.Tensor) and h.is_floating_point() and h.dtype != torch.float32 \
-            and torch.is_autocast_enabled(h.device.type):
-        return h.float()
-    return h
+            return self._slice(c.hidden)
+        return self._slice(c.hidden), self._slice(c.memory)
 
 
 class HeadIO(nn.Module):

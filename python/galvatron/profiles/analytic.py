@@ -15,6 +15,8 @@ world size up to ``max_degree`` (not only powers of two).
 
 from __future__ import annotations
 
+from typing import Any
+
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import EmbeddingProfile, LayerTypeProfile, ModelProfile
 
@@ -109,6 +111,17 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         selective["megatron"].setdefault(1, selective["none"][1])
         selective["ulysses"].setdefault(1, selective["none"][1])
         recompute_t = recompute_times(ls, degrees)
+        fsdp: dict[str, Any] = {}
+        if amp:  # ZeRO-2/3 units: FSDP2 casts the input, the whole layer runs in the compute dtype
+            fsdp = dict(
+                fsdp_act_bytes_per_sample={kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                                                 sp=(d if kind == "ulysses" else 1), sp_kind=kind)
+                                                  for d in t} for kind, t in acts.items()},
+                fsdp_selective_act_bytes_per_sample={
+                    kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                           sp=(d if kind == "ulysses" else 1), sp_kind=kind, checkpoint="selective")
+                           for d in t} for kind, t in selective.items()},
+                fsdp_carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * cb)
         layer_types.append(LayerTypeProfile(
             name=name, param_count=ls.param_count,
             carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * stream, seq_len=tokens,
@@ -119,6 +132,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
             selective_recompute_ms_per_sample=recompute_t,
             sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
+            **fsdp,
         ))
     first = spec.layer(0)
     # Only the embedding/head weight tie matters here (the spec's tied count may also include
