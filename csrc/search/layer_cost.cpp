@@ -149,14 +149,15 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
     const int64_t carry =
         fsdp && lt.fsdp_carry_bytes_per_sample > 0 ? lt.fsdp_carry_bytes_per_sample : lt.carry_bytes_per_sample;
-    c.act_bytes = ceil_div(carry, seq_shards) * lb;            // the layer input
-    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);  // rematerialised once
+    c.act_bytes = ceil_div(carry, seq_shards) * lb;  // the layer input
+    // rematerialised once, and freed by the time a ZeRO-2/3 unit reduce-scatters: the larger
+    c.spike_bytes = std::max<int64_t>(c.spike_bytes, act - c.act_bytes);
   } else if (s.checkpoint == Checkpoint::kSelective) {
     // the input plus the matmul / fused-attention outputs; the rest rematerialised once
     const bool fsdp_sel = fsdp && !lt.fsdp_selective_act_bytes_per_sample[kind].empty();
     c.act_bytes = at(fsdp_sel ? lt.fsdp_selective_act_bytes_per_sample[kind] : lt.selective_act_bytes_per_sample[kind],
                      lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
-    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
+    c.spike_bytes = std::max<int64_t>(c.spike_bytes, act - c.act_bytes);
   } else {
     c.act_bytes = act;
   }
