@@ -229,3 +229,43 @@ def test_megatron_sp_charges_the_backward_regather_of_the_kept_shards():
         assert c.tp_comm_ms == pytest.approx(passes * 2 * 2 * one + 2 * one)
     plain = cost(LayerStrategy(tp=2))
     assert plain.tp_comm_ms == pytest.approx(2 * 2 * ar(2, a))
+
+
+def _cost_with(mp: ModelProfile, strategy: LayerStrategy, micro_batch: int = 4, stage_size: int = 4):
+    from galvatron.search import _strategy_to_c
+
+    return _C.layer_cost(mp.to_tables(), hardware().to_tables(), 0, _strategy_to_c(strategy), 0, stage_size,
+                         micro_batch)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_zero2_zero3_layers_use_the_compute_dtype_activation_tables_under_mixed_precision(precision):
+    """Mixed precision: a ZeRO-2/3 unit (FSDP2 casts its input) runs wholly in the compute dtype
+    (``fsdp_*`` tables, checkpointed input ``fsdp_carry_bytes_per_sample``); DDP / ZeRO-1 units
+    keep the fp32 stream (the base tables). fp32 plans: the base tables for every dp type."""
+    mp = model(precision=precision)
+    lt = mp.layer_types[0]
+    lt.fsdp_act_bytes_per_sample = {k: {d: v // 2 for d, v in t.items()} for k, t in ACT.items()}
+    lt.fsdp_carry_bytes_per_sample = CARRY // 2
+    low = precision == "bf16"
+    for dp_type in ("ddp", "zero1", "zero2", "zero3"):
+        fsdp = low and dp_type in ("zero2", "zero3")
+        c = _cost_with(mp, LayerStrategy(tp=2, dp_type=dp_type))  # dp=2: 2 samples per device
+        assert c.act_bytes == 2 * (12 if fsdp else 24) * MiB, dp_type
+        ck = _cost_with(mp, LayerStrategy(tp=2, dp_type=dp_type, checkpoint=True))
+        carry = CARRY // 2 if fsdp else CARRY
+        assert ck.act_bytes == 2 * carry, dp_type
+        # the recomputation (act - kept) or the ZeRO backward term, whichever is larger
+        zero = {"zero3": (6 if low else 8) * P // 2, "zero2": 4 * P // 2}.get(dp_type, 0)
+        assert c.spike_bytes == zero, dp_type
+        assert ck.spike_bytes == max(c.act_bytes - ck.act_bytes, zero), dp_type
+
+
+def test_ddp_head_under_autocast_charges_its_weight_gradient_and_fp32_copy():
+    """The head's projection gradient in bf16 plus its fp32 cast, (2 + 4) bytes per local head
+    parameter (tied weight included) on the last stage; none in fp32 (the gradient is fp32)."""
+    hw = hardware()
+    for precision, want in (("bf16", 6 * (2**20 + 2**19)), ("fp32", 0)):
+        plan = Plan.uniform(4, 2, global_batch_size=4, precision=precision)
+        mem = galvatron.estimate(plan, model(precision=precision), hw).stage_memory[0]
+        assert mem["transient_bytes"] == want, precision
