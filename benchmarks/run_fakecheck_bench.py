@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--procs", type=int, default=2, help="ranks simulated at once")
     ap.add_argument("--first-only", action="store_true", help="only the first rank of every stage")
     ap.add_argument("--plans", default="", help="comma-separated plan keys (default: all)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per simulated rank (default 900)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     sets = [("llama2-7b", llama2_7b_on_8()), ("llama2-70b", llama2_70b_on_64())]
@@ -40,7 +41,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             ranks = [s * plan.devices_per_stage for s in range(plan.pp)] if args.first_only else None
-            rep = check_fake(plan, model, args.seq_len, ranks=ranks, parallel_procs=args.procs)
+            rep = check_fake(plan, model, args.seq_len, ranks=ranks, parallel_procs=args.procs,
+                             timeout_s=args.timeout)
             print(format_fake(rep), file=sys.stderr, flush=True)
             for r in rep["ranks"]:
                 line = {"model": model, "plan": key, "world_size": plan.world_size, "seq_len": args.seq_len,
