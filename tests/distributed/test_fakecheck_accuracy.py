@@ -18,35 +18,16 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-OVR = {"num_layers": 4}
 SEQ = 512
-
-
-def _plans():
-    from galvatron.plan import LayerStrategy as S
-    from galvatron.plan import Plan
-
-    bf = dict(precision="bf16")
-    return [
-        ("pp1_mixed", Plan(world_size=8, layers=(
-            S(tp=2, dp_type="zero3"), S(tp=2, dp_type="ddp"),
-            S(sp=2, sp_kind="ulysses", dp_type="zero2", checkpoint=True),
-            S(tp=2, sp_kind="megatron", dp_type="zero1")),
-            embedding=S(tp=2, dp_type="zero3"), num_microbatches=2, global_batch_size=8, **bf), [0]),
-        ("pp2_1f1b", Plan(world_size=8, pp=2, layers=(
-            S(sp=2, sp_kind="ulysses", dp_type="zero2", checkpoint=True), S(tp=2, dp_type="ddp"),
-            S(tp=2, sp_kind="megatron", dp_type="zero3"), S(tp=4, dp_type="zero1", checkpoint=True)),
-            embedding=S(tp=2, dp_type="zero1"), schedule="1f1b", num_microbatches=4,
-            global_batch_size=16, **bf), [0, 4]),
-    ]
 
 
 def test_check_fake_within_3_percent_on_every_rank_of_small_mixed_plans():
     from galvatron.check import check_fake
+    from galvatron.check.plansets import SMALL_OVERRIDES, llama2_7b_4layers_on_8
 
     failures = []
-    for key, plan, ranks in _plans():
-        rep = check_fake(plan, "llama2-7b", SEQ, overrides=OVR, ranks=ranks, parallel_procs=2)
+    for key, plan, ranks in llama2_7b_4layers_on_8():
+        rep = check_fake(plan, "llama2-7b", SEQ, overrides=SMALL_OVERRIDES, ranks=ranks, parallel_procs=2)
         assert [r["rank"] for r in rep["ranks"]] == ranks
         for r in rep["ranks"]:
             if abs(r["error"]) > 0.03:
