@@ -14,7 +14,9 @@ time of the set, minus 1). ``--quickstart`` also runs the quick start's 4-proces
 configuration (gpt2-debug 4 layers, hidden 128, seq 128, batch 16) with its searched plan
 and the uniform plans.
 
-Usage: ``python benchmarks/run_fidelity_bench.py [--quick] [--quickstart] [--out FILE.jsonl]``.
+Usage: ``python benchmarks/run_fidelity_bench.py [--quick] [--quickstart] [--out FILE.jsonl]``;
+``--report FILE.jsonl`` prints the tables of a result file. The full run (2 x 28 plans and the
+4-process quick start) takes about 16 minutes on 2 cores, ``--quick`` (2 x 12 plans) about 7.
 Timings depend on the load of the machine: the script records ``os.getloadavg()`` before and
 after every plan.
 """
@@ -31,12 +33,15 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-MODELS = {  # name -> (flavour, overrides, seq_len, global batch)
+MODELS = {  # name -> (flavour, overrides, seq_len, global batch); a DDP step takes ~0.4-0.5 s here
     "gpt2": ("gpt2-debug", {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "ffn_hidden": 1024,
-                            "max_seq_len": 256}, 256, 16),
+                            "max_seq_len": 128}, 128, 16),
     "llama": ("llama-debug", {"num_layers": 4, "hidden_size": 256, "num_heads": 4, "num_kv_heads": 4,
-                              "ffn_hidden": 688, "max_seq_len": 256}, 256, 16),
+                              "ffn_hidden": 688, "max_seq_len": 128}, 128, 16),
 }
+# --quick: one plan per dimension (dp types, checkpointing, tp, Megatron-SP, Ulysses, both schedules)
+QUICK = ("pp1_ddp", "pp1_zero1", "pp1_zero2", "pp1_zero3", "pp1_ddp_ckpt", "pp1_tp2_ddp", "pp1_tp2_megatron_ddp",
+         "pp1_ulysses_sp2_zero3", "pp2_gpipe_ddp", "pp2_1f1b_ddp_ckpt")
 
 
 def uniform_plans(world: int, num_layers: int, gbs: int):
@@ -121,7 +126,7 @@ def run_model(label, flavour, overrides, seq, gbs, world, plans, args, sink):
         mem = [(predicted_tensor_bytes(pred.stage_memory[r["rank"] // n]), r["memory_bytes"]["total"])
                for r in ranks]
         row = {"model": label, "flavour": flavour, "overrides": overrides, "seq_len": seq, "world": world,
-               "plan": key, "plan_summary": plan.summary().splitlines()[0],
+               "plan": key, "plan_summary": plan.summary().splitlines()[0], "plan_dict": plan.to_dict(),
                "predicted_step_s": pred.step_time_s, "measured_step_s": meas_t,
                "step_times_s": [r["step_times_s"] for r in ranks],
                "time_error": (pred.step_time_s - meas_t) / meas_t,
@@ -147,17 +152,66 @@ def run_model(label, flavour, overrides, seq, gbs, world, plans, args, sink):
           "searched_plan": searched[0]["plan_summary"] if searched else None})
 
 
+def _autogroup() -> str:
+    """This process's scheduling group (Linux autogroup): with autogroups on, ``nice`` orders
+    processes only inside their session; other sessions share the cores equally whatever their
+    nice value, so a measurement is only protected from them by the group's own nice value."""
+    try:
+        with open("/proc/self/autogroup", encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return "n/a"
+
+
+def report(path: str) -> str:
+    """Markdown tables of a result file (JSON lines written by this script)."""
+    rows, summaries, head = [], [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            r = json.loads(line)
+            if "started" in r or "finished" in r:
+                head.append(r)
+            elif r.get("summary"):
+                summaries.append(r)
+            elif "predicted_step_s" in r:
+                rows.append(r)
+    out = [f"Runs: {', '.join(h.get('started') or 'finished ' + h['finished'] for h in head)}; "
+           f"autogroup {head[0].get('autogroup', 'n/a') if head else 'n/a'}", ""]
+    for label in dict.fromkeys(r["model"] for r in rows):
+        world = next(r["world"] for r in rows if r["model"] == label)
+        out += [f"### {label} ({world} processes)", "",
+                "| plan | predicted step s | measured step s | time error | memory error per rank | load before/after |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        for r in (x for x in rows if x["model"] == label):
+            out.append(f"| {r['plan']} | {r['predicted_step_s']:.3f} | {r['measured_step_s']:.3f} | "
+                       f"{r['time_error'] * 100:+.1f}% | "
+                       + ", ".join(f"{e * 100:+.1f}%" for e in r["memory_errors"])
+                       + f" | {r['load_before']:.1f} / {r['load_after']:.1f} |")
+        for s in (x for x in summaries if x["model"] == label):
+            out += ["", f"- **{label}** ({s['plans']} plans, {s['world']} processes): median |time error| "
+                        f"{s['median_abs_time_error'] * 100:.1f}%, worst {s['worst_abs_time_error'] * 100:.1f}%; "
+                        f"median |memory error| {s['median_abs_memory_error'] * 100:.1f}%, worst "
+                        f"{s['worst_abs_memory_error'] * 100:.1f}%; Spearman {s['spearman']:.2f}; searched-plan "
+                        f"regret {(s['searched_regret'] or 0) * 100:.1f}% ({s['searched_plan']})"]
+        out.append("")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--models", default="gpt2,llama")
-    ap.add_argument("--quick", action="store_true", help="a few uniform plans per model (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="one uniform plan per dimension, 1 random, the searched")
     ap.add_argument("--quickstart", action="store_true", help="also the 4-process quick-start configuration")
     ap.add_argument("--no-two", action="store_true", help="skip the 2-process plan sets")
     ap.add_argument("--out", default="")
+    ap.add_argument("--report", default="", metavar="FILE.jsonl", help="print markdown tables of a result file")
     args = ap.parse_args()
+    if args.report:
+        print(report(args.report))
+        return
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115
 
@@ -167,15 +221,15 @@ def main() -> None:
             out.write(json.dumps(row) + "\n")
             out.flush()
 
-    sink({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg(), "cpus": os.cpu_count()})
+    sink({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "loadavg": os.getloadavg(), "cpus": os.cpu_count(),
+          "autogroup": _autogroup()})
     if not args.no_two:
         for label in args.models.split(","):
             flavour, overrides, seq, gbs = MODELS[label]
             plans = uniform_plans(2, overrides["num_layers"], gbs)
             if args.quick:
-                plans = [p for p in plans if p[0] in ("pp1_ddp", "pp1_zero3", "pp1_tp2_ddp", "pp2_1f1b_ddp")]
-            else:
-                plans += random_plans(2, overrides["num_layers"], gbs, args.random, seed=len(label))
+                plans = [p for p in plans if p[0] in QUICK]
+            plans += random_plans(2, overrides["num_layers"], gbs, 1 if args.quick else args.random, seed=len(label))
             run_model(label, flavour, overrides, seq, gbs, 2, plans, args, sink)
     if args.quickstart:
         ovr = {"num_layers": 4, "hidden_size": 128}

@@ -8,6 +8,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 
 #include "search/task_solver.h"
@@ -167,8 +168,18 @@ void parallel_for(const SearchOptions& opt, const std::vector<size_t>& order, Fn
   if (threads == 1) {
     worker();
   } else {
+    // The calling thread works too. A thread that cannot be started (e.g. EAGAIN under a
+    // memory limit such as --serve's worker) only means fewer helpers: the tasks are taken from
+    // one shared counter, so whoever runs does all of them.
     std::vector<std::thread> pool;
-    for (int32_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+    for (int32_t t = 1; t < threads; ++t) {
+      try {
+        pool.emplace_back(worker);
+      } catch (const std::system_error&) {
+        break;
+      }
+    }
+    worker();
     for (auto& th : pool) th.join();
   }
   if (error) std::rethrow_exception(error);

@@ -140,8 +140,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         plan = res.plan
         from galvatron import models
 
-        if args.model in models.list() and not args.model_profile:  # the plan names its model
-            plan = plan.replace(model={"name": args.model, "overrides": {}, "seq_len": mp.seq_len})
+        if args.model in models.list(aliases=True) and not args.model_profile:  # the plan names its model
+            plan = plan.replace(model={"name": models.get_config(args.model).name, "overrides": {},
+                                       "seq_len": mp.seq_len})
         try:
             save_plan(plan, args.out, args.format)
         except ValueError as e:

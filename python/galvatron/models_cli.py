@@ -1,6 +1,6 @@
 """``galvatron models``: the model zoo as a table (name, family, parameters, layers, hidden size,
-attention heads) or as JSON (``--json``). Every name trains with ``galvatron train --model NAME``
-and searches with ``galvatron search --model NAME``."""
+attention heads, aliases) or as JSON (``--json``). Every name and alias trains with ``galvatron
+train --model NAME`` and searches with ``galvatron search --model NAME``."""
 
 from __future__ import annotations
 
@@ -13,13 +13,15 @@ def rows() -> list[dict[str, Any]]:
     from galvatron import models
 
     out = []
+    alias_of = models.aliases()
     for name in models.list():
         cfg = models.get_config(name)
         spec = models.spec(cfg)
         heads = cfg.num_heads
         out.append({"name": name, "family": cfg.family, "parameters": spec.param_count(),
                     "layers": len(spec.layer_types), "hidden": cfg.hidden_size,
-                    "heads": list(heads) if isinstance(heads, tuple) else heads})
+                    "heads": list(heads) if isinstance(heads, tuple) else heads,
+                    "aliases": sorted(a for a, n in alias_of.items() if n == name)})
     return out
 
 
@@ -35,10 +37,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(table, indent=2))
         return 0
-    cells = [("name", "family", "parameters", "layers", "hidden", "heads")]
+    cells = [("name", "family", "parameters", "layers", "hidden", "heads", "aliases")]
     for r in table:
         heads = ",".join(map(str, r["heads"])) if isinstance(r["heads"], list) else str(r["heads"])
-        cells.append((r["name"], r["family"], _count(r["parameters"]), str(r["layers"]), str(r["hidden"]), heads))
+        cells.append((r["name"], r["family"], _count(r["parameters"]), str(r["layers"]), str(r["hidden"]), heads,
+                      ",".join(r["aliases"])))
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]))]
     for c in cells:
         print("  ".join(v.rjust(w) if i in (2, 3, 4) else v.ljust(w)

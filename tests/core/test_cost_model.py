@@ -45,10 +45,10 @@ def model(num_layers: int = 2, precision: str = "bf16") -> ModelProfile:
 
 
 def cost(strategy: LayerStrategy, micro_batch: int = 4, stage_size: int = 4, precision: str = "bf16"):
-    from galvatron.search import _strategy_to_c
+    from galvatron._core_convert import strategy_to_c
 
     return _C.layer_cost(model(precision=precision).to_tables(), hardware().to_tables(), 0,
-                         _strategy_to_c(strategy), 0, stage_size, micro_batch)
+                         strategy_to_c(strategy), 0, stage_size, micro_batch)
 
 
 def ar(n: int, nbytes: float) -> float:  # all-reduce time of the test hardware
@@ -194,9 +194,9 @@ def test_pipeline_step_formula_balanced_case():
     ],
 )
 def test_redistribution_volumes(src, dst, fraction):
-    from galvatron.search import _strategy_to_c
+    from galvatron._core_convert import strategy_to_c
 
-    got = _C.redistribution_fraction(_strategy_to_c(src), _strategy_to_c(dst), 4, 4, 64)
+    got = _C.redistribution_fraction(strategy_to_c(src), strategy_to_c(dst), 4, 4, 64)
     assert got == pytest.approx(fraction)
 
 

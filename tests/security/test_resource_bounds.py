@@ -125,3 +125,24 @@ def test_config_overrides_refuse_non_finite_and_huge_values():
                           (["--model.seq_len", "1e30"], "model.seq_len: expected int")):
         with pytest.raises(ValueError, match=message.replace(".", "\\.")):
             build_config(None, None, args)
+
+
+def test_a_search_whose_helper_threads_cannot_start_runs_on_the_calling_thread():
+    # Under a data limit with less room than a thread stack (8 MiB), std::thread fails with
+    # EAGAIN: the search must still finish (fewer threads), not fail with "Resource temporarily
+    # unavailable" (which --serve's worker turned into an internal error).
+    code = """
+        import resource
+        import galvatron
+        from galvatron.profiles.presets import hardware_preset
+        hw = hardware_preset("a100-80g-sxm", 1, 2)
+        mp = galvatron.model_profile("gpt2-debug", seq_len=64, hardware=hw)
+        used = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+                    if line.startswith("VmData:"))
+        hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+        resource.setrlimit(resource.RLIMIT_DATA, (used + 4 * 2**20, hard))
+        r = galvatron.search(mp, hw, global_batch_size=4, num_threads=2)
+        print("world", r.plan.world_size)
+    """
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0 and "world 2" in r.stdout, r.stderr[-2000:]

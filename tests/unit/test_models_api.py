@@ -11,11 +11,46 @@ from tests.unit.models_hf_util import DEBUG, debug_batch, debug_labels
 
 def test_list_has_debug_and_real_flavours():
     names = M.list()
-    for n in DEBUG + ["gpt2", "gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "llama2-7b",
+    for n in DEBUG + ["gpt2-small", "gpt2-medium", "gpt2-large", "gpt2-xl", "llama2-7b",
                       "llama2-13b", "llama2-70b", "llama3-8b", "bert-base", "bert-large",
                       "t5-small", "t5-base", "t5-large", "vit-base", "vit-large", "vit-huge",
                       "swin-tiny", "swin-small", "swin-base", "swin-large"]:
         assert n in names
+
+
+def test_each_flavour_has_one_name_and_aliases_resolve_to_it():
+    """``gpt2`` and ``gpt2-small`` were two entries of one flavour: now one name, one alias,
+    accepted wherever a name is and listed only with ``aliases=True``."""
+    names = M.list()
+    assert len(names) == len(set(names)) and "gpt2" not in names
+    assert M.aliases() == {"gpt2": "gpt2-small"}
+    assert M.list(aliases=True) == names + ["gpt2"]
+    for n in names:
+        assert M.get_config(n).name == n  # a flavour's config carries its one name
+    assert M.get_config("gpt2") == M.get_config("gpt2-small")
+    assert M.get_config("gpt2", num_layers=2) == M.get_config("gpt2-small", num_layers=2)
+    assert M.spec("gpt2").param_count() == 124_439_808
+    configs = [M.get_config(n) for n in names]  # no two names for one architecture
+    shapes = {(c.family, *(v for k, v in vars(c).items() if k != "name")) for c in configs}
+    assert len(shapes) == len(names)
+
+
+def test_family_files_import_no_other_family():
+    """Shared layers live in layers.py and shared spec helpers in spec.py: no family file
+    imports another family (llama, vit and swin used to import gpt2.py / vit.py)."""
+    import ast
+    import pathlib
+
+    families = {"gpt2", "llama", "bert", "t5", "vit", "swin"}
+    root = pathlib.Path(M.__file__).parent
+    for fam in families:
+        tree = ast.parse((root / f"{fam}.py").read_text())
+        imported = {node.module.rsplit(".", 1)[-1] for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.module
+                    and node.module.startswith("galvatron.models.")}
+        imported |= {a.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                     and node.module == "galvatron.models" for a in node.names}
+        assert not imported & (families - {fam}), (fam, imported & families)
 
 
 def test_unknown_name_lists_known_names():
@@ -134,3 +169,28 @@ def test_unknown_forward_input_is_rejected():
     model = M.build("gpt2-debug", seed=0)
     with pytest.raises(ValueError, match="pixel_values"):
         model(input_ids=torch.zeros(1, 4, dtype=torch.long), pixel_values=torch.zeros(1))
+
+
+def test_signatures_in_class_docstrings_match_the_methods():
+    """A class docstring that spells a method's call (``forward(x, padding_mask=None)``) names
+    only arguments the method takes (Attention documented a ``memory_mask`` it did not take)."""
+    import importlib
+    import inspect
+    import pkgutil
+    import re
+
+    checked = 0
+    for info in pkgutil.iter_modules(M.__path__):
+        mod = importlib.import_module(f"galvatron.models.{info.name}")
+        for _, cls in inspect.getmembers(mod, inspect.isclass):
+            if cls.__module__ != mod.__name__ or not cls.__doc__:
+                continue
+            for meth, args in re.findall(r"``(\w+)\(([^`]*)\)``", cls.__doc__):
+                fn = getattr(cls, meth, None)
+                if not callable(fn):
+                    continue
+                params = set(inspect.signature(fn).parameters) - {"self"}
+                named = {a.split("=")[0].strip().lstrip("*") for a in args.split(",") if a.strip()}
+                assert named <= params, (cls.__name__, meth, named - params)
+                checked += 1
+    assert checked >= 2  # Attention's forward and core at least

@@ -11,11 +11,11 @@ import torch
 
 import galvatron.models as M
 from galvatron import _C
+from galvatron._core_convert import strategy_to_c
 from galvatron.parallel.mesh import axis_members, coords, local_index, validate
 from galvatron.parallel.redistribute import exchange_plan, layout_of
 from galvatron.plan import LayerStrategy as S
 from galvatron.plan import Plan
-from galvatron.search import _strategy_to_c
 
 N, MB, SEQ = 4, 4, 16
 
@@ -52,7 +52,7 @@ def test_exchange_plan_builds_every_block_and_moves_what_the_cost_model_charges(
                 recv[k] += (p1 - p0) * (q1 - q0)
         assert torch.equal(out, full[b0:b1, s0:s1])
     ours = max(max(sent), max(recv)) / (MB * SEQ)
-    theirs = _C.redistribution_fraction(_strategy_to_c(a), _strategy_to_c(b), N, MB, SEQ)
+    theirs = _C.redistribution_fraction(strategy_to_c(a), strategy_to_c(b), N, MB, SEQ)
     assert ours == pytest.approx(theirs, abs=1e-12)
 
 

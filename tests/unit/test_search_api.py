@@ -250,3 +250,26 @@ def test_swin_layers_never_get_sequence_parallelism():
     bad = Plan.uniform(8, mp.num_layers, sp=2, global_batch_size=8)
     with pytest.raises(ValueError, match="needs the whole sequence; accepted sp_kind: none"):
         galvatron.estimate(bad, mp, hw)
+
+
+def test_allow_sequence_parallel_is_one_name_and_old_json_still_reads(tmp_path):
+    """The profile field has the core's name (allow_sequence_parallel); files written under
+    its old name (sequence_parallel) load the same; both at once are refused."""
+    hw = galvatron.hardware_preset("a100-40g-sxm", num_nodes=1, gpus_per_node=8)
+    mp = galvatron.model_profile("swin-debug", hardware=hw, max_degree=2)
+    assert [lt.allow_sequence_parallel for lt in mp.layer_types] == [False] * len(mp.layer_types)
+    d = mp.to_dict()
+    assert all("allow_sequence_parallel" in lt and "sequence_parallel" not in lt for lt in d["layer_types"])
+    assert [t.allow_sequence_parallel for t in mp.to_tables().layer_types] == [False] * len(mp.layer_types)
+    for lt in d["layer_types"]:
+        lt["sequence_parallel"] = lt.pop("allow_sequence_parallel")
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(d))
+    assert ModelProfile.load(old) == mp
+    d["layer_types"][0]["allow_sequence_parallel"] = False
+    with pytest.raises(ValueError, match=r"layer_types\[0\]: give allow_sequence_parallel or its old name"):
+        ModelProfile.from_dict(d)
+    d["layer_types"][0]["sequence_parallel"] = "yes"
+    del d["layer_types"][0]["allow_sequence_parallel"]
+    with pytest.raises(ValueError, match=r"layer_types\[0\]\.allow_sequence_parallel"):
+        ModelProfile.from_dict(d)

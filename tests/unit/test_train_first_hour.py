@@ -136,11 +136,13 @@ def test_measured_model_profiles_are_cached_by_everything_they_depend_on():
 def test_models_lists_the_zoo_with_sizes(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["name", "family", "parameters", "layers", "hidden", "heads"]
+    assert out[0].split() == ["name", "family", "parameters", "layers", "hidden", "heads", "aliases"]
     assert len(out) == 1 + len(models.list())
+    assert [line.split() for line in out if line.startswith("gpt2-small ")][0][-1] == "gpt2"  # the alias
     assert main(["models", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert set(rows) == set(models.list())
+    assert rows["gpt2-small"]["aliases"] == ["gpt2"] and rows["gpt2-xl"]["aliases"] == []
     r = rows["llama2-7b"]
     assert (r["family"], r["layers"], r["hidden"], r["heads"]) == ("llama", 32, 4096, 32)
     assert r["parameters"] == models.spec("llama2-7b").param_count()
@@ -158,6 +160,13 @@ def test_search_prints_its_prediction_once_and_the_plan_records_the_model(tmp_pa
     assert main(["visualize", str(out_file), "--hardware-preset", "cpu-gloo", "--out", str(tmp_path / "r.html"),
                  "--no-baseline"]) == 0
     assert "sequence length 64 (recorded in the plan)" in capsys.readouterr().out
+
+
+def test_an_alias_is_accepted_and_the_plan_records_the_flavour_name(tmp_path, capsys):
+    out_file = tmp_path / "p.json"
+    assert main(["search", "--model", "gpt2", "--gpus-per-node", "2", "--hardware-preset", "cpu-gloo",
+                 "--global-batch-size", "4", "--seq-len", "64", "--out", str(out_file)]) == 0
+    assert Plan.load(out_file).model == {"name": "gpt2-small", "overrides": {}, "seq_len": 64}
 
 
 def test_visualize_says_which_sequence_length_it_assumed(tmp_path, capsys):

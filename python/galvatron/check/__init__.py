@@ -112,6 +112,7 @@ def check(plan: Plan, model_name: str, seq_len: int | None = None, overrides: di
     import galvatron
     from galvatron.check import report as R
 
+    profiles = None
     if prediction is None:
         from galvatron.training.launch import under_launcher
 
@@ -120,11 +121,15 @@ def check(plan: Plan, model_name: str, seq_len: int | None = None, overrides: di
         hw, mp = profiles_for(model_name, seq_len, plan.world_size, overrides, plan.precision.value,
                               **profile_kw)
         prediction = galvatron.estimate(plan, mp, hw)
+        profiles = {"hardware": hw.to_dict(), "model": mp.to_dict()}  # for `galvatron profile refine`
     ranks = measure(plan, model_name, seq_len, overrides, nproc, steps, warmup)
     rows = [R.rank_rows(prediction, m) for m in ranks]
-    return {"model": model_name, "seq_len": seq_len, "world_size": plan.world_size, "steps": steps,
-            "warmup": warmup, "plan": plan.replace(predicted=None).to_dict(), "ranks": rows,
-            "summary": R.summary(rows), "raw": ranks}
+    out = {"model": model_name, "seq_len": seq_len, "world_size": plan.world_size, "steps": steps,
+           "warmup": warmup, "plan": plan.replace(predicted=None).to_dict(), "ranks": rows,
+           "summary": R.summary(rows), "raw": ranks}
+    if profiles:
+        out["profiles"] = profiles
+    return out
 
 
 def check_fake(plan: Plan, model_name: str, seq_len: int, overrides: dict[str, Any] | None = None,

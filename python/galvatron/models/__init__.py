@@ -2,8 +2,9 @@
 
 Public API::
 
-    galvatron.models.list() -> list[str]                      # flavour names
-    galvatron.models.get_config(name, **overrides) -> config  # no allocation
+    galvatron.models.list(aliases=False) -> list[str]         # flavour names (and aliases)
+    galvatron.models.aliases() -> dict[str, str]              # alias -> flavour name
+    galvatron.models.get_config(name, **overrides) -> config  # no allocation; aliases accepted
     galvatron.models.build(name_or_config, seed=None, device=None, **overrides) -> model
     galvatron.models.spec(name_or_config, **overrides) -> ModelSpec
     galvatron.models.from_hf(hf_model) / to_hf(model)         # extra "hf"
@@ -19,11 +20,17 @@ Encoder-decoder models (T5) also name their second stream's inputs (``memory_inp
 its ids for a batch (``memory_ids(batch)``), and mark the layer that swaps the two streams
 (``swaps_streams``).
 
-Files: ``base.py`` (config/model base, Carry), ``layers.py`` (attention with ``core``, MLPs,
-RMSNorm, masks, RoPE), ``rope.py`` (RoPE tables and scaling: linear, dynamic NTK, llama3),
-``spec.py`` (ModelSpec: params, FLOPs, activation bytes), ``hf.py`` (Hugging Face mapping
-machinery, checkpoint loading and sharded saving), one file per family: ``gpt2.py``,
-``llama.py``, ``bert.py``, ``t5.py``, ``vit.py``, ``swin.py``.
+Every flavour has one name; a few have an alias (another common spelling, e.g. ``gpt2`` for
+``gpt2-small``), accepted wherever a name is and resolved to the flavour.
+
+Files: ``base.py`` (config/model base, Carry, the family registry entry), ``layers.py``
+(layers several families share: attention with ``core``, MLPs, RMSNorm, masks, RoPE, the
+pre-norm block, the LM head, patch embedding), ``rope.py`` (RoPE tables and scaling: linear,
+dynamic NTK, llama3), ``spec.py`` (ModelSpec: params, FLOPs, activation bytes; the specs of the
+shared layers), ``hf.py`` (Hugging Face mapping machinery, checkpoint loading and sharded
+saving), one file per family: ``gpt2.py``, ``llama.py``, ``bert.py``, ``t5.py``, ``vit.py``,
+``swin.py``, each in three headed sections: the model (config, flavours, modules), its spec
+(for the cost model) and its Hugging Face mapping.
 """
 
 from __future__ import annotations
@@ -42,17 +49,27 @@ from galvatron.models.spec import LayerTypeSpec, ModelSpec, SavedTensor
 FAMILIES: dict[str, Family] = {f.name: f for f in (gpt2.FAMILY, llama.FAMILY, bert.FAMILY, vit.FAMILY,
                                               swin.FAMILY, t5.FAMILY)}
 _FLAVOURS: dict[str, Family] = {n: f for f in FAMILIES.values() for n in f.flavours}
+_ALIASES: dict[str, str] = {a: n for f in FAMILIES.values() for a, n in f.aliases.items()}
 
 
-def list() -> builtins.list[str]:  # noqa: A001 - the requested public name
-    """Names of every flavour, e.g. ``gpt2-debug``, ``llama2-7b``."""
-    return builtins.list(_FLAVOURS)
+def list(aliases: bool = False) -> builtins.list[str]:  # noqa: A001 - the requested public name
+    """Names of every flavour, e.g. ``gpt2-debug``, ``llama2-7b``; with ``aliases`` also the
+    other accepted spellings (:func:`aliases`)."""
+    return builtins.list(_FLAVOURS) + (builtins.list(_ALIASES) if aliases else [])
+
+
+def aliases() -> dict[str, str]:
+    """Other accepted spellings: alias -> flavour name (e.g. ``gpt2`` -> ``gpt2-small``)."""
+    return dict(_ALIASES)
 
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
-    """The config of flavour ``name`` with ``overrides`` applied (validated, nothing built)."""
+    """The config of flavour ``name`` (or of the flavour an alias names) with ``overrides``
+    applied (validated, nothing built)."""
+    name = _ALIASES.get(name, name) if isinstance(name, str) else name
     if name not in _FLAVOURS:
-        raise ValueError(f"model name {name!r} is unknown; accepted: {list()}")
+        raise ValueError(f"model name {name!r} is unknown; accepted: {list()} "
+                         f"(aliases: {_ALIASES})")
     cfg = _FLAVOURS[name].flavours[name]
     return cfg.replace(**overrides) if overrides else cfg
 
@@ -125,6 +142,7 @@ __all__ = [
     "ModelConfig",
     "ModelSpec",
     "SavedTensor",
+    "aliases",
     "build",
     "from_hf",
     "get_config",

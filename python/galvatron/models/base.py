@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from galvatron.models.layers import AttnBackend, dropout
+from galvatron.models.layers import AttnBackend
 from galvatron.plan import _enum_value, _positive_int
 
 # ---------------------------------------------------------------------------- config
@@ -223,25 +223,6 @@ def tied_names(model: nn.Module) -> list[tuple[str, str]]:
     return pairs
 
 
-class PreNormBlock(nn.Module):
-    """``x + attn(norm1(x))`` then ``+ mlp(norm2(x))`` (GPT-2, LLaMA, ViT)."""
-
-    def __init__(self, layer_type: str, norm1: nn.Module, attn: nn.Module, norm2: nn.Module,
-                 mlp: nn.Module, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.layer_type = layer_type
-        self.norm1, self.attn, self.norm2, self.mlp = norm1, attn, norm2, mlp
-        self.dropout = dropout
-
-    def forward(self, carry: Carry) -> Carry:
-        x = carry.hidden
-        a = self.attn(self.norm1(x), carry.mask)
-        x = x + dropout(a, self.dropout, self.training)
-        m = self.mlp(self.norm2(x))
-        x = x + dropout(m, self.dropout, self.training)
-        return dataclasses.replace(carry, hidden=x)
-
-
 @dataclass(frozen=True)
 class Family:
     """Registry entry of one model family (see ``galvatron.models.__init__``)."""
@@ -252,3 +233,5 @@ class Family:
     flavours: dict[str, ModelConfig]
     spec: Any  # Callable[[config], ModelSpec]
     hf: Any = None  # galvatron.models.hf.HFAdapter
+    # other spellings accepted for a flavour: alias -> flavour name (``galvatron.models.aliases``)
+    aliases: dict[str, str] = dataclasses.field(default_factory=dict)

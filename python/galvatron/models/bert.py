@@ -29,6 +29,8 @@ from galvatron.models.base import (
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
 from galvatron.models.layers import MLP, Activation, Attention, dropout
 
+# ---------------------------------------------------------------------------- model
+
 
 @dataclass(frozen=True)
 class BertConfig(ModelConfig):

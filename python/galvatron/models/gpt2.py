@@ -21,13 +21,14 @@ from galvatron.models.base import (
     Family,
     GalvatronModel,
     ModelConfig,
-    PreNormBlock,
     check_divides,
     check_positive,
 )
 from galvatron.models.hf import HFAdapter, Rule, same, split, transposed
-from galvatron.models.layers import MLP, Activation, Attention, dropout
+from galvatron.models.layers import MLP, Activation, Attention, LMHead, PreNormBlock, dropout
 from galvatron.plan import _enum_value
+
+# ---------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
@@ -67,11 +68,11 @@ FLAVOURS = {
     # the training job's default: 4 layers x 128 wide, trains in under a minute on 2 CPU cores
     "gpt2-mini": GPT2Config(name="gpt2-mini", hidden_size=128, num_layers=4),
     "gpt2-small": _flavour("gpt2-small", 768, 12, 12),
-    "gpt2": _flavour("gpt2", 768, 12, 12),
     "gpt2-medium": _flavour("gpt2-medium", 1024, 24, 16),
     "gpt2-large": _flavour("gpt2-large", 1280, 36, 20),
     "gpt2-xl": _flavour("gpt2-xl", 1600, 48, 25),
 }
+ALIASES = {"gpt2": "gpt2-small"}  # Hugging Face's name of the 124M model
 
 
 class GPT2Embed(nn.Module):
@@ -86,18 +87,6 @@ class GPT2Embed(nn.Module):
         pos = torch.arange(ids.shape[1], device=ids.device)
         x = dropout(self.wte(ids) + self.wpe(pos), self.dropout, self.training)
         return Carry(x, batch.get("attention_mask"))
-
-
-class LMHead(nn.Module):
-    """Final norm + vocabulary projection (GPT-2, LLaMA)."""
-
-    def __init__(self, norm: nn.Module, hidden: int, vocab: int) -> None:
-        super().__init__()
-        self.norm = norm
-        self.lm_head = nn.Linear(hidden, vocab, bias=False)
-
-    def forward(self, carry: Carry) -> Tensor:
-        return self.lm_head(self.norm(carry.hidden))
 
 
 class GPT2Model(GalvatronModel):
@@ -129,58 +118,10 @@ class GPT2Model(GalvatronModel):
 # ---------------------------------------------------------------------------- spec
 
 
-def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> S.LayerTypeSpec:
-    """Final norm + LM head + the loss (float32 log-softmax of the logits, int64 labels)."""
-    saved = S.norm_saved("norm", h, rms) + [
-        S.linear_input_saved("lm_head.input", h),
-        *S.loss_saved(vocab),
-    ]
-    return S.LayerTypeSpec(name, params, h, matmul_params=vocab * h, saved=tuple(saved))
-
-
-def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[S.SavedTensor], params: int,
-                       matmul: int, rms: bool, rope: bool, kv_heads: int, head_dim: int,
-                       mask_always: bool = False, padding: bool = True,
-                       ffn_columns: tuple[int, ...] | None = None) -> S.LayerTypeSpec:
-    """A pre-norm block (GPT-2, LLaMA, ViT): norm1, attention, norm2, MLP. ``ffn_columns``:
-    output widths of the MLP's column-parallel linears (default: one of ``ffn_hidden``)."""
-    h, a, d = c.hidden_size, c.num_heads, head_dim
-    sdpa, math = S.sdpa_saved("attn", a, kv_heads, d, rope=rope)
-    # causal + padding builds a [b, 1, s, s] mask (a sliding window a [1, 1, s, s] one, or
-    # [b, 1, s, s] with padding); SDPA keeps a float copy of it. Not split by Ulysses: the
-    # all-to-all happens before core, which sees the full sequence. ``padding``: the model
-    # takes a padding mask at all (ViT does not).
-    mask = [S.SavedTensor("attn.mask", per_token_seq=1, shard=S.Shard.NONE, sp_split=False,
-                          padded_only=True)] if padding else []
-    if mask_always:
-        mask.append(S.SavedTensor("attn.window_mask", per_seq_seq=1, shard=S.Shard.NONE,
-                                  sp_split=False, unpadded_only=True))
-    pre = S.norm_saved("norm1", h, rms) + [S.linear_input_saved("attn.input", h, readers=3)]
-    post = S.norm_saved("norm2", h, rms) + ffn_saved
-    return S.LayerTypeSpec(
-        name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,
-        input_per_token=h, saved=tuple(pre + sdpa + mask + post),
-        saved_math=tuple(pre + math + post),  # the math path adds the mask: nothing saved
-        kept_selective=tuple(S.attn_kept_selective("attn", h, a, kv_heads, d, fused=True)
-                             + S.mlp_kept_selective("mlp", h, ffn_columns or (c.ffn_hidden,))),
-    )
-
-
-def gelu_mlp_saved(h: int, f: int, act: Activation = Activation.GELU) -> list[S.SavedTensor]:
-    """``fc_out(act(fc_in(x)))``: GELU / SiLU keep their input; ReLU / tanh keep their output,
-    which is fc_out's input (one storage); quick GELU keeps its input and the sigmoid."""
-    saved = [S.linear_input_saved("mlp.fc_in.input", h)]
-    if act not in (Activation.RELU, Activation.TANH):
-        saved.append(S.SavedTensor("mlp.act.input", per_token=f))
-    if act is Activation.QUICK_GELU:
-        saved.append(S.SavedTensor("mlp.act.sigmoid", per_token=f))
-    return saved + [S.linear_input_saved("mlp.fc_out.input", f, column_parallel=False)]
-
-
 def gpt2_spec(c: GPT2Config) -> S.ModelSpec:
     h, f, v = c.hidden_size, c.ffn_hidden, c.vocab_size
     layer_params = 4 * h + 4 * h * h + 4 * h + 2 * h * f + f + h
-    layer = prenorm_layer_spec("gpt2", c, gelu_mlp_saved(h, f, c.activation), layer_params,
+    layer = S.prenorm_layer_spec("gpt2", c, S.gelu_mlp_saved(h, f, c.activation), layer_params,
                                4 * h * h + 2 * h * f, rms=False, rope=False, kv_heads=c.num_heads,
                                head_dim=c.head_dim)
     embed = S.LayerTypeSpec(
@@ -188,7 +129,7 @@ def gpt2_spec(c: GPT2Config) -> S.ModelSpec:
         saved=(S.SavedTensor("input_ids", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),
                S.SavedTensor("position_ids", per_seq=1, elem=S.Elem.INT64, shard=S.Shard.NONE)),
     )
-    head = lm_head_spec("gpt2_head", h, v, 2 * h + v * h, rms=False)
+    head = S.lm_head_spec("gpt2_head", h, v, 2 * h + v * h, rms=False)
     return S.ModelSpec(c.name, c.family, embed, head, {"gpt2": layer}, ("gpt2",) * c.num_layers,
                        c.max_seq_len, tied_param_count=v * h if c.tie_word_embeddings else 0)
 
@@ -259,4 +200,4 @@ def _rules(c: GPT2Config) -> list[Rule]:
 
 HF = HFAdapter(("GPT2LMHeadModel",), _config_from_hf, _config_to_hf, _rules,
                ignore=(r"lm_head\.weight", r"transformer\.h\.\d+\.attn\.(masked_)?bias"))
-FAMILY = Family("gpt2", GPT2Config, GPT2Model, FLAVOURS, gpt2_spec, HF)
+FAMILY = Family("gpt2", GPT2Config, GPT2Model, FLAVOURS, gpt2_spec, HF, ALIASES)

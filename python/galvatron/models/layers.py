@@ -1,4 +1,5 @@
-"""Building blocks shared by the model families: attention, MLPs, masks, RoPE.
+"""Building blocks shared by the model families: attention, MLPs, norms, masks, RoPE, the
+pre-norm block, the LM head and the patch embedding.
 
 Layouts used everywhere in this package:
 
@@ -16,14 +17,19 @@ is installed; ``MATH`` is explicit ``softmax(q k^T * scale + mask) v``, for test
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from galvatron.models.rope import RopeScaling, rope_cos_sin
+
+if TYPE_CHECKING:  # base.py imports this module; the carry is only an annotation here
+    from galvatron.models.base import Carry
 
 try:  # optional extra, never required
     from flash_attn import flash_attn_func  # type: ignore[import-not-found]
@@ -170,8 +176,9 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 class Attention(nn.Module):
     """Multi-head / grouped-query attention with separate q/k/v/o projections.
 
-    ``forward(x, padding_mask, memory=None, memory_mask=None)``: self-attention on ``x``, or
-    cross-attention to ``memory`` when given. ``core(q, k, v, mask)`` is the attention math
+    ``forward(x, padding_mask=None, memory=None)``: self-attention on ``x``, or cross-attention
+    to ``memory`` when given; ``padding_mask`` ``[batch, k_len]`` hides padded keys (those of
+    ``x``, or of ``memory`` in cross-attention). ``core(q, k, v, mask)`` is the attention math
     alone (RoPE applied inside it) so a runtime can wrap it, e.g. with Ulysses all-to-alls.
     ``bias``: biases on q/k/v and o (``out_bias``, when given, decides o's alone).
     ``rope_scaling`` (:mod:`galvatron.models.rope`) depends on the full sequence length, which
@@ -283,3 +290,43 @@ class GatedMLP(nn.Module):
 
 def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     return F.dropout(x, p, training) if p > 0 and training else x
+
+
+class PreNormBlock(nn.Module):
+    """``x + attn(norm1(x))`` then ``+ mlp(norm2(x))`` (GPT-2, LLaMA, ViT); ``Carry -> Carry``."""
+
+    def __init__(self, layer_type: str, norm1: nn.Module, attn: nn.Module, norm2: nn.Module,
+                 mlp: nn.Module, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.layer_type = layer_type
+        self.norm1, self.attn, self.norm2, self.mlp = norm1, attn, norm2, mlp
+        self.dropout = dropout
+
+    def forward(self, carry: Carry) -> Carry:
+        x = carry.hidden
+        a = self.attn(self.norm1(x), carry.mask)
+        x = x + dropout(a, self.dropout, self.training)
+        m = self.mlp(self.norm2(x))
+        x = x + dropout(m, self.dropout, self.training)
+        return dataclasses.replace(carry, hidden=x)
+
+
+class LMHead(nn.Module):
+    """Final norm + vocabulary projection (GPT-2, LLaMA): ``Carry -> logits``."""
+
+    def __init__(self, norm: nn.Module, hidden: int, vocab: int) -> None:
+        super().__init__()
+        self.norm = norm
+        self.lm_head = nn.Linear(hidden, vocab, bias=False)
+
+    def forward(self, carry: Carry) -> Tensor:
+        return self.lm_head(self.norm(carry.hidden))
+
+
+def patchify(conv: nn.Conv2d, pixels: Tensor, image_size: int) -> Tensor:
+    """``[b, c, H, W]`` images (the configured size only) -> ``[b, patches, hidden]`` (ViT,
+    Swin)."""
+    if tuple(pixels.shape[-2:]) != (image_size, image_size):
+        raise ValueError(f"pixel_values: images must be {image_size}x{image_size}, "
+                         f"got {tuple(pixels.shape[-2:])}")
+    return conv(pixels.to(conv.weight.dtype)).flatten(2).transpose(1, 2)

@@ -23,15 +23,23 @@ from galvatron.models.base import (
     Family,
     GalvatronModel,
     ModelConfig,
-    PreNormBlock,
     check_divides,
     check_positive,
 )
-from galvatron.models.gpt2 import LMHead, lm_head_spec, prenorm_layer_spec
 from galvatron.models.hf import HFAdapter, Rule, same
-from galvatron.models.layers import Activation, Attention, GatedMLP, RMSNorm, dropout
+from galvatron.models.layers import (
+    Activation,
+    Attention,
+    GatedMLP,
+    LMHead,
+    PreNormBlock,
+    RMSNorm,
+    dropout,
+)
 from galvatron.models.rope import RopeScaling, RopeType
 from galvatron.plan import _enum_value
+
+# ---------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
@@ -184,12 +192,12 @@ def llama_spec(c: LlamaConfig) -> S.ModelSpec:
            S.SavedTensor("mlp.up", per_token=f),
            S.linear_input_saved("mlp.down_proj.input", f, column_parallel=False)]
     # the sliding-window mask is built (and kept by SDPA) even without padding
-    layer = prenorm_layer_spec("llama", c, ffn, 2 * h + matmul + biases, matmul, rms=True, rope=True,
+    layer = S.prenorm_layer_spec("llama", c, ffn, 2 * h + matmul + biases, matmul, rms=True, rope=True,
                                kv_heads=c.num_kv_heads, head_dim=d, ffn_columns=(f, f),
                                mask_always=c.sliding_window is not None)
     embed = S.LayerTypeSpec("llama_embed", v * h, h, saved=(
         S.SavedTensor("input_ids", per_token=1, elem=S.Elem.INT64, shard=S.Shard.NONE),))
-    head = lm_head_spec("llama_head", h, v, h + v * h, rms=True)
+    head = S.lm_head_spec("llama_head", h, v, h + v * h, rms=True)
     return S.ModelSpec(c.name, c.family, embed, head, {"llama": layer},
                        ("llama",) * c.num_layers, c.max_seq_len,
                        tied_param_count=v * h if c.tie_word_embeddings else 0)

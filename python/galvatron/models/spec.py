@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
+from galvatron.models.layers import Activation
 from galvatron.plan import Checkpoint, SpKind
 
 
@@ -362,6 +364,79 @@ def mlp_kept_selective(prefix: str, hidden: int, columns: tuple[int, ...]) -> li
     matmuls (fc_in, or gate and up) and of the row-parallel one (full width)."""
     return ([SavedTensor(f"{prefix}.col{i}.out", per_token=w) for i, w in enumerate(columns)]
             + [SavedTensor(f"{prefix}.row.out", per_token=hidden, shard=Shard.GATHERED)])
+
+
+# ---------------------------------------------------------------------------- shared layer specs
+# Specs of the layers several families share (``layers.PreNormBlock``, ``layers.LMHead``,
+# ``layers.MLP``, a classification head); each family's own spec is in its file.
+
+
+def lm_head_spec(name: str, h: int, vocab: int, params: int, rms: bool) -> LayerTypeSpec:
+    """``layers.LMHead`` (final norm + vocabulary projection) + the loss (float32 log-softmax of
+    the logits, int64 labels): ``h`` hidden size, ``vocab`` classes, ``params`` its parameter
+    count, ``rms``: RMSNorm instead of LayerNorm."""
+    saved = norm_saved("norm", h, rms) + [
+        linear_input_saved("lm_head.input", h),
+        *loss_saved(vocab),
+    ]
+    return LayerTypeSpec(name, params, h, matmul_params=vocab * h, saved=tuple(saved))
+
+
+def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[SavedTensor], params: int,
+                       matmul: int, rms: bool, rope: bool, kv_heads: int, head_dim: int,
+                       mask_always: bool = False, padding: bool = True,
+                       ffn_columns: tuple[int, ...] | None = None) -> LayerTypeSpec:
+    """A pre-norm block (``layers.PreNormBlock``: GPT-2, LLaMA, ViT): norm1, attention, norm2,
+    MLP. ``c``: the family config (``hidden_size``, ``num_heads``, ``ffn_hidden``);
+    ``ffn_saved``: what the MLP saves; ``params`` / ``matmul``: parameter count and matmul
+    weight elements of the block; ``rms``: RMSNorm instead of LayerNorm; ``rope``: RoPE inside
+    attention; ``kv_heads`` / ``head_dim``: attention shape; ``mask_always``: a sliding-window
+    mask is built even without padding; ``padding``: the model takes a padding mask at all
+    (ViT does not); ``ffn_columns``: output widths of the MLP's column-parallel linears
+    (default: one of ``ffn_hidden``)."""
+    h, a, d = c.hidden_size, c.num_heads, head_dim
+    sdpa, math = sdpa_saved("attn", a, kv_heads, d, rope=rope)
+    # causal + padding builds a [b, 1, s, s] mask (a sliding window a [1, 1, s, s] one, or
+    # [b, 1, s, s] with padding); SDPA keeps a float copy of it. Not split by Ulysses: the
+    # all-to-all happens before core, which sees the full sequence.
+    mask = [SavedTensor("attn.mask", per_token_seq=1, shard=Shard.NONE, sp_split=False,
+                        padded_only=True)] if padding else []
+    if mask_always:
+        mask.append(SavedTensor("attn.window_mask", per_seq_seq=1, shard=Shard.NONE,
+                                sp_split=False, unpadded_only=True))
+    pre = norm_saved("norm1", h, rms) + [linear_input_saved("attn.input", h, readers=3)]
+    post = norm_saved("norm2", h, rms) + ffn_saved
+    return LayerTypeSpec(
+        name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,
+        input_per_token=h, saved=tuple(pre + sdpa + mask + post),
+        saved_math=tuple(pre + math + post),  # the math path adds the mask: nothing saved
+        kept_selective=tuple(attn_kept_selective("attn", h, a, kv_heads, d, fused=True)
+                             + mlp_kept_selective("mlp", h, ffn_columns or (c.ffn_hidden,))),
+    )
+
+
+def gelu_mlp_saved(h: int, f: int, act: Activation = Activation.GELU) -> list[SavedTensor]:
+    """``fc_out(act(fc_in(x)))``: GELU / SiLU keep their input; ReLU / tanh keep their output,
+    which is fc_out's input (one storage); quick GELU keeps its input and the sigmoid."""
+    saved = [linear_input_saved("mlp.fc_in.input", h)]
+    if act not in (Activation.RELU, Activation.TANH):
+        saved.append(SavedTensor("mlp.act.input", per_token=f))
+    if act is Activation.QUICK_GELU:
+        saved.append(SavedTensor("mlp.act.sigmoid", per_token=f))
+    return saved + [linear_input_saved("mlp.fc_out.input", f, column_parallel=False)]
+
+
+def cls_head_saved(h: int, labels: int) -> tuple[SavedTensor, ...]:
+    """Classification head + loss: per-sample tensors (independent of the sequence). The
+    norm keeps a view of the last hidden states, i.e. their whole storage (per token)."""
+    return (SavedTensor("norm.input_storage", per_token=h, shard=Shard.SEQ),
+            SavedTensor("norm.stats", per_sample=2, elem=Elem.LN_STATS, shard=Shard.NONE),
+            SavedTensor("classifier.input", per_sample=h, shard=Shard.NONE),
+            *loss_saved(labels, per_sample=True))
+
+
+# ---------------------------------------------------------------------------- measurement
+# What the specs are tested against (``test_models_spec.py``).
 
 
 def measure_kept_bytes(fn, *args, exclude=(), **kwargs):  # noqa: ANN001, ANN201 - any callable

@@ -22,10 +22,10 @@ from torch import Tensor, nn
 
 from galvatron.models import spec as S
 from galvatron.models.base import Carry, Family, GalvatronModel, ModelConfig, check_positive
-from galvatron.models.gpt2 import gelu_mlp_saved
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
-from galvatron.models.layers import MLP, Activation, Attention, attention, dropout
-from galvatron.models.vit import cls_head_saved, patchify
+from galvatron.models.layers import MLP, Activation, Attention, attention, dropout, patchify
+
+# ---------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,8 @@ class WindowAttention(Attention):
     """Attention inside ``window x window`` patches with a learned relative position bias.
 
     ``core`` takes ``[b * nW, N, heads, d]``; it adds the bias (and the shifted-window mask)
-    for its local heads ``head_start .. head_start + heads`` of ``rel_bias``.
+    for its local heads ``head_start .. head_start + heads`` of ``rel_bias``; its ``mask``
+    argument is unused (Swin has no padding).
     """
 
     def __init__(self, dim: int, heads: int, window: int, shift: int, res: int, backend) -> None:
@@ -246,7 +247,7 @@ def _block_spec(c: SwinConfig, stage: int) -> S.LayerTypeSpec:
     f, n, d = int(c.mlp_ratio * dim), ws * ws, dim // heads
     pre = S.norm_saved("norm1", dim, False) + [S.linear_input_saved("attn.windows", dim)]
     post = [S.SavedTensor("attn.rel_index", fixed=n * n, elem=S.Elem.INT64, shard=S.Shard.NONE,
-                          sp_split=False)] + S.norm_saved("norm2", dim, False) + gelu_mlp_saved(dim, f)
+                          sp_split=False)] + S.norm_saved("norm2", dim, False) + S.gelu_mlp_saved(dim, f)
     _, fallback = S.sdpa_saved("attn", heads, heads, d, span=n, fp32=True)
     _, math = S.sdpa_saved("attn", heads, heads, d, span=n)
     matmul = 4 * dim * dim + 2 * dim * f
@@ -285,7 +286,7 @@ def swin_spec(c: SwinConfig) -> S.ModelSpec:
         saved=(S.SavedTensor("pixel_values", per_sample=c.num_channels * c.image_size ** 2,
                              shard=S.Shard.NONE), *S.norm_saved("norm", e, False)))
     last = len(c.depths) - 1
-    head_saved = cls_head_saved(h, c.num_labels)
+    head_saved = S.cls_head_saved(h, c.num_labels)
     head_saved = (*head_saved[:1], S.SavedTensor("norm.stats", per_token=2, elem=S.Elem.LN_STATS,
                                                  shard=S.Shard.SEQ), *head_saved[2:])
     head = S.LayerTypeSpec("swin_head", 2 * h + h * c.num_labels + c.num_labels, h,

@@ -44,6 +44,8 @@ from galvatron.models.layers import (
     dropout,
 )
 
+# ---------------------------------------------------------------------------- model
+
 
 @dataclass(frozen=True)
 class T5Config(ModelConfig):

@@ -22,13 +22,13 @@ from galvatron.models.base import (
     Family,
     GalvatronModel,
     ModelConfig,
-    PreNormBlock,
     check_divides,
     check_positive,
 )
-from galvatron.models.gpt2 import gelu_mlp_saved, prenorm_layer_spec
 from galvatron.models.hf import HFAdapter, Rule, same, weight_bias
-from galvatron.models.layers import MLP, Activation, Attention, dropout
+from galvatron.models.layers import MLP, Activation, Attention, PreNormBlock, dropout, patchify
+
+# ---------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
@@ -72,14 +72,6 @@ FLAVOURS = {
     "vit-large": _flavour("vit-large", 1024, 24, 16),
     "vit-huge": _flavour("vit-huge", 1280, 32, 16, patch=14),
 }
-
-
-def patchify(conv: nn.Conv2d, pixels: Tensor, image_size: int) -> Tensor:
-    """``[b, c, H, W]`` images (the configured size only) -> ``[b, patches, hidden]``."""
-    if tuple(pixels.shape[-2:]) != (image_size, image_size):
-        raise ValueError(f"pixel_values: images must be {image_size}x{image_size}, "
-                         f"got {tuple(pixels.shape[-2:])}")
-    return conv(pixels.to(conv.weight.dtype)).flatten(2).transpose(1, 2)
 
 
 class ViTEmbed(nn.Module):
@@ -136,19 +128,10 @@ class ViTModel(GalvatronModel):
 # ---------------------------------------------------------------------------- spec
 
 
-def cls_head_saved(h: int, labels: int) -> tuple[S.SavedTensor, ...]:
-    """Classification head + loss: per-sample tensors (independent of the sequence). The
-    norm keeps a view of the last hidden states, i.e. their whole storage (per token)."""
-    return (S.SavedTensor("norm.input_storage", per_token=h, shard=S.Shard.SEQ),
-            S.SavedTensor("norm.stats", per_sample=2, elem=S.Elem.LN_STATS, shard=S.Shard.NONE),
-            S.SavedTensor("classifier.input", per_sample=h, shard=S.Shard.NONE),
-            *S.loss_saved(labels, per_sample=True))
-
-
 def vit_spec(c: ViTConfig) -> S.ModelSpec:
     h, f, a, p = c.hidden_size, c.ffn_hidden, c.num_heads, c.patch_size
     matmul = 4 * h * h + 2 * h * f
-    layer = prenorm_layer_spec("vit", c, gelu_mlp_saved(h, f), 4 * h + matmul + 4 * h + f + h,
+    layer = S.prenorm_layer_spec("vit", c, S.gelu_mlp_saved(h, f), 4 * h + matmul + 4 * h + f + h,
                                matmul, rms=False, rope=False, kv_heads=a, head_dim=c.head_dim,
                                padding=False)
     patch_params = c.num_channels * p * p * h
@@ -158,7 +141,7 @@ def vit_spec(c: ViTConfig) -> S.ModelSpec:
         saved=(S.SavedTensor("pixel_values", per_sample=c.num_channels * c.image_size ** 2,
                              shard=S.Shard.NONE),))
     head = S.LayerTypeSpec("vit_head", 2 * h + h * c.num_labels + c.num_labels, h,
-                           saved=cls_head_saved(h, c.num_labels))
+                           saved=S.cls_head_saved(h, c.num_labels))
     return S.ModelSpec(c.name, c.family, embed, head, {"vit": layer}, ("vit",) * c.num_layers,
                        c.num_patches + 1)
 

@@ -89,7 +89,8 @@ def _cmd_model(args: argparse.Namespace) -> int:
     opts = ModelProfilerOptions(batch_sizes=_ints(args.batch_sizes, "batch-sizes") or (1, 2, 4),
                                 max_degree=args.max_degree, warmup=args.warmup, repeats=args.repeats,
                                 device=args.device, checkpoint=not args.no_checkpoint, verbose=not args.quiet,
-                                extra_seq_lens=_ints(args.extra_seq_lens, "extra-seq-lens") or ())
+                                extra_seq_lens=_ints(args.extra_seq_lens, "extra-seq-lens") or (),
+                                processes=args.processes)
     prof = profile_model(args.model, seq_len=args.seq_len, precision=args.dtype, opts=opts,
                          **_overrides(args.set))
     if args.out:
@@ -105,11 +106,44 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_refine(args: argparse.Namespace) -> int:
+    from galvatron.profiler import refine as R
+    from galvatron.profiles import HardwareProfile, ModelProfile
+
+    def base(flag: str, name: str, cls: Any) -> Any:
+        path = flag or next((os.path.join(r, name) for r in args.runs
+                             if os.path.isdir(r) and os.path.isfile(os.path.join(r, name))), None)
+        return cls.load(path) if path else None
+
+    if not os.path.isdir(args.out) and os.path.exists(args.out):
+        raise ValueError(f"--out: {args.out} exists and is not a directory")
+    hw = base(args.hardware, "hardware.json", HardwareProfile)
+    mp = base(args.model_profile, "model_profile.json", ModelProfile)
+    if hw is None or mp is None:
+        ehw, emp = R.embedded_profiles(args.runs)
+        hw, mp = hw or ehw, mp or emp
+    if hw is None or mp is None:
+        raise ValueError("refine: the base profiles are needed: --hardware and --model-profile (or a run "
+                         "directory holding hardware.json and model_profile.json, or a check report "
+                         "recording them)")
+    ref = R.fit_scales(R.load_observations(args.runs, hw, mp, skip=args.skip))
+    hw2, mp2 = R.refined_profiles(hw, mp, ref)
+    os.makedirs(args.out, exist_ok=True)
+    hw2.save(os.path.join(args.out, "hardware.json"))
+    mp2.save(os.path.join(args.out, "model_profile.json"))
+    for k in R.KINDS:
+        print(f"{k + '_scale':<16} {ref.scales[k]:.4f}" + ("" if ref.fitted[k] else "  (not fitted: no measurement)"))
+    print(f"{ref.observations} observations; median |relative error| {ref.residual_before * 100:.1f}% before, "
+          f"{ref.residual_after * 100:.1f}% after")
+    print(f"wrote {os.path.join(args.out, 'hardware.json')} and {os.path.join(args.out, 'model_profile.json')}")
+    return 0
+
+
 def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser("profile", help="profile the hardware or a model",
                               description="Measure the hardware or a model and write the profile JSON "
                                           "the search reads.")
-    sub = p.add_subparsers(dest="profile_command", metavar="{hardware,model,compare}")
+    sub = p.add_subparsers(dest="profile_command", metavar="{hardware,model,compare,refine}")
     sub.required = True
 
     hw = sub.add_parser("hardware", help="measure collectives, overlap, compute and memory",
@@ -152,6 +186,9 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     m.add_argument("--repeats", type=int, default=5)
     m.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     m.add_argument("--no-checkpoint", action="store_true", help="skip the checkpointed (recompute) timing")
+    m.add_argument("--processes", type=int, default=1,
+                   help="CPU: local processes that will train at once; with more than the cores, times are "
+                        "scaled by processes / cores (default 1)")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="model config override (repeatable)")
     m.add_argument("--analytic", action="store_true",
                    help="write the analytic profile (model spec + hardware peak) instead of measuring")
@@ -167,4 +204,21 @@ def add_profile_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     c.add_argument("a", help="model profile JSON (e.g. analytic)")
     c.add_argument("b", help="model profile JSON (e.g. measured)")
     c.set_defaults(func=_cmd_compare)
+
+    r = sub.add_parser("refine", help="fit the profiles' compute, communication and optimizer scales to "
+                                      "measured runs",
+                       description="Fit three constants (compute_scale, comm_scale, optimizer_scale) to "
+                                   "measured runs by least squares on relative errors and write the refined "
+                                   "hardware and model profiles (hardware.json, model_profile.json in --out) "
+                                   "for `galvatron search --hardware ... --model-profile ...`. RUN: a "
+                                   "`galvatron check --json` report (or a directory holding check.json), or a "
+                                   "training run directory (metrics.jsonl, plan.json).")
+    r.add_argument("runs", nargs="+", metavar="RUN")
+    r.add_argument("--hardware", default="", help="base hardware profile JSON (default: hardware.json of a "
+                                                  "RUN directory)")
+    r.add_argument("--model-profile", default="", help="base model profile JSON (default: model_profile.json "
+                                                       "of a RUN directory)")
+    r.add_argument("--skip", type=int, default=2, help="training runs: first steps left out (default 2)")
+    r.add_argument("--out", required=True, help="directory for the refined hardware.json and model_profile.json")
+    r.set_defaults(func=_cmd_refine)
     return p

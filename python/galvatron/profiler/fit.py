@@ -17,11 +17,18 @@ def median(xs: Sequence[float]) -> float:
 
 
 def summarize_ms(samples: Sequence[float], cuda: bool) -> float:
-    """One time from repeated runs: the median on GPU; the minimum on CPU, where the noise is
-    one-sided and large (other processes take the cores: a rank waiting for a descheduled
-    peer loses milliseconds, often in most runs), so the minimum is the best estimate of what
-    the hardware does."""
-    return median(samples) if cuda else float(min(samples))
+    """One time from repeated runs: the median on GPU; the mean on CPU.
+
+    On CPU the time of one operation varies from run to run by a factor of two or more even on
+    an otherwise idle machine (gloo's transport threads and the ranks are scheduled on the same
+    cores; a 4 MB gloo all-reduce between 2 processes on 2 cores measured 3-7 ms at best and
+    10-12 ms median). A training step is a sum of many such operations, so its time is close
+    to the sum of their *means*: the mean is the estimate the cost model needs. (Until
+    2026-12-03 the minimum was used; it predicted tensor-parallel communication 2.7x too fast
+    on a 2-process GPT, see docs/cost_model.md, "Corrections from measurement".)"""
+    if not samples:
+        raise ValueError("summarize_ms: no samples")
+    return median(samples) if cuda else float(statistics.fmean(samples))
 
 
 def _wls_line(xs: Sequence[float], ys: Sequence[float], ws: Sequence[float]) -> tuple[float, float]:

@@ -53,12 +53,20 @@ def _device_description(cuda: bool) -> str:
     return f"{model} x{os.cpu_count()} cpus"
 
 
+# Bumped when what the profilers measure changes, so that cached profiles are measured again
+# (2: the mean of the repeats on CPU instead of the minimum, no overlap when ranks fill the cores;
+# 3: the model profiler times every shard degree round-robin; 4: 15 / 20 repeats of the
+# collectives on CPU).
+PROFILER_METHOD = 4
+
+
 def cache_key(opts: HardwareOptions, world: int, num_nodes: int, backend: str, cuda: bool) -> str:
     import torch
 
     fields = {"device": _device_description(cuda), "world": world, "num_nodes": num_nodes, "backend": backend,
               "torch": torch.__version__, "sizes": list(opts.sizes or ()), "warmup": opts.warmup,
-              "repeats": opts.repeats, "dtypes": list(opts.dtypes or ()), "quick": opts.quick}
+              "repeats": opts.repeats, "dtypes": list(opts.dtypes or ()), "quick": opts.quick,
+              "method": PROFILER_METHOD}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 

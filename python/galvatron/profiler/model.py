@@ -6,7 +6,7 @@ the model) and each shard degree ``d`` (1, 2, 4, ... up to ``max_degree``):
 - **time**: forward and backward of the layer's tensor-parallel local shard (q/k/v and
   fc_in/gate/up column-split, o_proj and fc_out/down row-split: ``d`` times fewer heads and
   MLP columns; norms replicated), at several micro-batch sizes (timed round-robin; median of
-  the repeats on GPU, minimum on CPU), with and without activation checkpointing (backward
+  the repeats on GPU, mean on CPU), with and without activation checkpointing (backward
   then includes the recompute). Collectives are not run: their cost comes from the hardware
   profile. The same table serves Ulysses of the same degree (same FLOPs per rank). Fitted as
   ``fixed + per_sample * batch`` (:func:`fit_fixed_per_sample`).
@@ -31,6 +31,7 @@ into the local vocabulary); classifier heads are not split.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +67,10 @@ class ModelProfilerOptions:
     verbose: bool = True
     seed: int = 0
     extra_seq_lens: tuple[int, ...] = ()  # also time each layer type at these sequence lengths
+    # CPU: local processes that will train at once on this machine's cores. Each profiles one
+    # thread; with more processes than cores each gets ``cores / processes`` of a core, so the
+    # times are scaled by ``core_share(processes)`` (recorded in measurements["core_share"]).
+    processes: int = 1
 
     def validate(self) -> None:
         if not self.batch_sizes or min(self.batch_sizes) < 1:
@@ -74,6 +79,8 @@ class ModelProfilerOptions:
             raise ValueError(f"max_degree: must be a power of two >= 1, got {self.max_degree}")
         if any(x < 1 for x in self.extra_seq_lens):
             raise ValueError(f"extra_seq_lens: need positive lengths, got {self.extra_seq_lens}")
+        if isinstance(self.processes, bool) or not isinstance(self.processes, int) or self.processes < 1:
+            raise ValueError(f"processes: must be an integer >= 1, got {self.processes!r}")
         if self.warmup < 0 or self.repeats < 1:
             raise ValueError(f"warmup >= 0 and repeats >= 1 required, got {self.warmup}, {self.repeats}")
 
@@ -101,7 +108,7 @@ class _Clock:
 
     def fwd_bwd(self, cases: dict[int, Callable[[], Any]], bwd: Callable[[Any], None]) -> dict[int, tuple[float, float]]:
         """Forward and backward ms of ``bwd(fwd())`` for each case (batch size): median on GPU,
-        minimum on CPU (:func:`summarize_ms`). The
+        mean on CPU (:func:`summarize_ms`). The
         cases are timed round-robin, so a slow spell of the machine hits every batch size
         alike instead of bending the fit."""
         for fwd in cases.values():
@@ -244,6 +251,20 @@ class _Profiler:
                 cases[b] = lambda c=c: fwd_module(c)
         return self.clock.fwd_bwd(cases, _backward)
 
+    def time_layers(self, shards: dict[int, nn.Module], carry: Any,
+                    checkpoint: bool) -> dict[int, dict[int, tuple[float, float]]]:
+        """:meth:`time_layer` of several shards (by degree), all cases timed round-robin."""
+        from torch.utils.checkpoint import checkpoint as ckpt
+
+        cases = {}
+        for d, shard in shards.items():
+            for b in self.opts.batch_sizes:
+                c = _leaf(carry, b)
+                cases[(d, b)] = ((lambda c=c, s=shard: ckpt(s, c, use_reentrant=False)) if checkpoint
+                                 else (lambda c=c, s=shard: s(c)))
+        t = self.clock.fwd_bwd(cases, _backward)
+        return {d: {b: t[(d, b)] for b in self.opts.batch_sizes} for d in shards}
+
     def saved_bytes(self, fn: Callable[[Any], Any], carry: Any, params: list[torch.Tensor]) -> int:
         _, got = measure_saved_bytes(fn, carry, exclude=params)
         return got
@@ -255,18 +276,26 @@ class _Profiler:
                                "act_bytes": {"none": {}, "megatron": {}, "ulysses": {}}, "ckpt_extra_saved_bytes": {},
                                "sources": {}}
         one = _leaf(carry, 1)
+        shards: dict[int, nn.Module] = {}
         for d in self.degrees:
             try:
                 shard = tp_shard(layer, d)
-                t = self.time_layer(shard, carry, checkpoint=False)
+                _backward(shard(_leaf(carry, 1)))  # a degree that cannot run is found here
             except (ValueError, RuntimeError) as e:
                 res["sources"][f"tp{d}"] = f"not measurable ({type(e).__name__}: {str(e).splitlines()[0][:120]})"
                 continue
+            shards[d] = shard
+        # every degree and batch size timed round-robin: a slow spell of a shared machine hits
+        # all of them alike instead of bending the ratio between degrees
+        timed = self.time_layers(shards, carry, checkpoint=False)
+        timed_ckpt = self.time_layers(shards, carry, checkpoint=True) if self.opts.checkpoint else {}
+        for d, shard in shards.items():
+            t = timed[d]
             res["fwd_ms"][d] = [[b, f] for b, (f, _) in t.items()]
             res["bwd_ms"][d] = [[b, bw] for b, (_, bw) in t.items()]
             res["param_count_shard"][d] = sum(p.numel() for p in shard.parameters())
             if self.opts.checkpoint:
-                tc = self.time_layer(shard, carry, checkpoint=True)
+                tc = timed_ckpt[d]
                 res["ckpt_fwd_ms"][d] = [[b, f] for b, (f, _) in tc.items()]
                 res["ckpt_bwd_ms"][d] = [[b, bw] for b, (_, bw) in tc.items()]
             params = params_of(shard)
@@ -403,6 +432,30 @@ def _embedding_profile(prof: _Profiler, emb: Any, res: dict[str, Any]) -> None:
     res["sources"] = src
 
 
+def core_share(processes: int, cores: int | None = None) -> float:
+    """How many times slower one process computes when ``processes`` single-threaded processes
+    share ``cores`` CPU cores (default: this machine's) at once: ``max(1, processes / cores)``.
+    The profiler measures one process alone; the training job runs ``processes`` of them."""
+    cores = cores or os.cpu_count() or 1
+    return max(1.0, processes / cores)
+
+
+def scale_compute_times(mp: ModelProfile, factor: float) -> None:
+    """Multiply every compute time of ``mp`` (layer types' fixed and per-sample forward and
+    backward, selective recompute, embedding and head) by ``factor``, in place."""
+    for lt in mp.layer_types:
+        for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample, lt.selective_recompute_ms_per_sample):
+            for d in table:
+                table[d] *= factor
+        lt.fwd_ms_fixed *= factor
+        lt.bwd_ms_fixed *= factor
+    e = mp.embedding
+    for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
+                  e.head_bwd_ms_per_sample):
+        for d in table:
+            table[d] *= factor
+
+
 def _device(name: str | None) -> torch.device:
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -456,8 +509,12 @@ def profile_model(model: str, seq_len: int | None = None, precision: str = "bf16
     base.embedding.embed_param_count = sum(e_ids.values()) - tied
     base.embedding.head_param_count = sum(h_ids.values()) - tied
     _embedding_profile(prof, base.embedding, emb)
+    share = core_share(opts.processes) if device.type == "cpu" else 1.0
+    if share != 1.0:
+        scale_compute_times(base, share)
     base.source = "measured"
     base.measurements = {
+        "processes": opts.processes, "core_share": share,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "batch_sizes": list(opts.batch_sizes), "warmup": opts.warmup,
         "repeats": opts.repeats, "config": _config_dict(cfg), "layers": layers, "embedding": emb,

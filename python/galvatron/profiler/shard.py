@@ -55,7 +55,7 @@ def tp_shard(layer: nn.Module, d: int) -> nn.Module:
 
 
 def is_prenorm(layer: nn.Module) -> bool:
-    from galvatron.models.base import PreNormBlock
+    from galvatron.models.layers import PreNormBlock
 
     return isinstance(layer, PreNormBlock)
 

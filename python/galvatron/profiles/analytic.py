@@ -23,7 +23,7 @@ from galvatron.profiles.model import EmbeddingProfile, LayerTypeProfile, ModelPr
 
 def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProfile | None = None,
                   precision: str = "bf16", max_degree: int | None = None, kernels: str = "eager",
-                  attention: str = "flash", **overrides) -> ModelProfile:
+                  attention: str = "flash", selective_matmuls: str = "keep", **overrides) -> ModelProfile:
     """Analytic :class:`ModelProfile` of a model from ``galvatron.models.list()``.
 
     ``hardware`` gives the compute peak (default: the ``a100-80g-sxm`` preset); tables cover
@@ -32,9 +32,14 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     kernel per PyTorch operator, as our runtime; "fused": Megatron-LM's fused kernels or
     torch.compile) and ``attention`` which attention kernel ("flash": a fused kernel, as
     ``scaled_dot_product_attention``; "math": explicit softmax, Megatron-LM before flash
-    attention); see :mod:`galvatron.profiles.gpu_compute`.
+    attention); see :mod:`galvatron.profiles.gpu_compute`. ``selective_matmuls`` says which
+    matmul outputs a selectively checkpointed layer keeps: "keep" (every one, our runtime's
+    selective mode) or "every_other" (torchtitan's op-level policy, which recomputes every second
+    matmul of a block; time only -- the kept-activation tables stay those of "keep", an upper
+    bound); see :func:`galvatron.profiles.gpu_compute.recomputed_gemms`.
     """
     from galvatron import models
+    from galvatron.profiles.gpu_compute import SELECTIVE_MATMULS, recomputed_gemms
     from galvatron.profiles.presets import hardware_preset
 
     if precision not in ("bf16", "fp16", "fp32"):
@@ -43,6 +48,9 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         raise ValueError(f"kernels: {kernels!r} is not accepted; accepted: 'eager', 'fused'")
     if attention not in ("flash", "math"):
         raise ValueError(f"attention: {attention!r} is not accepted; accepted: 'flash', 'math'")
+    if selective_matmuls not in SELECTIVE_MATMULS:
+        raise ValueError(f"selective_matmuls: {selective_matmuls!r} is not accepted; accepted: "
+                         + ", ".join(repr(x) for x in SELECTIVE_MATMULS))
     hw = hardware or hardware_preset("a100-80g-sxm")
     cfg = models.get_config(model, **overrides)
     if seq_len is not None:
@@ -84,11 +92,13 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     def recompute_times(ls, degs: list[int]) -> dict[int, float]:  # noqa: ANN001
         """What selective checkpointing recomputes, ms per sample at every degree of ``degs``."""
         if dev is None:
-            recompute = ls.selective_recompute_flops(1, seq) * ms_per_flop
+            gemm_flops = 2 * ls.tokens(seq) * sum(n * k for n, k in recomputed_gemms(ls, 1, selective_matmuls))
+            recompute = (ls.selective_recompute_flops(1, seq) + gemm_flops) * ms_per_flop
             return {d: recompute / d for d in degs}
         from galvatron.profiles.gpu_compute import selective_recompute_ms
 
-        return {d: selective_recompute_ms(dev, ls, seq, d, **shape_opts) for d in degs}
+        return {d: selective_recompute_ms(dev, ls, seq, d, matmuls=selective_matmuls, **shape_opts)
+                for d in degs}
 
     names = list(spec.layer_specs)
     layer_types = []
@@ -131,7 +141,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             fwd_ms_per_sample=fwd_t, bwd_ms_per_sample=bwd_t,
             act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
             selective_recompute_ms_per_sample=recompute_t,
-            sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
+            allow_sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
             **fsdp,
         ))
     first = spec.layer(0)

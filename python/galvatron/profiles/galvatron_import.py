@@ -201,7 +201,7 @@ def _shape_from_zoo(model: str, num_layers: int | None, num_heads: int | None,
     """Fill missing shape fields from the model zoo when `model` is one of its names."""
     from galvatron import models
 
-    if model not in models.list():
+    if model not in models.list(aliases=True):
         return num_layers, num_heads, hidden_size
     cfg = models.get_config(model)
     return (num_layers or getattr(cfg, "num_layers", None), num_heads or getattr(cfg, "num_heads", None),

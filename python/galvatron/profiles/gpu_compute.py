@@ -164,12 +164,33 @@ def layer_ms(dev: Device, spec, seq: int, t: int, *, fused: bool, math_path: boo
     return fwd + af + ew, bwd + ab + 2 * ew
 
 
+SELECTIVE_MATMULS = ("keep", "every_other")
+
+
+def recomputed_gemms(spec, t: int, matmuls: str = "keep") -> list[tuple[int, int]]:  # noqa: ANN001
+    """(N, K) of the weight GEMMs a selective checkpointing policy recomputes in backward.
+
+    ``"keep"`` (our runtime's selective mode) saves every matmul output: none. ``"every_other"``
+    is torchtitan's op-level policy (``selective_ac_option = "op"``, the default of its Llama
+    configs): it saves the outputs of the compute-intensive operators except every second
+    ``aten.mm`` of a block's forward, counted in execution order from 1 -- the 2nd, 4th, ... of
+    :func:`layer_gemms` (Llama: k, o and up projections; GPT: k, o and fc_out)."""
+    if matmuls not in SELECTIVE_MATMULS:
+        raise ValueError(f"selective_matmuls: {matmuls!r} is not accepted; accepted: "
+                         + ", ".join(repr(x) for x in SELECTIVE_MATMULS))
+    if matmuls == "keep":
+        return []
+    return layer_gemms(spec, t)[1::2]
+
+
 def selective_recompute_ms(dev: Device, spec, seq: int, t: int, *, fused: bool, math_path: bool,  # noqa: ANN001
-                           causal: bool, dropout: bool) -> float:
+                           causal: bool, dropout: bool, matmuls: str = "keep") -> float:
     """Forward time (ms) of one sample that selective checkpointing recomputes in backward: what
     :func:`layer_ms` prices besides the GEMMs and the fused attention kernel, whose outputs it
-    keeps -- the memory-bound operators, and the explicit-softmax attention on the math path."""
+    keeps -- the memory-bound operators, and the explicit-softmax attention on the math path --
+    plus the forward of the GEMMs the policy does not keep (:func:`recomputed_gemms`)."""
     m = spec.tokens(seq)
     ew = dev.memory_ms(m * elementwise_elements(spec, t, 1, fused, dropout))
     af = attention_ms(dev, spec, seq, t, math_path, causal, dropout)[0] if math_path else 0.0
-    return ew + af
+    gemms = sum(dev.gemm_ms(m, max(1, n), max(1, k)) for n, k in recomputed_gemms(spec, t, matmuls))
+    return ew + af + gemms

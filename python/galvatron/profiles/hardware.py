@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
+from galvatron._core_convert import hardware_tables
 from galvatron._io import atomic_write_text, load_json
 from galvatron._validate import (
     MAX_BYTES,
@@ -64,12 +65,6 @@ def powers_of_two(upto: int, start: int = 1) -> list[int]:
         out.append(n)
         n *= 2
     return out
-
-
-_OP_C = {Op.ALL_REDUCE: _C.Op.ALL_REDUCE, Op.ALL_GATHER: _C.Op.ALL_GATHER,
-         Op.REDUCE_SCATTER: _C.Op.REDUCE_SCATTER, Op.ALL_TO_ALL: _C.Op.ALL_TO_ALL, Op.P2P: _C.Op.P2P}
-_PLACEMENT_C = {Placement.CONSECUTIVE: _C.Placement.CONSECUTIVE, Placement.STRIDED: _C.Placement.STRIDED,
-                Placement.INTER_NODE: _C.Placement.INTER_NODE}
 
 
 @dataclass(frozen=True)
@@ -277,21 +272,8 @@ class HardwareProfile:
         return self
 
     def to_tables(self) -> Any:
-        t = _C.HardwareTables()
-        t.num_nodes, t.gpus_per_node = self.num_nodes, self.gpus_per_node
-        entries = []
-        for c in self.complete().collectives:
-            e = _C.CollectiveEntry()
-            e.op, e.group_size, e.placement = _OP_C[c.op], c.group_size, _PLACEMENT_C[c.placement]
-            e.alpha_ms, e.bandwidth_gbps = c.alpha_ms, c.bandwidth_gbps
-            entries.append(e)
-        t.collectives = entries
-        t.overlap_slowdown = self.overlap_slowdown
-        t.optimizer_ms_per_param = self.optimizer_ms_per_param
-        t.framework_overhead_bytes = self.framework_overhead_bytes
-        t.comm_buffer_bytes = self.comm_buffer_bytes
-        t.inter_node_rings = self.inter_node_rings
-        return t
+        """The core's ``HardwareTables`` (:func:`galvatron._core_convert.hardware_tables`)."""
+        return hardware_tables(self)
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:

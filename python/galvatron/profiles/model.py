@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from galvatron import _C
+from galvatron._core_convert import model_tables
 from galvatron._io import atomic_write_text, load_json
 from galvatron._validate import (
     MAX_BYTES_PER_SAMPLE,
@@ -31,30 +32,10 @@ from galvatron._validate import (
     check_str,
     short,
 )
+from galvatron.plan import SpKind
 
 MODEL_FORMAT_VERSION = 1
-SP_KINDS = ("none", "megatron", "ulysses")
-
-
-def _degrees(d: dict[int, Any], what: str) -> list[int]:
-    """The shard degrees of a table, ascending; any positive integers."""
-    bad = sorted(k for k in d if isinstance(k, bool) or not isinstance(k, int) or k < 1)
-    if bad:
-        raise ValueError(f"{what}: degrees {bad} are not positive integers")
-    if not d:
-        raise ValueError(f"{what}: no entries")
-    return sorted(d)
-
-
-def _table(d: dict[int, Any], degrees: list[int], what: str, missing: Any = None) -> list[Any]:
-    """{1: a, 2: b, 3: c} -> [a, b, c] over ``degrees``; a degree the table lacks is an error,
-    or ``missing`` when given (the core reads a negative entry as "not profiled")."""
-    extra = sorted(set(d) - set(degrees))
-    if extra:
-        raise ValueError(f"{what}: degrees {extra} are not among the profiled degrees {degrees}")
-    if missing is None and set(d) != set(degrees):
-        raise ValueError(f"{what}: no entries for degrees {sorted(set(degrees) - set(d))}")
-    return [d.get(k, missing) for k in degrees]
+SP_KINDS = tuple(k.value for k in SpKind)  # keys of the per-sp-kind tables: "none", "megatron", "ulysses"
 
 
 def _int_keys(d: Any, what: str) -> dict[int, Any]:
@@ -94,7 +75,7 @@ def _check_layer_type(lt: Any, where: str) -> None:
     check_int(lt.ulysses_bytes_per_sample, f"{where}.ulysses_bytes_per_sample", 0, MAX_BYTES_PER_SAMPLE)
     check_float(lt.fwd_ms_fixed, f"{where}.fwd_ms_fixed", 0.0, MAX_MS)
     check_float(lt.bwd_ms_fixed, f"{where}.bwd_ms_fixed", 0.0, MAX_MS)
-    check_bool(lt.sequence_parallel, f"{where}.sequence_parallel")
+    check_bool(lt.allow_sequence_parallel, f"{where}.allow_sequence_parallel")
     _ms_table(lt.fwd_ms_per_sample, f"{where}.fwd_ms_per_sample")
     _ms_table(lt.bwd_ms_per_sample, f"{where}.bwd_ms_per_sample")
     check_int(lt.fsdp_carry_bytes_per_sample, f"{where}.fsdp_carry_bytes_per_sample", 0, MAX_BYTES_PER_SAMPLE)
@@ -158,7 +139,9 @@ class LayerTypeProfile:
     fwd_ms_fixed: float = 0.0
     bwd_ms_fixed: float = 0.0
     act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)  # sp kind -> degree -> bytes
-    sequence_parallel: bool = True  # False: the layer needs the whole sequence (Swin's windows)
+    # False: the layer needs the whole sequence (Swin's windows): no Megatron-SP, no Ulysses.
+    # JSON files written before the rename call it "sequence_parallel" (still read).
+    allow_sequence_parallel: bool = True
     # Selective checkpointing (empty: the search does not offer it for this layer type): bytes
     # kept per sample (input + matmul / fused-attention outputs) per sp kind and degree, and
     # the compute time of what it recomputes in backward.
@@ -169,41 +152,6 @@ class LayerTypeProfile:
     fsdp_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
     fsdp_selective_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
     fsdp_carry_bytes_per_sample: int = 0
-
-    def to_c(self) -> Any:
-        t = _C.LayerTypeProfile()
-        t.name, t.param_count, t.carry_bytes_per_sample = self.name, self.param_count, self.carry_bytes_per_sample
-        t.num_heads, t.num_kv_heads, t.tp_collectives = self.num_heads, self.num_kv_heads, self.tp_collectives
-        t.ulysses_bytes_per_sample, t.seq_len = self.ulysses_bytes_per_sample, self.seq_len
-        t.allow_sequence_parallel = bool(self.sequence_parallel)
-        degrees = _degrees(self.fwd_ms_per_sample, f"{self.name}.fwd_ms_per_sample")
-        t.degrees = degrees
-        t.fwd_ms_per_sample = _table(self.fwd_ms_per_sample, degrees, f"{self.name}.fwd_ms_per_sample")
-        t.bwd_ms_per_sample = _table(self.bwd_ms_per_sample, degrees, f"{self.name}.bwd_ms_per_sample")
-        t.fwd_ms_fixed, t.bwd_ms_fixed = self.fwd_ms_fixed, self.bwd_ms_fixed
-        t.act_bytes_per_sample = [
-            [int(v) for v in _table(self.act_bytes_per_sample.get(k, {}), degrees,
-                                    f"{self.name}.act_bytes_per_sample.{k}", None if k == "none" else -1)]
-            for k in SP_KINDS
-        ]
-        if self.selective_act_bytes_per_sample or self.selective_recompute_ms_per_sample:
-            # over the same degrees as the other tables; a degree (or sp kind) a table lacks is
-            # -1, which the core reads as "selective checkpointing not profiled there"
-            t.selective_act_bytes_per_sample = [
-                [int(v) for v in _table(self.selective_act_bytes_per_sample.get(k, {}), degrees,
-                                        f"{self.name}.selective_act_bytes_per_sample.{k}", -1)]
-                for k in SP_KINDS
-            ]
-            t.selective_recompute_ms_per_sample = [float(v) for v in _table(
-                self.selective_recompute_ms_per_sample, degrees,
-                f"{self.name}.selective_recompute_ms_per_sample", -1)]
-        for key in ("fsdp_act_bytes_per_sample", "fsdp_selective_act_bytes_per_sample"):
-            tables = getattr(self, key)
-            if tables:
-                setattr(t, key, [[int(v) for v in _table(tables.get(k, {}), degrees, f"{self.name}.{key}.{k}", -1)]
-                                 if k in tables else [] for k in SP_KINDS])
-        t.fsdp_carry_bytes_per_sample = self.fsdp_carry_bytes_per_sample
-        return t
 
 
 @dataclass
@@ -223,21 +171,6 @@ class EmbeddingProfile:
     head_act_bytes_per_sample: dict[int, int] = field(default_factory=dict)
     # the loss's working memory beyond what it keeps (fp32 logits and gradients); {}: none
     head_transient_bytes_per_sample: dict[int, int] = field(default_factory=dict)
-
-    def to_c(self) -> Any:
-        e = _C.EmbeddingProfile()
-        e.embed_param_count, e.head_param_count = self.embed_param_count, self.head_param_count
-        e.tied_param_count, e.carry_bytes_per_sample = self.tied_param_count, self.carry_bytes_per_sample
-        e.seq_len = self.seq_len
-        degrees = _degrees(self.embed_fwd_ms_per_sample, "embedding.embed_fwd_ms_per_sample")
-        e.degrees = degrees
-        for name in ("embed_fwd_ms_per_sample", "embed_bwd_ms_per_sample", "head_fwd_ms_per_sample",
-                     "head_bwd_ms_per_sample", "embed_act_bytes_per_sample", "head_act_bytes_per_sample"):
-            setattr(e, name, _table(getattr(self, name), degrees, f"embedding.{name}"))
-        if self.head_transient_bytes_per_sample:
-            e.head_transient_bytes_per_sample = [int(v) for v in _table(
-                self.head_transient_bytes_per_sample, degrees, "embedding.head_transient_bytes_per_sample")]
-        return e
 
 
 @dataclass
@@ -266,13 +199,10 @@ class ModelProfile:
         return at_seq_len(self, seq_len)
 
     def to_tables(self) -> Any:
+        """The core's ``ModelTables``: every field checked, converted
+        (:func:`galvatron._core_convert.model_tables`), then validated by the core."""
         check_model_profile(self)
-        t = _C.ModelTables()
-        t.layer_types = [lt.to_c() for lt in self.layer_types]
-        t.layer_type_of = list(self.layer_type_of)
-        t.embedding = self.embedding.to_c()
-        t.compute_bytes = 4 if self.precision == "fp32" else 2
-        t.mixed_precision = self.precision != "fp32"
+        t = model_tables(self)
         _C.validate_model(t)
         return t
 
@@ -322,17 +252,25 @@ class ModelProfile:
 
 
 
+_OLD_SEQUENCE_PARALLEL_KEY = "sequence_parallel"  # allow_sequence_parallel's JSON name until 2026-12
+
+
 def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:
     if not isinstance(x, dict):
         raise ValueError(f"{where} must be an object")
     known = {f.name for f in dataclasses.fields(LayerTypeProfile)}
-    unknown = sorted(k for k in x if k not in known)
+    unknown = sorted(k for k in x if k not in known | {_OLD_SEQUENCE_PARALLEL_KEY})
     if unknown:
         raise ValueError(f"{where}: unknown keys {[k[:40] for k in unknown[:5]]}; accepted: {sorted(known)}")
     for key in ("name", "param_count", "carry_bytes_per_sample", "seq_len"):
         if key not in x:
             raise ValueError(f"{where}: missing key {key!r}")
     kw = dict(x)
+    if _OLD_SEQUENCE_PARALLEL_KEY in kw:  # the field's name before it matched the core's
+        if "allow_sequence_parallel" in kw:
+            raise ValueError(f"{where}: give allow_sequence_parallel or its old name "
+                             f"{_OLD_SEQUENCE_PARALLEL_KEY}, not both")
+        kw["allow_sequence_parallel"] = kw.pop(_OLD_SEQUENCE_PARALLEL_KEY)
     for k in ("fwd_ms_per_sample", "bwd_ms_per_sample"):
         kw[k] = _ms_table(kw.get(k, {}), f"{where}.{k}")
     kw["selective_recompute_ms_per_sample"] = _ms_table(kw.get("selective_recompute_ms_per_sample", {}),

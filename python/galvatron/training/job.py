@@ -116,37 +116,26 @@ def model_profile_for(cfg: TrainConfig, hw, world: int = 1) -> Any:
 
 
 def _measured_model_profile(cfg: TrainConfig, seq: int | None, world: int) -> Any:
-    from galvatron.profiler.model import ModelProfilerOptions, profile_model
+    from galvatron.profiler.model import ModelProfilerOptions, core_share, profile_model
     from galvatron.profiles.hardware import powers_of_two
     from galvatron.training import profile_cache
 
     degree = powers_of_two(world)[-1]  # the largest shard degree a rank can see
-    share = max(1.0, world / (os.cpu_count() or 1))
     key = profile_cache.model_cache_key(cfg.model.name, cfg.model.overrides, seq, cfg.model.dtype, world,
-                                        degree, share)
+                                        degree, core_share(world))
     cached = profile_cache.load_cached(key)
     if cached is not None:
         return cached
-    # Each rank runs one thread; with more ranks than cores they also share the cores.
+    # Each rank runs one thread; with more ranks than cores the profiler scales the times by
+    # the share of a core each rank gets (ModelProfilerOptions.processes).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         mp = profile_model(cfg.model.name, seq_len=seq, precision=cfg.model.dtype,
-                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=3),
+                           opts=ModelProfilerOptions(max_degree=degree, verbose=False, repeats=5, processes=world),
                            **cfg.model.overrides)
     finally:
         torch.set_num_threads(threads)
-    for lt in mp.layer_types:
-        for table in (lt.fwd_ms_per_sample, lt.bwd_ms_per_sample):
-            for d in table:
-                table[d] *= share
-        lt.fwd_ms_fixed *= share
-        lt.bwd_ms_fixed *= share
-    e = mp.embedding
-    for table in (e.embed_fwd_ms_per_sample, e.embed_bwd_ms_per_sample, e.head_fwd_ms_per_sample,
-                  e.head_bwd_ms_per_sample):
-        for d in table:
-            table[d] *= share
     where = profile_cache.store(key, mp)
     _log(f"measured {cfg.model.name} on this machine (seq {seq or 'of the model'}, {cfg.model.dtype}, "
          f"{_plural(world, 'process', 'processes')})" + (f"; cached as {where}" if where else ""))

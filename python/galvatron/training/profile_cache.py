@@ -20,11 +20,11 @@ def model_cache_key(model: str, overrides: dict[str, Any], seq_len: int | None, 
                     max_degree: int, share: float) -> str:
     import torch
 
-    from galvatron.profiler.launch import _device_description
+    from galvatron.profiler.launch import PROFILER_METHOD, _device_description
 
     fields = {"device": _device_description(torch.cuda.is_available()), "torch": torch.__version__,
               "model": model, "overrides": overrides, "seq_len": seq_len, "dtype": dtype, "world": world,
-              "max_degree": max_degree, "share": share}
+              "max_degree": max_degree, "share": share, "method": PROFILER_METHOD}
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

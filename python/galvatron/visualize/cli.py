@@ -139,8 +139,8 @@ def _serve(args: argparse.Namespace) -> int:
     if args.plan:
         raise ValueError("--serve searches plans itself; do not give a PLAN.json")
     model = args.model or "gpt2-small"
-    if model not in models.list():
-        raise ValueError(f"--model {model!r} is unknown; accepted: {', '.join(models.list())}")
+    if model not in models.list(aliases=True):
+        raise ValueError(f"--model {model!r} is unknown; accepted: {', '.join(models.list(aliases=True))}")
     hw = HardwareProfile.load(args.hardware) if args.hardware else None
     cfg = ServeConfig(model=model, hardware_preset=args.hardware_preset, hardware=hw,
                       nodes=hw.num_nodes if hw else (args.nodes or 1),

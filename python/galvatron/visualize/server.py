@@ -105,8 +105,8 @@ def run_search(params: Any, cfg: ServeConfig) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ValueError("the request body must be a JSON object")
     model = str(params.get("model") or cfg.model)
-    if model not in _models.list():
-        raise ValueError(f"model: {model!r} is unknown; accepted: {', '.join(_models.list())}")
+    if model not in _models.list(aliases=True):
+        raise ValueError(f"model: {model!r} is unknown; accepted: {', '.join(_models.list(aliases=True))}")
     nodes = _field(params, "nodes", int, cfg.nodes)
     gpn = _field(params, "gpus_per_node", int, cfg.gpus_per_node)
     if nodes * gpn > MAX_WORLD:
