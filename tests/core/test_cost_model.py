@@ -232,9 +232,9 @@ def test_megatron_sp_charges_the_backward_regather_of_the_kept_shards():
 
 
 def _cost_with(mp: ModelProfile, strategy: LayerStrategy, micro_batch: int = 4, stage_size: int = 4):
-    from galvatron.search import _strategy_to_c
+    from galvatron._core_convert import strategy_to_c
 
-    return _C.layer_cost(mp.to_tables(), hardware().to_tables(), 0, _strategy_to_c(strategy), 0, stage_size,
+    return _C.layer_cost(mp.to_tables(), hardware().to_tables(), 0, strategy_to_c(strategy), 0, stage_size,
                          micro_batch)
 
 
