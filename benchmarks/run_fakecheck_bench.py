@@ -19,18 +19,30 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 def main() -> None:
     from galvatron.check import check_fake, format_fake
-    from galvatron.check.plansets import llama2_7b_on_8, llama2_70b_on_64
+    from galvatron.check.plansets import (
+        SMALL_OVERRIDES,
+        llama2_7b_4layers_on_8,
+        llama2_7b_on_8,
+        llama2_70b_on_64,
+    )
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=("7b", "70b"), default=None)
+    ap.add_argument("--only", choices=("7b", "70b", "small"), default=None,
+                    help="small: the fast test's plans (llama2-7b shapes, 4 layers; use --seq-len 512)")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--procs", type=int, default=2, help="ranks simulated at once")
     ap.add_argument("--first-only", action="store_true", help="only the first rank of every stage")
     ap.add_argument("--plans", default="", help="comma-separated plan keys (default: all)")
+    ap.add_argument("--timeout", type=float, default=900.0, help="seconds per simulated rank (default 900)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
     sets = [("llama2-7b", llama2_7b_on_8()), ("llama2-70b", llama2_70b_on_64())]
-    if args.only:
+    overrides, small_ranks = None, {}
+    if args.only == "small":
+        small = llama2_7b_4layers_on_8()
+        sets, overrides = [("llama2-7b", [(k, p) for k, p, _ in small])], SMALL_OVERRIDES
+        small_ranks = {k: r for k, _, r in small}
+    elif args.only:
         sets = [s for s in sets if s[0].endswith(args.only)]
     out = open(args.out, "a", encoding="utf-8") if args.out else None  # noqa: SIM115
     for model, plans in sets:
@@ -40,7 +52,8 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             ranks = [s * plan.devices_per_stage for s in range(plan.pp)] if args.first_only else None
-            rep = check_fake(plan, model, args.seq_len, ranks=ranks, parallel_procs=args.procs)
+            rep = check_fake(plan, model, args.seq_len, overrides=overrides, ranks=small_ranks.get(key, ranks),
+                             parallel_procs=args.procs, timeout_s=args.timeout)
             print(format_fake(rep), file=sys.stderr, flush=True)
             for r in rep["ranks"]:
                 line = {"model": model, "plan": key, "world_size": plan.world_size, "seq_len": args.seq_len,

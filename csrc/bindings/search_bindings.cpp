@@ -85,6 +85,29 @@ void bind_inputs(py::module_& m) {
             for (int k = 0; k < 3; ++k) p.selective_act_bytes_per_sample[k] = v[k];
           },
           "selective checkpointing: per sp kind, bytes kept per sample, one entry per shard degree (-1: none; empty: not available)")
+      .def_property(
+          "fsdp_act_bytes_per_sample",
+          [](const LayerTypeProfile& p) {
+            return std::array<std::vector<int64_t>, 3>{p.fsdp_act_bytes_per_sample[0], p.fsdp_act_bytes_per_sample[1],
+                                                       p.fsdp_act_bytes_per_sample[2]};
+          },
+          [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
+            for (int k = 0; k < 3; ++k) p.fsdp_act_bytes_per_sample[k] = v[k];
+          },
+          "mixed precision, ZeRO-2/3 units: like act_bytes_per_sample (empty: the same)")
+      .def_property(
+          "fsdp_selective_act_bytes_per_sample",
+          [](const LayerTypeProfile& p) {
+            return std::array<std::vector<int64_t>, 3>{p.fsdp_selective_act_bytes_per_sample[0],
+                                                       p.fsdp_selective_act_bytes_per_sample[1],
+                                                       p.fsdp_selective_act_bytes_per_sample[2]};
+          },
+          [](LayerTypeProfile& p, const std::array<std::vector<int64_t>, 3>& v) {
+            for (int k = 0; k < 3; ++k) p.fsdp_selective_act_bytes_per_sample[k] = v[k];
+          },
+          "mixed precision, ZeRO-2/3 units: like selective_act_bytes_per_sample (empty: the same)")
+      .def_readwrite("fsdp_carry_bytes_per_sample", &LayerTypeProfile::fsdp_carry_bytes_per_sample,
+                     "mixed precision, ZeRO-2/3 units: the checkpointed input's bytes per sample (0: carry)")
       .def_readwrite("selective_recompute_ms_per_sample", &LayerTypeProfile::selective_recompute_ms_per_sample,
                      "selective checkpointing: recomputed ms per sample, one entry per shard degree (-1: none)");
   py::class_<EmbeddingProfile>(m, "EmbeddingProfile")

@@ -95,6 +95,17 @@ void validate_model(const ModelTables& model) {
     if (!lt.selective_recompute_ms_per_sample.empty()) {
       require_table(lt.selective_recompute_ms_per_sample, n, f + ".selective_recompute_ms_per_sample", false);
     }
+    for (int k = 0; k < 3; ++k) {
+      if (!lt.fsdp_act_bytes_per_sample[k].empty()) {
+        require_table(lt.fsdp_act_bytes_per_sample[k], n,
+                      f + ".fsdp_act_bytes_per_sample[" + std::to_string(k) + "]", false);
+      }
+      if (!lt.fsdp_selective_act_bytes_per_sample[k].empty()) {
+        require_table(lt.fsdp_selective_act_bytes_per_sample[k], n,
+                      f + ".fsdp_selective_act_bytes_per_sample[" + std::to_string(k) + "]", false);
+      }
+    }
+    if (lt.fsdp_carry_bytes_per_sample < 0) fail(f + ".fsdp_carry_bytes_per_sample must be >= 0");
   }
   const auto& e = model.embedding;
   if (e.embed_param_count < 0 || e.head_param_count < 0 || e.tied_param_count < 0) {

@@ -44,9 +44,15 @@ void add_model_states(const CommModel& comm, const Strategy& s, const LayerGroup
   if (s.dp_type == DpType::kZero2) c.param_bytes += gb * p_local;  // unsharded fwd..bwd copy
   c.grad_bytes += 4 * (sharded ? p_shard : p_local);
   c.optimizer_bytes += 8 * (s.dp_type == DpType::kDdp ? p_local : p_shard);  // AdamW m and v
-  // ZeRO-3: the gathered copies of this unit and the prefetched next one, and the unsharded
-  // gradient in the gathered dtype plus its fp32 copy for the reduce-scatter (fp32: one grad)
-  if (s.dp_type == DpType::kZero3) c.spike_bytes += (2 * gb + (gb == 4 ? 4 : gb + 4)) * p_local;
+  // Backward of a ZeRO-2/3 unit (FSDP2, every unit its own root; the runtime drops each
+  // unit's reduce-scatter input after its post-backward, see data_parallel.py): first the
+  // gathered copy and the unsharded gradient in the gathered dtype (`2 gb p`), then, after the
+  // reshard, that gradient and its fp32 flat copy for the reduce-scatter (`(gb + 4) p`).
+  // ZeRO-2's gathered copy is already a parameter term (kept from forward), so its excess is
+  // `4 p` (at least `gb p`: the copy is freed before the fp32 flat buffer exists).
+  // Measured with `galvatron check --fake` (docs/cost_model.md).
+  if (s.dp_type == DpType::kZero3) c.spike_bytes += std::max(2 * gb, gb + 4) * p_local;
+  if (s.dp_type == DpType::kZero2) c.spike_bytes += 4 * p_local;
 
   const int32_t n = g.weight_group, rpn = g.weight_ranks_per_node;
   const Placement pl = g.weight_placement;
@@ -134,16 +140,24 @@ LayerCost layer_cost(const ModelTables& model, const LayerTypeProfile& lt, const
   c.param_bytes += autocast_weight_bytes(model, lt.param_count, s);
 
   const int kind = static_cast<int>(s.sp_kind);
-  const int64_t act = at(lt.act_bytes_per_sample[kind], lt.degrees, deg, "act_bytes_per_sample") * lb;
+  // ZeRO-2/3 units under mixed precision run in the compute dtype (see problem.h)
+  const bool fsdp = model.mixed_precision && (s.dp_type == DpType::kZero2 || s.dp_type == DpType::kZero3) &&
+                    !lt.fsdp_act_bytes_per_sample[kind].empty();
+  const auto& act_table = fsdp ? lt.fsdp_act_bytes_per_sample[kind] : lt.act_bytes_per_sample[kind];
+  const int64_t act = at(act_table, lt.degrees, deg, "act_bytes_per_sample") * lb;
   if (s.checkpoint == Checkpoint::kFull) {
     const int64_t seq_shards = s.sp * (s.sp_kind == SpKind::kMegatron ? s.tp : 1);
-    c.act_bytes = ceil_div(lt.carry_bytes_per_sample, seq_shards) * lb;  // the layer input
-    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);           // rematerialised once
+    const int64_t carry =
+        fsdp && lt.fsdp_carry_bytes_per_sample > 0 ? lt.fsdp_carry_bytes_per_sample : lt.carry_bytes_per_sample;
+    c.act_bytes = ceil_div(carry, seq_shards) * lb;  // the layer input
+    // rematerialised once, and freed by the time a ZeRO-2/3 unit reduce-scatters: the larger
+    c.spike_bytes = std::max<int64_t>(c.spike_bytes, act - c.act_bytes);
   } else if (s.checkpoint == Checkpoint::kSelective) {
     // the input plus the matmul / fused-attention outputs; the rest rematerialised once
-    c.act_bytes =
-        at(lt.selective_act_bytes_per_sample[kind], lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
-    c.spike_bytes += std::max<int64_t>(0, act - c.act_bytes);
+    const bool fsdp_sel = fsdp && !lt.fsdp_selective_act_bytes_per_sample[kind].empty();
+    c.act_bytes = at(fsdp_sel ? lt.fsdp_selective_act_bytes_per_sample[kind] : lt.selective_act_bytes_per_sample[kind],
+                     lt.degrees, deg, "selective_act_bytes_per_sample") * lb;
+    c.spike_bytes = std::max<int64_t>(c.spike_bytes, act - c.act_bytes);
   } else {
     c.act_bytes = act;
   }
@@ -177,6 +191,14 @@ LayerCost embedding_cost(const ModelTables& model, const CommModel& comm, const 
   if (head && !e.head_transient_bytes_per_sample.empty()) {
     c.spike_bytes = std::max(c.spike_bytes, at(e.head_transient_bytes_per_sample, e.degrees, deg,
                                                "head_transient_bytes_per_sample") * lb);
+  }
+  if (head && model.mixed_precision && (s.dp_type == DpType::kDdp || s.dp_type == DpType::kZero1)) {
+    // The head's weight gradient under autocast (fp32 parameters): the projection's gradient
+    // in the compute dtype and its fp32 cast, both alive while it accumulates into `.grad`
+    // (the head is one matmul weight besides a norm vector). ZeRO-2/3 heads: the unit's
+    // backward term above. After the loss's own working memory, hence the larger of the two.
+    const int64_t w = ceil_div(e.head_param_count + e.tied_param_count, s.tp);
+    c.spike_bytes = std::max(c.spike_bytes, (int64_t{model.compute_bytes} + 4) * w);
   }
   return c;
 }

@@ -90,6 +90,13 @@ struct LayerTypeProfile {
   // Tables like the ones above (one entry per degree, negative: that degree missing).
   std::vector<int64_t> selective_act_bytes_per_sample[3];
   std::vector<double> selective_recompute_ms_per_sample;
+  // Under mixed precision, a ZeRO-2/3 (FSDP2) unit computes with compute-dtype parameters and
+  // FSDP2 casts its input to that dtype, so its residual stream, norms and checkpointed input
+  // are in the compute dtype, while DDP / ZeRO-1 units (fp32 parameters under autocast) keep
+  // them in fp32 (the tables above). Same layout as the tables above; empty: use those.
+  std::vector<int64_t> fsdp_act_bytes_per_sample[3];
+  std::vector<int64_t> fsdp_selective_act_bytes_per_sample[3];
+  int64_t fsdp_carry_bytes_per_sample = 0;  // the checkpointed input (0: carry_bytes_per_sample)
   // Whether the profile describes selective checkpointing of sp kind `kind` at shard degree
   // `degree` (= tp*sp).
   bool has_selective(SpKind kind, int64_t degree) const;

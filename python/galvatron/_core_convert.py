@@ -157,6 +157,13 @@ def layer_type_to_c(lt: LayerTypeProfile) -> Any:
         t.selective_recompute_ms_per_sample = [float(v) for v in dense(
             lt.selective_recompute_ms_per_sample, degs,
             f"{lt.name}.selective_recompute_ms_per_sample", -1)]
+    # mixed precision, ZeRO-2/3 units: their own activation tables (empty: the ones above)
+    for key in ("fsdp_act_bytes_per_sample", "fsdp_selective_act_bytes_per_sample"):
+        tables = getattr(lt, key)
+        if tables:
+            setattr(t, key, [[int(v) for v in dense(tables.get(k.value, {}), degs, f"{lt.name}.{key}.{k.value}", -1)]
+                             if k.value in tables else [] for k in SP_KIND_ROWS])
+    t.fsdp_carry_bytes_per_sample = lt.fsdp_carry_bytes_per_sample
     return t
 
 

@@ -299,3 +299,38 @@ def test_measure_kept_bytes_agrees_with_saved_tensor_hooks_without_checkpointing
     _, saved = measure_saved_bytes(layer, M.Carry(x), exclude=params)
     _, kept = measure_kept_bytes(lambda c: layer(c).hidden, M.Carry(x), exclude=[*params, x])
     assert kept + x.numel() * 4 == saved
+
+
+@pytest.mark.parametrize("name", ["gpt2-debug", "llama-debug"])
+def test_spec_activation_bytes_under_autocast_equal_measured(name):
+    """Mixed precision in a DDP / ZeRO-1 unit (``autocast=True``), exact: fp32 parameters under
+    CPU bf16 autocast with the runtime's float32 residual stream (the layer input, norm inputs
+    and outputs and LayerNorm statistics in float32) and one bf16 cast of the norm output per
+    linear reading it (q/k/v: 3, gate/up: 2). Autocast also caches a bf16 copy of every matmul
+    weight (saved by the matmul): a parameter term of the cost model, subtracted here. ZeRO-2/3
+    units run wholly in bf16 (FSDP2 casts their input): ``test_spec_activation_bytes_in_bf16_
+    equal_measured``."""
+    model = M.build(name, seed=0).train()
+    spec = M.spec(model.config)
+    b, s = 2, 16
+    inputs = debug_batch(name, b, s)
+    labels = debug_labels(name, inputs)
+    params = [*model.parameters(), *model.buffers()]
+    linears = [m for part in (*model.layers, model.head) for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    casts = [2 * m.weight.numel() for m in linears]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        carry = M.Carry(torch.randn(b, s, model.config.hidden_size, requires_grad=True))
+        got = []
+        for layer in model.layers:
+            carry, n = measure_saved_bytes(layer, _leaf(carry), exclude=params)
+            got.append(n)
+        assert carry.hidden.dtype == torch.float32  # the stream stays fp32
+        _, head = measure_saved_bytes(lambda: model.loss(model.head(_leaf(carry)), {"labels": labels}),
+                                      exclude=params)
+    kw = dict(dtype_bytes=2, autocast=True)
+    predicted = [spec.layer(i).act_bytes(b, s, **kw) for i in range(len(got))] + [spec.head.act_bytes(b, s, **kw)]
+    assert sum(got) + head - sum(casts) == sum(predicted)
+    # per part: each layer's own weight casts
+    n_layer = len(casts) - 1  # the head has one linear (its projection)
+    per_layer = sum(casts[:n_layer]) // len(got)
+    assert [g - per_layer for g in got] + [head - casts[-1]] == predicted

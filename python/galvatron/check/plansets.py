@@ -48,3 +48,24 @@ def llama2_70b_on_64() -> list[tuple[str, Plan]]:
             embedding=S(tp=8, dp_type="zero1"), schedule="1f1b", num_microbatches=8,
             global_batch_size=8, **bf)),
     ]
+
+
+SMALL_OVERRIDES = {"num_layers": 4}  # llama2-7b's layer shapes, 4 layers (seq 512)
+
+
+def llama2_7b_4layers_on_8() -> list[tuple[str, Plan, list[int]]]:
+    """Small mixed plans for the fast check (``tests/distributed/test_fakecheck_accuracy.py``):
+    llama2-7b with :data:`SMALL_OVERRIDES` on 8 devices; with the ranks measured."""
+    bf = dict(precision="bf16")
+    return [
+        ("pp1_mixed", Plan(world_size=8, layers=(
+            S(tp=2, dp_type="zero3"), S(tp=2, dp_type="ddp"),
+            S(sp=2, sp_kind="ulysses", dp_type="zero2", checkpoint=True),
+            S(tp=2, sp_kind="megatron", dp_type="zero1")),
+            embedding=S(tp=2, dp_type="zero3"), num_microbatches=2, global_batch_size=8, **bf), [0]),
+        ("pp2_1f1b", Plan(world_size=8, pp=2, layers=(
+            S(sp=2, sp_kind="ulysses", dp_type="zero2", checkpoint=True), S(tp=2, dp_type="ddp"),
+            S(tp=2, sp_kind="megatron", dp_type="zero3"), S(tp=4, dp_type="zero1", checkpoint=True)),
+            embedding=S(tp=2, dp_type="zero1"), schedule="1f1b", num_microbatches=4,
+            global_batch_size=16, **bf), [0, 4]),
+    ]

@@ -187,7 +187,7 @@ def llama_spec(c: LlamaConfig) -> S.ModelSpec:
     matmul = 2 * h * qo + 2 * h * kv + 3 * h * f
     biases = ((qo + 2 * kv if c.attention_bias else 0) + (h if c.o_bias else 0)
               + (2 * f + h if c.mlp_bias else 0))
-    ffn = [S.linear_input_saved("mlp.input", h),
+    ffn = [S.linear_input_saved("mlp.input", h, readers=2),
            S.SavedTensor("mlp.gate", per_token=f), S.SavedTensor("mlp.act", per_token=f),
            S.SavedTensor("mlp.up", per_token=f),
            S.linear_input_saved("mlp.down_proj.input", f, column_parallel=False)]

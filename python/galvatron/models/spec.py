@@ -69,6 +69,9 @@ class Elem(str, enum.Enum):
     FP32 = "fp32"  # statistics kept in float32 (norm mean/rstd, log-sum-exp)
     INT64 = "int64"  # indices (embedding lookups, labels, T5 position buckets)
     LN_STATS = "ln_stats"  # LayerNorm mean/rstd: float32 on CUDA, the input dtype on CPU
+    # the residual stream's dtype (norm inputs and outputs): the activation dtype, but float32
+    # under autocast (mixed precision: fp32 master weights, the stream stays fp32)
+    STREAM = "stream"
 
 
 class Shard(str, enum.Enum):
@@ -80,8 +83,9 @@ class Shard(str, enum.Enum):
     NONE = "none"
 
 
-def _elem_bytes(elem: Elem, dtype_bytes: int, ln_stats_bytes: int) -> int:
-    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8, Elem.LN_STATS: ln_stats_bytes}[elem]
+def _elem_bytes(elem: Elem, dtype_bytes: int, ln_stats_bytes: int, stream_bytes: int | None = None) -> int:
+    return {Elem.ACT: dtype_bytes, Elem.FP32: 4, Elem.INT64: 8, Elem.LN_STATS: ln_stats_bytes,
+            Elem.STREAM: dtype_bytes if stream_bytes is None else stream_bytes}[elem]
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,9 @@ class SavedTensor:
     shared: bool = False  # one storage for every layer of this type on a stage (T5 memory)
     ulysses_only: bool = False  # only present under Ulysses (the all-to-all output copy)
     flash_only: bool = False  # only on the fused-attention path (not with ``attn_math``)
+    # linears reading this (column-parallel) input: under autocast each casts the float32
+    # stream-side tensor itself and keeps its own copy (Megatron-SP's linear keeps one)
+    readers: int = 1
 
     def elements(self, batch: int, seq: int) -> int:
         return (self.per_token * batch * seq + self.per_token_seq * batch * seq * seq
@@ -171,6 +178,7 @@ class LayerTypeSpec:
         attn_math: bool = False,
         include_shared: bool = True,
         ln_stats_bytes: int = 4,
+        autocast: bool = False,
     ) -> int:
         """Bytes saved for backward by one layer on one device, for a micro-batch of
         ``batch`` sequences of ``seq`` tokens. ``padded``: a padding mask is given.
@@ -180,7 +188,11 @@ class LayerTypeSpec:
         them once per stage); they are kept under checkpointing too. ``ln_stats_bytes``: bytes
         of a LayerNorm mean/rstd element (4 on CUDA; on CPU the activation dtype's).
         ``checkpoint``: none / selective / full (``True`` = full): full keeps the layer input,
-        selective the input and ``kept_selective`` (matmul and fused-attention outputs)."""
+        selective the input and ``kept_selective`` (matmul and fused-attention outputs).
+        ``autocast``: mixed precision (fp32 master weights, ``dtype_bytes`` the autocast dtype):
+        the residual stream and the norms stay float32 (``Elem.STREAM``, the checkpointed input,
+        LayerNorm statistics), and every linear that reads a stream-side tensor keeps its own
+        cast of it (``SavedTensor.readers``; one under Megatron-SP)."""
         sp_kind = SpKind(sp_kind)
         ckpt = Checkpoint.FULL if checkpoint is True else Checkpoint.NONE if checkpoint is False \
             else Checkpoint(checkpoint)
@@ -188,9 +200,12 @@ class LayerTypeSpec:
         usp = sp if sp_kind is SpKind.ULYSSES else 1
         s = self.tokens(seq)
         tensors = self.saved_math if attn_math and self.saved_math is not None else self.saved
+        stream = 4 if autocast else dtype_bytes
+        if autocast:
+            ln_stats_bytes = 4
         total = 0.0
         if ckpt is not Checkpoint.NONE:
-            total = self.input_per_token * batch * s * dtype_bytes / ((tp if msp else 1) * usp)
+            total = self.input_per_token * batch * s * stream / ((tp if msp else 1) * usp)
             kept = self.kept_selective if ckpt is Checkpoint.SELECTIVE else ()
             tensors = tuple(t for t in tensors if t.shared) + kept
         for t in tensors:
@@ -203,7 +218,8 @@ class LayerTypeSpec:
             div = usp if t.sp_split else 1
             if t.shard is Shard.TP or (t.shard is Shard.SEQ and msp):
                 div *= tp
-            total += t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes, ln_stats_bytes) / div
+            copies = t.readers if autocast and not msp else 1
+            total += copies * t.elements(batch, s) * _elem_bytes(t.elem, dtype_bytes, ln_stats_bytes, stream) / div
         return int(-(-total // 1))
 
 
@@ -257,8 +273,8 @@ def norm_saved(prefix: str, hidden: int, rms: bool) -> list[SavedTensor]:
         return [SavedTensor(f"{prefix}.input_fp32", per_token=hidden, elem=Elem.FP32,
                             shard=Shard.SEQ),
                 SavedTensor(f"{prefix}.rstd", per_token=1, elem=Elem.FP32, shard=Shard.SEQ),
-                SavedTensor(f"{prefix}.normed", per_token=hidden, shard=Shard.SEQ)]
-    return [SavedTensor(f"{prefix}.input", per_token=hidden, shard=Shard.SEQ),
+                SavedTensor(f"{prefix}.normed", per_token=hidden, elem=Elem.STREAM, shard=Shard.SEQ)]
+    return [SavedTensor(f"{prefix}.input", per_token=hidden, elem=Elem.STREAM, shard=Shard.SEQ),
             SavedTensor(f"{prefix}.stats", per_token=2, elem=Elem.LN_STATS, shard=Shard.SEQ)]
 
 
@@ -276,11 +292,14 @@ def loss_saved(classes: int, per_sample: bool = False) -> list[SavedTensor]:
             SavedTensor("loss.total_weight", fixed=1, elem=Elem.FP32, shard=Shard.NONE)]
 
 
-def linear_input_saved(name: str, width: int, column_parallel: bool = True) -> SavedTensor:
+def linear_input_saved(name: str, width: int, column_parallel: bool = True, readers: int = 1) -> SavedTensor:
     """The input a linear keeps for its weight gradient. Input of a column-parallel linear
     (q/k/v, fc_in): replicated under plain tp, its sequence shard under Megatron-SP
-    (``Shard.SEQ``: re-gathered in backward); of a row-parallel one: ``Shard.TP``."""
-    return SavedTensor(name, per_token=width, shard=Shard.SEQ if column_parallel else Shard.TP)
+    (``Shard.SEQ``: re-gathered in backward); of a row-parallel one: ``Shard.TP``.
+    ``readers``: linears reading the same (norm output) input, each keeping its own autocast
+    cast of it under mixed precision (q/k/v: 3; gate/up: 2)."""
+    return SavedTensor(name, per_token=width, shard=Shard.SEQ if column_parallel else Shard.TP,
+                       readers=readers)
 
 
 def sdpa_saved(prefix: str, heads: int, kv_heads: int, head_dim: int, rope: bool = False,
@@ -385,7 +404,7 @@ def prenorm_layer_spec(name: str, c: Any, ffn_saved: list[SavedTensor], params: 
     if mask_always:
         mask.append(SavedTensor("attn.window_mask", per_seq_seq=1, shard=Shard.NONE,
                                 sp_split=False, unpadded_only=True))
-    pre = norm_saved("norm1", h, rms) + [linear_input_saved("attn.input", h)]
+    pre = norm_saved("norm1", h, rms) + [linear_input_saved("attn.input", h, readers=3)]
     post = norm_saved("norm2", h, rms) + ffn_saved
     return LayerTypeSpec(
         name, params, h, a, kv_heads, d, c.ffn_hidden, matmul_params=matmul, attn_ops=1,

@@ -10,10 +10,13 @@ gradient of a parameter is the **sum** over its weight group (dp*sp ranks) of lo
   ``8 * p_shard`` bytes), then an all-gather of the updated flat parameters.
 - ZeRO-2 / ZeRO-3: FSDP2 ``fully_shard`` on the unit's weight-group mesh,
   ``reshard_after_forward`` False / True, gradient divide factor 1 (sum). Under a bf16/fp16
-  plan, ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32)``: the fp32
-  shard is cast and all-gathered as a 2-byte copy (ZeRO-2 keeps that copy until backward),
-  gradients are computed in the compute dtype and reduce-scattered in float32 into the fp32
-  sharded gradient; the master weights and AdamW states stay fp32.
+  plan, ``MixedPrecisionPolicy(param_dtype=<compute dtype>, reduce_dtype=float32,
+  output_dtype=float32)``: the fp32 shard is cast and all-gathered as a 2-byte copy (ZeRO-2
+  keeps that copy until backward), the unit's input is cast to the compute dtype and its
+  output back to float32 (the stream between units is float32), gradients are computed in the
+  compute dtype and reduce-scattered in float32 into the fp32 sharded gradient; the master
+  weights and AdamW states stay fp32. After each unit's post-backward its float32 reduce-
+  scatter input is dropped (``_ReleaseReduceScatterInput``).
 
 Gradient reduction dtypes (``GRAD_REDUCE_DTYPE``): DDP and ZeRO-1 units keep fp32 parameters
 (autocast casts per op), so their gradients are fp32 and are all-reduced / reduce-scattered in
@@ -46,11 +49,61 @@ def apply_fsdp(module: nn.Module, group, dp_type: DpType, device_type: str = "cp
     forward to backward; ZeRO-3: reshard after forward). ``param_dtype`` (bf16/fp16 plans):
     gather and compute with parameters of that dtype, reduce gradients in float32."""
     mesh = DeviceMesh.from_group(group, device_type)
-    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=GRAD_REDUCE_DTYPE)
+    # Under a bf16/fp16 plan FSDP2 casts the unit's input to the compute dtype (the unit runs
+    # wholly in it) and its output back to float32: between units the residual stream is
+    # float32 whatever each unit's dp type, as in DDP / ZeRO-1 units under autocast, so a
+    # unit's activations depend on its own strategy only (docs/cost_model.md)
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=GRAD_REDUCE_DTYPE,
+                              output_dtype=torch.float32 if param_dtype is not None else None)
     fully_shard(module, mesh=mesh, reshard_after_forward=dp_type is DpType.ZERO3, mp_policy=mp)
     module.set_gradient_divide_factor(1.0)
     module.set_force_sum_reduction_for_comms(True)  # gloo has no PREMUL_SUM
+    # registered after fully_shard and prepended: runs before FSDP2's own pre-forward hook, so
+    # the release runs in backward right after FSDP2's post-backward of this unit
+    module.register_forward_pre_hook(_release_after_post_backward, prepend=True)
     return module
+
+
+class _ReleaseReduceScatterInput(torch.autograd.Function):
+    """Identity on a unit's input; in backward (after the unit's FSDP2 post-backward, which
+    reduce-scatters its gradients) drops the unit's retained reduce-scatter input.
+
+    Every unit is its own FSDP2 root (units live on different meshes), and a root keeps the
+    float32 flat reduce-scatter input of its last post-backward until its root callback at
+    the end of the whole ``backward()`` call: the unsharded gradients of every ZeRO-2/3 unit
+    of a chunk were alive at once (measured: 63.8 GiB on a 70B pipeline stage of 20 ZeRO-2
+    layers, docs/cost_model.md). Released here, one unit's copy is alive at a time, as the
+    ZeRO-2/3 plan promises (sharded gradients)."""
+
+    @staticmethod
+    def forward(ctx, module, x):  # noqa: ANN001, ANN205
+        ctx.module = module
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: ANN001, ANN205
+        release_reduce_scatter_inputs(ctx.module)
+        return None, g
+
+
+def release_reduce_scatter_inputs(module: nn.Module) -> None:
+    """Wait for (on the compute stream) and drop the reduce-scatter inputs FSDP2 keeps for
+    ``module``'s root context; what FSDP2's own next post-backward in a shared context does."""
+    state = module._get_fsdp_state()
+    ctx = state._comm_ctx
+    for rs in ctx.reduce_scatter_states:
+        if rs.event is not None:
+            state._device_handle.current_stream().wait_event(rs.event)
+    ctx.reduce_scatter_states.clear()
+
+
+def _release_after_post_backward(module: nn.Module, args: tuple):
+    if not torch.is_grad_enabled():
+        return None
+    for i, a in enumerate(args):  # the first tensor input that carries a gradient
+        if isinstance(a, torch.Tensor) and a.requires_grad:
+            return (*args[:i], _ReleaseReduceScatterInput.apply(module, a), *args[i + 1:])
+    return None
 
 
 def flat_grads(params: list[nn.Parameter]) -> torch.Tensor:

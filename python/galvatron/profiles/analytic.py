@@ -15,6 +15,8 @@ world size up to ``max_degree`` (not only powers of two).
 
 from __future__ import annotations
 
+from typing import Any
+
 from galvatron.profiles.hardware import HardwareProfile
 from galvatron.profiles.model import EmbeddingProfile, LayerTypeProfile, ModelProfile
 
@@ -59,6 +61,10 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
     spec = models.spec(cfg)
     seq = seq_len or spec.seq_len
     cb = 4 if precision == "fp32" else 2
+    # mixed precision: fp32 master weights under autocast; the residual stream (what a layer
+    # takes, keeps when checkpointed, and sends between layers and stages) stays float32
+    amp = precision != "fp32"
+    stream = 4
     peak_flops = hw.peak_tflops.get(precision, hw.peak_tflops.get("fp32", 1.0)) * 1e12
     ms_per_flop = 1e3 / (peak_flops * hw.matmul_efficiency)
     top = max_degree or hw.world_size
@@ -102,22 +108,33 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         tokens = ls.tokens(seq)
         head_dim = ls.head_dim or (ls.hidden_size // max(ls.num_heads, 1))
         acts = {kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
-                                       sp=(d if kind == "ulysses" else 1), sp_kind=kind)
+                                       sp=(d if kind == "ulysses" else 1), sp_kind=kind, autocast=amp)
                        for d in degrees if not (kind == "megatron" and d == 1)}
                 for kind in ("none", "megatron", "ulysses")}
         acts["megatron"].setdefault(1, acts["none"][1])  # unused placeholder for a complete table
         acts["ulysses"].setdefault(1, acts["none"][1])
         selective = {kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
                                             sp=(d if kind == "ulysses" else 1), sp_kind=kind,
-                                            checkpoint="selective")
+                                            checkpoint="selective", autocast=amp)
                             for d in degrees if not (kind == "megatron" and d == 1)}
                      for kind in ("none", "megatron", "ulysses")}
         selective["megatron"].setdefault(1, selective["none"][1])
         selective["ulysses"].setdefault(1, selective["none"][1])
         recompute_t = recompute_times(ls, degrees)
+        fsdp: dict[str, Any] = {}
+        if amp:  # ZeRO-2/3 units: FSDP2 casts the input, the whole layer runs in the compute dtype
+            fsdp = dict(
+                fsdp_act_bytes_per_sample={kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                                                 sp=(d if kind == "ulysses" else 1), sp_kind=kind)
+                                                  for d in t} for kind, t in acts.items()},
+                fsdp_selective_act_bytes_per_sample={
+                    kind: {d: ls.act_bytes(1, seq, cb, tp=(1 if kind == "ulysses" else d),
+                                           sp=(d if kind == "ulysses" else 1), sp_kind=kind, checkpoint="selective")
+                           for d in t} for kind, t in selective.items()},
+                fsdp_carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * cb)
         layer_types.append(LayerTypeProfile(
             name=name, param_count=ls.param_count,
-            carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * cb, seq_len=tokens,
+            carry_bytes_per_sample=max(1, ls.input_per_token) * tokens * stream, seq_len=tokens,
             num_heads=max(ls.num_heads, 1), num_kv_heads=max(ls.num_kv_heads or ls.num_heads, 1),
             tp_collectives=max(1, ls.attn_ops) + (1 if ls.ffn_hidden else 0),
             ulysses_bytes_per_sample=tokens * (2 * ls.num_heads + 2 * (ls.num_kv_heads or ls.num_heads)) * head_dim * cb,
@@ -125,6 +142,7 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
             act_bytes_per_sample=acts, selective_act_bytes_per_sample=selective,
             selective_recompute_ms_per_sample=recompute_t,
             allow_sequence_parallel=getattr(cfg, "family", "") != "swin",  # windows need the whole sequence
+            **fsdp,
         ))
     first = spec.layer(0)
     # Only the embedding/head weight tie matters here (the spec's tied count may also include
@@ -142,11 +160,11 @@ def model_profile(model: str, seq_len: int | None = None, hardware: HardwareProf
         embed_param_count=spec.embed.param_count - tied,
         head_param_count=spec.head.param_count - tied,
         tied_param_count=tied,
-        carry_bytes_per_sample=max(1, first.input_per_token) * first.tokens(seq) * cb, seq_len=seq,
+        carry_bytes_per_sample=max(1, first.input_per_token) * first.tokens(seq) * stream, seq_len=seq,
         embed_fwd_ms_per_sample=emb_fwd, embed_bwd_ms_per_sample=emb_bwd,
         head_fwd_ms_per_sample=head_fwd, head_bwd_ms_per_sample=head_bwd,
-        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
-        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d) for d in emb_degrees},
+        embed_act_bytes_per_sample={d: spec.embed.act_bytes(1, seq, cb, tp=d, autocast=amp) for d in emb_degrees},
+        head_act_bytes_per_sample={d: spec.head.act_bytes(1, seq, cb, tp=d, autocast=amp) for d in emb_degrees},
         head_transient_bytes_per_sample={d: _loss_transient_bytes(spec.head, seq, d, kernels) for d in emb_degrees},
     )
     return ModelProfile(model=model, seq_len=seq, layer_types=layer_types,

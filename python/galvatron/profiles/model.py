@@ -78,7 +78,9 @@ def _check_layer_type(lt: Any, where: str) -> None:
     check_bool(lt.allow_sequence_parallel, f"{where}.allow_sequence_parallel")
     _ms_table(lt.fwd_ms_per_sample, f"{where}.fwd_ms_per_sample")
     _ms_table(lt.bwd_ms_per_sample, f"{where}.bwd_ms_per_sample")
-    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+    check_int(lt.fsdp_carry_bytes_per_sample, f"{where}.fsdp_carry_bytes_per_sample", 0, MAX_BYTES_PER_SAMPLE)
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample", "fsdp_act_bytes_per_sample",
+                "fsdp_selective_act_bytes_per_sample"):
         acts = check_dict(getattr(lt, key), f"{where}.{key}")
         if set(acts) - set(SP_KINDS):
             raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")
@@ -145,6 +147,11 @@ class LayerTypeProfile:
     # the compute time of what it recomputes in backward.
     selective_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
     selective_recompute_ms_per_sample: dict[int, float] = field(default_factory=dict)
+    # Mixed precision, ZeRO-2/3 units (FSDP2 casts their input and gathers compute-dtype
+    # parameters: the whole layer runs in the compute dtype); empty / 0: as the tables above.
+    fsdp_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
+    fsdp_selective_act_bytes_per_sample: dict[str, dict[int, int]] = field(default_factory=dict)
+    fsdp_carry_bytes_per_sample: int = 0
 
 
 @dataclass
@@ -268,7 +275,8 @@ def _layer_type_from_dict(x: Any, where: str) -> LayerTypeProfile:
         kw[k] = _ms_table(kw.get(k, {}), f"{where}.{k}")
     kw["selective_recompute_ms_per_sample"] = _ms_table(kw.get("selective_recompute_ms_per_sample", {}),
                                                         f"{where}.selective_recompute_ms_per_sample")
-    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample"):
+    for key in ("act_bytes_per_sample", "selective_act_bytes_per_sample", "fsdp_act_bytes_per_sample",
+                "fsdp_selective_act_bytes_per_sample"):
         acts = kw.get(key, {})
         if not isinstance(acts, dict) or set(acts) - set(SP_KINDS):
             raise ValueError(f"{where}.{key}: keys must be among {SP_KINDS}")

@@ -103,7 +103,12 @@ def at_seq_len(mp: ModelProfile, seq: int) -> ModelProfile:
             for d in list(by_degree):
                 r = ratio(kind, d, cb) if ratio is not None else lin
                 by_degree[d] = int(round(by_degree[d] * r))
+        for kind, by_degree in lt.fsdp_act_bytes_per_sample.items():
+            for d in list(by_degree):
+                r = ratio(kind, d, cb) if ratio is not None else lin
+                by_degree[d] = int(round(by_degree[d] * r))
         lt.carry_bytes_per_sample = int(round(lt.carry_bytes_per_sample * lin))
+        lt.fsdp_carry_bytes_per_sample = int(round(lt.fsdp_carry_bytes_per_sample * lin))
         lt.ulysses_bytes_per_sample = int(round(lt.ulysses_bytes_per_sample * lin))
         lt.seq_len = max(1, int(round(lt.seq_len * lin)))
     e = out.embedding
