@@ -100,7 +100,8 @@ def _tasks(opts, world: int, L: int):
                     continue
                 for B in opts.global_batch_sizes:
                     for m in (list(opts.num_microbatches) or [m for m in range(1, B + 1) if B % m == 0]):
-                        if B % m == 0 and not (interleaved and m % pp):
+                        one_f_one_b_short = sched == _C.Schedule.ONE_F_ONE_B and m < pp  # torch refuses it
+                        if B % m == 0 and not (interleaved and m % pp) and not one_f_one_b_short:
                             yield pp, sched, v, B, m
 
 
