@@ -90,11 +90,13 @@ def release_reduce_scatter_inputs(module: nn.Module) -> None:
     """Wait for (on the compute stream) and drop the reduce-scatter inputs FSDP2 keeps for
     ``module``'s root context; what FSDP2's own next post-backward in a shared context does."""
     state = module._get_fsdp_state()
-    ctx = state._comm_ctx
-    for rs in ctx.reduce_scatter_states:
+    states = getattr(getattr(state, "_comm_ctx", None), "reduce_scatter_states", None)
+    if states is None:  # private FSDP2 fields of torch 2.13; elsewhere FSDP2 keeps them to the end
+        return  # of backward: more memory than predicted, the same results
+    for rs in states:
         if rs.event is not None:
             state._device_handle.current_stream().wait_event(rs.event)
-    ctx.reduce_scatter_states.clear()
+    states.clear()
 
 
 def _release_after_post_backward(module: nn.Module, args: tuple):
