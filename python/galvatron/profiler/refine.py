@@ -35,11 +35,12 @@ reported as not fitted. The observations' other kinds are then fitted with it he
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from galvatron._io import parse_json_text
 
 KINDS = ("compute", "comm", "optimizer")
 MIN_SHARE = 0.05  # a kind must be at least this share of some observation's prediction to be fitted
@@ -141,10 +142,7 @@ def _median_step(path: str, skip: int) -> tuple[float, int]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {n}: malformed JSON ({e.msg})") from None
+            rec = parse_json_text(line, f"{path}: line {n}")  # bounded: depth, huge integers
             if not isinstance(rec, dict) or "step_time_s" not in rec:
                 continue  # other records (e.g. evaluation only)
             times.append(_num(rec["step_time_s"], f"{path}: line {n}: step_time_s"))
